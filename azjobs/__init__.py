@@ -1,0 +1,42 @@
+"""azjobs: background jobs for Python on Azure Storage Queues.
+
+Write a job once; run it on Azure Functions (``azjobs.blueprint()``) or on your own
+machines (the ``azjobs`` worker) with the same behaviour.
+"""
+
+from .client import Client, EnqueueManyResult, configure, default_client
+from .connection import Connection, resolve_connection
+from .errors import (
+    ArgumentError,
+    AzjobsError,
+    ConfigurationError,
+    DelayError,
+    EnqueueError,
+    EnvelopeError,
+    Fail,
+    PayloadTooLargeError,
+    QueueNotFoundError,
+    UnknownJobError,
+)
+from .job import Call, Job, JobDefinition, job
+from .message import Envelope
+from .registry import Registry, registry
+from .retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
+from .settings import QueueSettings
+from .version import __version__
+
+
+def blueprint(*args, **kwargs):
+    """An ``azure.functions.Blueprint`` with one queue trigger per queue (see azjobs.functions)."""
+    from .functions import blueprint as _blueprint
+
+    return _blueprint(*args, **kwargs)
+
+
+__all__ = [
+    "ArgumentError", "AzjobsError", "Backoff", "Call", "Client", "ConfigurationError", "Connection", "DelayError",
+    "EnqueueError", "EnqueueManyResult", "Envelope", "EnvelopeError", "Fail", "Fixed", "Job", "JobDefinition",
+    "NoRetry", "PayloadTooLargeError", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
+    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "default_client", "job", "registry",
+    "resolve_connection",
+]

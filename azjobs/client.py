@@ -1,0 +1,292 @@
+"""The enqueue side: sending envelopes to queues with only ``azure-storage-queue``.
+
+No Functions package is imported here, so any Python app can enqueue.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Sequence
+
+from .connection import Connection, redact, resolve_connection
+from .errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoundError
+from .message import Envelope, format_time, utcnow
+from .settings import QueueSettings
+
+# The service's maximum visibility timeout: a longer delay hops (see core.defer).
+MAX_VISIBILITY = timedelta(days=7)
+NEVER_EXPIRE = -1
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """When a message becomes visible, and the due time it carries when that is beyond one hop."""
+
+    visibility_timeout: int  # seconds
+    due_at: str | None = None
+
+
+def plan_delivery(delay: float | timedelta | None = None, at: datetime | None = None, now: datetime | None = None) -> Delivery:
+    """Turn ``delay``/``at`` into an initial visibility; past 7 days the message carries ``due_at``."""
+    now = now or utcnow()
+    if delay is not None and at is not None:
+        raise DelayError("give either a delay or a time, not both")
+    if at is not None:
+        if not isinstance(at, datetime):
+            raise DelayError(f"enqueue_at takes a datetime, got {at!r}")
+        if at.tzinfo is None:
+            raise DelayError("enqueue_at needs a timezone-aware datetime (e.g. datetime.now(timezone.utc) + ...)")
+        seconds = (at - now).total_seconds()
+    elif delay is not None:
+        if isinstance(delay, timedelta):
+            seconds = delay.total_seconds()
+        elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+            seconds = float(delay)
+        else:
+            raise DelayError(f"a delay is seconds (int/float) or a timedelta, got {delay!r}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise DelayError(f"a delay must be zero or more seconds, got {delay!r}")
+    else:
+        return Delivery(0)
+    seconds = max(0.0, seconds)
+    visibility = math.ceil(seconds)  # never run early
+    if visibility <= MAX_VISIBILITY.total_seconds():
+        return Delivery(visibility)
+    return Delivery(int(MAX_VISIBILITY.total_seconds()), format_time(now + timedelta(seconds=seconds)))
+
+
+def _storage_error(exc: Exception, queue: str) -> Exception:
+    """Map an SDK error to a clear azjobs error (never with a secret in it)."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+
+    if isinstance(exc, ResourceNotFoundError) or getattr(exc, "error_code", None) == "QueueNotFound":
+        return QueueNotFoundError(queue)
+    if isinstance(exc, HttpResponseError) and exc.status_code == 413:
+        return PayloadTooLargeError(f"queue {queue!r} refused the message as too large (413)")
+    if isinstance(exc, ServiceRequestError):
+        return EnqueueError(f"cannot reach the queue service for {queue!r}: {redact(str(exc)).splitlines()[0]}")
+    return EnqueueError(f"sending to queue {queue!r} failed: {redact(str(exc)).splitlines()[0]}")
+
+
+def _http_session(pool: int):
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def sdk_retry():
+    """Short SDK retries (about 1, 3, 5 s) instead of the default 15 s, 18 s, 42 s back-off."""
+    from azure.storage.queue import ExponentialRetry
+
+    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
+
+
+@dataclass
+class EnqueueManyResult:
+    """Per-item outcome of ``enqueue_many``: ``results[i]`` is the job id or the exception."""
+
+    envelopes: list[Envelope | None]
+    results: list[Any] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r for r in self.results if isinstance(r, str)]
+
+    @property
+    def failures(self) -> list[tuple[int, BaseException]]:
+        return [(i, r) for i, r in enumerate(self.results) if isinstance(r, BaseException)]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def raise_for_failures(self) -> "EnqueueManyResult":
+        if self.failures:
+            first_index, first = self.failures[0]
+            raise EnqueueError(
+                f"{len(self.failures)} of {len(self.results)} messages were not sent; first (item {first_index}): {first}"
+            ) from first
+        return self
+
+
+class Client:
+    """Sends messages. Thread-safe; one per process is enough (see ``default_client``)."""
+
+    def __init__(
+        self,
+        connection: Connection | str | None = None,
+        *,
+        settings: QueueSettings | None = None,
+        message_encoding: str | None = None,
+        create_queues: bool = True,
+        message_ttl: int | timedelta | None = NEVER_EXPIRE,
+        pool_size: int = 32,
+    ) -> None:
+        if isinstance(connection, str):
+            connection = Connection(connection_string=connection, source="argument")
+        self._connection = connection
+        self._settings = settings
+        self._encoding = message_encoding
+        self.create_queues = create_queues
+        if isinstance(message_ttl, timedelta):
+            message_ttl = int(message_ttl.total_seconds())
+        self.message_ttl = message_ttl
+        self.pool_size = pool_size
+        self._lock = threading.Lock()
+        self._service = None
+        self._queues: dict[str, Any] = {}
+        self._known_queues: set[str] = set()
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = resolve_connection()
+        return self._connection
+
+    @property
+    def settings(self) -> QueueSettings:
+        if self._settings is None:
+            self._settings = QueueSettings.load()
+        return self._settings
+
+    @property
+    def encoding(self) -> str:
+        return self._encoding or self.settings.message_encoding
+
+    def service(self):
+        with self._lock:
+            if self._service is None:
+                self._service = self.connection.queue_service(
+                    session=_http_session(self.pool_size), retry_policy=sdk_retry()
+                )
+            return self._service
+
+    def queue(self, name: str):
+        """The SDK ``QueueClient`` for ``name`` (no encode policy: azjobs encodes itself)."""
+        client = self._queues.get(name)
+        if client is None:
+            client = self.service().get_queue_client(name)
+            with self._lock:
+                client = self._queues.setdefault(name, client)
+        return client
+
+    def ensure_queue(self, name: str) -> bool:
+        """Create ``name`` if missing; True if it was created."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            self.queue(name).create_queue()
+            created = True
+        except ResourceExistsError:
+            created = False
+        except Exception as exc:
+            raise _storage_error(exc, name) from exc
+        self._known_queues.add(name)
+        return created
+
+    def send_text(self, queue: str, text: str, *, visibility_timeout: int = 0, time_to_live: int | None = None) -> Any:
+        """Send already-encoded message text; creates the queue on first use if allowed."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        ttl = self.message_ttl if time_to_live is None else time_to_live
+        kwargs = {"visibility_timeout": visibility_timeout or None, "time_to_live": ttl}
+        try:
+            return self.queue(queue).send_message(text, **kwargs)
+        except ResourceNotFoundError as exc:
+            if not self.create_queues:
+                raise QueueNotFoundError(queue) from None
+            try:
+                self.ensure_queue(queue)
+                return self.queue(queue).send_message(text, **kwargs)
+            except Exception as retry_exc:
+                raise _storage_error(retry_exc, queue) from retry_exc
+        except Exception as exc:
+            raise _storage_error(exc, queue) from exc
+
+    def prepare(self, envelope: Envelope, delay=None, at=None) -> tuple[str, Delivery, Envelope]:
+        """Plan the delivery and encode; raises before any network call on bad input."""
+        delivery = plan_delivery(delay, at)
+        if delivery.due_at is not None:
+            envelope = envelope.evolve(due_at=delivery.due_at)
+        queue = envelope.queue
+        if queue is None:
+            raise EnqueueError(f"envelope for {envelope.job} names no queue")
+        return envelope.encode(self.encoding), delivery, envelope
+
+    def send(self, envelope: Envelope, *, delay=None, at=None) -> str:
+        """Send one envelope to its queue; returns the job id."""
+        text, delivery, envelope = self.prepare(envelope, delay, at)
+        ttl = NEVER_EXPIRE if delivery.due_at else None
+        self.send_text(envelope.queue, text, visibility_timeout=delivery.visibility_timeout, time_to_live=ttl)
+        return envelope.id
+
+    def send_many(self, envelopes: Sequence[Envelope], *, delay=None, at=None, max_workers: int = 8) -> list[Any]:
+        """Send concurrently (Azure has no batch send); each result is the job id or the exception."""
+        if not envelopes:
+            return []
+
+        def one(envelope: Envelope) -> Any:
+            try:
+                return self.send(envelope, delay=delay, at=at)
+            except Exception as exc:  # reported per item
+                return exc
+
+        # Create each queue once up front rather than racing on first use.
+        if self.create_queues:
+            for queue in {e.queue for e in envelopes} - self._known_queues:
+                try:
+                    self.ensure_queue(queue)
+                except Exception:
+                    pass  # the sends report it per item
+        workers = max(1, min(max_workers, len(envelopes)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azjobs-send") as pool:
+            return list(pool.map(one, envelopes))
+
+    def aio(self) -> "AsyncClient":
+        from .aio import AsyncClient
+
+        return AsyncClient(self)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._service is not None:
+                self._service.close()
+            self._service = None
+            self._queues.clear()
+
+
+_default: Client | None = None
+_default_lock = threading.Lock()
+
+
+def configure(connection: Connection | str | None = None, **options: Any) -> Client:
+    """Set the process-wide client used by ``job.enqueue`` (connection, host.json settings, ...)."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = Client(connection, **options)
+        return _default
+
+
+def default_client() -> Client:
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client()
+        return _default
+
+
+def async_client():
+    from .aio import AsyncClient
+
+    return AsyncClient(default_client())

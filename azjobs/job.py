@@ -1,0 +1,354 @@
+"""Job definitions: ``@azjobs.job(queue=...)`` functions and ``azjobs.Job`` classes."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterable, Mapping
+
+from .errors import ArgumentError, ConfigurationError
+from .message import Envelope
+from .queue_names import validate_queue_name
+from .registry import Registry, registry as default_registry
+from .retry import RetryPolicy, build_policy
+
+# Options a job may declare (decorator keywords or class attributes).
+JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry")
+# Options one call may override (``job.options(...)``); these travel with the message or steer the send.
+CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client")
+
+
+class JobDefinition:
+    """A registered job: its name, queue, target and failure policy."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        queue: str,
+        call: Callable[..., Any],
+        signature_of: Callable[..., Any],
+        target_id: str,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        retry_on=None,
+        give_up_on=None,
+        on_dead_letter: Callable[..., Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.queue = validate_queue_name(queue)
+        self.call = call
+        self.target_id = target_id
+        self.is_async = inspect.iscoroutinefunction(signature_of)
+        try:
+            self.signature = inspect.signature(signature_of)
+        except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+            self.signature = None
+        self.retry_policy = build_policy(retry, max_retries, retry_on, give_up_on)
+        if on_dead_letter is not None and not callable(on_dead_letter):
+            raise ConfigurationError(f"on_dead_letter must be callable, got {on_dead_letter!r}")
+        self.on_dead_letter = on_dead_letter
+
+    def __repr__(self) -> str:
+        return f"<job {self.name} queue={self.queue}>"
+
+    def check_arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> None:
+        """Raise ArgumentError if the arguments do not bind to the job's signature."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(f"arguments do not fit job {self.name}: {exc}") from None
+
+    def run(self, args: tuple, kwargs: Mapping[str, Any]) -> Any:
+        """Call the job (returns a coroutine for ``async def`` jobs)."""
+        return self.call(*args, **kwargs)
+
+    def policy_for(self, envelope: Envelope) -> RetryPolicy:
+        """The retry policy for one message, with its per-call ``max_retries`` override."""
+        override = envelope.options.get("max_retries") if envelope.options else None
+        if isinstance(override, int) and not isinstance(override, bool) and override >= 0:
+            return build_policy(self.retry_policy, override)
+        return self.retry_policy
+
+    # -- enqueue ---------------------------------------------------------
+    def options(self, **overrides: Any) -> "BoundCall":
+        """Per-call options kept apart from job arguments: ``job.options(delay=60).enqueue(x)``."""
+        return BoundCall(self, overrides)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        return BoundCall(self, {}).enqueue(*args, **kwargs)
+
+    def enqueue_in(self, delay: float | timedelta, *args: Any, **kwargs: Any) -> str:
+        return BoundCall(self, {"delay": delay}).enqueue(*args, **kwargs)
+
+    def enqueue_at(self, when: datetime, *args: Any, **kwargs: Any) -> str:
+        return BoundCall(self, {"at": when}).enqueue(*args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[Any], **send_options: Any):
+        return BoundCall(self, {}).enqueue_many(calls, **send_options)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
+        return await BoundCall(self, {}).enqueue_async(*args, **kwargs)
+
+
+class Call:
+    """Arguments for one job call in ``enqueue_many``: ``azjobs.Call(1, to="x")``."""
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    @classmethod
+    def coerce(cls, item: Any) -> "Call":
+        if isinstance(item, Call):
+            return item
+        if isinstance(item, (tuple, list)):
+            return cls(*item)
+        if isinstance(item, dict):
+            return cls(**item)
+        return cls(item)
+
+    def __repr__(self) -> str:
+        return f"Call(args={self.args!r}, kwargs={self.kwargs!r})"
+
+
+class BoundCall:
+    """A job with per-call options; built by ``job.options(...)``."""
+
+    def __init__(self, definition: JobDefinition, options: Mapping[str, Any]) -> None:
+        unknown = sorted(set(options) - set(CALL_OPTIONS))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown call option(s) {', '.join(unknown)} for job {definition.name}; known: {', '.join(CALL_OPTIONS)}"
+            )
+        if "delay" in options and "at" in options:
+            raise ConfigurationError("give either delay= or at=, not both")
+        if "queue" in options:
+            validate_queue_name(options["queue"])
+        if "max_retries" in options:
+            build_policy(max_retries=options["max_retries"])  # validates
+        self.definition = definition
+        self._options = dict(options)
+
+    def options(self, **overrides: Any) -> "BoundCall":
+        return BoundCall(self.definition, {**self._options, **overrides})
+
+    @property
+    def queue(self) -> str:
+        return self._options.get("queue", self.definition.queue)
+
+    def _client(self):
+        from .client import default_client
+
+        return self._options.get("client") or default_client()
+
+    def build(self, args: tuple, kwargs: Mapping[str, Any]) -> Envelope:
+        """The envelope for one call: arguments checked against the signature and as JSON."""
+        self.definition.check_arguments(args, kwargs)
+        options = {}
+        if "max_retries" in self._options:
+            options["max_retries"] = self._options["max_retries"]
+        return Envelope.build(
+            self.definition.name, args, kwargs, queue=self.queue, options=options,
+            trace=dict(self._options.get("trace") or {}),
+        )
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        """Send one message; returns the job id."""
+        envelope = self.build(args, kwargs)
+        self._client().send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
+        return envelope.id
+
+    def enqueue_many(self, calls: Iterable[Any], *, max_workers: int = 8):
+        """Send many messages concurrently; returns an EnqueueManyResult with per-item failures.
+
+        Each item is an ``azjobs.Call``, a tuple/list of positional arguments, a dict of
+        keyword arguments, or a single argument. An item whose arguments are invalid is
+        reported as a failure; the others are still sent.
+        """
+        from .client import EnqueueManyResult
+
+        items: list[Envelope | BaseException] = []
+        for item in calls:
+            call = Call.coerce(item)
+            try:
+                items.append(self.build(call.args, call.kwargs))
+            except ArgumentError as exc:
+                items.append(exc)
+        envelopes = [e for e in items if isinstance(e, Envelope)]
+        sent = self._client().send_many(
+            envelopes, delay=self._options.get("delay"), at=self._options.get("at"), max_workers=max_workers
+        )
+        sent_iter = iter(sent)
+        results = [item if isinstance(item, BaseException) else next(sent_iter) for item in items]
+        return EnqueueManyResult(envelopes=[e if isinstance(e, Envelope) else None for e in items], results=results)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
+        from .client import async_client
+
+        envelope = self.build(args, kwargs)
+        client = self._options.get("client")
+        sender = client.aio() if client is not None else async_client()
+        await sender.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
+        return envelope.id
+
+
+def _check_options(options: Mapping[str, Any], where: str) -> None:
+    unknown = sorted(set(options) - set(JOB_OPTIONS))
+    if unknown:
+        raise ConfigurationError(f"unknown job option(s) {', '.join(unknown)} on {where}; known: {', '.join(JOB_OPTIONS)}")
+
+
+class JobFunction:
+    """A function declared with ``@azjobs.job``: still callable, plus ``enqueue`` and friends."""
+
+    def __init__(self, fn: Callable[..., Any], definition: JobDefinition) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.job = definition
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<azjobs job {self.job.name} queue={self.job.queue}>"
+
+    name = property(lambda self: self.job.name)
+    queue = property(lambda self: self.job.queue)
+
+    def options(self, **overrides: Any) -> BoundCall:
+        return self.job.options(**overrides)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> str:
+        return self.job.enqueue(*args, **kwargs)
+
+    def enqueue_in(self, delay: float | timedelta, *args: Any, **kwargs: Any) -> str:
+        return self.job.enqueue_in(delay, *args, **kwargs)
+
+    def enqueue_at(self, when: datetime, *args: Any, **kwargs: Any) -> str:
+        return self.job.enqueue_at(when, *args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[Any], **send_options: Any):
+        return self.job.enqueue_many(calls, **send_options)
+
+    async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
+        return await self.job.enqueue_async(*args, **kwargs)
+
+
+def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDefinition:
+    return (reg or default_registry).register(JobDefinition(**definition_kwargs))
+
+
+def job(fn: Callable[..., Any] | None = None, **options: Any):
+    """Declare a job: ``@azjobs.job(queue="emails")`` on a module-level function."""
+    _check_options(options, "@azjobs.job")
+    if "queue" not in options:
+        raise ConfigurationError("@azjobs.job needs queue=, e.g. @azjobs.job(queue=\"emails\")")
+
+    def decorate(target: Callable[..., Any]) -> JobFunction:
+        if isinstance(target, JobFunction) or not callable(target) or isinstance(target, type):
+            raise ConfigurationError(f"@azjobs.job decorates a function, got {target!r} (use azjobs.Job for classes)")
+        qualname = getattr(target, "__qualname__", "")
+        if "<locals>" in qualname or "<lambda>" in qualname:
+            raise ConfigurationError(
+                f"job {qualname} must be a module-level function so every worker can find it by name"
+            )
+        target_id = f"{target.__module__}.{qualname}"
+        opts = dict(options)
+        reg = opts.pop("registry", None)
+        definition = _register(
+            dict(name=opts.pop("name", None) or target_id, queue=opts.pop("queue"), call=target,
+                 signature_of=target, target_id=target_id, **opts),
+            reg,
+        )
+        return JobFunction(target, definition)
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+class Job:
+    """Base class for class-style jobs (the seed's worker class).
+
+    ::
+
+        class SendEmail(azjobs.Job):
+            queue = "emails"
+            max_retries = 3
+
+            def perform(self, to, subject):
+                ...
+
+        SendEmail.enqueue("a@example.com", subject="hi")
+
+    Set ``abstract = True`` on an intermediate base class to keep it out of the registry.
+    """
+
+    job: JobDefinition  # set on each concrete subclass
+
+    def __init_subclass__(cls, **class_options: Any) -> None:
+        super().__init_subclass__()
+        _check_options(class_options, f"class {cls.__qualname__}")
+        if cls.__dict__.get("abstract", False):
+            return
+        qualname = cls.__qualname__
+        if "<locals>" in qualname:
+            raise ConfigurationError(f"job class {qualname} must be defined at module level")
+        perform = getattr(cls, "perform", None)
+        if perform is None or not callable(perform) or perform is Job.__dict__.get("perform"):
+            raise ConfigurationError(f"job class {qualname} must define perform(self, ...)")
+        options = {key: getattr(cls, key) for key in JOB_OPTIONS if key not in ("registry",) and hasattr(cls, key)}
+        if isinstance(options.get("name"), property):
+            options.pop("name")
+        options.update(class_options)
+        if "queue" not in options or options["queue"] is None:
+            raise ConfigurationError(f"job class {qualname} must set queue = \"...\"")
+        if inspect.isfunction(inspect.getattr_static(cls, "on_dead_letter", None)):
+            # an instance method: called on a fresh instance, like perform
+            options["on_dead_letter"] = lambda record: cls().on_dead_letter(record)
+        target_id = f"{cls.__module__}.{qualname}"
+        reg = options.pop("registry", None)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return cls().perform(*args, **kwargs)
+
+        static = inspect.getattr_static(cls, "perform")
+        bound_perform = functools.partial(perform, None) if inspect.isfunction(static) else perform
+        cls.job = _register(
+            dict(name=options.pop("name", None) or target_id, queue=options.pop("queue"), call=call,
+                 signature_of=bound_perform, target_id=target_id, **options),
+            reg,
+        )
+
+    @classmethod
+    def options(cls, **overrides: Any) -> BoundCall:
+        return cls.job.options(**overrides)
+
+    @classmethod
+    def enqueue(cls, *args: Any, **kwargs: Any) -> str:
+        return cls.job.enqueue(*args, **kwargs)
+
+    @classmethod
+    def enqueue_in(cls, delay: float | timedelta, *args: Any, **kwargs: Any) -> str:
+        return cls.job.enqueue_in(delay, *args, **kwargs)
+
+    @classmethod
+    def enqueue_at(cls, when: datetime, *args: Any, **kwargs: Any) -> str:
+        return cls.job.enqueue_at(when, *args, **kwargs)
+
+    @classmethod
+    def enqueue_many(cls, calls: Iterable[Any], **send_options: Any):
+        return cls.job.enqueue_many(calls, **send_options)
+
+    @classmethod
+    async def enqueue_async(cls, *args: Any, **kwargs: Any) -> str:
+        return await cls.job.enqueue_async(*args, **kwargs)
+

@@ -1,0 +1,162 @@
+"""Poison records: what azjobs writes to ``<queue>-poison`` — the message plus why it failed.
+
+A record keeps the original envelope (or the raw body when it could not be decoded) and
+the error: type, message, traceback, attempts, first and last failure, queue and host.
+The Functions host's own poison copies (the bare body, no error) are read too.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import traceback as tb
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .errors import EnvelopeError, PayloadTooLargeError
+from .message import Envelope, decode_body, encode_text, format_time, utcnow
+
+POISON_KEY = "azjobs_poison"
+POISON_VERSION = 1
+MAX_TRACEBACK_CHARS = 16_000
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str = ""
+    reason: str = "job_failed"
+
+    @classmethod
+    def from_exception(cls, error: BaseException, reason: str = "job_failed") -> "ErrorInfo":
+        kind = type(error)
+        name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+        text = "".join(tb.format_exception(kind, error, error.__traceback__))
+        return cls(type=name, message=str(error), traceback=text, reason=reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PoisonRecord:
+    """One dead-lettered message, as stored in the poison queue."""
+
+    queue: str
+    error: ErrorInfo
+    envelope: Envelope | None = None
+    raw_body: str | None = None  # as received, when it was not a usable envelope
+    raw_body_encoding: str = "text"  # "text" or "base64" (bytes that were not UTF-8)
+    attempts: int = 1
+    first_failed_at: str | None = None
+    last_failed_at: str = field(default_factory=lambda: format_time(utcnow()))
+    host: str = ""
+    message_id: str | None = None
+    dequeue_count: int | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # True for a bare body the Functions host poisoned (no error information from azjobs).
+    from_host: bool = False
+
+    @property
+    def job(self) -> str | None:
+        return self.envelope.job if self.envelope else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            POISON_KEY: POISON_VERSION,
+            "id": self.id,
+            "queue": self.queue,
+            "envelope": self.envelope.to_dict() if self.envelope else None,
+            "raw_body": self.raw_body,
+            "raw_body_encoding": self.raw_body_encoding,
+            "error": self.error.to_dict(),
+            "attempts": self.attempts,
+            "first_failed_at": self.first_failed_at or self.last_failed_at,
+            "last_failed_at": self.last_failed_at,
+            "host": self.host,
+            "message_id": self.message_id,
+            "dequeue_count": self.dequeue_count,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    def encode(self, encoding: str = "base64") -> str:
+        """Wire text for the poison queue; trims the traceback if the record is over the limit."""
+        record = self
+        for limit in (MAX_TRACEBACK_CHARS, 4_000, 500, 0):
+            text = record.error.traceback
+            if len(text) > limit:
+                trimmed = ("… (trimmed)\n" + text[-limit:]) if limit else "(trimmed to fit the message limit)"
+                record = replace(record, error=replace(record.error, traceback=trimmed))
+            try:
+                return encode_text(record.to_json(), encoding)
+            except PayloadTooLargeError:
+                continue
+        raise PayloadTooLargeError("poison record is over the message limit even without its traceback")
+
+    def raw_bytes(self) -> bytes | None:
+        if self.raw_body is None:
+            return None
+        if self.raw_body_encoding == "base64":
+            return base64.b64decode(self.raw_body)
+        return self.raw_body.encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PoisonRecord":
+        error = data.get("error") or {}
+        envelope = Envelope.from_dict(data["envelope"]) if data.get("envelope") else None
+        return cls(
+            queue=data.get("queue", ""),
+            error=ErrorInfo(
+                type=str(error.get("type", "")), message=str(error.get("message", "")),
+                traceback=str(error.get("traceback", "")), reason=str(error.get("reason", "")),
+            ),
+            envelope=envelope,
+            raw_body=data.get("raw_body"),
+            raw_body_encoding=data.get("raw_body_encoding") or "text",
+            attempts=int(data.get("attempts") or 1),
+            first_failed_at=data.get("first_failed_at"),
+            last_failed_at=data.get("last_failed_at") or "",
+            host=data.get("host") or "",
+            message_id=data.get("message_id"),
+            dequeue_count=data.get("dequeue_count"),
+            id=data.get("id") or str(uuid.uuid4()),
+        )
+
+    @classmethod
+    def decode(cls, body: str, encoding: str = "base64", queue: str = "") -> "PoisonRecord":
+        """Read a poison-queue message: an azjobs record, a host-poisoned envelope, or anything else."""
+        try:
+            raw = decode_body(body, encoding)
+        except EnvelopeError:
+            raw = body.encode("utf-8")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict) and data.get(POISON_KEY) == POISON_VERSION:
+            try:
+                return cls.from_dict(data)
+            except (EnvelopeError, KeyError, TypeError, ValueError):
+                pass
+        try:
+            envelope = Envelope.from_json(raw)
+            return cls(queue=queue, envelope=envelope, attempts=envelope.attempt, from_host=True,
+                       error=ErrorInfo("", "poisoned by the Functions host (no error recorded)", reason="host_poison"))
+        except EnvelopeError as exc:
+            text, how = raw_text(raw)
+            return cls(queue=queue, raw_body=text, raw_body_encoding=how, from_host=True,
+                       error=ErrorInfo("EnvelopeError", str(exc), reason=exc.reason))
+
+
+def raw_text(body: bytes | str) -> tuple[str, str]:
+    """A raw body as JSON-safe text: UTF-8 as is, anything else base64."""
+    if isinstance(body, str):
+        return body, "text"
+    try:
+        return body.decode("utf-8"), "text"
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), "base64"

@@ -1,0 +1,146 @@
+"""Queue settings from host.json, shared by the Functions host and the local runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+from .message import ENCODINGS
+
+# The Functions host's defaults (Storage Queues extension 5.x, QueuesOptions).
+DEFAULT_BATCH_SIZE = 16
+DEFAULT_MAX_POLLING_INTERVAL = timedelta(minutes=1)
+DEVELOPMENT_MAX_POLLING_INTERVAL = timedelta(seconds=2)
+DEFAULT_VISIBILITY_TIMEOUT = timedelta(0)
+DEFAULT_MAX_DEQUEUE_COUNT = 5
+MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
+
+_TIMESPAN = re.compile(r"^(?:(?P<d>\d+)\.)?(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2})(?:\.(?P<f>\d{1,7}))?$")
+
+
+def parse_timespan(text: Any, setting: str) -> timedelta:
+    """Parse a .NET TimeSpan string as host.json writes it: ``[d.]hh:mm:ss[.fffffff]``."""
+    if not isinstance(text, str):
+        raise ConfigurationError(f"host.json {setting} must be a TimeSpan string like \"00:00:02\", got {text!r}")
+    match = _TIMESPAN.match(text.strip())
+    if not match:
+        raise ConfigurationError(f"host.json {setting} = {text!r} is not a TimeSpan like \"00:00:02\" or \"1.00:00:00\"")
+    parts = {k: int(v) for k, v in match.groupdict(default="0").items() if k != "f"}
+    if parts["m"] > 59 or parts["s"] > 59 or parts["h"] > 23 and match.group("d"):
+        raise ConfigurationError(f"host.json {setting} = {text!r} has a field out of range")
+    fraction = match.group("f") or "0"
+    micros = int((fraction + "000000")[:6])
+    return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"], microseconds=micros)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """host.json ``extensions.queues``, with the host's defaults and bounds."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    new_batch_threshold: int | None = None
+    max_polling_interval: timedelta = DEFAULT_MAX_POLLING_INTERVAL
+    visibility_timeout: timedelta = DEFAULT_VISIBILITY_TIMEOUT
+    max_dequeue_count: int = DEFAULT_MAX_DEQUEUE_COUNT
+    message_encoding: str = "base64"
+    # True when host.json set maxPollingInterval (the runner's Development default applies otherwise).
+    max_polling_interval_set: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 32:
+            raise ConfigurationError(f"batchSize must be 1..32, got {self.batch_size}")
+        if self.new_batch_threshold is not None and self.new_batch_threshold < 0:
+            raise ConfigurationError(f"newBatchThreshold must be >= 0, got {self.new_batch_threshold}")
+        if self.max_polling_interval < MIN_POLLING_INTERVAL:
+            raise ConfigurationError(f"maxPollingInterval must be at least 100 ms, got {self.max_polling_interval}")
+        if self.visibility_timeout < timedelta(0) or self.visibility_timeout > timedelta(days=7):
+            raise ConfigurationError(f"visibilityTimeout must be 0..7 days, got {self.visibility_timeout}")
+        if self.max_dequeue_count < 1:
+            raise ConfigurationError(f"maxDequeueCount must be >= 1, got {self.max_dequeue_count}")
+        if self.message_encoding not in ENCODINGS:
+            raise ConfigurationError(f"messageEncoding must be one of {ENCODINGS}, got {self.message_encoding!r}")
+
+    def threshold(self, processor_count: int | None = None) -> int:
+        """newBatchThreshold, or the host's default ``(batchSize / 2) * processorCount``."""
+        if self.new_batch_threshold is not None:
+            return self.new_batch_threshold
+        return (self.batch_size // 2) * (processor_count or os.cpu_count() or 1)
+
+    def max_in_flight(self, processor_count: int | None = None) -> int:
+        """The most messages the host works at once per queue: batchSize + newBatchThreshold."""
+        return self.batch_size + self.threshold(processor_count)
+
+    def for_development(self) -> "QueueSettings":
+        """The host's Development defaults: a 2 s polling cap unless host.json set one."""
+        if self.max_polling_interval_set:
+            return self
+        return replace(self, max_polling_interval=DEVELOPMENT_MAX_POLLING_INTERVAL)
+
+    @classmethod
+    def from_host_json(cls, data: Any, source: str = "host.json") -> "QueueSettings":
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{source} must hold a JSON object")
+        extensions = data.get("extensions") or {}
+        queues = extensions.get("queues") if isinstance(extensions, dict) else None
+        if queues is None:
+            return cls()
+        if not isinstance(queues, dict):
+            raise ConfigurationError(f"{source} extensions.queues must be an object")
+        known = {"batchSize", "newBatchThreshold", "maxPollingInterval", "visibilityTimeout",
+                 "maxDequeueCount", "messageEncoding"}
+        fields: dict[str, Any] = {}
+        for key, value in queues.items():
+            if key not in known:
+                continue  # host settings azjobs does not use are the host's business
+            where = f"{source} extensions.queues.{key}"
+            if key in ("batchSize", "newBatchThreshold", "maxDequeueCount"):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ConfigurationError(f"{where} must be an integer, got {value!r}")
+            try:
+                if key == "batchSize":
+                    fields["batch_size"] = value
+                elif key == "newBatchThreshold":
+                    fields["new_batch_threshold"] = value
+                elif key == "maxDequeueCount":
+                    fields["max_dequeue_count"] = value
+                elif key == "maxPollingInterval":
+                    fields["max_polling_interval"] = parse_timespan(value, where)
+                    fields["max_polling_interval_set"] = True
+                elif key == "visibilityTimeout":
+                    fields["visibility_timeout"] = parse_timespan(value, where)
+                elif key == "messageEncoding":
+                    if not isinstance(value, str):
+                        raise ConfigurationError(f"{where} must be \"base64\" or \"none\", got {value!r}")
+                    fields["message_encoding"] = value.lower()
+            except ConfigurationError as exc:
+                if where in str(exc):
+                    raise
+                raise ConfigurationError(f"{where}: {exc}") from None
+        try:
+            return cls(**fields)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> "QueueSettings":
+        """Read ``path``; without one, ``$AZJOBS_HOST_JSON`` or ``./host.json`` if present, else defaults."""
+        if path is None:
+            path = os.environ.get("AZJOBS_HOST_JSON") or ("host.json" if Path("host.json").is_file() else None)
+            if path is None:
+                return cls()
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read host.json at {file}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigurationError(f"{file} is not valid JSON: {exc}") from None
+        return cls.from_host_json(data, str(file))

@@ -1,0 +1,1 @@
+"""Development tools for azjobs (not part of the installed package)."""
