@@ -84,10 +84,10 @@ class JobDefinition:
         return BoundCall(self, {}).enqueue(*args, **kwargs)
 
     def enqueue_in(self, delay: float | timedelta, *args: Any, **kwargs: Any) -> str:
-        return BoundCall(self, {"delay": delay}).enqueue(*args, **kwargs)
+        return BoundCall(self, {}).enqueue_in(delay, *args, **kwargs)
 
     def enqueue_at(self, when: datetime, *args: Any, **kwargs: Any) -> str:
-        return BoundCall(self, {"at": when}).enqueue(*args, **kwargs)
+        return BoundCall(self, {}).enqueue_at(when, *args, **kwargs)
 
     def enqueue_many(self, calls: Iterable[Any], **send_options: Any):
         return BoundCall(self, {}).enqueue_many(calls, **send_options)
@@ -166,6 +166,18 @@ class BoundCall:
         self._client().send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
         return envelope.id
 
+    def _timed(self, **when: Any) -> "BoundCall":
+        rest = {k: v for k, v in self._options.items() if k not in ("delay", "at")}
+        return BoundCall(self.definition, {**rest, **when})
+
+    def enqueue_in(self, delay: float | timedelta, *args: Any, **kwargs: Any) -> str:
+        """Send one message that becomes visible after ``delay`` (seconds or timedelta)."""
+        return self._timed(delay=delay).enqueue(*args, **kwargs)
+
+    def enqueue_at(self, when: datetime, *args: Any, **kwargs: Any) -> str:
+        """Send one message that becomes visible at ``when`` (timezone-aware)."""
+        return self._timed(at=when).enqueue(*args, **kwargs)
+
     def enqueue_many(self, calls: Iterable[Any], *, max_workers: int = 8):
         """Send many messages concurrently; returns an EnqueueManyResult with per-item failures.
 
@@ -243,7 +255,7 @@ class JobFunction:
 
 
 def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDefinition:
-    return (reg or default_registry).register(JobDefinition(**definition_kwargs))
+    return (default_registry if reg is None else reg).register(JobDefinition(**definition_kwargs))
 
 
 def job(fn: Callable[..., Any] | None = None, **options: Any):
@@ -305,7 +317,7 @@ class Job:
         perform = getattr(cls, "perform", None)
         if perform is None or not callable(perform) or perform is Job.__dict__.get("perform"):
             raise ConfigurationError(f"job class {qualname} must define perform(self, ...)")
-        options = {key: getattr(cls, key) for key in JOB_OPTIONS if key not in ("registry",) and hasattr(cls, key)}
+        options = {key: getattr(cls, key) for key in JOB_OPTIONS if hasattr(cls, key)}
         if isinstance(options.get("name"), property):
             options.pop("name")
         options.update(class_options)
