@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .errors import ArgumentError, ConfigurationError
 from .message import Envelope
-from .queue_names import validate_queue_name
+from .queue_names import resolve_queue_name, validate_queue_name
 from .registry import Registry, registry as default_registry
 from .retry import RetryPolicy, build_policy
 
@@ -142,7 +142,8 @@ class BoundCall:
 
     @property
     def queue(self) -> str:
-        return self._options.get("queue", self.definition.queue)
+        """The concrete queue (a ``%AppSetting%`` name is resolved from the environment at send time)."""
+        return resolve_queue_name(self._options.get("queue", self.definition.queue))
 
     def _client(self):
         from .client import default_client

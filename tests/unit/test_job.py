@@ -302,3 +302,19 @@ class Once(azjobs.Job):
 
 def test_no_retry_policy_on_class():
     assert isinstance(Once.job.retry_policy, NoRetry)
+
+
+@azjobs.job(queue="%AZJOBS_TEST_ORDERS_QUEUE%", registry=reg, name="orders")
+def place_order(order_id):
+    return order_id
+
+
+def test_app_setting_queue_is_resolved_when_sending(monkeypatch):
+    client = RecordingClient()
+    monkeypatch.setenv("AZJOBS_TEST_ORDERS_QUEUE", "orders-prod")
+    place_order.options(client=client).enqueue(7)
+    assert client.sent[0][0].queue == "orders-prod"
+    assert place_order.job.queue == "%AZJOBS_TEST_ORDERS_QUEUE%"
+    monkeypatch.delenv("AZJOBS_TEST_ORDERS_QUEUE")
+    with pytest.raises(ConfigurationError, match="not set"):
+        place_order.options(client=client).enqueue(7)
