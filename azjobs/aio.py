@@ -6,8 +6,8 @@ import asyncio
 import weakref
 from typing import Any
 
-from .client import NEVER_EXPIRE, Client, _storage_error
-from .errors import QueueNotFoundError
+from .client import NEVER_EXPIRE, Client, _forget, _storage_error, plan_delivery
+from .errors import PayloadTooLargeError, QueueNotFoundError
 from .message import Envelope
 
 # One SDK async service client per (client, event loop): aio clients are bound to their loop.
@@ -30,9 +30,27 @@ class AsyncClient:
         return service
 
     async def send(self, envelope: Envelope, *, delay=None, at=None) -> str:
+        """Send one envelope; arguments over the message limit go to Blob Storage (claim check)."""
+        offloaded = None
+        try:
+            text, delivery, envelope = self.client.prepare(envelope, delay, at)
+        except PayloadTooLargeError:
+            if envelope.payload_ref is not None or (not envelope.args and not envelope.kwargs):
+                raise
+            plan_delivery(delay, at)  # a bad delay fails before anything is uploaded
+            envelope = await asyncio.to_thread(self.client.payloads.offload, envelope)
+            offloaded = envelope.payload_ref
+            text, delivery, envelope = self.client.prepare(envelope, delay, at)
+        try:
+            return await self._send(envelope, text, delivery)
+        except Exception:
+            if offloaded:
+                await asyncio.to_thread(_forget, self.client.payloads, offloaded)
+            raise
+
+    async def _send(self, envelope: Envelope, text: str, delivery) -> str:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-        text, delivery, envelope = self.client.prepare(envelope, delay, at)
         ttl = NEVER_EXPIRE if delivery.due_at else self.client.message_ttl
         queue = self._service().get_queue_client(envelope.queue)
         kwargs = {"visibility_timeout": delivery.visibility_timeout or None, "time_to_live": ttl}

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from .connection import Connection, redact, resolve_connection
 from .errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoundError
 from .message import Envelope, format_time, utcnow
+from .payload import DEFAULT_CONTAINER, PayloadStore
 from .settings import QueueSettings
 
 # The service's maximum visibility timeout: a longer delay hops (see core.defer).
@@ -56,7 +57,10 @@ def plan_delivery(delay: float | timedelta | None = None, at: datetime | None = 
     visibility = math.ceil(seconds)  # never run early
     if visibility <= MAX_VISIBILITY.total_seconds():
         return Delivery(visibility)
-    return Delivery(int(MAX_VISIBILITY.total_seconds()), format_time(now + timedelta(seconds=seconds)))
+    due = now + timedelta(seconds=seconds)
+    # The wire format keeps milliseconds: round up so a worker never sees the job as due early.
+    due += timedelta(microseconds=(1000 - due.microsecond % 1000) % 1000)
+    return Delivery(int(MAX_VISIBILITY.total_seconds()), format_time(due))
 
 
 def _storage_error(exc: Exception, queue: str) -> Exception:
@@ -130,6 +134,7 @@ class Client:
         create_queues: bool = True,
         message_ttl: int | timedelta | None = NEVER_EXPIRE,
         pool_size: int = 32,
+        payload_container: str = DEFAULT_CONTAINER,
     ) -> None:
         if isinstance(connection, str):
             connection = Connection(connection_string=connection, source="argument")
@@ -145,6 +150,8 @@ class Client:
         self._service = None
         self._queues: dict[str, Any] = {}
         self._known_queues: set[str] = set()
+        self.payload_container = payload_container
+        self._payloads: PayloadStore | None = None
 
     @property
     def connection(self) -> Connection:
@@ -169,6 +176,14 @@ class Client:
                     session=_http_session(self.pool_size), retry_policy=sdk_retry()
                 )
             return self._service
+
+    @property
+    def payloads(self) -> PayloadStore:
+        """The claim-check store (Blob Storage on the same account) for arguments over the message limit."""
+        with self._lock:
+            if self._payloads is None:
+                self._payloads = PayloadStore(self.connection, self.payload_container)
+            return self._payloads
 
     def queue(self, name: str):
         """The SDK ``QueueClient`` for ``name`` (no encode policy: azjobs encodes itself)."""
@@ -223,10 +238,28 @@ class Client:
         return envelope.encode(self.encoding), delivery, envelope
 
     def send(self, envelope: Envelope, *, delay=None, at=None) -> str:
-        """Send one envelope to its queue; returns the job id."""
-        text, delivery, envelope = self.prepare(envelope, delay, at)
+        """Send one envelope to its queue; returns the job id.
+
+        Arguments too large for a message go to Blob Storage and the message carries a
+        reference to them (claim check); the blob is removed again if the send fails.
+        """
+        try:
+            text, delivery, envelope = self.prepare(envelope, delay, at)
+            offloaded = None
+        except PayloadTooLargeError:
+            if envelope.payload_ref is not None or (not envelope.args and not envelope.kwargs):
+                raise
+            plan_delivery(delay, at)  # a bad delay fails before anything is uploaded
+            envelope = self.payloads.offload(envelope)
+            offloaded = envelope.payload_ref
+            text, delivery, envelope = self.prepare(envelope, delay, at)
         ttl = NEVER_EXPIRE if delivery.due_at else None
-        self.send_text(envelope.queue, text, visibility_timeout=delivery.visibility_timeout, time_to_live=ttl)
+        try:
+            self.send_text(envelope.queue, text, visibility_timeout=delivery.visibility_timeout, time_to_live=ttl)
+        except Exception:
+            if offloaded:
+                _forget(self.payloads, offloaded)
+            raise
         return envelope.id
 
     def send_many(self, envelopes: Sequence[Envelope], *, delay=None, at=None, max_workers: int = 8) -> list[Any]:
@@ -262,6 +295,17 @@ class Client:
                 self._service.close()
             self._service = None
             self._queues.clear()
+            payloads, self._payloads = self._payloads, None
+        if payloads is not None:
+            payloads.close()
+
+
+def _forget(store: PayloadStore, ref: str) -> None:
+    """Best-effort removal of a payload blob whose message was never sent."""
+    try:
+        store.delete(ref)
+    except Exception:  # an orphan blob is harmless; the caller reports the send failure
+        pass
 
 
 _default: Client | None = None

@@ -6,6 +6,10 @@ written to ``<queue>-poison``; or a deferral for a delay longer than one visibil
 When azjobs cannot durably write what a failure needs, it raises ``Redeliver`` so the
 host (or the runner) releases the message instead: a duplicate is preferred to a loss.
 
+Arguments claim-checked into Blob Storage (``payload_ref``) are loaded before the run;
+the blob is deleted after success or once the poison record is written, never after a
+retry or deferral (the copy still needs it). A message only ever names a registered job.
+
 No Functions package is imported here.
 """
 
@@ -18,17 +22,18 @@ import math
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable
 
 from .client import MAX_VISIBILITY, NEVER_EXPIRE, Client, default_client
-from .errors import ArgumentError, EnvelopeError, Fail, UnknownJobError
+from .errors import ArgumentError, EnvelopeError, Fail, PayloadTooLargeError, UnknownJobError
 from .job import JobDefinition
 from .message import Envelope, decode_body, format_time, parse_time, utcnow
+from .payload import POISON_PREFIX, PayloadError, PayloadStore
 from .poison import ErrorInfo, PoisonRecord, raw_text
 from .queue_names import poison_queue_name
 from .registry import Registry, registry as default_registry
-from .retry import Backoff, RetryPolicy
+from .retry import Backoff, RetryDecision, RetryPolicy
 from .settings import QueueSettings
 
 log = logging.getLogger("azjobs")
@@ -95,18 +100,29 @@ class Executor:
         settings: QueueSettings | None = None,
         host: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        unknown_job_policy: RetryPolicy | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
-        self.registry = registry or default_registry
+        self.registry = default_registry if registry is None else registry
         self._client = client
         self._settings = settings
         self.host = host or socket.gethostname()
         self.clock = clock
+        self.unknown_job_policy = unknown_job_policy or UNKNOWN_JOB_POLICY
+        self._payloads = payloads
 
     @property
     def client(self) -> Client:
         if self._client is None:
             self._client = default_client()
         return self._client
+
+    @property
+    def payloads(self) -> PayloadStore:
+        """Where claim-checked arguments and large poison records live (the client's store)."""
+        if self._payloads is None:
+            self._payloads = self.client.payloads
+        return self._payloads
 
     @property
     def settings(self) -> QueueSettings:
@@ -154,36 +170,47 @@ class Executor:
 
     def dead_letter_redelivered(self, body: bytes | str, info: MessageInfo, error: BaseException, *, encoded: bool = True) -> Result:
         """Poison a message the host would poison after a failed delivery (dequeueCount ≥ max)."""
-        envelope = self._try_decode(body, encoded)
+        envelope, raw, form = self._decode_for_record(body, encoded)
         return self._dead_letter(
             info, ErrorInfo.from_exception(error, reason="max_dequeue_count"), envelope=envelope,
-            raw=None if envelope else body, attempts=envelope.attempt if envelope else info.dequeue_count,
+            raw=raw, raw_form=form, attempts=envelope.attempt if envelope else info.dequeue_count,
+            first_failed_at=envelope.first_failed_at if envelope else None,
         )
 
     # -- steps ---------------------------------------------------------------
-    def _try_decode(self, body: bytes | str, encoded: bool) -> Envelope | None:
+    def _decode_for_record(self, body: bytes | str, encoded: bool) -> tuple[Envelope | None, bytes | str | None, str]:
+        """Best effort for a poison record: the envelope, else the body and its form."""
         try:
-            return Envelope.from_json(decode_body(body, self.settings.message_encoding) if encoded else body)
+            data = decode_body(body, self.settings.message_encoding) if encoded else _as_bytes(body)
         except EnvelopeError:
-            return None
+            return None, body, "wire"
+        try:
+            return Envelope.from_json(data), None, "decoded"
+        except EnvelopeError:
+            return None, data, "decoded"
 
     def _prepare(self, body: bytes | str, info: MessageInfo, encoded: bool) -> _Prepared | Result:
         max_dequeue = self.settings.max_dequeue_count
         if info.dequeue_count > max_dequeue:
             # The host's pre-run check: a message that kept crashing or timing out its worker.
-            envelope = self._try_decode(body, encoded)
+            envelope, raw, form = self._decode_for_record(body, encoded)
             error = ErrorInfo(
                 "azjobs.MaxDequeueCountExceeded",
                 f"message was dequeued {info.dequeue_count} times (maxDequeueCount={max_dequeue}) without "
                 "finishing: the worker crashed or timed out while running it",
                 reason="max_dequeue_count",
             )
-            return self._dead_letter(info, error, envelope=envelope, raw=None if envelope else body,
-                                     attempts=envelope.attempt if envelope else info.dequeue_count)
+            return self._dead_letter(info, error, envelope=envelope, raw=raw, raw_form=form,
+                                     attempts=envelope.attempt if envelope else info.dequeue_count,
+                                     first_failed_at=envelope.first_failed_at if envelope else None)
         try:
-            envelope = Envelope.from_json(decode_body(body, self.settings.message_encoding) if encoded else body)
+            data = decode_body(body, self.settings.message_encoding) if encoded else _as_bytes(body)
         except EnvelopeError as exc:
-            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), raw=body)
+            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), raw=body, raw_form="wire")
+        try:
+            envelope = Envelope.from_json(data)
+        except EnvelopeError as exc:
+            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), raw=data)
 
         if envelope.due_at is not None:
             deferred = self._defer_if_early(envelope, info)
@@ -192,12 +219,29 @@ class Executor:
         try:
             definition = self.registry.get(envelope.job)
         except UnknownJobError as exc:
-            return self._decide(envelope, info, exc, UNKNOWN_JOB_POLICY, reason="unknown_job")
-        args, kwargs = list(envelope.args), dict(envelope.kwargs)
+            # Nothing is imported or called: only registered jobs run. Retried first, since a
+            # rolling deploy may not have the job yet.
+            return self._decide(envelope, info, exc, self.unknown_job_policy, reason="unknown_job")
+        args, kwargs = envelope.args, dict(envelope.kwargs)
+        if envelope.payload_ref is not None:
+            try:
+                args, kwargs = self.payloads.load_arguments(envelope.payload_ref)
+            except PayloadError as exc:
+                return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), envelope=envelope,
+                                         attempts=envelope.attempt, first_failed_at=envelope.first_failed_at,
+                                         definition=definition, error=exc)
+            except Exception as exc:
+                log.error("could not load the arguments of %s %s from %s: %s", envelope.job, envelope.id,
+                          envelope.payload_ref, exc,
+                          extra={"action": "payload_load_failed", "job": envelope.job, "job_id": envelope.id,
+                                 "queue": info.queue})
+                raise Redeliver(f"could not load the arguments from {envelope.payload_ref}: {exc}", envelope) from exc
         try:
             definition.check_arguments(tuple(args), kwargs)
         except ArgumentError as exc:
-            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"), envelope=envelope)
+            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"), envelope=envelope,
+                                     attempts=envelope.attempt, first_failed_at=envelope.first_failed_at,
+                                     definition=definition, error=exc)
         return _Prepared(envelope, definition, tuple(args), kwargs)
 
     def _defer_if_early(self, envelope: Envelope, info: MessageInfo) -> Result | None:
@@ -206,8 +250,8 @@ class Executor:
         if remaining <= 0:
             return None
         hop = min(math.ceil(remaining), int(MAX_VISIBILITY.total_seconds()))
-        self._write(envelope.queue or info.queue, envelope.encode(self.settings.message_encoding), hop,
-                    NEVER_EXPIRE, envelope, "deferral")
+        # The same message again (same id, same payload reference), never expiring while it waits.
+        self._write(info.queue, self._encode_copy(envelope, envelope), hop, NEVER_EXPIRE, envelope, "deferral")
         log.info("job %s %s deferred %ss (due %s)", envelope.job, envelope.id, hop, envelope.due_at,
                  extra={"action": "job_deferred", "job": envelope.job, "job_id": envelope.id,
                         "queue": info.queue, "delay_s": hop})
@@ -224,6 +268,8 @@ class Executor:
         log.info("job %s %s succeeded in %.3fs", env.job, env.id, duration,
                  extra={"action": "job_succeeded", "job": env.job, "job_id": env.id, "queue": info.queue,
                         "attempt": env.attempt, "duration_s": round(duration, 6)})
+        if env.payload_ref is not None:
+            self._forget_payload(env.payload_ref, info)
         return Result(Outcome.SUCCEEDED, env, duration_s=duration, ran=True)
 
     def _failed(self, step: _Prepared, info: MessageInfo, error: Exception, duration: float) -> Result:
@@ -232,58 +278,137 @@ class Executor:
                     extra={"action": "job_failed", "job": env.job, "job_id": env.id, "queue": info.queue,
                            "attempt": env.attempt, "duration_s": round(duration, 6),
                            "error_type": type(error).__name__})
-        result = self._decide(env, info, error, step.definition.policy_for(env),
+        try:
+            policy = step.definition.policy_for(env)
+            decision = policy.decide(error, env.attempt)
+        except Exception as exc:  # a broken custom policy must not lose the message
+            log.exception("retry policy of %s failed; dead-lettering", env.job,
+                          extra={"action": "retry_policy_failed", "job": env.job, "job_id": env.id})
+            decision = RetryDecision(None, f"the retry policy raised {type(exc).__name__}: {exc}")
+        result = self._settle(env, info, error, decision,
                               reason="fail" if isinstance(error, Fail) else "job_failed",
-                              definition=step.definition)
+                              definition=step.definition, args=(step.args, step.kwargs))
         result.duration_s, result.ran = duration, True
         return result
 
     def _decide(self, env: Envelope, info: MessageInfo, error: Exception, policy: RetryPolicy, *,
                 reason: str, definition: JobDefinition | None = None) -> Result:
-        decision = policy.decide(error, env.attempt)
+        return self._settle(env, info, error, policy.decide(error, env.attempt), reason=reason, definition=definition)
+
+    def _settle(self, env: Envelope, info: MessageInfo, error: Exception, decision: RetryDecision, *,
+                reason: str, definition: JobDefinition | None = None,
+                args: tuple[tuple, dict] | None = None) -> Result:
         now = format_time(self.clock())
         first = env.first_failed_at or now
         if decision.should_retry:
-            delay = max(0, math.ceil(decision.retry_in))
+            delay = min(max(0, math.ceil(decision.retry_in)), int(MAX_VISIBILITY.total_seconds()))
             retry = env.evolve(attempt=env.attempt + 1, first_failed_at=first)
-            self._write(env.queue or info.queue, retry.encode(self.settings.message_encoding), delay, None, env, "retry")
+            self._write(info.queue, self._encode_copy(retry, env), delay, None, env, "retry")
             log.info("job %s %s retry %d scheduled in %ss", env.job, env.id, retry.attempt, delay,
                      extra={"action": "job_retry_scheduled", "job": env.job, "job_id": env.id, "queue": info.queue,
                             "attempt": retry.attempt, "delay_s": delay})
             return Result(Outcome.RETRY_SCHEDULED, env, error=error, detail=decision.reason, retry_in_s=delay)
         return self._dead_letter(
             info, ErrorInfo.from_exception(error, reason=reason), envelope=env, attempts=env.attempt,
-            first_failed_at=first, detail=decision.reason, definition=definition, error=error,
+            first_failed_at=first, detail=decision.reason, definition=definition, error=error, args=args,
         )
 
     def _dead_letter(self, info: MessageInfo, error_info: ErrorInfo, *, envelope: Envelope | None = None,
-                     raw: bytes | str | None = None, attempts: int = 1, first_failed_at: str | None = None,
-                     detail: str = "", definition: JobDefinition | None = None,
-                     error: BaseException | None = None) -> Result:
-        text, how = raw_text(raw) if raw is not None else (None, "text")
-        record = PoisonRecord(
-            queue=info.queue, error=error_info, envelope=envelope, raw_body=text, raw_body_encoding=how,
-            attempts=attempts, first_failed_at=first_failed_at, host=self.host, message_id=info.message_id,
-            dequeue_count=info.dequeue_count,
-        )
+                     raw: bytes | str | None = None, raw_form: str = "decoded", attempts: int = 1,
+                     first_failed_at: str | None = None, detail: str = "",
+                     definition: JobDefinition | None = None, error: BaseException | None = None,
+                     args: tuple[tuple, dict] | None = None) -> Result:
+        """Write the poison record, then run the job's on_dead_letter hook.
+
+        The record carries the envelope with its arguments inline (loaded back from Blob
+        Storage for a claim-checked message) so it can be replayed; the payload blob is
+        deleted only once the record is durable.
+        """
         poison = poison_queue_name(info.queue)
         if poison is None:
             # The host keeps no poison twin for such a queue (already "-poison", or too long).
             raise Redeliver(f"queue {info.queue!r} has no poison queue; leaving the message for redelivery", envelope)
-        self._write(poison, record.encode(self.settings.message_encoding), 0, None, envelope, "poison record")
+        record_envelope, payload_ref = envelope, None
+        if envelope is not None and envelope.payload_ref is not None:
+            try:
+                if args is not None:
+                    record_envelope = envelope.evolve(args=args[0], kwargs=args[1], payload_ref=None)
+                else:
+                    record_envelope = self.payloads.inline(envelope)
+                payload_ref = envelope.payload_ref
+            except Exception as exc:  # missing or unreadable: the record keeps the reference
+                log.warning("poison record of %s keeps payload reference %s: %s", envelope.id, envelope.payload_ref,
+                            exc, extra={"action": "payload_inline_failed", "job_id": envelope.id})
+        text, how = raw_text(raw) if raw is not None else (None, "text")
+        record = PoisonRecord(
+            queue=info.queue, error=error_info, envelope=record_envelope, raw_body=text, raw_body_encoding=how,
+            raw_form=raw_form, attempts=attempts, first_failed_at=first_failed_at,
+            last_failed_at=format_time(self.clock()), host=self.host, message_id=info.message_id,
+            dequeue_count=info.dequeue_count,
+        )
+        self._write(poison, self._poison_text(record, envelope), 0, None, envelope, "poison record")
         job = envelope.job if envelope else None
         log.error("message %s on %s dead-lettered (%s): %s", info.message_id, info.queue, error_info.reason,
                   error_info.message,
                   extra={"action": "job_dead_lettered", "job": job, "job_id": envelope.id if envelope else None,
                          "queue": info.queue, "reason": error_info.reason, "attempt": attempts})
+        if payload_ref is not None:
+            self._forget_payload(payload_ref, info)
+        if definition is None and envelope is not None and envelope.job in self.registry:
+            definition = self.registry.get(envelope.job)
         if definition is not None and definition.on_dead_letter is not None:
-            try:
-                definition.on_dead_letter(record)
-            except Exception:
-                log.exception("on_dead_letter hook of %s failed", definition.name,
-                              extra={"action": "dead_letter_hook_failed", "job": definition.name})
+            self._run_hook(definition, record)
         return Result(Outcome.DEAD_LETTERED, envelope, error=error, detail=detail or error_info.message,
                       extra={"poison_record": record, "reason": error_info.reason})
+
+    def _encode_copy(self, copy: Envelope, original: Envelope) -> str:
+        """Message text for a retry or deferral copy; one over the limit has its arguments claim-checked.
+
+        A copy can outgrow a message that fitted: a retry adds fields, and re-encoding may
+        spell the JSON differently from the producer.
+        """
+        try:
+            return copy.encode(self.settings.message_encoding)
+        except PayloadTooLargeError:
+            if copy.payload_ref is not None:
+                raise Redeliver("the copy is over the message limit even without its arguments", original)
+        try:
+            copy = self.payloads.offload(copy)
+        except Exception as exc:
+            raise Redeliver(f"could not store the copy's arguments in Blob Storage: {exc}", original) from exc
+        return copy.encode(self.settings.message_encoding)
+
+    def _poison_text(self, record: PoisonRecord, envelope: Envelope | None) -> str:
+        """The record as message text; too large, it goes whole to Blob Storage behind a stub."""
+        encoding = self.settings.message_encoding
+        try:
+            return record.encode(encoding, trim=False)
+        except PayloadTooLargeError:
+            pass
+        try:
+            ref = self.payloads.put(f"{POISON_PREFIX}{record.id}.json", record.to_json().encode("utf-8"))
+        except Exception as exc:
+            log.error("could not store the large poison record %s: %s", record.id, exc,
+                      extra={"action": "settle_failed", "queue": record.queue, "what": "poison record blob"})
+            raise Redeliver(f"could not store the poison record in Blob Storage: {exc}", envelope) from exc
+        return record.stub(ref).encode(encoding)
+
+    def _run_hook(self, definition: JobDefinition, record: PoisonRecord) -> None:
+        try:
+            value = definition.on_dead_letter(record)
+            if asyncio.iscoroutine(value):
+                asyncio.run(value)
+        except Exception:
+            log.exception("on_dead_letter hook of %s failed", definition.name,
+                          extra={"action": "dead_letter_hook_failed", "job": definition.name})
+
+    def _forget_payload(self, ref: str, info: MessageInfo) -> None:
+        """Delete a payload blob once nothing needs it; a failure only leaves an orphan blob."""
+        try:
+            self.payloads.delete(ref)
+        except Exception as exc:
+            log.warning("could not delete payload blob %s: %s", ref, exc,
+                        extra={"action": "payload_delete_failed", "queue": info.queue})
 
     def _write(self, queue: str, text: str, visibility_s: int, ttl: int | None, envelope: Envelope | None,
                what: str) -> None:
@@ -293,3 +418,7 @@ class Executor:
             log.error("could not write the %s to %s: %s; releasing the message for redelivery", what, queue, exc,
                       extra={"action": "settle_failed", "queue": queue, "what": what})
             raise Redeliver(f"could not write the {what} to {queue}: {exc}", envelope) from exc
+
+
+def _as_bytes(body: bytes | str) -> bytes:
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)

@@ -179,7 +179,8 @@ class Envelope:
             except UnicodeDecodeError as exc:
                 raise EnvelopeError(f"message body is not UTF-8: {exc}", "not_utf8") from None
         try:
-            data = json.loads(text)
+            # NaN, Infinity and overflowing numbers are not JSON: an envelope must re-encode as it came.
+            data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:
             raise EnvelopeError(f"message body is not JSON: {exc}", "not_json") from None
         return cls.from_dict(data)
@@ -191,6 +192,17 @@ class Envelope:
 
 
 _MISSING = object()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
 
 
 def _field(data: dict, name: str, kind: type, default: Any = _MISSING) -> Any:

@@ -3,6 +3,11 @@
 A record keeps the original envelope (or the raw body when it could not be decoded) and
 the error: type, message, traceback, attempts, first and last failure, queue and host.
 The Functions host's own poison copies (the bare body, no error) are read too.
+
+A record is itself an azjobs message (a JSON object with an ``azjobs_poison`` version
+key) so tooling can list and replay it. A record too large for a queue message is
+stored whole in Blob Storage and the poison queue holds a stub naming it
+(``record_ref``) with the error but without the envelope or raw body.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EnvelopeError, PayloadTooLargeError
-from .message import Envelope, decode_body, encode_text, format_time, utcnow
+from .message import MAX_MESSAGE_BYTES, Envelope, decode_body, encode_text, format_time, utcnow
 
 POISON_KEY = "azjobs_poison"
 POISON_VERSION = 1
@@ -47,8 +52,11 @@ class PoisonRecord:
     queue: str
     error: ErrorInfo
     envelope: Envelope | None = None
-    raw_body: str | None = None  # as received, when it was not a usable envelope
+    raw_body: str | None = None  # the body, when it was not a usable envelope
     raw_body_encoding: str = "text"  # "text" or "base64" (bytes that were not UTF-8)
+    # "decoded": the body after the queue's message encoding was undone;
+    # "wire": the message text exactly as it was on the queue (it was not valid base64).
+    raw_form: str = "decoded"
     attempts: int = 1
     first_failed_at: str | None = None
     last_failed_at: str = field(default_factory=lambda: format_time(utcnow()))
@@ -58,10 +66,24 @@ class PoisonRecord:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     # True for a bare body the Functions host poisoned (no error information from azjobs).
     from_host: bool = False
+    # Set on a stub whose full record lives in Blob Storage (see azjobs.payload).
+    record_ref: str | None = None
+    # The job name and id, kept on a stub that has no envelope.
+    job_name: str | None = None
+    job_id: str | None = None
 
     @property
     def job(self) -> str | None:
-        return self.envelope.job if self.envelope else None
+        return self.envelope.job if self.envelope else self.job_name
+
+    @property
+    def envelope_id(self) -> str | None:
+        return self.envelope.id if self.envelope else self.job_id
+
+    def stub(self, record_ref: str) -> "PoisonRecord":
+        """This record without its envelope and raw body, pointing at the full copy in Blob Storage."""
+        return replace(self, envelope=None, raw_body=None, record_ref=record_ref, job_name=self.job,
+                       job_id=self.envelope_id)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +93,11 @@ class PoisonRecord:
             "envelope": self.envelope.to_dict() if self.envelope else None,
             "raw_body": self.raw_body,
             "raw_body_encoding": self.raw_body_encoding,
+            "raw_form": self.raw_form,
+            "job": self.job,
+            "job_id": self.envelope_id,
+            "record_ref": self.record_ref,
+            "from_host": self.from_host,
             "error": self.error.to_dict(),
             "attempts": self.attempts,
             "first_failed_at": self.first_failed_at or self.last_failed_at,
@@ -83,10 +110,15 @@ class PoisonRecord:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
 
-    def encode(self, encoding: str = "base64") -> str:
-        """Wire text for the poison queue; trims the traceback if the record is over the limit."""
+    def encode(self, encoding: str = "base64", *, trim: bool = True) -> str:
+        """Wire text for the poison queue.
+
+        The traceback is kept to its last MAX_TRACEBACK_CHARS; with ``trim`` it is cut
+        further if the record is still over the message limit. Raises
+        PayloadTooLargeError if it cannot fit (store it in Blob Storage and send a stub).
+        """
         record = self
-        for limit in (MAX_TRACEBACK_CHARS, 4_000, 500, 0):
+        for limit in (MAX_TRACEBACK_CHARS, 4_000, 500, 0) if trim else (MAX_TRACEBACK_CHARS,):
             text = record.error.traceback
             if len(text) > limit:
                 trimmed = ("… (trimmed)\n" + text[-limit:]) if limit else "(trimmed to fit the message limit)"
@@ -95,7 +127,27 @@ class PoisonRecord:
                 return encode_text(record.to_json(), encoding)
             except PayloadTooLargeError:
                 continue
-        raise PayloadTooLargeError("poison record is over the message limit even without its traceback")
+        raise PayloadTooLargeError("poison record is over the message limit" + (" even without its traceback" if trim else ""))
+
+    def replay_envelope(self) -> Envelope | None:
+        """The envelope to send back to its queue: attempts reset, failure and due times cleared."""
+        if self.envelope is None:
+            return None
+        return self.envelope.evolve(attempt=1, first_failed_at=None, due_at=None)
+
+    def replay_text(self, encoding: str = "base64") -> str | None:
+        """For a record without an envelope: the message text to send back, the body as it was."""
+        if self.raw_body is None:
+            return None
+        if self.raw_form == "wire":
+            return self.raw_body
+        raw = self.raw_bytes() or b""
+        if encoding == "base64":
+            text = base64.b64encode(raw).decode("ascii")
+            if len(text) > MAX_MESSAGE_BYTES:
+                raise PayloadTooLargeError("the raw body is over the message limit")
+            return text
+        return encode_text(raw.decode("utf-8"), encoding)
 
     def raw_bytes(self) -> bytes | None:
         if self.raw_body is None:
@@ -117,6 +169,11 @@ class PoisonRecord:
             envelope=envelope,
             raw_body=data.get("raw_body"),
             raw_body_encoding=data.get("raw_body_encoding") or "text",
+            raw_form=data.get("raw_form") or "decoded",
+            record_ref=data.get("record_ref"),
+            job_name=data.get("job") if envelope is None and isinstance(data.get("job"), str) else None,
+            job_id=data.get("job_id") if envelope is None and isinstance(data.get("job_id"), str) else None,
+            from_host=bool(data.get("from_host", False)),
             attempts=int(data.get("attempts") or 1),
             first_failed_at=data.get("first_failed_at"),
             last_failed_at=data.get("last_failed_at") or "",
@@ -131,8 +188,10 @@ class PoisonRecord:
         """Read a poison-queue message: an azjobs record, a host-poisoned envelope, or anything else."""
         try:
             raw = decode_body(body, encoding)
-        except EnvelopeError:
-            raw = body.encode("utf-8")
+        except EnvelopeError as exc:
+            # The host poisons a body that is not base64 as it was: keep it verbatim.
+            return cls(queue=queue, raw_body=body, raw_form="wire", from_host=True,
+                       error=ErrorInfo("EnvelopeError", str(exc), reason=exc.reason))
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -140,7 +199,7 @@ class PoisonRecord:
         if isinstance(data, dict) and data.get(POISON_KEY) == POISON_VERSION:
             try:
                 return cls.from_dict(data)
-            except (EnvelopeError, KeyError, TypeError, ValueError):
+            except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError):
                 pass
         try:
             envelope = Envelope.from_json(raw)
