@@ -1,0 +1,114 @@
+"""The settler: deletes finished messages and releases unfinished ones, never crashing the worker.
+
+Deletes go through a few threads of their own: at high concurrency a small pool of
+deleters is faster against storage than a delete from every job thread, and a job thread
+is free for the next job as soon as its job returns. A failed delete or release is retried
+with back-off and then logged; a pop-receipt mismatch, 404 or 409 is ignored (logged at
+debug), as the Functions host does — the message is someone else's, or already gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+from .connection import redact
+from .lease import is_lost_error
+
+log = logging.getLogger("azjobs.worker")
+
+ATTEMPTS = 4
+FIRST_RETRY_S = 0.2
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return redact(f"{type(exc).__name__}: {text}")
+
+
+class Settler:
+    """Deletes (on a few threads) and releases (inline) messages with retries."""
+
+    def __init__(self, threads: int = 4, *, on_delete_failed: Callable[[], None] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._queue: "queue.Queue[tuple[Any, str, str, str] | None]" = queue.Queue()
+        self._threads = [threading.Thread(target=self._loop, name=f"azjobs-delete-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        self._on_delete_failed = on_delete_failed
+        self._sleep = sleep
+        self._started = False
+
+    def start(self) -> "Settler":
+        for thread in self._threads:
+            thread.start()
+        self._started = True
+        return self
+
+    def delete(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str) -> None:
+        """Schedule the delete of a finished message (returns at once)."""
+        self._queue.put((queue_client, queue_name, message_id, pop_receipt))
+
+    def flush(self) -> None:
+        """Wait until every scheduled delete has been attempted."""
+        self._queue.join()
+
+    def stop(self, wait: bool = True) -> None:
+        if not self._started:
+            return
+        if wait:
+            self.flush()
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join(timeout=5)
+
+    def release(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str,
+                visibility_s: int) -> bool:
+        """Make a message visible again in ``visibility_s`` seconds; True if storage took it."""
+        return self._call(
+            lambda: queue_client.update_message(message_id, pop_receipt, visibility_timeout=visibility_s),
+            "release", queue_name, message_id,
+        )
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                queue_client, queue_name, message_id, pop_receipt = item
+                if not self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
+                                  queue_name, message_id) and self._on_delete_failed is not None:
+                    self._on_delete_failed()
+            except Exception:  # never let a deleter thread die
+                log.exception("unexpected error in a delete thread", extra={"action": "delete_failed"})
+            finally:
+                self._queue.task_done()
+
+    def _call(self, operation: Callable[[], Any], what: str, queue_name: str, message_id: str) -> bool:
+        delay = FIRST_RETRY_S
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                operation()
+                return True
+            except Exception as exc:
+                if is_lost_error(exc):
+                    log.debug("%s of message %s on %s skipped: it is no longer ours (%s)", what, message_id,
+                              queue_name, _describe(exc),
+                              extra={"action": f"{what}_skipped", "queue": queue_name, "message_id": message_id})
+                    return True
+                if attempt == ATTEMPTS:
+                    log.error("%s of message %s on %s failed after %d attempts: %s; it will reappear when its "
+                              "lease ends", what, message_id, queue_name, attempt, _describe(exc),
+                              extra={"action": f"{what}_failed", "queue": queue_name, "message_id": message_id})
+                    return False
+                log.warning("%s of message %s on %s failed (%s); retrying in %.1fs", what, message_id, queue_name,
+                            _describe(exc), delay,
+                            extra={"action": f"{what}_retry", "queue": queue_name, "message_id": message_id})
+                self._sleep(delay)
+                delay *= 2
+        return False  # pragma: no cover

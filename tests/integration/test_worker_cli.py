@@ -1,0 +1,139 @@
+"""The ``azjobs`` command against Azurite: queue administration, missing queues, logs, the demo command."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+
+from azjobs import QueueSettings, cli
+from azjobs.worker import Worker
+from tests.integration.worker_support import ROOT, Background, wait_for
+from tests.jobs import worker_jobs as wj
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def test_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("AZJOBS_TEST_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(argv, stdin=None):
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(argv, stdin=stdin or io.StringIO(""), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def count(queue) -> int:
+    return queue.get_queue_properties().approximate_message_count
+
+
+def test_create_empty_delete(client, queue_name, raw_queue, test_dir):
+    queue = raw_queue(queue_name)
+    code, out, _ = run(["--create", queue_name])
+    assert code == 0 and "created" in out
+    code, out, _ = run(["--create", queue_name])
+    assert code == 0 and "already exists" in out
+    queue.send_message("aGVsbG8=")
+    # Without --yes on a non-interactive stdin: refused, nothing emptied.
+    code, _, err = run(["--empty", queue_name])
+    assert code != 0 and "--yes" in err and count(queue) == 1
+    # A terminal that answers no: nothing emptied.
+    assert run(["--empty", queue_name], stdin=Tty("n\n"))[0] != 0 and count(queue) == 1
+    assert run(["-e", queue_name], stdin=Tty("y\n"))[0] == 0 and count(queue) == 0
+    queue.send_message("aGVsbG8=")
+    assert run(["--empty", queue_name, "--yes"])[0] == 0 and count(queue) == 0
+    code, _, err = run(["--delete", queue_name])
+    assert code != 0 and "--yes" in err
+    queue.get_queue_properties()  # still there
+    assert run(["-d", queue_name, "--yes"])[0] == 0
+    code, _, err = run(["--delete", queue_name, "--yes"])
+    assert code == 1 and "does not exist" in err
+
+
+def test_missing_queue_is_an_error_unless_create(client, queue_name, raw_queue, test_dir):
+    code, _, err = run(["-q", queue_name, "--burst", "-i", "tests.jobs.worker_jobs"])
+    assert code == 1 and queue_name in err and "--create" in err
+    code, out, err = run(["-q", queue_name, "--create", "--burst", "-i", "tests.jobs.worker_jobs"])
+    raw_queue(queue_name)
+    assert code == 0, err
+    assert "created" in out
+    client.queue(queue_name).get_queue_properties()
+
+
+def test_burst_json_logs_name_every_job_and_hide_secrets(connection_string, client, queue_name, raw_queue,
+                                                         test_dir):
+    raw_queue(queue_name)
+    job_id = wj.record.options(queue=queue_name).enqueue("logged")
+    process = subprocess.run(
+        [sys.executable, "-m", "azjobs", "-q", queue_name, "-i", "tests.jobs.worker_jobs", "--burst",
+         "--log-format", "json"],
+        cwd=test_dir, env={**os.environ, "AzureWebJobsStorage": connection_string,
+                           "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "AccountKey=Eby8" not in process.stderr + process.stdout
+    events = [json.loads(line) for line in process.stderr.splitlines()]
+    by_action = {event.get("action"): event for event in events}
+    for action in ("worker_started", "job_started", "job_succeeded", "worker_stopped"):
+        assert action in by_action, action
+    done = by_action["job_succeeded"]
+    assert done["job"] == "wt.record" and done["job_id"] == job_id and done["queue"] == queue_name
+    assert done["attempt"] == 1 and done["duration_s"] >= 0
+    assert len(wj.runs(test_dir, "logged")) == 1
+
+
+def test_readme_demo_command_works_the_example_jobs(connection_string, client, raw_queue, test_dir):
+    sys.path.insert(0, str(ROOT))
+    import example_jobs
+
+    for queue in ("emails", "images"):
+        raw_queue(queue)
+        client.ensure_queue(queue)
+        client.queue(queue).clear_messages()
+    example_jobs.send_welcome_email.enqueue("ada@example.com", name="Ada")
+    example_jobs.notify_slack.enqueue("general", "hello")
+    example_jobs.ResizeImage.enqueue("cat.png", width=128)
+    process = subprocess.run(
+        [sys.executable, "-m", "azjobs", "-q", "emails", "-q", "images", "-i", "example_jobs", "--burst"],
+        cwd=ROOT, env={**os.environ, "AzureWebJobsStorage": connection_string},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "Hello Ada!" in process.stdout and "#general: hello" in process.stdout and "cat.png" in process.stdout
+    assert count(client.queue("emails")) == 0 and count(client.queue("images")) == 0
+
+
+def test_idle_polling_backs_off_within_the_hosts_bounds(client, queue_name, raw_queue, test_dir):
+    raw_queue(queue_name)
+    client.ensure_queue(queue_name)
+    settings = QueueSettings(max_polling_interval=timedelta(seconds=1))
+    worker = Worker([queue_name], client=client, settings=settings)
+    with Background(worker) as background:
+        assert wait_for(lambda: worker.stats.receives >= 1, timeout=10)
+        started, first = time.monotonic(), worker.stats.receives
+        time.sleep(4.0)
+        polls = worker.stats.receives - first
+        elapsed = time.monotonic() - started
+        # Host back-off (0.2, 0.3, 0.5, 0.9, then the 1 s cap, each ±20%): about 7 polls in 4 s.
+        # Fewer than 3 would mean no polling; more than 10 would mean no back-off.
+        assert 3 <= polls <= 10, (polls, elapsed)
+        # Then a message is picked up within about the cap.
+        wj.record.options(queue=queue_name).enqueue("woke")
+        sent = time.monotonic()
+        assert wait_for(lambda: wj.runs(test_dir, "woke"), timeout=10)
+        assert time.monotonic() - sent < 1.0 + 2.0  # cap plus a generous margin for a loaded machine
+        background.stop()

@@ -1,0 +1,51 @@
+"""Log output of the azjobs command: JSON lines carry the stable extras; secrets are redacted."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from azjobs import logs
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_json_lines_carry_the_extras(restore_logging):
+    stream = io.StringIO()
+    logs.setup(0, "json", stream)
+    logging.getLogger("azjobs").info("job x started", extra={"action": "job_started", "job": "x", "job_id": "1",
+                                                               "queue": "q", "attempt": 2, "duration_s": 0.5})
+    data = json.loads(stream.getvalue().strip())
+    assert data["action"] == "job_started" and data["job"] == "x" and data["attempt"] == 2
+    assert data["duration_s"] == 0.5 and data["level"] == "INFO" and data["message"] == "job x started"
+
+
+def test_secrets_never_reach_the_log(restore_logging):
+    for fmt in ("text", "json"):
+        stream = io.StringIO()
+        logs.setup(0, fmt, stream)
+        logging.getLogger("azjobs").warning("cannot connect with AccountKey=c2VjcmV0;QueueEndpoint=x")
+        assert "c2VjcmV0" not in stream.getvalue()
+        assert "AccountKey=***" in stream.getvalue()
+
+
+def test_verbose_enables_debug(restore_logging):
+    stream = io.StringIO()
+    logs.setup(0, "text", stream)
+    logging.getLogger("azjobs").debug("hidden")
+    logs.setup(1, "text", stream)
+    logging.getLogger("azjobs").debug("shown")
+    assert "hidden" not in stream.getvalue() and "shown" in stream.getvalue()
+    assert len([h for h in logging.getLogger().handlers if getattr(h, "_azjobs", False)]) == 1
