@@ -33,3 +33,20 @@ async def notify_slack(channel: str, text: str) -> None:
     """An async job: it runs on an event loop."""
     await asyncio.sleep(0.01)
     print(f"[notify_slack] #{channel}: {text}", flush=True)
+
+
+@azjobs.job(queue="emails", retry=azjobs.Fixed(1, max_retries=2))
+def sync_crm_contact(contact_id: int) -> None:
+    """A flaky call: its first attempt fails, and azjobs retries it 1 s later."""
+    attempt = azjobs.current_job().attempt
+    if attempt == 1:
+        raise ConnectionError(f"CRM timed out for contact {contact_id}")
+    print(f"[sync_crm_contact] contact {contact_id} synced on attempt {attempt}", flush=True)
+
+
+@azjobs.job(queue="emails")
+def charge_card(order_id: str, card: str) -> None:
+    """A job that gives up at once on bad input: azjobs.Fail sends it straight to the poison queue."""
+    if card == "declined":
+        raise azjobs.Fail(f"card declined for order {order_id}")
+    print(f"[charge_card] charged order {order_id}", flush=True)

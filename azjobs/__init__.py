@@ -5,6 +5,7 @@ machines (the ``azjobs`` worker) with the same behaviour.
 """
 
 from .client import Client, EnqueueManyResult, configure, default_client
+from .context import JobContext, current_job
 from .connection import Connection, resolve_connection
 from .errors import (
     ArgumentError,
@@ -35,8 +36,8 @@ def blueprint(*args, **kwargs):
 
 __all__ = [
     "ArgumentError", "AzjobsError", "Backoff", "Call", "Client", "ConfigurationError", "Connection", "DelayError",
-    "EnqueueError", "EnqueueManyResult", "Envelope", "EnvelopeError", "Fail", "Fixed", "Job", "JobDefinition",
+    "EnqueueError", "EnqueueManyResult", "Envelope", "EnvelopeError", "Fail", "Fixed", "Job", "JobContext", "JobDefinition",
     "NoRetry", "PayloadTooLargeError", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
-    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "default_client", "job", "registry",
+    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "registry",
     "resolve_connection",
 ]

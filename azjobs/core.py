@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from .context import JobContext, running
 from .client import MAX_VISIBILITY, NEVER_EXPIRE, Client, default_client
 from .errors import ArgumentError, EnvelopeError, Fail, PayloadTooLargeError, UnknownJobError
 from .job import JobDefinition
@@ -143,9 +144,10 @@ class Executor:
         started = time.perf_counter()
         self._log_start(step, info)
         try:
-            value = step.definition.run(step.args, step.kwargs)
-            if asyncio.iscoroutine(value):
-                value = asyncio.run(value)
+            with running(_context(step, info)):
+                value = step.definition.run(step.args, step.kwargs)
+                if asyncio.iscoroutine(value):
+                    value = asyncio.run(value)
         except Exception as error:
             return self._failed(step, info, error, time.perf_counter() - started)
         return self._succeeded(step, info, time.perf_counter() - started)
@@ -158,12 +160,13 @@ class Executor:
         started = time.perf_counter()
         self._log_start(step, info)
         try:
-            if step.definition.is_async:
-                await step.definition.run(step.args, step.kwargs)
-            else:
-                value = await asyncio.to_thread(step.definition.run, step.args, step.kwargs)
-                if asyncio.iscoroutine(value):
-                    await value
+            with running(_context(step, info)):
+                if step.definition.is_async:
+                    await step.definition.run(step.args, step.kwargs)
+                else:
+                    value = await asyncio.to_thread(step.definition.run, step.args, step.kwargs)
+                    if asyncio.iscoroutine(value):
+                        await value
         except Exception as error:
             return await asyncio.to_thread(self._failed, step, info, error, time.perf_counter() - started)
         return await asyncio.to_thread(self._succeeded, step, info, time.perf_counter() - started)
@@ -418,6 +421,12 @@ class Executor:
             log.error("could not write the %s to %s: %s; releasing the message for redelivery", what, queue, exc,
                       extra={"action": "settle_failed", "queue": queue, "what": what})
             raise Redeliver(f"could not write the {what} to {queue}: {exc}", envelope) from exc
+
+
+def _context(step: _Prepared, info: MessageInfo) -> JobContext:
+    env = step.envelope
+    return JobContext(job=env.job, id=env.id, attempt=env.attempt, queue=info.queue, enqueued_at=env.enqueued_at,
+                      message_id=info.message_id, dequeue_count=info.dequeue_count, trace=dict(env.trace))
 
 
 def _as_bytes(body: bytes | str) -> bytes:

@@ -50,10 +50,13 @@ def main() -> int:
             example_jobs.ResizeImage.enqueue("cat.png", width=128),
             example_jobs.notify_slack.enqueue("general", "azjobs demo is running"),
             example_jobs.send_welcome_email.enqueue_in(timedelta(seconds=1), "late@example.com", name="Late"),
+            example_jobs.sync_crm_contact.enqueue(42),
+            example_jobs.charge_card.enqueue("order-7", card="visa"),
+            example_jobs.charge_card.enqueue("order-8", card="declined"),
         ]
         bulk = example_jobs.ResizeImage.enqueue_many([(f"photo-{i}.jpg",) for i in range(5)])
         ids += bulk.ids
-        print(f"enqueued {len(ids)} jobs (one delayed by 1 s, five with enqueue_many)")
+        print(f"enqueued {len(ids)} jobs (one delayed by 1 s, one flaky, one that gives up, five with enqueue_many)")
 
         step("working them with the local runner until the queues are empty")
         import time
@@ -65,11 +68,18 @@ def main() -> int:
         if azjobs_cli(*args, env=env).returncode != 0:
             return 1
 
+        step("the flaky job failed once; its retry is due 1 s later: work the queues again")
+        time.sleep(1.5)
+        if azjobs_cli(*args, env=env).returncode != 0:
+            return 1
+
         step("what happened")
         client = azjobs.default_client()
         for queue in QUEUES:
             props = client.queue(queue).get_queue_properties()
             print(f"queue {queue:8s}: {props.approximate_message_count} message(s) left")
+        print("\nThe job that gave up is in emails-poison, with its error and traceback:")
+        azjobs_cli("poison", "list", "emails", env=env)
         print(f"\nDone: {len(ids)} jobs enqueued and worked. Try `scripts/test` next.")
     return 0
 

@@ -1,0 +1,48 @@
+"""What a running job can know about itself: ``azjobs.current_job()``.
+
+Like Celery's ``self.request`` or Dramatiq's ``CurrentMessage``: the job id, which attempt
+this is, the queue, and the delivery facts. Set by the core for sync and async jobs alike.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class JobContext:
+    job: str
+    id: str
+    attempt: int
+    queue: str
+    enqueued_at: str
+    message_id: str = ""
+    dequeue_count: int = 1
+    trace: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_retry(self) -> bool:
+        return self.attempt > 1
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("azjobs_current_job", default=None)
+
+
+def current_job() -> JobContext:
+    """The context of the job running in this thread or task; RuntimeError outside a job."""
+    context = _current.get()
+    if context is None:
+        raise RuntimeError("azjobs.current_job() is only available while a job runs")
+    return context
+
+
+@contextmanager
+def running(context: JobContext) -> Iterator[JobContext]:
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

@@ -1,0 +1,51 @@
+import asyncio
+
+import pytest
+
+import azjobs
+from azjobs.core import Executor, MessageInfo, Outcome
+from azjobs.message import Envelope
+from azjobs.registry import Registry
+from tests.unit.test_core_decode_property import RecordingClient
+
+reg = Registry()
+seen = []
+
+
+@azjobs.job(queue="ctx-q", registry=reg, name="ctx.sync")
+def sync_job():
+    seen.append(azjobs.current_job())
+
+
+@azjobs.job(queue="ctx-q", registry=reg, name="ctx.async")
+async def async_job():
+    await asyncio.sleep(0)
+    seen.append(azjobs.current_job())
+
+
+def executor():
+    client = RecordingClient("base64")
+    return Executor(registry=reg, client=client, settings=client.settings, host="h")
+
+
+@pytest.mark.parametrize("name", ["ctx.sync", "ctx.async"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_running_job_sees_its_context(name, mode):
+    seen.clear()
+    envelope = Envelope.build(name, queue="ctx-q", trace={"traceparent": "00-1-2-01"}).evolve(attempt=3)
+    info = MessageInfo(queue="ctx-q", message_id="m-1", dequeue_count=2)
+    ex = executor()
+    if mode == "sync":
+        result = ex.execute(envelope.encode(), info)
+    else:
+        result = asyncio.run(ex.execute_async(envelope.encode(), info))
+    assert result.outcome is Outcome.SUCCEEDED
+    (context,) = seen
+    assert (context.job, context.id, context.attempt, context.queue) == (name, envelope.id, 3, "ctx-q")
+    assert context.message_id == "m-1" and context.dequeue_count == 2 and context.is_retry
+    assert context.trace == {"traceparent": "00-1-2-01"}
+
+
+def test_outside_a_job_is_an_error():
+    with pytest.raises(RuntimeError, match="only available while a job runs"):
+        azjobs.current_job()
