@@ -4,7 +4,7 @@ The Functions host fetches messages, holds their leases and poisons what keeps
 failing; azjobs (``azjobs.core``, the same core as the ``azjobs`` worker) decides what
 a job's success, failure and retry mean. Import every module that declares jobs
 before building the blueprint. ``func start`` runs this against Azurite; see
-docs/functions.md.
+README.md (Running jobs on Azure Functions).
 """
 
 from pathlib import Path
