@@ -76,7 +76,8 @@ def _storage_error(exc: Exception, queue: str) -> Exception:
     return EnqueueError(f"sending to queue {queue!r} failed: {redact(str(exc)).splitlines()[0]}")
 
 
-def _http_session(pool: int):
+def http_session(pool: int):
+    """A requests session whose connection pool fits ``pool`` concurrent calls (the SDK's default is 10)."""
     import requests
     from requests.adapters import HTTPAdapter
 
@@ -173,7 +174,7 @@ class Client:
         with self._lock:
             if self._service is None:
                 self._service = self.connection.queue_service(
-                    session=_http_session(self.pool_size), retry_policy=sdk_retry()
+                    session=http_session(self.pool_size), retry_policy=sdk_retry()
                 )
             return self._service
 

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import Client, default_client
+from .client import Client, default_client, http_session
 from .connection import redact
 from .core import Executor, MessageInfo, Redeliver
 from .errors import QueueNotFoundError
@@ -90,16 +90,10 @@ def _describe(exc: BaseException) -> str:
 
 def _worker_queue_service(client: Client, pool: int):
     """A queue service for the worker's own calls: short SDK retries, since the worker backs off itself."""
-    import requests
     from azure.storage.queue import ExponentialRetry
-    from requests.adapters import HTTPAdapter
 
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
     return client.connection.queue_service(
-        session=session, retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=1),
+        session=http_session(pool), retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=1),
         connection_timeout=5, read_timeout=30,
     )
 
