@@ -40,6 +40,7 @@ class Settler:
         self._on_delete_failed = on_delete_failed
         self._sleep = sleep
         self._started = False
+        self._give_up_at: float | None = None  # after this moment (time.monotonic), a failed call is not retried
 
     def start(self) -> "Settler":
         for thread in self._threads:
@@ -49,20 +50,38 @@ class Settler:
 
     def delete(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str) -> None:
         """Schedule the delete of a finished message (returns at once)."""
-        self._queue.put((queue_client, queue_name, message_id, pop_receipt))
+        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, None))
 
-    def flush(self) -> None:
-        """Wait until every scheduled delete has been attempted."""
-        self._queue.join()
+    def release_later(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str, visibility_s: int,
+                      on_released: Callable[[], None] | None = None) -> None:
+        """Schedule a release on the settler's threads (returns at once); ``on_released`` runs if storage took it."""
+        self._queue.put((queue_client, queue_name, message_id, pop_receipt, visibility_s, on_released))
 
-    def stop(self, wait: bool = True) -> None:
+    def give_up_at(self, deadline: float | None) -> None:
+        """Retry failed calls only until ``deadline`` (time.monotonic()): a stopping worker's grace period."""
+        self._give_up_at = deadline
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every scheduled call has been attempted; False if ``timeout`` ran out first."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = None if end is None else end - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._queue.all_tasks_done.wait(remaining)
+        return True
+
+    def stop(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop the threads; with ``wait``, after the scheduled calls were attempted (for at most ``timeout`` s)."""
         if not self._started:
             return
-        if wait:
-            self.flush()
+        flushed = self.flush(timeout) if wait else False
+        if not flushed:
+            self._give_up_at = time.monotonic()  # threads still busy stop retrying; what is left reappears later
         for _ in self._threads:
             self._queue.put(None)
-        if wait:
+        if flushed:
             for thread in self._threads:
                 thread.join(timeout=5)
 
@@ -80,9 +99,12 @@ class Settler:
             try:
                 if item is None:
                     return
-                queue_client, queue_name, message_id, pop_receipt = item
-                if not self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
-                                  queue_name, message_id) and self._on_delete_failed is not None:
+                queue_client, queue_name, message_id, pop_receipt, visibility_s, on_released = item
+                if visibility_s is not None:
+                    if self.release(queue_client, queue_name, message_id, pop_receipt, visibility_s) and on_released:
+                        on_released()
+                elif not self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
+                                    queue_name, message_id) and self._on_delete_failed is not None:
                     self._on_delete_failed()
             except Exception:  # never let a deleter thread die
                 log.exception("unexpected error in a delete thread", extra={"action": "delete_failed"})
@@ -101,7 +123,7 @@ class Settler:
                               queue_name, _describe(exc),
                               extra={"action": f"{what}_skipped", "queue": queue_name, "message_id": message_id})
                     return True
-                if attempt == ATTEMPTS:
+                if attempt == ATTEMPTS or (self._give_up_at is not None and time.monotonic() >= self._give_up_at):
                     log.error("%s of message %s on %s failed after %d attempts: %s; it will reappear when its "
                               "lease ends", what, message_id, queue_name, attempt, _describe(exc),
                               extra={"action": f"{what}_failed", "queue": queue_name, "message_id": message_id})

@@ -188,6 +188,7 @@ class Worker:
         with self._cond:
             if not self._stopping.is_set():
                 self._deadline = time.monotonic() + self.grace
+                self._settler.give_up_at(self._deadline)
                 self._stopping.set()
                 log.info("stopping: no more fetching; waiting up to %ss for running jobs", self.grace,
                          extra={"action": "worker_stopping", "grace_s": self.grace})
@@ -289,7 +290,9 @@ class Worker:
         for _ in range(self.concurrency):
             self._ready.put(None)
         if not forced:
-            self._settler.stop(wait=True)
+            # Within the grace period only: what is not deleted or released by then reappears when its lease ends.
+            remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+            self._settler.stop(wait=True, timeout=remaining)
         else:
             self._settler.stop(wait=False)
         self.keeper.stop()
@@ -508,11 +511,15 @@ class Worker:
         try:
             receipt = self.keeper.close(delivery.lease)
             if receipt is not None and not self._forced.is_set():
-                if self._settler.release(delivery.queue_client, delivery.queue, delivery.message.id, receipt, 0):
+                def released(delivery: _Delivery = delivery) -> None:
                     self._count("released")
                     log.debug("released unstarted message %s of %s", delivery.message.id, delivery.queue,
                               extra={"action": "message_released", "queue": delivery.queue,
                                      "message_id": delivery.message.id})
+
+                # On the settler's threads, so a stop never waits on storage beyond its grace period.
+                self._settler.release_later(delivery.queue_client, delivery.queue, delivery.message.id, receipt, 0,
+                                            released)
         finally:
             self._done(delivery)
 
