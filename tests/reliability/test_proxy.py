@@ -1,0 +1,76 @@
+"""The fault proxy itself: forwards faithfully, fails what it is told to, and only that."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError, ServiceResponseError
+from azure.storage.queue import ExponentialRetry, QueueClient
+
+from devtools.proxy import FaultProxy
+
+
+@pytest.fixture
+def through_proxy(proxied, queue_name):
+    queue = QueueClient.from_connection_string(proxied, queue_name,
+                                               retry_policy=ExponentialRetry(initial_backoff=0.1, retry_total=0))
+    queue.create_queue()
+    yield queue
+    queue.close()
+
+
+def _received(queue, count):
+    return list(next(queue.receive_messages(messages_per_page=count, max_messages=count,
+                                            visibility_timeout=30).by_page()))
+
+
+def test_forwards_and_fails_only_the_matching_method(proxy, through_proxy, raw_queue, queue_name):
+    direct = raw_queue(queue_name)
+    for i in range(3):
+        through_proxy.send_message(f"m{i}")
+    first, second, third = _received(through_proxy, 3)
+
+    proxy.fail("DELETE", "error", path_contains="/messages/")
+    with pytest.raises(HttpResponseError) as info:
+        through_proxy.delete_message(first.id, first.pop_receipt)
+    assert info.value.status_code == 500
+    through_proxy.update_message(first.id, first.pop_receipt, visibility_timeout=30)  # other methods still pass
+
+    proxy.fail("DELETE", "drop", path_contains="/messages/")
+    with pytest.raises(ServiceResponseError):
+        through_proxy.delete_message(second.id, second.pop_receipt)
+
+    proxy.fail("DELETE", "drop_after", path_contains="/messages/")
+    with pytest.raises(ServiceResponseError):
+        through_proxy.delete_message(third.id, third.pop_receipt)  # it happened; the answer was lost
+    proxy.heal()
+    with pytest.raises(ResourceNotFoundError):
+        through_proxy.delete_message(third.id, third.pop_receipt)
+    assert direct.get_queue_properties().approximate_message_count == 2  # only the drop_after delete went through
+    assert proxy.faults["DELETE"] == 3
+
+
+def test_cut_makes_storage_unreachable_until_restored(proxy, through_proxy):
+    through_proxy.send_message("before")
+    proxy.cut()
+    with pytest.raises((ServiceRequestError, ServiceResponseError)):
+        through_proxy.send_message("during")
+    resets = proxy.resets
+    try:  # a new connection is reset too (at connect or at the first read)
+        with socket.create_connection((proxy.listen_host, proxy.port), timeout=5) as fresh:
+            fresh.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert fresh.recv(1024) == b""
+    except ConnectionResetError:
+        pass
+    assert proxy.resets == resets + 1
+    proxy.restore()
+    through_proxy.send_message("after")
+    assert sorted(m.content for m in _received(through_proxy, 32)) == ["after", "before"]
+
+
+def test_only_loopback_is_accepted():
+    with pytest.raises(ValueError):
+        FaultProxy(10001, upstream_host="10.0.0.1")
+    with pytest.raises(ValueError):
+        FaultProxy(10001, listen_host="0.0.0.0")
