@@ -90,3 +90,12 @@ class FunctionsDriver(Driver):
 
 
 DRIVERS = {"runner": RunnerDriver, "functions": FunctionsDriver}
+
+
+def drop_queues(client, queue: str) -> None:
+    """Delete a test's queue and its poison twin (whatever exists)."""
+    for name in (queue, queue + "-poison"):
+        try:
+            client.queue(name).delete_queue()
+        except Exception:
+            pass

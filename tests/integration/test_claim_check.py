@@ -14,7 +14,7 @@ from azjobs.core import MessageInfo, Outcome
 from azjobs.message import Envelope
 from azjobs.poison import PoisonRecord
 from tests.conftest import unique_queue
-from tests.integration.drivers import DRIVERS, RunnerDriver
+from tests.integration.drivers import DRIVERS, RunnerDriver, drop_queues
 from tests.jobs import failure_jobs as jobs
 
 MIB = 1024 * 1024
@@ -41,11 +41,7 @@ def driver(request, client):
     client.ensure_queue(queue)
     made = DRIVERS[request.param](client, queue, jobs.registry_for(queue))
     yield made
-    for name in (queue, queue + "-poison"):
-        try:
-            client.queue(name).delete_queue()
-        except Exception:
-            pass
+    drop_queues(client, queue)
 
 
 def test_one_mib_argument_round_trips_through_blob_storage_and_is_removed(driver):

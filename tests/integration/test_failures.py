@@ -16,7 +16,7 @@ from azjobs.poison import PoisonRecord
 from azjobs.retry import Fixed
 from azjobs.settings import QueueSettings
 from tests.conftest import unique_queue
-from tests.integration.drivers import DRIVERS
+from tests.integration.drivers import DRIVERS, drop_queues
 from tests.jobs import failure_jobs as jobs
 
 
@@ -26,11 +26,7 @@ def driver(request, client):
     made = DRIVERS[request.param](client, queue, jobs.registry_for(queue), unknown_job_policy=Fixed(0, max_retries=1))
     client.ensure_queue(queue)
     yield made
-    for name in (queue, queue + "-poison"):
-        try:
-            client.queue(name).delete_queue()
-        except Exception:
-            pass
+    drop_queues(client, queue)
 
 
 def token(driver) -> str:

@@ -16,7 +16,7 @@ from azjobs.core import Outcome
 from azjobs.message import Envelope
 from azjobs.poison import PoisonRecord
 from tests.conftest import ROOT, unique_queue
-from tests.integration.drivers import RunnerDriver
+from tests.integration.drivers import RunnerDriver, drop_queues
 from tests.jobs import failure_jobs as jobs
 
 
@@ -26,11 +26,7 @@ def setup(client):
     client.ensure_queue(queue)
     driver = RunnerDriver(client, queue, jobs.registry_for(queue))
     yield driver
-    for name in (queue, queue + "-poison"):
-        try:
-            client.queue(name).delete_queue()
-        except Exception:
-            pass
+    drop_queues(client, queue)
 
 
 def run(client, *argv, stdin=None) -> tuple[int, str]:

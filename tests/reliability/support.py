@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tests.integration.worker_support import wait_for as _wait_for
 from tests.jobs.reliability_jobs import LEDGER_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,13 +19,8 @@ JOBS = "tests.jobs.reliability_jobs"
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; returns whether it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    """Poll ``predicate`` until true or ``timeout`` (the reliability suites' longer default)."""
+    return _wait_for(predicate, timeout=timeout, interval=interval)
 
 
 def spawn(connection_string: str, test_dir: Path, *args: str, name: str = "worker") -> subprocess.Popen:
