@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("-c", "--concurrency", type=_positive_int(1), metavar="N",
                       help="jobs run at once (default: host.json batchSize + newBatchThreshold)")
     work.add_argument("-f", "--fetch", type=_positive_int(1, 32), metavar="N",
-                      help="messages per receive call, 1..32 (default: host.json batchSize, 16)")
+                      help="messages per receive call, 1..32 (default: host.json batchSize, 16, or -c if smaller)")
     work.add_argument("-r", "--retry", type=_seconds(1), default=30.0, metavar="SECONDS",
                       help="lease: how long a fetched message stays hidden; renewed at half while its job runs "
                            "(default 30)")

@@ -4,7 +4,7 @@ Shape of a ``Worker``:
 
 - one fetch thread per queue, each with its own polling back-off and rate limit, receiving
   real batches (``messages_per_page``) whenever the messages in flight drop to the
-  threshold (``concurrency - fetch``; with the defaults, host.json ``newBatchThreshold``);
+  threshold (host.json ``newBatchThreshold``; with an explicit ``-c``, at most half of it);
 - ``concurrency`` job threads take fetched messages in order and hand each to the shared
   execution core (``Executor``). ``async def`` jobs run on one event-loop thread instead:
   the job thread peeks at the job name, submits ``execute_async`` to the loop and waits for
@@ -123,15 +123,19 @@ class Worker:
             settings = (executor.settings if executor is not None else self.client.settings).for_development()
         self.settings = settings
         self.executor = executor or Executor(client=self.client, settings=settings)
-        self.fetch = fetch or settings.batch_size
+        # -f defaults to host.json batchSize, but never more than an explicit -c: a worker told to run
+        # 4 jobs at once does not hold 16 leases.
+        self.fetch = fetch or (settings.batch_size if concurrency is None else min(settings.batch_size, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
         self.concurrency = concurrency or (self.fetch + settings.threshold())
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        # Fetch again when in-flight work drops to the threshold; with the defaults this is
-        # host.json newBatchThreshold, and at most batchSize + threshold messages are held.
-        self.threshold = max(0, self.concurrency - self.fetch)
+        # Fetch again when in-flight work drops to the threshold, as the host does: host.json
+        # newBatchThreshold, and with an explicit -c at most half of it, so the next batch is
+        # fetched while the running half finishes (never more than -c jobs run; fetched
+        # messages beyond that wait, leased, and are released at once on stop).
+        self.threshold = settings.threshold() if concurrency is None else min(settings.threshold(), self.concurrency // 2)
         self.max_in_flight = self.threshold + self.fetch
         if lease <= 0:
             raise ValueError(f"lease must be positive, got {lease}")
