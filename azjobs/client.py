@@ -78,10 +78,15 @@ def _storage_error(exc: Exception, queue: str) -> Exception:
 
 def http_session(pool: int):
     """A requests session whose connection pool fits ``pool`` concurrent calls (the SDK's default is 10)."""
+    from urllib.request import getproxies_environment
+
     import requests
     from requests.adapters import HTTPAdapter
 
     session = requests.Session()
+    # Without proxy variables, skip requests' per-call look-ups of the environment and ~/.netrc
+    # (about 15% of a busy worker's CPU).
+    session.trust_env = bool(getproxies_environment())
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

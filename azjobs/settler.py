@@ -48,9 +48,10 @@ class Settler:
         self._started = True
         return self
 
-    def delete(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str) -> None:
-        """Schedule the delete of a finished message (returns at once)."""
-        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, None))
+    def delete(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str,
+               on_done: Callable[[], None] | None = None) -> None:
+        """Schedule the delete of a finished message (returns at once); ``on_done`` runs once it was attempted."""
+        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, on_done))
 
     def release_later(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str, visibility_s: int,
                       on_released: Callable[[], None] | None = None) -> None:
@@ -103,9 +104,14 @@ class Settler:
                 if visibility_s is not None:
                     if self.release(queue_client, queue_name, message_id, pop_receipt, visibility_s) and on_released:
                         on_released()
-                elif not self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
-                                    queue_name, message_id) and self._on_delete_failed is not None:
-                    self._on_delete_failed()
+                else:
+                    try:
+                        if not self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
+                                          queue_name, message_id) and self._on_delete_failed is not None:
+                            self._on_delete_failed()
+                    finally:
+                        if on_released is not None:  # for a delete: on_done
+                            on_released()
             except Exception:  # never let a deleter thread die
                 log.exception("unexpected error in a delete thread", extra={"action": "delete_failed"})
             finally:

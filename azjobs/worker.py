@@ -4,7 +4,7 @@ Shape of a ``Worker``:
 
 - one fetch thread per queue, each with its own polling back-off and rate limit, receiving
   real batches (``messages_per_page``) whenever the messages in flight drop to the
-  threshold (host.json ``newBatchThreshold``; with an explicit ``-c``, at most half of it);
+  threshold (host.json ``newBatchThreshold``; with an explicit ``-c``, ``-c`` itself);
 - ``concurrency`` job threads take fetched messages in order and hand each to the shared
   execution core (``Executor``). ``async def`` jobs run on one event-loop thread instead:
   the job thread peeks at the job name, submits ``execute_async`` to the loop and waits for
@@ -31,7 +31,7 @@ import queue as queue_module
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .client import Client, default_client, http_session
 from .connection import redact
@@ -132,10 +132,10 @@ class Worker:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         # Fetch again when in-flight work drops to the threshold, as the host does: host.json
-        # newBatchThreshold, and with an explicit -c at most half of it, so the next batch is
-        # fetched while the running half finishes (never more than -c jobs run; fetched
-        # messages beyond that wait, leased, and are released at once on stop).
-        self.threshold = settings.threshold() if concurrency is None else min(settings.threshold(), self.concurrency // 2)
+        # newBatchThreshold by default; with an explicit -c, -c itself, so one batch is always
+        # fetched and waiting while -c jobs run (never more than -c run; waiting messages stay
+        # leased and are released at once on stop).
+        self.threshold = settings.threshold() if concurrency is None else self.concurrency
         self.max_in_flight = self.threshold + self.fetch
         if lease <= 0:
             raise ValueError(f"lease must be positive, got {lease}")
@@ -432,6 +432,7 @@ class Worker:
             self._running += 1
             if self._running > self.stats.peak_running:
                 self.stats.peak_running = self._running
+        handed_off = False
         try:
             try:
                 if self._is_async(message.content):
@@ -449,11 +450,14 @@ class Worker:
                 self._redeliver(delivery, info, exc)
             else:
                 self._count(result.outcome.value)
-                self._delete(delivery)
+                # The message stays in flight until its delete was attempted, so fetching
+                # never runs ahead of deleting (Azurite slows down with many invisible messages).
+                handed_off = self._delete(delivery, on_done=lambda: self._done(delivery))
         finally:
             with self._cond:
                 self._running -= 1
-            self._done(delivery)
+            if not handed_off:
+                self._done(delivery)
 
     def _is_async(self, body: Any) -> bool:
         """Peek at the job name: ``async def`` jobs go to the event loop."""
@@ -473,12 +477,14 @@ class Worker:
             self._cond.notify_all()
 
     # -- settling ----------------------------------------------------------
-    def _delete(self, delivery: _Delivery) -> None:
+    def _delete(self, delivery: _Delivery, on_done: Callable[[], None] | None = None) -> bool:
+        """Schedule the delete with the newest pop receipt; True if ``on_done`` will run once it was attempted."""
         receipt = self.keeper.close(delivery.lease)
         if receipt is None:
             self._lost(delivery, "delete")
-            return
-        self._settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt)
+            return False
+        self._settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt, on_done)
+        return on_done is not None
 
     def _lost(self, delivery: _Delivery, what: str) -> None:
         self._count("lease_lost")
