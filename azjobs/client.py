@@ -10,13 +10,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .connection import Connection, redact, resolve_connection
 from .errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoundError
 from .message import Envelope, format_time, utcnow
 from .payload import DEFAULT_CONTAINER, PayloadStore
 from .settings import QueueSettings
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient
 
 # The service's maximum visibility timeout: a longer delay hops (see core.defer).
 MAX_VISIBILITY = timedelta(days=7)
@@ -222,7 +225,7 @@ class Client:
         kwargs = {"visibility_timeout": visibility_timeout or None, "time_to_live": ttl}
         try:
             return self.queue(queue).send_message(text, **kwargs)
-        except ResourceNotFoundError as exc:
+        except ResourceNotFoundError:
             if not self.create_queues:
                 raise QueueNotFoundError(queue) from None
             try:

@@ -202,7 +202,7 @@ def test_when_the_core_cannot_settle_the_handler_raises_and_the_host_redelivers(
 def test_default_executor_uses_the_named_connection_and_host_json(client, raw_queue, monkeypatch, tmp_path,
                                                                   connection_string):
     q, reg = unique_queue("fconn"), azjobs.Registry()
-    job = azjobs.job(queue=q, registry=reg, name="explode", retry=azjobs.Fixed(0, max_retries=1))(explode)
+    azjobs.job(queue=q, registry=reg, name="explode", retry=azjobs.Fixed(0, max_retries=1))(explode)
     monkeypatch.setenv("AzjobsTestStorage", connection_string)
     host_json = tmp_path / "host.json"
     host_json.write_text(json.dumps({"version": "2.0", "extensions": {"queues": {"messageEncoding": "none"}}}))

@@ -3,7 +3,6 @@
 import base64
 import json
 import subprocess
-import sys
 import textwrap
 import venv
 from pathlib import Path

@@ -8,7 +8,6 @@ import signal
 import time
 from datetime import timedelta
 
-import pytest
 
 from azjobs import QueueSettings
 from azjobs.lease import LeaseKeeper
@@ -17,12 +16,6 @@ from tests.integration.worker_support import Background, spawn, wait_for
 from tests.jobs import worker_jobs as wj
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.3))
-
-
-@pytest.fixture
-def test_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("AZJOBS_TEST_DIR", str(tmp_path))
-    return tmp_path
 
 
 def test_a_job_three_times_longer_than_the_lease_runs_once(client, queue_name, raw_queue, test_dir):

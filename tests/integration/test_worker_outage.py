@@ -20,12 +20,6 @@ FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 
 
 @pytest.fixture
-def test_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("AZJOBS_TEST_DIR", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
 def own_azurite(azurite):
     """A second Azurite this test may stop, restart or freeze (the session's stays up)."""
     server = Azurite().start()

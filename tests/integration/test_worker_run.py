@@ -19,12 +19,6 @@ from tests.jobs import worker_jobs as wj
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 
 
-@pytest.fixture
-def test_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("AZJOBS_TEST_DIR", str(tmp_path))
-    return tmp_path
-
-
 def total_runs(directory, keys):
     return {key: len(wj.runs(directory, key)) for key in keys}
 

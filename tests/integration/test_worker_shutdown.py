@@ -6,7 +6,6 @@ import json
 import signal
 from datetime import timedelta
 
-import pytest
 
 from azjobs import Call, QueueSettings
 from azjobs.worker import Worker
@@ -14,22 +13,6 @@ from tests.integration.worker_support import log_of, spawn, wait_for
 from tests.jobs import worker_jobs as wj
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.3))
-
-
-@pytest.fixture
-def test_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("AZJOBS_TEST_DIR", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture
-def processes():
-    started = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 def test_sigterm_finishes_running_jobs_releases_the_rest_and_exits_0(connection_string, client, queue_name,

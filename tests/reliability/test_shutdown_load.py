@@ -11,7 +11,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from azjobs import Call, Envelope
 from tests.jobs import reliability_jobs as rel

@@ -1,0 +1,21 @@
+"""Fixtures shared by the worker tests."""
+
+import pytest
+
+
+@pytest.fixture
+def test_dir(tmp_path, monkeypatch):
+    """A folder for this test's job side effects, announced to worker jobs via AZJOBS_TEST_DIR."""
+    monkeypatch.setenv("AZJOBS_TEST_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def processes():
+    """Worker subprocesses a test starts; killed at teardown if still running."""
+    started = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
