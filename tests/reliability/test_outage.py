@@ -96,5 +96,9 @@ def test_a_10_s_storage_outage_mid_drain_is_survived_and_loses_nothing(proxy, pr
            ran_twice=len(ledger.duplicates(keys)), lost=len(lost))
     assert lost == []
     assert finished_at_cut < PRELOADED, "the drain was over before the outage began"
-    assert "receive_failed" in events and "storage_recovered" in events
+    # The worker noticed the outage: its receives failed, or (when deletes still pending kept it
+    # from fetching, which is the back-pressure wanted) its deletes were retried.
+    assert {"receive_failed", "delete_retry", "delete_failed"} & set(events), "the worker never saw the outage"
+    if "receive_failed" in events:
+        assert "storage_recovered" in events
     assert {pid for key in keys for pid, _ in ledger.finishes[key]} == {worker.pid}  # never restarted
