@@ -70,9 +70,11 @@ def test_failed_deletes_rerun_a_job_at_most_once_per_lease_and_lose_nothing(prox
            most_runs=max(len(r) for r in runs.values()),
            shortest_rerun_gap_s=None if shortest_gap is None else round(shortest_gap, 2), lost=len(lost))
     assert lost == []
-    assert failed_deletes > 0 and ledger.duplicates(during), "no delete failed: the test proved nothing"
-    # A rerun needs the lease to run out: never two runs of one job within one lease ...
-    assert shortest_gap >= LEASE_S - TOLERANCE_S
+    assert failed_deletes > 0, "no delete failed: the test proved nothing"
+    # Whether a job reruns depends on whether its delete's retries outlast the fault (both are fine);
+    # a rerun needs the lease to run out: never two runs of one job within one lease ...
+    if shortest_gap is not None:
+        assert shortest_gap >= LEASE_S - TOLERANCE_S
     # ... so a job reruns at most once per lease that began before the deletes worked again.
     for key in during:
         failing_leases = max(0, 1 + math.floor((healed + SETTLE_S - runs[key][0]) / (LEASE_S - TOLERANCE_S)))
