@@ -90,6 +90,14 @@ class _Prepared:
     kwargs: dict
 
 
+@dataclass
+class _Decoded:
+    envelope: Envelope | None
+    raw: bytes | str | None = None  # the body, when it is not a usable envelope
+    form: str = "decoded"  # "wire" when undoing the message encoding failed
+    problem: EnvelopeError | None = None
+
+
 class Executor:
     """Decides and carries out what a message's outcome means. Thread-safe."""
 
@@ -173,47 +181,42 @@ class Executor:
 
     def dead_letter_redelivered(self, body: bytes | str, info: MessageInfo, error: BaseException, *, encoded: bool = True) -> Result:
         """Poison a message the host would poison after a failed delivery (dequeueCount ≥ max)."""
-        envelope, raw, form = self._decode_for_record(body, encoded)
-        return self._dead_letter(
-            info, ErrorInfo.from_exception(error, reason="max_dequeue_count"), envelope=envelope,
-            raw=raw, raw_form=form, attempts=envelope.attempt if envelope else info.dequeue_count,
-            first_failed_at=envelope.first_failed_at if envelope else None,
-        )
+        return self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
+                                          self._decode(body, encoded))
 
     # -- steps ---------------------------------------------------------------
-    def _decode_for_record(self, body: bytes | str, encoded: bool) -> tuple[Envelope | None, bytes | str | None, str]:
-        """Best effort for a poison record: the envelope, else the body and its form."""
+    def _decode(self, body: bytes | str, encoded: bool) -> _Decoded:
+        """The envelope, or the body in the form it failed in ("wire": undoing the encoding) and why."""
         try:
             data = decode_body(body, self.settings.message_encoding) if encoded else _as_bytes(body)
-        except EnvelopeError:
-            return None, body, "wire"
+        except EnvelopeError as exc:
+            return _Decoded(None, body, "wire", exc)
         try:
-            return Envelope.from_json(data), None, "decoded"
-        except EnvelopeError:
-            return None, data, "decoded"
+            return _Decoded(Envelope.from_json(data))
+        except EnvelopeError as exc:
+            return _Decoded(None, data, "decoded", exc)
+
+    def _dead_letter_delivery(self, info: MessageInfo, error_info: ErrorInfo, decoded: _Decoded) -> Result:
+        """Poison a delivery the host gave up on: attempts are the dequeue count when there is no envelope."""
+        return self._dead_letter(info, error_info, envelope=decoded.envelope, raw=decoded.raw, raw_form=decoded.form,
+                                 attempts=None if decoded.envelope else info.dequeue_count)
 
     def _prepare(self, body: bytes | str, info: MessageInfo, encoded: bool) -> _Prepared | Result:
         max_dequeue = self.settings.max_dequeue_count
+        decoded = self._decode(body, encoded)
         if info.dequeue_count > max_dequeue:
             # The host's pre-run check: a message that kept crashing or timing out its worker.
-            envelope, raw, form = self._decode_for_record(body, encoded)
             error = ErrorInfo(
                 "azjobs.MaxDequeueCountExceeded",
                 f"message was dequeued {info.dequeue_count} times (maxDequeueCount={max_dequeue}) without "
                 "finishing: the worker crashed or timed out while running it",
                 reason="max_dequeue_count",
             )
-            return self._dead_letter(info, error, envelope=envelope, raw=raw, raw_form=form,
-                                     attempts=envelope.attempt if envelope else info.dequeue_count,
-                                     first_failed_at=envelope.first_failed_at if envelope else None)
-        try:
-            data = decode_body(body, self.settings.message_encoding) if encoded else _as_bytes(body)
-        except EnvelopeError as exc:
-            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), raw=body, raw_form="wire")
-        try:
-            envelope = Envelope.from_json(data)
-        except EnvelopeError as exc:
-            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), raw=data)
+            return self._dead_letter_delivery(info, error, decoded)
+        if decoded.problem is not None:
+            return self._dead_letter(info, ErrorInfo.from_exception(decoded.problem, reason=decoded.problem.reason),
+                                     raw=decoded.raw, raw_form=decoded.form)
+        envelope = decoded.envelope
 
         if envelope.due_at is not None:
             deferred = self._defer_if_early(envelope, info)
@@ -231,7 +234,6 @@ class Executor:
                 args, kwargs = self.payloads.load_arguments(envelope.payload_ref)
             except PayloadError as exc:
                 return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), envelope=envelope,
-                                         attempts=envelope.attempt, first_failed_at=envelope.first_failed_at,
                                          definition=definition, error=exc)
             except Exception as exc:
                 log.error("could not load the arguments of %s %s from %s: %s", envelope.job, envelope.id,
@@ -243,7 +245,6 @@ class Executor:
             definition.check_arguments(tuple(args), kwargs)
         except ArgumentError as exc:
             return self._dead_letter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"), envelope=envelope,
-                                     attempts=envelope.attempt, first_failed_at=envelope.first_failed_at,
                                      definition=definition, error=exc)
         return _Prepared(envelope, definition, tuple(args), kwargs)
 
@@ -312,12 +313,12 @@ class Executor:
                             "attempt": retry.attempt, "delay_s": delay})
             return Result(Outcome.RETRY_SCHEDULED, env, error=error, detail=decision.reason, retry_in_s=delay)
         return self._dead_letter(
-            info, ErrorInfo.from_exception(error, reason=reason), envelope=env, attempts=env.attempt,
+            info, ErrorInfo.from_exception(error, reason=reason), envelope=env,
             first_failed_at=first, detail=decision.reason, definition=definition, error=error, args=args,
         )
 
     def _dead_letter(self, info: MessageInfo, error_info: ErrorInfo, *, envelope: Envelope | None = None,
-                     raw: bytes | str | None = None, raw_form: str = "decoded", attempts: int = 1,
+                     raw: bytes | str | None = None, raw_form: str = "decoded", attempts: int | None = None,
                      first_failed_at: str | None = None, detail: str = "",
                      definition: JobDefinition | None = None, error: BaseException | None = None,
                      args: tuple[tuple, dict] | None = None) -> Result:
@@ -327,6 +328,10 @@ class Executor:
         Storage for a claim-checked message) so it can be replayed; the payload blob is
         deleted only once the record is durable.
         """
+        if attempts is None:
+            attempts = envelope.attempt if envelope is not None else 1
+        if first_failed_at is None and envelope is not None:
+            first_failed_at = envelope.first_failed_at
         poison = poison_queue_name(info.queue)
         if poison is None:
             # The host keeps no poison twin for such a queue (already "-poison", or too long).
