@@ -6,7 +6,7 @@ import asyncio
 import weakref
 from typing import Any
 
-from .client import NEVER_EXPIRE, Client, _forget, _storage_error, plan_delivery
+from .client import NEVER_EXPIRE, Client, _forget, _storage_error
 from .errors import PayloadTooLargeError, QueueNotFoundError
 from .message import Envelope
 
@@ -34,13 +34,10 @@ class AsyncClient:
         offloaded = None
         try:
             text, delivery, envelope = self.client.prepare(envelope, delay, at)
-        except PayloadTooLargeError:
-            if envelope.payload_ref is not None or (not envelope.args and not envelope.kwargs):
-                raise
-            plan_delivery(delay, at)  # a bad delay fails before anything is uploaded
-            envelope = await asyncio.to_thread(self.client.payloads.offload, envelope)
+        except PayloadTooLargeError as too_large:
+            text, delivery, envelope = await asyncio.to_thread(self.client.prepare_claim_check, envelope, delay, at,
+                                                               too_large)
             offloaded = envelope.payload_ref
-            text, delivery, envelope = self.client.prepare(envelope, delay, at)
         try:
             return await self._send(envelope, text, delivery)
         except Exception:

@@ -246,22 +246,28 @@ class Client:
             raise EnqueueError(f"envelope for {envelope.job} names no queue")
         return envelope.encode(self.encoding), delivery, envelope
 
+    def prepare_claim_check(self, envelope: Envelope, delay, at,
+                            too_large: PayloadTooLargeError) -> tuple[str, Delivery, Envelope]:
+        """After ``prepare`` found ``envelope`` too large: store its arguments in Blob Storage and
+        prepare the message that carries the reference instead (re-raises ``too_large`` when
+        the arguments are not what makes it large)."""
+        if envelope.payload_ref is not None or (not envelope.args and not envelope.kwargs):
+            raise too_large
+        plan_delivery(delay, at)  # a bad delay fails before anything is uploaded
+        return self.prepare(self.payloads.offload(envelope), delay, at)
+
     def send(self, envelope: Envelope, *, delay=None, at=None) -> str:
         """Send one envelope to its queue; returns the job id.
 
         Arguments too large for a message go to Blob Storage and the message carries a
         reference to them (claim check); the blob is removed again if the send fails.
         """
+        offloaded = None
         try:
             text, delivery, envelope = self.prepare(envelope, delay, at)
-            offloaded = None
-        except PayloadTooLargeError:
-            if envelope.payload_ref is not None or (not envelope.args and not envelope.kwargs):
-                raise
-            plan_delivery(delay, at)  # a bad delay fails before anything is uploaded
-            envelope = self.payloads.offload(envelope)
+        except PayloadTooLargeError as too_large:
+            text, delivery, envelope = self.prepare_claim_check(envelope, delay, at, too_large)
             offloaded = envelope.payload_ref
-            text, delivery, envelope = self.prepare(envelope, delay, at)
         ttl = NEVER_EXPIRE if delivery.due_at else None
         try:
             self.send_text(envelope.queue, text, visibility_timeout=delivery.visibility_timeout, time_to_live=ttl)
