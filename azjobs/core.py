@@ -140,11 +140,13 @@ class Executor:
         return self._settings
 
     # -- entry points ------------------------------------------------------
-    def execute(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Result:
-        """Work one message in this thread (``async def`` jobs get their own event loop).
+    def execute(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True,
+                loop: asyncio.AbstractEventLoop | None = None) -> Result:
+        """Work one message in this thread.
 
         ``encoded`` is True for a body as read from the queue, False for a body the
-        Functions host has already decoded.
+        Functions host has already decoded. An ``async def`` job runs on ``loop`` (an event
+        loop running in another thread, e.g. the worker's) or, without one, on its own loop.
         """
         step = self._prepare(body, info, encoded)
         if isinstance(step, Result):
@@ -152,10 +154,12 @@ class Executor:
         started = time.perf_counter()
         self._log_start(step, info)
         try:
-            with running(_context(step, info)):
+            context = _context(step, info)
+            with running(context):
                 value = step.definition.run(step.args, step.kwargs)
                 if asyncio.iscoroutine(value):
-                    value = asyncio.run(value)
+                    job = _within(context, value)
+                    value = asyncio.run(job) if loop is None else asyncio.run_coroutine_threadsafe(job, loop).result()
         except Exception as error:
             return self._failed(step, info, error, time.perf_counter() - started)
         return self._succeeded(step, info, time.perf_counter() - started)
@@ -426,6 +430,12 @@ class Executor:
             log.error("could not write the %s to %s: %s; releasing the message for redelivery", what, queue, exc,
                       extra={"action": "settle_failed", "queue": queue, "what": what})
             raise Redeliver(f"could not write the {what} to {queue}: {exc}", envelope) from exc
+
+
+async def _within(context: JobContext, job: Any) -> Any:
+    """Await ``job`` with ``azjobs.current_job()`` set, whichever loop (and thread) runs it."""
+    with running(context):
+        return await job
 
 
 def _context(step: _Prepared, info: MessageInfo) -> JobContext:

@@ -6,9 +6,9 @@ Shape of a ``Worker``:
   real batches (``messages_per_page``) whenever the messages in flight drop to the
   threshold (host.json ``newBatchThreshold``; with an explicit ``-c``, ``-c`` itself);
 - ``concurrency`` job threads take fetched messages in order and hand each to the shared
-  execution core (``Executor``). ``async def`` jobs run on one event-loop thread instead:
-  the job thread peeks at the job name, submits ``execute_async`` to the loop and waits for
-  it, so one limit covers both kinds and a sync job never blocks the loop;
+  execution core (``Executor``). The coroutine of an ``async def`` job runs on one event-loop
+  thread while its job thread waits for it, so one limit covers both kinds and a sync job
+  never blocks the loop;
 - a ``LeaseKeeper`` renews every held message at half its lease (no call at all for a job
   that finishes sooner), and a ``Settler`` deletes finished messages on a few threads with
   the newest pop receipt.
@@ -25,7 +25,6 @@ returns at once and leaves held messages to reappear when their lease ends.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue as queue_module
 import threading
@@ -38,7 +37,6 @@ from .connection import redact
 from .core import Executor, MessageInfo, Redeliver
 from .errors import QueueNotFoundError
 from .lease import Lease, LeaseKeeper
-from .message import decode_body
 from .polling import PollingBackoff
 from .settings import QueueSettings
 from .settler import Settler
@@ -435,12 +433,8 @@ class Worker:
         handed_off = False
         try:
             try:
-                if self._is_async(message.content):
-                    future = asyncio.run_coroutine_threadsafe(
-                        self.executor.execute_async(message.content, info, encoded=True), self._loop)
-                    result = future.result()
-                else:
-                    result = self.executor.execute(message.content, info, encoded=True)
+                # async def jobs run on the worker's one event loop, under the same limit
+                result = self.executor.execute(message.content, info, encoded=True, loop=self._loop)
             except Redeliver as exc:
                 self._redeliver(delivery, info, exc)
             except Exception as exc:  # the core itself failed: the host would release the message too
@@ -458,17 +452,6 @@ class Worker:
                 self._running -= 1
             if not handed_off:
                 self._done(delivery)
-
-    def _is_async(self, body: Any) -> bool:
-        """Peek at the job name: ``async def`` jobs go to the event loop."""
-        registry = self.executor.registry
-        if self._loop is None or not any(definition.is_async for definition in registry):
-            return False
-        try:
-            data = json.loads(decode_body(body, self.settings.message_encoding))
-            return bool(registry.get(data["job"]).is_async)
-        except Exception:  # the core reports undecodable messages and unknown jobs
-            return False
 
     def _done(self, delivery: _Delivery) -> None:
         with self._cond:

@@ -49,3 +49,21 @@ def test_running_job_sees_its_context(name, mode):
 def test_outside_a_job_is_an_error():
     with pytest.raises(RuntimeError, match="only available while a job runs"):
         azjobs.current_job()
+
+
+def test_async_job_on_a_loop_in_another_thread_sees_its_context():
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        seen.clear()
+        envelope = Envelope.build("ctx.async", queue="ctx-q")
+        result = executor().execute(envelope.encode(), MessageInfo(queue="ctx-q", message_id="m-2"), loop=loop)
+        assert result.outcome is Outcome.SUCCEEDED
+        assert [c.id for c in seen] == [envelope.id]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
