@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, TextIO
 
 from .version import __version__
+from .secrets import RedactingStream, get_logger
 
-log = logging.getLogger("azjobs.cli")
+log = get_logger("azjobs.cli")
+
+# Exit status of a worker that stopped because its threads were stuck in timed-out jobs.
+RESTART_NEEDED = 3
 
 EXAMPLES = """\
 examples:
@@ -31,7 +35,9 @@ examples:
 
 Settings come from host.json extensions.queues (batchSize, newBatchThreshold,
 maxPollingInterval, visibilityTimeout, maxDequeueCount, messageEncoding), like the
-Functions host; maxPollingInterval defaults to 2 s (the host's Development value).
+Functions host, and functionTimeout (the job timeout). maxPollingInterval defaults to 1 min
+as on the host, or 2 s when AZURE_FUNCTIONS_ENVIRONMENT=Development; the repository's
+host.json sets 2 s explicitly.
 Flags override host.json. The connection comes from the app setting named by
 --connection (AzureWebJobsStorage), or local.settings.json, or Azurite by default.
 SIGTERM/SIGINT stop gracefully; a second signal stops at once.
@@ -65,6 +71,18 @@ def _seconds(minimum: float, strict: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def _timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value == -1:
+        return -1.0
+    if value != value or value in (float("inf"),) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, or -1 for no timeout; got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="azjobs",
@@ -90,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--burst", action="store_true", help="drain the queues, finish in-flight jobs, exit 0")
     work.add_argument("--grace", type=_seconds(0), default=30.0, metavar="SECONDS",
                       help="on SIGTERM/SIGINT, how long running jobs may take to finish (default 30)")
+    work.add_argument("--timeout", type=_timeout, metavar="SECONDS",
+                      help="job timeout: a job running longer is abandoned and its message released, as the host "
+                           "does at functionTimeout (default: host.json functionTimeout, else 30 min; -1: none)")
     work.add_argument("--host-json", metavar="PATH",
                       help="host.json to read queue settings from (default: ./host.json if present)")
 
@@ -224,15 +245,15 @@ def _install_signals(worker: Any) -> Callable[[], None]:
 def _settings(args: argparse.Namespace):
     from .settings import QueueSettings
 
-    settings = QueueSettings.load(args.host_json).for_development()
-    return settings
+    return QueueSettings.load(args.host_json).for_environment()
 
 
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     """Run the command; returns the exit code (argparse errors exit 2 through SystemExit)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    stdin, out, err = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    # Nothing the command prints shows a credential (an import error can carry a SAS URL).
+    stdin, out, err = stdin or sys.stdin, RedactingStream(stdout or sys.stdout), RedactingStream(stderr or sys.stderr)
     if argv and argv[0] == "poison":
         try:
             poison_cli = importlib.import_module("azjobs.poison_cli")
@@ -242,7 +263,7 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
             print("azjobs: the `poison` command is not available in this installation "
                   "(module azjobs.poison_cli is missing)", file=err)
             return 2
-        return poison_cli.main(argv[1:])
+        return poison_cli.main(argv[1:], out=out, err=err)
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -303,16 +324,19 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, err: TextIO) -> 
             log.warning("no registered job declares queue %s; messages naming a job not imported here are "
                         "retried, then dead-lettered (import your jobs with -i)", name,
                         extra={"action": "no_jobs_for_queue", "queue": name})
+    timeout: Any = True if args.timeout is None else (None if args.timeout == -1 else args.timeout)
     worker = Worker(
-        args.queue, client=client, executor=Executor(client=client, settings=settings), settings=settings,
+        args.queue, client=client, executor=Executor(client=client, settings=settings),
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
-        burst=args.burst, grace=args.grace,
+        burst=args.burst, grace=args.grace, timeout=timeout,
     )
     restore = _install_signals(worker)
     try:
         stats = worker.run()
     finally:
         restore()
+    if stats.restart_needed:
+        return RESTART_NEEDED
     return 1 if stats.forced or stats.abandoned else 0
 
 

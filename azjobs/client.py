@@ -217,8 +217,13 @@ class Client:
         self._known_queues.add(name)
         return created
 
-    def send_text(self, queue: str, text: str, *, visibility_timeout: int = 0, time_to_live: int | None = None) -> Any:
-        """Send already-encoded message text; creates the queue on first use if allowed."""
+    def send_text(self, queue: str, text: str, *, visibility_timeout: int = 0, time_to_live: int | None = None,
+                  create: bool | None = None) -> Any:
+        """Send already-encoded message text; creates the queue on first use if allowed.
+
+        ``create`` overrides ``create_queues`` for this call: poison queues are always created
+        when missing, as the Functions host creates them.
+        """
         from azure.core.exceptions import ResourceNotFoundError
 
         ttl = self.message_ttl if time_to_live is None else time_to_live
@@ -226,7 +231,7 @@ class Client:
         try:
             return self.queue(queue).send_message(text, **kwargs)
         except ResourceNotFoundError:
-            if not self.create_queues:
+            if not (self.create_queues if create is None else create):
                 raise QueueNotFoundError(queue) from None
             try:
                 self.ensure_queue(queue)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigurationError
+from .secrets import redact, remember, secrets_in_connection_string
 
 DEFAULT_SETTING = "AzureWebJobsStorage"
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -33,14 +33,6 @@ def azurite_connection_string(queue_port: int = 10001, blob_port: int = 10000, h
     )
 
 
-_SECRET = re.compile(r"(AccountKey|SharedAccessSignature|sig)=[^;&]*", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """Hide account keys and SAS signatures in ``text``."""
-    return _SECRET.sub(lambda m: f"{m.group(1)}=***", text)
-
-
 @dataclass(frozen=True)
 class Connection:
     """How to reach the storage account; build SDK clients with the methods."""
@@ -49,6 +41,11 @@ class Connection:
     queue_service_uri: str | None = None
     blob_service_uri: str | None = None
     source: str = "default"
+
+    def __post_init__(self) -> None:
+        # Every secret this connection holds is hidden wherever azjobs writes text.
+        if self.connection_string:
+            remember(secrets_in_connection_string(self.connection_string))
 
     def __repr__(self) -> str:
         where = self.queue_service_uri or (redact(self.connection_string) if self.connection_string else "")

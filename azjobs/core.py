@@ -1,14 +1,26 @@
 """The execution core: one message in, one outcome out — on Functions and in the local runner.
 
-``Executor.execute`` decodes a message, finds its registered job, runs it and settles the
-result: success; a retry copy written with the delay as its visibility; a poison record
+``Executor.execute`` decodes a message, finds its registered job, runs it and decides the
+outcome: success; a retry copy written with the delay as its visibility; a poison record
 written to ``<queue>-poison``; or a deferral for a delay longer than one visibility hop.
-When azjobs cannot durably write what a failure needs, it raises ``Redeliver`` so the
-host (or the runner) releases the message instead: a duplicate is preferred to a loss.
+Writing those is the ``Recorder``'s business (azjobs/recorder.py). When azjobs cannot
+durably write what a failure needs, it raises ``Redeliver`` so the host (or the runner)
+releases the message instead: a duplicate is preferred to a loss.
 
-Arguments claim-checked into Blob Storage (``payload_ref``) are loaded before the run;
-the blob is deleted after success or once the poison record is written, never after a
-retry or deferral (the copy still needs it). A message only ever names a registered job.
+A job always reaches an outcome: whatever it raises, ``BaseException`` included
+(``sys.exit()``, ``SystemExit``, ``KeyboardInterrupt`` in a thread, ``GeneratorExit``), is a
+failure with the error recorded, retried and then poisoned by the job's policy.
+
+The three steps are public so a runner can watch a job between them (the worker's job
+timeout): ``begin`` (decode and check; a ``Result`` when nothing is to run), ``run`` (the
+job itself; never raises for the job's own errors) and ``finish`` (decide and record).
+
+Arguments claim-checked into Blob Storage (``payload_ref``) are loaded before the run. The
+blob outlives the run: ``Result.payload_ref`` names it for removal once the message itself
+is gone (the worker deletes it after the message; the Functions handler marks it consumed,
+since the host deletes the message only after the function returns). A redelivered message
+whose payload was consumed is skipped, not run again. A message only ever names a
+registered job.
 
 No Functions package is imported here.
 """
@@ -17,27 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 import math
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+from .client import MAX_VISIBILITY, Client, default_client
 from .context import JobContext, running
-from .client import MAX_VISIBILITY, NEVER_EXPIRE, Client, default_client
-from .errors import ArgumentError, EnvelopeError, Fail, PayloadTooLargeError, UnknownJobError
+from .errors import ArgumentError, EnvelopeError, Fail, UnknownJobError
 from .job import JobDefinition
 from .message import Envelope, decode_body, format_time, parse_time, utcnow
-from .payload import POISON_PREFIX, PayloadError, PayloadStore
-from .poison import ErrorInfo, PoisonRecord, raw_text
-from .queue_names import poison_queue_name
+from .payload import PayloadError, PayloadStore
+from .poison import ErrorInfo
+from .recorder import DeadLetter, Recorder, Redeliver
 from .registry import Registry, registry as default_registry
 from .retry import Backoff, RetryDecision, RetryPolicy
+from .secrets import get_logger
 from .settings import QueueSettings
 
-log = logging.getLogger("azjobs")
+log = get_logger("azjobs")
 
 # A message naming a job this process does not know is retried (a rolling deploy may
 # not have it yet), then poisoned.
@@ -49,6 +62,7 @@ class Outcome(enum.Enum):
     RETRY_SCHEDULED = "retry_scheduled"
     DEAD_LETTERED = "dead_lettered"
     DEFERRED = "deferred"  # received before its due time and sent on for another hop
+    SKIPPED = "skipped"  # a redelivery of a job that already finished: settled without running
 
 
 @dataclass(frozen=True)
@@ -72,22 +86,28 @@ class Result:
     retry_in_s: float | None = None
     ran: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Redeliver(Exception):
-    """The core could not settle the message durably: release it for redelivery."""
-
-    def __init__(self, message: str, envelope: Envelope | None = None) -> None:
-        super().__init__(message)
-        self.envelope = envelope
+    # A claim-check blob nothing needs once the message is gone (remove it after the delete).
+    payload_ref: str | None = None
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """A decoded, checked message whose job is about to run."""
+
     envelope: Envelope
     definition: JobDefinition
     args: tuple
     kwargs: dict
+    info: MessageInfo
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What running the job gave: its value, or what it raised (any BaseException)."""
+
+    value: Any = None
+    error: BaseException | None = None
+    duration_s: float = 0.0
 
 
 @dataclass
@@ -96,6 +116,14 @@ class _Decoded:
     raw: bytes | str | None = None  # the body, when it is not a usable envelope
     form: str = "decoded"  # "wire" when undoing the message encoding failed
     problem: EnvelopeError | None = None
+
+
+class _Raised(Exception):
+    """Carries a BaseException out of a job's coroutine without stopping the event loop it runs on."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 class Executor:
@@ -119,6 +147,7 @@ class Executor:
         self.clock = clock
         self.unknown_job_policy = unknown_job_policy or UNKNOWN_JOB_POLICY
         self._payloads = payloads
+        self.recorder = Recorder(self)
 
     @property
     def client(self) -> Client:
@@ -148,45 +177,133 @@ class Executor:
         Functions host has already decoded. An ``async def`` job runs on ``loop`` (an event
         loop running in another thread, e.g. the worker's) or, without one, on its own loop.
         """
-        step = self._prepare(body, info, encoded)
+        step = self.begin(body, info, encoded=encoded)
         if isinstance(step, Result):
             return step
-        started = time.perf_counter()
-        self._log_start(step, info)
+        return self.finish(step, self.run(step, loop=loop))
+
+    async def execute_async(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Result:
+        """Work one message on the running loop (sync jobs run in a worker thread)."""
+        step = await asyncio.to_thread(self.begin, body, info, encoded=encoded)
+        if isinstance(step, Result):
+            return step
+        run = await self.run_async(step)
+        return await asyncio.to_thread(self.finish, step, run)
+
+    def dead_letter_redelivered(self, body: bytes | str, info: MessageInfo, error: BaseException, *,
+                                encoded: bool = True) -> Result:
+        """Poison a message the host would poison after a failed delivery (dequeueCount ≥ max)."""
+        return self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
+                                          self._decode(body, encoded), error=error)
+
+    # -- the three steps -----------------------------------------------------
+    def begin(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Prepared | Result:
+        """Decode and check one delivery: the job to run, or the Result of a message that runs nothing."""
+        max_dequeue = self.settings.max_dequeue_count
+        decoded = self._decode(body, encoded)
+        if info.dequeue_count > max_dequeue:
+            # The host's pre-run check: a message that kept crashing or timing out its worker.
+            error = ErrorInfo(
+                "azjobs.MaxDequeueCountExceeded",
+                f"message was dequeued {info.dequeue_count} times (maxDequeueCount={max_dequeue}) without "
+                "finishing: the worker crashed or timed out while running it",
+                reason="max_dequeue_count",
+            )
+            return self._dead_letter_delivery(info, error, decoded)
+        if decoded.problem is not None:
+            return self._dead_letter(DeadLetter(info, ErrorInfo.from_exception(decoded.problem,
+                                                                               reason=decoded.problem.reason),
+                                                raw=decoded.raw, raw_form=decoded.form))
+        envelope = decoded.envelope
+        assert envelope is not None
+
+        if envelope.due_at is not None:
+            deferred = self._defer_if_early(envelope, info)
+            if deferred is not None:
+                return deferred
         try:
-            context = _context(step, info)
+            definition = self.registry.get(envelope.job)
+        except UnknownJobError as exc:
+            # Nothing is imported or called: only registered jobs run. Retried first, since a
+            # rolling deploy may not have the job yet.
+            return self._settle(envelope, info, exc, self.unknown_job_policy.decide(exc, envelope.attempt),
+                                reason="unknown_job")
+        args, kwargs = envelope.args, dict(envelope.kwargs)
+        if envelope.payload_ref is not None:
+            try:
+                args, kwargs = self.payloads.load_arguments(envelope.payload_ref)
+            except PayloadError as exc:
+                if exc.reason == "payload_missing" and self._payload_consumed(envelope.payload_ref):
+                    return self._skipped(envelope, info, "its claim-checked arguments were consumed by a finished "
+                                                         "run (a redelivery after the message's delete failed)")
+                return self._dead_letter(DeadLetter(info, ErrorInfo.from_exception(exc, reason=exc.reason),
+                                                    envelope=envelope), definition=definition, error=exc)
+            except Exception as exc:
+                log.error("could not load the arguments of %s %s from %s: %s", envelope.job, envelope.id,
+                          envelope.payload_ref, exc,
+                          extra={"action": "payload_load_failed", "job": envelope.job, "job_id": envelope.id,
+                                 "queue": info.queue})
+                raise Redeliver(f"could not load the arguments from {envelope.payload_ref}: {exc}", envelope) from exc
+        try:
+            definition.check_arguments(tuple(args), kwargs)
+        except ArgumentError as exc:
+            return self._dead_letter(DeadLetter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"),
+                                                envelope=envelope), definition=definition, error=exc)
+        return Prepared(envelope, definition, tuple(args), kwargs, info)
+
+    def run(self, step: Prepared, *, loop: asyncio.AbstractEventLoop | None = None,
+            on_future: Callable[[Any], None] | None = None) -> JobRun:
+        """Run the job in this thread; whatever it raises is returned, never raised.
+
+        The coroutine of an ``async def`` job runs on ``loop`` when given (``on_future``
+        receives its concurrent future, so a runner can cancel it), else on a new loop.
+        """
+        started = time.perf_counter()
+        self._log_start(step)
+        context = _context(step)
+        try:
             with running(context):
                 value = step.definition.run(step.args, step.kwargs)
                 if asyncio.iscoroutine(value):
                     job = _within(context, value)
-                    value = asyncio.run(job) if loop is None else asyncio.run_coroutine_threadsafe(job, loop).result()
-        except Exception as error:
-            return self._failed(step, info, error, time.perf_counter() - started)
-        return self._succeeded(step, info, time.perf_counter() - started)
+                    if loop is None:
+                        value = asyncio.run(job)
+                    else:
+                        future = asyncio.run_coroutine_threadsafe(job, loop)
+                        if on_future is not None:
+                            on_future(future)
+                        value = future.result()
+        except _Raised as wrapped:
+            return JobRun(error=wrapped.error, duration_s=time.perf_counter() - started)
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise  # Ctrl-C at the console stops the program; the message reappears after its lease
+            return JobRun(error=error, duration_s=time.perf_counter() - started)
+        return JobRun(value=value, duration_s=time.perf_counter() - started)
 
-    async def execute_async(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Result:
-        """Work one message on the running loop (sync jobs run in a worker thread)."""
-        step = await asyncio.to_thread(self._prepare, body, info, encoded)
-        if isinstance(step, Result):
-            return step
+    async def run_async(self, step: Prepared) -> JobRun:
+        """Run the job on the running loop (a sync job in a worker thread); what it raises is returned."""
         started = time.perf_counter()
-        self._log_start(step, info)
+        self._log_start(step)
         try:
-            with running(_context(step, info)):
+            with running(_context(step)):
                 if step.definition.is_async:
-                    await step.definition.run(step.args, step.kwargs)
+                    value = await step.definition.run(step.args, step.kwargs)
                 else:
                     value = await asyncio.to_thread(step.definition.run, step.args, step.kwargs)
                     if asyncio.iscoroutine(value):
-                        await value
-        except Exception as error:
-            return await asyncio.to_thread(self._failed, step, info, error, time.perf_counter() - started)
-        return await asyncio.to_thread(self._succeeded, step, info, time.perf_counter() - started)
+                        value = await value
+        except asyncio.CancelledError:
+            raise  # the host cancelled the invocation (timeout, shutdown): not the job's outcome
+        except BaseException as error:  # SystemExit & co. must not escape into the host's event loop
+            return JobRun(error=error, duration_s=time.perf_counter() - started)
+        return JobRun(value=value, duration_s=time.perf_counter() - started)
 
-    def dead_letter_redelivered(self, body: bytes | str, info: MessageInfo, error: BaseException, *, encoded: bool = True) -> Result:
-        """Poison a message the host would poison after a failed delivery (dequeueCount ≥ max)."""
-        return self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
-                                          self._decode(body, encoded))
+    def finish(self, step: Prepared, run: JobRun) -> Result:
+        """Decide and record the outcome of a run: success, retry copy or poison record."""
+        if run.error is None:
+            return self._succeeded(step, run.duration_s)
+        return self._failed(step, run.error, run.duration_s)
 
     # -- steps ---------------------------------------------------------------
     def _decode(self, body: bytes | str, encoded: bool) -> _Decoded:
@@ -200,57 +317,13 @@ class Executor:
         except EnvelopeError as exc:
             return _Decoded(None, data, "decoded", exc)
 
-    def _dead_letter_delivery(self, info: MessageInfo, error_info: ErrorInfo, decoded: _Decoded) -> Result:
+    def _dead_letter_delivery(self, info: MessageInfo, error_info: ErrorInfo, decoded: _Decoded,
+                              error: BaseException | None = None) -> Result:
         """Poison a delivery the host gave up on: attempts are the dequeue count when there is no envelope."""
-        return self._dead_letter(info, error_info, envelope=decoded.envelope, raw=decoded.raw, raw_form=decoded.form,
-                                 attempts=None if decoded.envelope else info.dequeue_count)
-
-    def _prepare(self, body: bytes | str, info: MessageInfo, encoded: bool) -> _Prepared | Result:
-        max_dequeue = self.settings.max_dequeue_count
-        decoded = self._decode(body, encoded)
-        if info.dequeue_count > max_dequeue:
-            # The host's pre-run check: a message that kept crashing or timing out its worker.
-            error = ErrorInfo(
-                "azjobs.MaxDequeueCountExceeded",
-                f"message was dequeued {info.dequeue_count} times (maxDequeueCount={max_dequeue}) without "
-                "finishing: the worker crashed or timed out while running it",
-                reason="max_dequeue_count",
-            )
-            return self._dead_letter_delivery(info, error, decoded)
-        if decoded.problem is not None:
-            return self._dead_letter(info, ErrorInfo.from_exception(decoded.problem, reason=decoded.problem.reason),
-                                     raw=decoded.raw, raw_form=decoded.form)
-        envelope = decoded.envelope
-
-        if envelope.due_at is not None:
-            deferred = self._defer_if_early(envelope, info)
-            if deferred is not None:
-                return deferred
-        try:
-            definition = self.registry.get(envelope.job)
-        except UnknownJobError as exc:
-            # Nothing is imported or called: only registered jobs run. Retried first, since a
-            # rolling deploy may not have the job yet.
-            return self._decide(envelope, info, exc, self.unknown_job_policy, reason="unknown_job")
-        args, kwargs = envelope.args, dict(envelope.kwargs)
-        if envelope.payload_ref is not None:
-            try:
-                args, kwargs = self.payloads.load_arguments(envelope.payload_ref)
-            except PayloadError as exc:
-                return self._dead_letter(info, ErrorInfo.from_exception(exc, reason=exc.reason), envelope=envelope,
-                                         definition=definition, error=exc)
-            except Exception as exc:
-                log.error("could not load the arguments of %s %s from %s: %s", envelope.job, envelope.id,
-                          envelope.payload_ref, exc,
-                          extra={"action": "payload_load_failed", "job": envelope.job, "job_id": envelope.id,
-                                 "queue": info.queue})
-                raise Redeliver(f"could not load the arguments from {envelope.payload_ref}: {exc}", envelope) from exc
-        try:
-            definition.check_arguments(tuple(args), kwargs)
-        except ArgumentError as exc:
-            return self._dead_letter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"), envelope=envelope,
-                                     definition=definition, error=exc)
-        return _Prepared(envelope, definition, tuple(args), kwargs)
+        return self._dead_letter(DeadLetter(info, error_info, envelope=decoded.envelope, raw=decoded.raw,
+                                            raw_form=decoded.form,
+                                            attempts=None if decoded.envelope else info.dequeue_count),
+                                 error=error)
 
     def _defer_if_early(self, envelope: Envelope, info: MessageInfo) -> Result | None:
         due = parse_time(envelope.due_at)
@@ -258,154 +331,91 @@ class Executor:
         if remaining <= 0:
             return None
         hop = min(math.ceil(remaining), int(MAX_VISIBILITY.total_seconds()))
-        # The same message again (same id, same payload reference), never expiring while it waits.
-        self._write(info.queue, self._encode_copy(envelope, envelope), hop, NEVER_EXPIRE, envelope, "deferral")
+        self.recorder.defer(envelope, info, hop)
         log.info("job %s %s deferred %ss (due %s)", envelope.job, envelope.id, hop, envelope.due_at,
                  extra={"action": "job_deferred", "job": envelope.job, "job_id": envelope.id,
                         "queue": info.queue, "delay_s": hop})
-        return Result(Outcome.DEFERRED, envelope, detail=f"due {envelope.due_at}", retry_in_s=hop)
+        return self._settled(Result(Outcome.DEFERRED, envelope, detail=f"due {envelope.due_at}", retry_in_s=hop))
 
-    def _log_start(self, step: _Prepared, info: MessageInfo) -> None:
-        env = step.envelope
-        log.info("job %s %s started (attempt %d, queue %s)", env.job, env.id, env.attempt, info.queue,
-                 extra={"action": "job_started", "job": env.job, "job_id": env.id, "queue": info.queue,
-                        "attempt": env.attempt, "dequeue_count": info.dequeue_count})
+    def _log_start(self, step: Prepared) -> None:
+        env, info = step.envelope, step.info
+        log.debug("job %s %s started (attempt %d, queue %s)", env.job, env.id, env.attempt, info.queue,
+                  extra={"action": "job_started", "job": env.job, "job_id": env.id, "queue": info.queue,
+                         "attempt": env.attempt, "dequeue_count": info.dequeue_count})
 
-    def _succeeded(self, step: _Prepared, info: MessageInfo, duration: float) -> Result:
-        env = step.envelope
-        log.info("job %s %s succeeded in %.3fs", env.job, env.id, duration,
+    def _succeeded(self, step: Prepared, duration: float) -> Result:
+        env, info = step.envelope, step.info
+        log.info("job %s %s succeeded in %.3fs (attempt %d, queue %s)", env.job, env.id, duration, env.attempt,
+                 info.queue,
                  extra={"action": "job_succeeded", "job": env.job, "job_id": env.id, "queue": info.queue,
                         "attempt": env.attempt, "duration_s": round(duration, 6)})
-        if env.payload_ref is not None:
-            self._forget_payload(env.payload_ref, info)
-        return Result(Outcome.SUCCEEDED, env, duration_s=duration, ran=True)
+        return self._settled(Result(Outcome.SUCCEEDED, env, duration_s=duration, ran=True,
+                                    payload_ref=env.payload_ref))
 
-    def _failed(self, step: _Prepared, info: MessageInfo, error: Exception, duration: float) -> Result:
-        env = step.envelope
+    def _skipped(self, env: Envelope, info: MessageInfo, why: str) -> Result:
+        log.warning("job %s %s skipped: %s", env.job, env.id, why,
+                    extra={"action": "duplicate_skipped", "job": env.job, "job_id": env.id, "queue": info.queue,
+                           "dequeue_count": info.dequeue_count})
+        return self._settled(Result(Outcome.SKIPPED, env, detail=why))
+
+    def _failed(self, step: Prepared, error: BaseException, duration: float) -> Result:
+        env, info = step.envelope, step.info
         log.warning("job %s %s failed after %.3fs: %s: %s", env.job, env.id, duration, type(error).__name__, error,
+                    exc_info=(type(error), error, error.__traceback__) if log.isEnabledFor(10) else None,
                     extra={"action": "job_failed", "job": env.job, "job_id": env.id, "queue": info.queue,
                            "attempt": env.attempt, "duration_s": round(duration, 6),
                            "error_type": type(error).__name__})
         try:
-            policy = step.definition.policy_for(env)
-            decision = policy.decide(error, env.attempt)
+            decision = step.definition.policy_for(env).decide(error, env.attempt)
         except Exception as exc:  # a broken custom policy must not lose the message
             log.exception("retry policy of %s failed; dead-lettering", env.job,
                           extra={"action": "retry_policy_failed", "job": env.job, "job_id": env.id})
             decision = RetryDecision(None, f"the retry policy raised {type(exc).__name__}: {exc}")
         result = self._settle(env, info, error, decision,
                               reason="fail" if isinstance(error, Fail) else "job_failed",
-                              definition=step.definition, args=(step.args, step.kwargs))
+                              definition=step.definition, arguments=(step.args, step.kwargs))
         result.duration_s, result.ran = duration, True
         return result
 
-    def _decide(self, env: Envelope, info: MessageInfo, error: Exception, policy: RetryPolicy, *,
-                reason: str, definition: JobDefinition | None = None) -> Result:
-        return self._settle(env, info, error, policy.decide(error, env.attempt), reason=reason, definition=definition)
-
-    def _settle(self, env: Envelope, info: MessageInfo, error: Exception, decision: RetryDecision, *,
+    def _settle(self, env: Envelope, info: MessageInfo, error: BaseException, decision: RetryDecision, *,
                 reason: str, definition: JobDefinition | None = None,
-                args: tuple[tuple, dict] | None = None) -> Result:
-        now = format_time(self.clock())
-        first = env.first_failed_at or now
+                arguments: tuple[tuple, dict] | None = None) -> Result:
+        first = env.first_failed_at or format_time(self.clock())
         if decision.should_retry:
-            delay = min(max(0, math.ceil(decision.retry_in)), int(MAX_VISIBILITY.total_seconds()))
-            retry = env.evolve(attempt=env.attempt + 1, first_failed_at=first)
-            self._write(info.queue, self._encode_copy(retry, env), delay, None, env, "retry")
-            log.info("job %s %s retry %d scheduled in %ss", env.job, env.id, retry.attempt, delay,
+            copy, delay = self.recorder.retry(env, info, decision.retry_in, first)
+            log.info("job %s %s retry %d scheduled in %ss: %s: %s", env.job, env.id, copy.attempt, delay,
+                     type(error).__name__, error,
                      extra={"action": "job_retry_scheduled", "job": env.job, "job_id": env.id, "queue": info.queue,
-                            "attempt": retry.attempt, "delay_s": delay})
-            return Result(Outcome.RETRY_SCHEDULED, env, error=error, detail=decision.reason, retry_in_s=delay)
+                            "attempt": copy.attempt, "delay_s": delay, "reason": reason})
+            return self._settled(Result(Outcome.RETRY_SCHEDULED, env, error=error, detail=decision.reason,
+                                        retry_in_s=delay))
         return self._dead_letter(
-            info, ErrorInfo.from_exception(error, reason=reason), envelope=env,
-            first_failed_at=first, detail=decision.reason, definition=definition, error=error, args=args,
+            DeadLetter(info, ErrorInfo.from_exception(error, reason=reason), envelope=env, first_failed_at=first,
+                       detail=decision.reason, arguments=arguments),
+            definition=definition, error=error,
         )
 
-    def _dead_letter(self, info: MessageInfo, error_info: ErrorInfo, *, envelope: Envelope | None = None,
-                     raw: bytes | str | None = None, raw_form: str = "decoded", attempts: int | None = None,
-                     first_failed_at: str | None = None, detail: str = "",
-                     definition: JobDefinition | None = None, error: BaseException | None = None,
-                     args: tuple[tuple, dict] | None = None) -> Result:
-        """Write the poison record, then run the job's on_dead_letter hook.
-
-        The record carries the envelope with its arguments inline (loaded back from Blob
-        Storage for a claim-checked message) so it can be replayed; the payload blob is
-        deleted only once the record is durable.
-        """
-        if attempts is None:
-            attempts = envelope.attempt if envelope is not None else 1
-        if first_failed_at is None and envelope is not None:
-            first_failed_at = envelope.first_failed_at
-        poison = poison_queue_name(info.queue)
-        if poison is None:
-            # The host keeps no poison twin for such a queue (already "-poison", or too long).
-            raise Redeliver(f"queue {info.queue!r} has no poison queue; leaving the message for redelivery", envelope)
-        record_envelope, payload_ref = envelope, None
-        if envelope is not None and envelope.payload_ref is not None:
-            try:
-                if args is not None:
-                    record_envelope = envelope.evolve(args=args[0], kwargs=args[1], payload_ref=None)
-                else:
-                    record_envelope = self.payloads.inline(envelope)
-                payload_ref = envelope.payload_ref
-            except Exception as exc:  # missing or unreadable: the record keeps the reference
-                log.warning("poison record of %s keeps payload reference %s: %s", envelope.id, envelope.payload_ref,
-                            exc, extra={"action": "payload_inline_failed", "job_id": envelope.id})
-        text, how = raw_text(raw) if raw is not None else (None, "text")
-        record = PoisonRecord(
-            queue=info.queue, error=error_info, envelope=record_envelope, raw_body=text, raw_body_encoding=how,
-            raw_form=raw_form, attempts=attempts, first_failed_at=first_failed_at,
-            last_failed_at=format_time(self.clock()), host=self.host, message_id=info.message_id,
-            dequeue_count=info.dequeue_count,
-        )
-        self._write(poison, self._poison_text(record, envelope), 0, None, envelope, "poison record")
-        job = envelope.job if envelope else None
-        log.error("message %s on %s dead-lettered (%s): %s", info.message_id, info.queue, error_info.reason,
+    def _dead_letter(self, decision: DeadLetter, *, definition: JobDefinition | None = None,
+                     error: BaseException | None = None) -> Result:
+        """Write the poison record, then run the job's on_dead_letter hook."""
+        record = self.recorder.dead_letter(decision)
+        info, envelope, error_info = decision.info, decision.envelope, decision.error
+        log.error("job %s %s on %s dead-lettered (%s): %s", envelope.job if envelope else "(none)",
+                  envelope.id if envelope else f"message {info.message_id}", info.queue, error_info.reason,
                   error_info.message,
-                  extra={"action": "job_dead_lettered", "job": job, "job_id": envelope.id if envelope else None,
-                         "queue": info.queue, "reason": error_info.reason, "attempt": attempts})
-        if payload_ref is not None:
-            self._forget_payload(payload_ref, info)
+                  extra={"action": "job_dead_lettered", "job": envelope.job if envelope else None,
+                         "job_id": envelope.id if envelope else None, "message_id": info.message_id,
+                         "queue": info.queue, "reason": error_info.reason, "attempt": record.attempts})
         if definition is None and envelope is not None and envelope.job in self.registry:
             definition = self.registry.get(envelope.job)
         if definition is not None and definition.on_dead_letter is not None:
             self._run_hook(definition, record)
-        return Result(Outcome.DEAD_LETTERED, envelope, error=error, detail=detail or error_info.message,
-                      extra={"poison_record": record, "reason": error_info.reason})
+        return self._settled(Result(Outcome.DEAD_LETTERED, envelope, error=error,
+                                    detail=decision.detail or error_info.message,
+                                    extra={"poison_record": record, "reason": error_info.reason},
+                                    payload_ref=envelope.payload_ref if envelope is not None else None))
 
-    def _encode_copy(self, copy: Envelope, original: Envelope) -> str:
-        """Message text for a retry or deferral copy; one over the limit has its arguments claim-checked.
-
-        A copy can outgrow a message that fitted: a retry adds fields, and re-encoding may
-        spell the JSON differently from the producer.
-        """
-        try:
-            return copy.encode(self.settings.message_encoding)
-        except PayloadTooLargeError:
-            if copy.payload_ref is not None:
-                raise Redeliver("the copy is over the message limit even without its arguments", original)
-        try:
-            copy = self.payloads.offload(copy)
-        except Exception as exc:
-            raise Redeliver(f"could not store the copy's arguments in Blob Storage: {exc}", original) from exc
-        return copy.encode(self.settings.message_encoding)
-
-    def _poison_text(self, record: PoisonRecord, envelope: Envelope | None) -> str:
-        """The record as message text; too large, it goes whole to Blob Storage behind a stub."""
-        encoding = self.settings.message_encoding
-        try:
-            return record.encode(encoding, trim=False)
-        except PayloadTooLargeError:
-            pass
-        try:
-            ref = self.payloads.put(f"{POISON_PREFIX}{record.id}.json", record.to_json().encode("utf-8"))
-        except Exception as exc:
-            log.error("could not store the large poison record %s: %s", record.id, exc,
-                      extra={"action": "settle_failed", "queue": record.queue, "what": "poison record blob"})
-            raise Redeliver(f"could not store the poison record in Blob Storage: {exc}", envelope) from exc
-        return record.stub(ref).encode(encoding)
-
-    def _run_hook(self, definition: JobDefinition, record: PoisonRecord) -> None:
+    def _run_hook(self, definition: JobDefinition, record: Any) -> None:
         try:
             value = definition.on_dead_letter(record)
             if asyncio.iscoroutine(value):
@@ -414,35 +424,42 @@ class Executor:
             log.exception("on_dead_letter hook of %s failed", definition.name,
                           extra={"action": "dead_letter_hook_failed", "job": definition.name})
 
-    def _forget_payload(self, ref: str, info: MessageInfo) -> None:
-        """Delete a payload blob once nothing needs it; a failure only leaves an orphan blob."""
+    def _payload_consumed(self, ref: str) -> bool:
         try:
-            self.payloads.delete(ref)
-        except Exception as exc:
-            log.warning("could not delete payload blob %s: %s", ref, exc,
-                        extra={"action": "payload_delete_failed", "queue": info.queue})
+            return self.payloads.was_consumed(ref)
+        except Exception as exc:  # unknown: treat the blob as missing (poison, nothing runs)
+            log.warning("could not check whether payload %s was consumed: %s", ref, exc,
+                        extra={"action": "payload_check_failed"})
+            return False
 
-    def _write(self, queue: str, text: str, visibility_s: int, ttl: int | None, envelope: Envelope | None,
-               what: str) -> None:
-        try:
-            self.client.send_text(queue, text, visibility_timeout=visibility_s, time_to_live=ttl)
-        except Exception as exc:
-            log.error("could not write the %s to %s: %s; releasing the message for redelivery", what, queue, exc,
-                      extra={"action": "settle_failed", "queue": queue, "what": what})
-            raise Redeliver(f"could not write the {what} to {queue}: {exc}", envelope) from exc
+    def _settled(self, result: Result) -> Result:
+        """Every Result the core returns passes here (a seam for test doubles that record them)."""
+        return result
 
 
 async def _within(context: JobContext, job: Any) -> Any:
-    """Await ``job`` with ``azjobs.current_job()`` set, whichever loop (and thread) runs it."""
+    """Await ``job`` with ``azjobs.current_job()`` set, whichever loop (and thread) runs it.
+
+    A BaseException other than cancellation is wrapped: raised out of a task it would stop
+    the event loop itself (asyncio re-raises SystemExit and KeyboardInterrupt).
+    """
     with running(context):
-        return await job
+        try:
+            return await job
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as error:
+            raise _Raised(error) from None
 
 
-def _context(step: _Prepared, info: MessageInfo) -> JobContext:
-    env = step.envelope
+def _context(step: Prepared) -> JobContext:
+    env, info = step.envelope, step.info
     return JobContext(job=env.job, id=env.id, attempt=env.attempt, queue=info.queue, enqueued_at=env.enqueued_at,
                       message_id=info.message_id, dequeue_count=info.dequeue_count, trace=dict(env.trace))
 
 
 def _as_bytes(body: bytes | str) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+__all__ = ["Executor", "JobRun", "MessageInfo", "Outcome", "Prepared", "Redeliver", "Result"]

@@ -17,6 +17,7 @@ binding cannot delay a message. This is the only azjobs module that imports
 ``azure.functions``.
 """
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -34,8 +35,9 @@ from .errors import ConfigurationError
 from .queue_names import is_app_setting_expression, resolve_queue_name, validate_queue_name
 from .registry import Registry, registry as default_registry
 from .settings import QueueSettings
+from .secrets import get_logger
 
-log = logging.getLogger("azjobs.functions")
+log = get_logger("azjobs.functions")
 
 #: The trigger's argument (binding) name: letters only, which every host version accepts.
 BINDING_NAME = "msg"
@@ -137,7 +139,19 @@ def _make_handler(queue: _QueueName, source: _ExecutorSource) -> Callable[[func.
                         info.message_id, info.queue, info.dequeue_count, exc,
                         extra={"action": "functions_message_released", "queue": info.queue,
                                "message_id": info.message_id, "dequeue_count": info.dequeue_count})
-            raise
+            # The Python worker reports the whole exception chain to the host, which logs it: the
+            # chained SDK error carries request URLs (a SAS signature), so the host gets the
+            # redacted message alone.
+            raise Redeliver(str(exc), exc.envelope) from None
+        if result.payload_ref is not None:
+            # The host deletes the message after this returns: leave a marker so a redelivery
+            # (its delete failed) is skipped rather than poisoned for a missing payload.
+            executor = source.get()
+            try:
+                await asyncio.to_thread(executor.payloads.consume, result.payload_ref)
+            except Exception as exc:
+                log.warning("could not mark payload %s consumed: %s", result.payload_ref, exc,
+                            extra={"action": "payload_delete_failed", "queue": info.queue})
         log.debug("message %s on %s settled: %s", info.message_id, info.queue, result.outcome.value,
                   extra={"action": "functions_message_settled", "queue": info.queue,
                          "message_id": info.message_id, "outcome": result.outcome.value})

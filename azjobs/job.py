@@ -11,7 +11,7 @@ from .errors import ArgumentError, ConfigurationError
 from .message import Envelope
 from .queue_names import resolve_queue_name, validate_queue_name
 from .registry import Registry, registry as default_registry
-from .retry import RetryPolicy, build_policy
+from .retry import RetryPolicy, accepts_max_retries, build_policy
 
 # Options a job may declare (decorator keywords or class attributes).
 JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry")
@@ -71,8 +71,11 @@ class JobDefinition:
     def policy_for(self, envelope: Envelope) -> RetryPolicy:
         """The retry policy for one message, with its per-call ``max_retries`` override."""
         override = envelope.options.get("max_retries") if envelope.options else None
-        if isinstance(override, int) and not isinstance(override, bool) and override >= 0:
+        if isinstance(override, int) and not isinstance(override, bool) and override >= 0 \
+                and accepts_max_retries(self.retry_policy):
             return build_policy(self.retry_policy, override)
+        # A custom policy keeps its own limit (enqueue refuses the combination; an older
+        # producer's message must not turn a failure into an immediate dead letter).
         return self.retry_policy
 
     # -- enqueue ---------------------------------------------------------
@@ -134,6 +137,12 @@ class BoundCall:
             validate_queue_name(options["queue"])
         if "max_retries" in options:
             build_policy(max_retries=options["max_retries"])  # validates
+            if not accepts_max_retries(definition.retry_policy):
+                raise ConfigurationError(
+                    f"job {definition.name} uses the custom retry policy {definition.retry_policy!r}; per-call "
+                    "max_retries applies to the built-in policies (Backoff, Fixed, NoRetry) only: give the policy "
+                    "its own limit, or enqueue through a job declared with another policy"
+                )
         self.definition = definition
         self._options = dict(options)
 

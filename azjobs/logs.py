@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any
 
-from .connection import redact
+from .secrets import redact
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CONTAINER = "azjobs-payloads"
 POISON_PREFIX = "poison/"
+# Markers left where a finished job's arguments were, so a redelivery is recognised (Functions path).
+CONSUMED_PREFIX = "consumed/"
 
 
 class PayloadError(AzjobsError):
@@ -143,6 +145,23 @@ class PayloadStore:
             return envelope
         args, kwargs = self.load_arguments(envelope.payload_ref)
         return envelope.evolve(args=args, kwargs=kwargs, payload_ref=None)
+
+    # -- after the run -----------------------------------------------------
+    def consume(self, ref: str) -> None:
+        """Replace the arguments of a finished job by a small marker, then delete them.
+
+        For a runner that cannot delete the blob after the message (on Functions the host
+        deletes the message after the function returns): a redelivery then finds the marker
+        and is skipped instead of being poisoned as ``payload_missing``. Markers are a few
+        bytes under ``consumed/``; a lifecycle rule on that prefix removes old ones.
+        """
+        name = self.blob_name(ref)
+        self.put(f"{CONSUMED_PREFIX}{name}", b"{}")
+        self.delete(ref)
+
+    def was_consumed(self, ref: str) -> bool:
+        """True if a finished run left its marker for ``ref``."""
+        return self.exists(self.ref_for(f"{CONSUMED_PREFIX}{self.blob_name(ref)}"))
 
     def close(self) -> None:
         with self._lock:

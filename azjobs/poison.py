@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EnvelopeError, PayloadTooLargeError
+from .secrets import redact
 from .message import MAX_MESSAGE_BYTES, Envelope, decode_body, encode_text, format_time, utcnow
 
 POISON_KEY = "azjobs_poison"
@@ -39,7 +40,8 @@ class ErrorInfo:
         kind = type(error)
         name = kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
         text = "".join(tb.format_exception(kind, error, error.__traceback__))
-        return cls(type=name, message=str(error), traceback=text, reason=reason)
+        # Chained SDK errors carry request URLs (a SAS signature) and connection strings.
+        return cls(type=name, message=redact(str(error)), traceback=redact(text), reason=reason)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message, "traceback": self.traceback, "reason": self.reason}

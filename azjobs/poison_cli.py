@@ -23,8 +23,9 @@ from .errors import AzjobsError
 from .payload import PayloadError
 from .poison import PoisonRecord
 from .queue_names import poison_queue_name
+from .secrets import RedactingStream, get_logger
 
-log = logging.getLogger("azjobs.poison")
+log = get_logger("azjobs.poison")
 
 PAGE = 32  # the service's receive maximum
 LEASE_S = 60  # how long a message being replayed or purged stays hidden from other tooling
@@ -320,16 +321,18 @@ def _confirm(prompt: str, stdin, out) -> bool:
     return answer in ("y", "yes")
 
 
-def main(argv: list[str] | None = None, *, client: Client | None = None, stdin=None, out=None) -> int:
+def main(argv: list[str] | None = None, *, client: Client | None = None, stdin=None, out=None,
+         err=None) -> int:
     """Run ``azjobs poison ...``; returns the exit code (0 ok, 1 partial failure or not found, 2 refused)."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    out = out or sys.stdout
+    out = RedactingStream(out or sys.stdout)
+    err = RedactingStream(err or sys.stderr)
     stdin = stdin or sys.stdin
     client = client or Client()
     try:
         poison = PoisonQueue(client, args.queue)
     except AzjobsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=err)
         return 2
     if args.command == "list":
         messages = poison.scan(max(args.limit, 1))
@@ -343,7 +346,7 @@ def main(argv: list[str] | None = None, *, client: Client | None = None, stdin=N
     if args.command == "show":
         message = poison.find(args.id)
         if message is None:
-            print(f"no poison message {args.id!r} in {poison.name}", file=sys.stderr)
+            print(f"no poison message {args.id!r} in {poison.name}", file=err)
             return 1
         record = poison.full(message)
         if args.json:

@@ -160,6 +160,11 @@ class NoRetry(_Limited):
         return "NoRetry()"
 
 
+def accepts_max_retries(policy: RetryPolicy) -> bool:
+    """Whether a per-call ``max_retries`` can apply to ``policy`` (the built-in policies only)."""
+    return isinstance(policy, _Limited)
+
+
 def build_policy(retry=None, max_retries=None, retry_on=None, give_up_on=None) -> RetryPolicy:
     """The policy a job declared: ``retry=`` wins; otherwise Backoff with the given limits."""
     if retry is not None:

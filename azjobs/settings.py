@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import ConfigurationError
 from .message import ENCODINGS
@@ -20,6 +20,10 @@ DEVELOPMENT_MAX_POLLING_INTERVAL = timedelta(seconds=2)
 DEFAULT_VISIBILITY_TIMEOUT = timedelta(0)
 DEFAULT_MAX_DEQUEUE_COUNT = 5
 MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
+# host.json functionTimeout when unset: the host's default outside the Consumption plan
+# (Premium, Dedicated, Flex); "-1" means no limit.
+DEFAULT_FUNCTION_TIMEOUT = timedelta(minutes=30)
+ENVIRONMENT_SETTING = "AZURE_FUNCTIONS_ENVIRONMENT"
 
 _TIMESPAN = re.compile(r"^(?:(?P<d>\d+)\.)?(?P<h>\d{1,2}):(?P<m>\d{1,2}):(?P<s>\d{1,2})(?:\.(?P<f>\d{1,7}))?$")
 
@@ -39,6 +43,16 @@ def parse_timespan(text: Any, setting: str) -> timedelta:
     return timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"], microseconds=micros)
 
 
+def parse_function_timeout(value: Any, setting: str) -> timedelta | None:
+    """host.json ``functionTimeout``: a TimeSpan, or ``"-1"`` (or -1) for no limit."""
+    if value in (-1, "-1"):
+        return None
+    timeout = parse_timespan(value, setting)
+    if timeout <= timedelta(0):
+        raise ConfigurationError(f"{setting} must be positive, or \"-1\" for no limit; got {value!r}")
+    return timeout
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     """host.json ``extensions.queues``, with the host's defaults and bounds."""
@@ -51,6 +65,8 @@ class QueueSettings:
     message_encoding: str = "base64"
     # True when host.json set maxPollingInterval (the runner's Development default applies otherwise).
     max_polling_interval_set: bool = False
+    # host.json functionTimeout (top level): how long one invocation may run; None means no limit.
+    function_timeout: timedelta | None = DEFAULT_FUNCTION_TIMEOUT
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 32:
@@ -63,6 +79,8 @@ class QueueSettings:
             raise ConfigurationError(f"visibilityTimeout must be 0..7 days, got {self.visibility_timeout}")
         if self.max_dequeue_count < 1:
             raise ConfigurationError(f"maxDequeueCount must be >= 1, got {self.max_dequeue_count}")
+        if self.function_timeout is not None and self.function_timeout <= timedelta(0):
+            raise ConfigurationError(f"functionTimeout must be positive (or -1 for no limit), got {self.function_timeout}")
         if self.message_encoding not in ENCODINGS:
             raise ConfigurationError(f"messageEncoding must be one of {ENCODINGS}, got {self.message_encoding!r}")
 
@@ -82,14 +100,24 @@ class QueueSettings:
             return self
         return replace(self, max_polling_interval=DEVELOPMENT_MAX_POLLING_INTERVAL)
 
+    def for_environment(self, environ: Mapping[str, str] | None = None) -> "QueueSettings":
+        """The host's rule: the 2 s polling cap applies only when ``AZURE_FUNCTIONS_ENVIRONMENT`` is Development."""
+        env = os.environ if environ is None else environ
+        if env.get(ENVIRONMENT_SETTING, "").strip().lower() == "development":
+            return self.for_development()
+        return self
+
     @classmethod
     def from_host_json(cls, data: Any, source: str = "host.json") -> "QueueSettings":
         if not isinstance(data, dict):
             raise ConfigurationError(f"{source} must hold a JSON object")
+        top: dict[str, Any] = {}
+        if "functionTimeout" in data:
+            top["function_timeout"] = parse_function_timeout(data["functionTimeout"], f"{source} functionTimeout")
         extensions = data.get("extensions") or {}
         queues = extensions.get("queues") if isinstance(extensions, dict) else None
         if queues is None:
-            return cls()
+            return cls(**top)
         if not isinstance(queues, dict):
             raise ConfigurationError(f"{source} extensions.queues must be an object")
         known = {"batchSize", "newBatchThreshold", "maxPollingInterval", "visibilityTimeout",
@@ -123,7 +151,7 @@ class QueueSettings:
                     raise
                 raise ConfigurationError(f"{where}: {exc}") from None
         try:
-            return cls(**fields)
+            return cls(**fields, **top)
         except ConfigurationError as exc:
             raise ConfigurationError(f"{source}: {exc}") from None
 

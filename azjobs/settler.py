@@ -15,10 +15,11 @@ import threading
 import time
 from typing import Any, Callable
 
-from .connection import redact
+from .secrets import redact
 from .lease import is_lost_error
+from .secrets import get_logger
 
-log = logging.getLogger("azjobs.worker")
+log = get_logger("azjobs.worker")
 
 ATTEMPTS = 4
 FIRST_RETRY_S = 0.2
@@ -34,7 +35,7 @@ class Settler:
 
     def __init__(self, threads: int = 4, *, on_delete_failed: Callable[[], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self._queue: "queue.Queue[tuple[Any, str, str, str] | None]" = queue.Queue()
+        self._queue: "queue.Queue[tuple[Any, ...] | None]" = queue.Queue()
         self._threads = [threading.Thread(target=self._loop, name=f"azjobs-delete-{i}", daemon=True)
                          for i in range(max(1, threads))]
         self._on_delete_failed = on_delete_failed
@@ -49,9 +50,13 @@ class Settler:
         return self
 
     def delete(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str,
-               on_done: Callable[[], None] | None = None) -> None:
-        """Schedule the delete of a finished message (returns at once); ``on_done`` runs once it was attempted."""
-        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, on_done))
+               on_done: Callable[[], None] | None = None, on_deleted: Callable[[], None] | None = None) -> None:
+        """Schedule the delete of a finished message (returns at once).
+
+        ``on_deleted`` runs if storage deleted it (not when it was already someone else's);
+        then ``on_done`` runs once the delete was attempted, whatever came of it.
+        """
+        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, (on_deleted, on_done)))
 
     def release_later(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str, visibility_s: int,
                       on_released: Callable[[], None] | None = None) -> None:
@@ -92,7 +97,7 @@ class Settler:
         return self._call(
             lambda: queue_client.update_message(message_id, pop_receipt, visibility_timeout=visibility_s),
             "release", queue_name, message_id,
-        )
+        ) != "failed"
 
     def _loop(self) -> None:
         while True:
@@ -105,38 +110,46 @@ class Settler:
                     if self.release(queue_client, queue_name, message_id, pop_receipt, visibility_s) and on_released:
                         on_released()
                 else:
+                    on_deleted, on_done = on_released
                     try:
-                        if not self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
-                                          queue_name, message_id) and self._on_delete_failed is not None:
+                        done = self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
+                                          queue_name, message_id)
+                        if done == "failed" and self._on_delete_failed is not None:
                             self._on_delete_failed()
+                        elif done == "ok" and on_deleted is not None:
+                            on_deleted()
                     finally:
-                        if on_released is not None:  # for a delete: on_done
-                            on_released()
+                        if on_done is not None:
+                            on_done()
             except Exception:  # never let a deleter thread die
                 log.exception("unexpected error in a delete thread", extra={"action": "delete_failed"})
             finally:
                 self._queue.task_done()
 
-    def _call(self, operation: Callable[[], Any], what: str, queue_name: str, message_id: str) -> bool:
+    def _call(self, operation: Callable[[], Any], what: str, queue_name: str, message_id: str) -> str:
+        """"ok", "gone" (the message is someone else's or already deleted) or "failed"."""
         delay = FIRST_RETRY_S
+        gone = "gone"
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 operation()
-                return True
+                return "ok"
             except Exception as exc:
                 if is_lost_error(exc):
+                    # Deleted by an unanswered earlier try, or received by another consumer: either way
+                    # not ours, so nothing that belongs to the message (its payload blob) is touched.
                     log.debug("%s of message %s on %s skipped: it is no longer ours (%s)", what, message_id,
                               queue_name, _describe(exc),
                               extra={"action": f"{what}_skipped", "queue": queue_name, "message_id": message_id})
-                    return True
+                    return gone
                 if attempt == ATTEMPTS or (self._give_up_at is not None and time.monotonic() >= self._give_up_at):
                     log.error("%s of message %s on %s failed after %d attempts: %s; it will reappear when its "
                               "lease ends", what, message_id, queue_name, attempt, _describe(exc),
                               extra={"action": f"{what}_failed", "queue": queue_name, "message_id": message_id})
-                    return False
+                    return "failed"
                 log.warning("%s of message %s on %s failed (%s); retrying in %.1fs", what, message_id, queue_name,
                             _describe(exc), delay,
                             extra={"action": f"{what}_retry", "queue": queue_name, "message_id": message_id})
                 self._sleep(delay)
                 delay *= 2
-        return False  # pragma: no cover
+        return "failed"  # pragma: no cover

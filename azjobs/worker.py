@@ -3,19 +3,27 @@
 Shape of a ``Worker``:
 
 - one fetch thread per queue, each with its own polling back-off and rate limit, receiving
-  real batches (``messages_per_page``) whenever the messages in flight drop to the
-  threshold (host.json ``newBatchThreshold``; with an explicit ``-c``, ``-c`` itself);
+  real batches (``messages_per_page``) under the host's per-queue batch rules
+  (azjobs/inflight.py): ``batchSize`` per receive, fetch again at ``newBatchThreshold``;
+  ``-c`` caps all queues together;
 - ``concurrency`` job threads take fetched messages in order and hand each to the shared
-  execution core (``Executor``). The coroutine of an ``async def`` job runs on one event-loop
-  thread while its job thread waits for it, so one limit covers both kinds and a sync job
-  never blocks the loop;
-- a ``LeaseKeeper`` renews every held message at half its lease (no call at all for a job
-  that finishes sooner), and a ``Settler`` deletes finished messages on a few threads with
-  the newest pop receipt.
+  execution core (``Executor``): ``begin``, ``run``, ``finish``. The coroutine of an
+  ``async def`` job runs on one event-loop thread while its job thread waits for it, so one
+  limit covers both kinds and a sync job never blocks the loop. A job thread survives
+  anything a job raises;
+- a ``LeaseKeeper`` renews every held message at half its lease, each renewal independent
+  and bounded (azjobs/lease.py);
+- ``Settlement`` deletes, releases and poisons as the host does (azjobs/settlement.py),
+  deleting on a few ``Settler`` threads with the newest pop receipt;
+- a watchdog enforces the job timeout (host.json ``functionTimeout``, ``--timeout``).
 
-Failures are the core's business (retry copy or poison record written before the delete).
-When the core raises ``Redeliver`` the message is released with host.json
-``visibilityTimeout``, and poisoned as the host would once ``dequeueCount >= maxDequeueCount``.
+A job past its timeout gets the host's outcome: its message is released with
+``visibilityTimeout`` (poisoned at ``maxDequeueCount``) and the log names the job. An
+``async def`` job is cancelled. A sync job's thread cannot be killed in Python: it is
+left to finish on its own, its result is discarded, and a replacement thread keeps ``-c``
+jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, the worker
+stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
+the host restarts its language worker after a timeout.
 
 ``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted
 messages at once, lets running jobs finish within ``grace`` seconds; ``stop(force=True)``
@@ -25,26 +33,34 @@ returns at once and leaves held messages to reappear when their lease ends.
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue as queue_module
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from datetime import timedelta
+from typing import Any
 
 from .client import Client, default_client, http_session
-from .connection import redact
-from .core import Executor, MessageInfo, Redeliver
-from .errors import QueueNotFoundError
-from .lease import Lease, LeaseKeeper
+from .core import Executor, Prepared, Redeliver, Result
+from .errors import ConfigurationError, QueueNotFoundError
+from .inflight import InFlight, QueueLimits
+from .lease import LeaseKeeper
 from .polling import PollingBackoff
+from .recorder import describe
+from .secrets import get_logger
 from .settings import QueueSettings
+from .settlement import Delivery, Settlement
 from .settler import Settler
 
-log = logging.getLogger("azjobs.worker")
+log = get_logger("azjobs.worker")
 
 MAX_FETCH = 32
 DELETE_THREADS = 4
+WATCH_INTERVAL_S = 0.1
+
+
+class JobTimeout(Exception):
+    """A job ran past the job timeout (host.json ``functionTimeout`` or ``--timeout``)."""
 
 
 @dataclass
@@ -57,33 +73,54 @@ class WorkerStats:
     retry_scheduled: int = 0
     dead_lettered: int = 0
     deferred: int = 0
-    redelivered: int = 0  # released for the host-style redelivery after the core raised Redeliver
+    skipped: int = 0  # redeliveries of jobs that already finished, settled without running
+    redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
+    timed_out: int = 0  # jobs that ran past the job timeout
     released: int = 0  # fetched but not started when the worker stopped; made visible at once
     lease_lost: int = 0  # another worker owns the message now; this worker did not delete it
+    receipt_unknown: int = 0  # settlement waiting for an orphaned lease's message to come back
+    recovered: int = 0  # orphaned leases whose message came back to this worker
     delete_failed: int = 0
     receive_errors: int = 0
     abandoned: int = 0  # still running when the grace period ended or a forced stop came
+    stuck: int = 0  # threads still inside a sync job that timed out (replaced by new threads)
     peak_running: int = 0
     forced: bool = False
+    restart_needed: bool = False  # stopped because as many threads were stuck as -c
     per_queue: dict[str, int] = field(default_factory=dict)  # messages fetched per queue
 
     @property
     def handled(self) -> int:
         """Messages whose job (or settling) the core finished."""
-        return self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.redelivered
+        return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
+                + self.redelivered)
 
 
-@dataclass
-class _Delivery:
-    queue: str
-    queue_client: Any
-    message: Any
-    lease: Lease
+class _Running:
+    """One job between ``run`` and ``finish``, watched for its timeout."""
+
+    __slots__ = ("delivery", "step", "deadline", "future", "timed_out", "finished", "lock", "thread")
+
+    def __init__(self, delivery: Delivery, step: Prepared, deadline: float | None) -> None:
+        self.thread = threading.current_thread()
+        self.delivery = delivery
+        self.step = step
+        self.deadline = deadline
+        self.future: Any = None
+        self.timed_out = False
+        self.finished = False
+        self.lock = threading.Lock()
+
+    def set_future(self, future: Any) -> None:
+        with self.lock:
+            self.future = future
+            cancel = self.timed_out
+        if cancel:
+            future.cancel()
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return redact(f"{type(exc).__name__}: {text}")
+class _Replaced(Exception):
+    """This job thread's job timed out and another thread took its place: the thread ends."""
 
 
 def _worker_queue_service(client: Client, pool: int):
@@ -94,6 +131,12 @@ def _worker_queue_service(client: Client, pool: int):
         session=http_session(pool), retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=1),
         connection_timeout=5, read_timeout=30,
     )
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 class Worker:
@@ -112,35 +155,53 @@ class Worker:
         interval: float = 0.0,
         burst: bool = False,
         grace: float = 30.0,
+        timeout: float | timedelta | None | bool = True,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
         self.queues = list(dict.fromkeys(queues))
         self.client = client or (executor.client if executor is not None else default_client())
-        if settings is None:
-            settings = (executor.settings if executor is not None else self.client.settings).for_development()
-        self.settings = settings
-        self.executor = executor or Executor(client=self.client, settings=settings)
+        # One source of truth for host.json settings: the core's.
+        if executor is not None:
+            if settings is not None and settings != executor.settings:
+                raise ConfigurationError(
+                    "Worker(settings=...) differs from its executor's settings; give the settings to the Executor "
+                    "only (maxDequeueCount and messageEncoding must mean one thing to both)"
+                )
+            self.executor = executor
+        else:
+            if settings is None:
+                settings = self.client.settings.for_environment()
+            self.executor = Executor(client=self.client, settings=settings)
+        self.settings = self.executor.settings
+        settings = self.settings
         # -f defaults to host.json batchSize, but never more than an explicit -c: a worker told to run
         # 4 jobs at once does not hold 16 leases.
         self.fetch = fetch or (settings.batch_size if concurrency is None else min(settings.batch_size, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
-        self.concurrency = concurrency or (self.fetch + settings.threshold())
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-        # Fetch again when in-flight work drops to the threshold, as the host does: host.json
-        # newBatchThreshold by default; with an explicit -c, -c itself, so one batch is always
-        # fetched and waiting while -c jobs run (never more than -c run; waiting messages stay
-        # leased and are released at once on stop).
-        self.threshold = settings.threshold() if concurrency is None else self.concurrency
-        self.max_in_flight = self.threshold + self.fetch
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        # The host's rules per queue. With an explicit -c, each queue fetches again once its
+        # in-flight work drops to -c, so one batch waits while -c jobs run, and -c (plus that
+        # batch) caps all queues together.
+        threshold = settings.threshold() if concurrency is None else concurrency
+        limits = QueueLimits(self.fetch, threshold)
+        self.concurrency = concurrency or limits.most * len(self.queues)
+        self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
+        self.threshold = threshold
+        self.inflight = InFlight({name: limits for name in self.queues}, self.max_in_flight)
         if lease <= 0:
             raise ValueError(f"lease must be positive, got {lease}")
         if interval < 0:
             raise ValueError(f"interval must be zero or more, got {interval}")
         if grace < 0:
             raise ValueError(f"grace must be zero or more, got {grace}")
+        if timeout is True:
+            timeout = settings.function_timeout
+        self.timeout_s = _seconds(timeout) if timeout not in (False, 0) else None
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            self.timeout_s = None
         self.keeper = LeaseKeeper(lease)
         self.lease_s = self.keeper.lease_s
         self.interval = interval
@@ -149,24 +210,26 @@ class Worker:
         self.stats = WorkerStats(per_queue={name: 0 for name in self.queues})
 
         self._cond = threading.Condition()
-        self._in_flight = 0
-        self._queue_in_flight = {name: 0 for name in self.queues}
         self._running = 0
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
-        self._ready: "queue_module.Queue[_Delivery | None]" = queue_module.Queue()
+        self._ready: "queue_module.Queue[Delivery | None]" = queue_module.Queue()
         self._stats_lock = threading.Lock()
         self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"))
+        self.settlement = Settlement(executor=self.executor, keeper=self.keeper, settler=self._settler,
+                                     count=self._count, forced=self._forced.is_set)
         self._queue_clients: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._fetchers: list[threading.Thread] = []
+        self._watched: dict[int, _Running] = {}
+        self._thread_seq = 0
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
         """Work until stopped (or drained, in burst mode); returns what was done."""
-        service = _worker_queue_service(self.client, pool=max(8, len(self.queues) + DELETE_THREADS + 4))
+        service = _worker_queue_service(self.client, pool=max(8, len(self.queues) + DELETE_THREADS + 12))
         self._queue_clients = {name: service.get_queue_client(name) for name in self.queues}
         try:
             self._check_queues()
@@ -192,6 +255,7 @@ class Worker:
                 self._deadline = time.monotonic() + self.grace
                 self._settler.give_up_at(self._deadline)
                 self._stopping.set()
+                self.inflight.close()
                 log.info("stopping: no more fetching; waiting up to %ss for running jobs", self.grace,
                          extra={"action": "worker_stopping", "grace_s": self.grace})
             elif force or time.monotonic() >= (self._deadline or 0):
@@ -219,7 +283,7 @@ class Worker:
                     if getattr(exc, "status_code", None) == 404:
                         raise QueueNotFoundError(name) from None
                     delay = backoff.next_delay(False)
-                    log.warning("cannot reach queue %s (%s); retrying in %.1fs", name, _describe(exc), delay,
+                    log.warning("cannot reach queue %s (%s); retrying in %.1fs", name, describe(exc), delay,
                                 extra={"action": "storage_unavailable", "queue": name})
                     self._stopping.wait(delay)
 
@@ -231,20 +295,32 @@ class Worker:
         loop_thread.start()
         self._loop = loop
         self._threads.append(loop_thread)
-        for index in range(self.concurrency):
-            thread = threading.Thread(target=self._job_loop, name=f"azjobs-job-{index}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.concurrency):
+            self._start_job_thread()
+        if self.timeout_s is not None:
+            watchdog = threading.Thread(target=self._watch, name="azjobs-watchdog", daemon=True)
+            watchdog.start()
+            self._threads.append(watchdog)
         for name in self.queues:
             thread = threading.Thread(target=self._fetch_loop, args=(name,), name=f"azjobs-fetch-{name}",
                                       daemon=True)
             thread.start()
             self._fetchers.append(thread)
-        log.info("worker started on %s: concurrency %d, fetch %d, lease %ss, max polling interval %.1fs%s",
-                 ", ".join(self.queues), self.concurrency, self.fetch, self.lease_s,
+        timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
+        log.info("worker started on %s: concurrency %d, fetch %d, lease %ss, job timeout %s, max polling interval "
+                 "%.1fs%s", ", ".join(self.queues), self.concurrency, self.fetch, self.lease_s, timeout,
                  self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
                  extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
-                        "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst})
+                        "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst,
+                        "timeout_s": self.timeout_s})
+
+    def _start_job_thread(self) -> None:
+        with self._cond:
+            self._thread_seq += 1
+            index = self._thread_seq
+        thread = threading.Thread(target=self._job_loop, name=f"azjobs-job-{index}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     @staticmethod
     def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -258,11 +334,11 @@ class Worker:
                 if self._forced.is_set():
                     break
                 fetching = any(thread.is_alive() for thread in self._fetchers)
-                if not fetching and self._in_flight == 0:
+                if not fetching and len(self.inflight) == 0:
                     break
                 if self._stopping.is_set():
                     self._release_ready()
-                    if self._deadline is not None and time.monotonic() >= self._deadline and self._in_flight:
+                    if self._deadline is not None and time.monotonic() >= self._deadline and len(self.inflight):
                         log.warning("grace period over with %d job(s) still running", self._running,
                                     extra={"action": "grace_expired", "running": self._running})
                         break
@@ -280,16 +356,17 @@ class Worker:
             if delivery is not None:
                 self._cond.release()
                 try:
-                    self._release_unstarted(delivery)
+                    self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
                 finally:
                     self._cond.acquire()
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        self.inflight.close()
         forced = self._forced.is_set() or self.stats.abandoned > 0
         with self._cond:
             self._cond.notify_all()
-        for _ in range(self.concurrency):
+        for _ in range(len(self._threads) + 1):
             self._ready.put(None)
         if not forced:
             # Within the grace period only: what is not deleted or released by then reappears when its lease ends.
@@ -301,15 +378,23 @@ class Worker:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if not forced:
+            stuck = self._stuck_threads()
             for thread in self._threads:
-                thread.join(timeout=5)
+                if thread not in stuck:
+                    thread.join(timeout=5)
         s = self.stats
-        log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d redelivered, "
-                 "%d released, %d abandoned", s.succeeded, s.retry_scheduled, s.dead_lettered, s.deferred,
-                 s.redelivered, s.released, s.abandoned,
+        log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
+                 "%d redelivered, %d timed out, %d released, %d abandoned", s.succeeded, s.retry_scheduled,
+                 s.dead_lettered, s.deferred, s.skipped, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
-                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "redelivered": s.redelivered,
-                        "released": s.released, "abandoned": s.abandoned, "forced": s.forced})
+                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
+                        "redelivered": s.redelivered, "timed_out": s.timed_out, "released": s.released,
+                        "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
+                        "restart_needed": s.restart_needed})
+
+    def _stuck_threads(self) -> set[threading.Thread]:
+        with self._cond:
+            return {thread for thread in self._threads if getattr(thread, "_azjobs_stuck", False)}
 
     # -- fetching ----------------------------------------------------------
     def _fetch_loop(self, name: str) -> None:
@@ -319,33 +404,33 @@ class Worker:
         failing = False
         try:
             while not self._stopping.is_set():
-                wanted = self._reserve(name)
+                wanted = self.inflight.reserve(name)
                 if wanted == 0:
                     break
                 wait = self.interval - (time.monotonic() - last_call)
                 if wait > 0 and self._stopping.wait(wait):
-                    self._unreserve(name, wanted)
+                    self.inflight.unreserve(name, wanted)
                     break
                 last_call = time.monotonic()
                 self._count("receives")
                 try:
                     messages = self._receive(queue_client, wanted)
                 except Exception as exc:
-                    self._unreserve(name, wanted)
+                    self.inflight.unreserve(name, wanted)
                     self._count("receive_errors")
                     delay = backoff.next_delay(False)
                     failing = True
-                    log.warning("receiving from %s failed (%s); retrying in %.1fs", name, _describe(exc), delay,
+                    log.warning("receiving from %s failed (%s); retrying in %.1fs", name, describe(exc), delay,
                                 extra={"action": "receive_failed", "queue": name, "delay_s": round(delay, 3)})
                     self._stopping.wait(delay)
                     continue
                 if failing:
                     failing = False
                     log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
-                self._unreserve(name, wanted - len(messages))
+                self.inflight.unreserve(name, wanted - len(messages))
                 if messages:
                     backoff.reset()
-                    self._dispatch(name, queue_client, messages)
+                    self._dispatch(name, queue_client, messages, last_call)
                     continue
                 if self.burst:
                     if self._wait_queue_idle(name):
@@ -366,43 +451,27 @@ class Worker:
         except StopIteration:
             return []
 
-    def _reserve(self, name: str) -> int:
-        """Wait until in-flight work is at the threshold, then claim room for one batch (0: stopping)."""
-        with self._cond:
-            while self._in_flight > self.threshold:
-                if self._stopping.is_set():
-                    return 0
-                self._cond.wait(0.5)
-            if self._stopping.is_set():
-                return 0
-            wanted = min(self.fetch, self.max_in_flight - self._in_flight)
-            self._in_flight += wanted
-            self._queue_in_flight[name] += wanted
-            return wanted
-
-    def _unreserve(self, name: str, count: int) -> None:
-        if count:
-            with self._cond:
-                self._in_flight -= count
-                self._queue_in_flight[name] -= count
-                self._cond.notify_all()
-
     def _wait_queue_idle(self, name: str) -> bool:
         """Burst mode: after an empty receive, True if nothing of ``name`` is in flight (else wait, False)."""
-        with self._cond:
-            if self._queue_in_flight[name] == 0:
-                return True
-            while self._queue_in_flight[name] and not self._stopping.is_set():
-                self._cond.wait(0.5)
-            return False
+        if self.inflight.count(name) == 0:
+            return True
+        while not self._stopping.is_set() and not self.inflight.wait_idle(name, timeout=0.5):
+            pass
+        return False
 
-    def _dispatch(self, name: str, queue_client: Any, messages: list[Any]) -> None:
+    def _dispatch(self, name: str, queue_client: Any, messages: list[Any], received_at: float) -> None:
         with self._stats_lock:
             self.stats.fetched += len(messages)
             self.stats.per_queue[name] += len(messages)
         for message in messages:
-            lease = self.keeper.track(name, queue_client, message.id, message.pop_receipt)
-            self._ready.put(_Delivery(name, queue_client, message, lease))
+            if self.keeper.orphans() and self.keeper.adopt(name, message.id, message.pop_receipt, received_at):
+                # Our own message whose receipt was lost: its running job keeps it, or its waiting
+                # settlement used the new receipt. It does not run again.
+                self._count("recovered")
+                self.inflight.done(name)
+                continue
+            lease = self.keeper.track(name, queue_client, message.id, message.pop_receipt, received_at)
+            self._ready.put(Delivery(name, queue_client, message, lease))
         if self._stopping.is_set():
             with self._cond:
                 self._cond.notify_all()  # the main thread releases them
@@ -414,107 +483,135 @@ class Worker:
             if delivery is None:
                 return
             if self._stopping.is_set():
-                self._release_unstarted(delivery)
+                self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
                 continue
             try:
                 self._work(delivery)
-            except Exception:  # never lose a job thread
+            except _Replaced:
+                return  # a replacement thread runs jobs now
+            except BaseException:  # never lose a job thread
                 log.exception("unexpected error settling message %s", delivery.message.id,
                               extra={"action": "worker_error", "queue": delivery.queue})
 
-    def _work(self, delivery: _Delivery) -> None:
-        message = delivery.message
-        info = MessageInfo(queue=delivery.queue, message_id=message.id, dequeue_count=message.dequeue_count or 1,
-                           insertion_time=message.inserted_on, pop_receipt=message.pop_receipt)
+    def _work(self, delivery: Delivery) -> None:
+        message, info = delivery.message, delivery.info
         with self._cond:
             self._running += 1
             if self._running > self.stats.peak_running:
                 self.stats.peak_running = self._running
-        handed_off = False
+        settled = False
         try:
             try:
-                # async def jobs run on the worker's one event loop, under the same limit
-                result = self.executor.execute(message.content, info, encoded=True, loop=self._loop)
+                step = self.executor.begin(message.content, info, encoded=True)
+                if isinstance(step, Result):
+                    outcome: Result | BaseException = step
+                else:
+                    outcome = self._run(delivery, step)
             except Redeliver as exc:
-                self._redeliver(delivery, info, exc)
+                outcome = exc
+            except _Replaced:
+                raise
             except Exception as exc:  # the core itself failed: the host would release the message too
                 log.error("execution core failed on message %s of %s: %s", message.id, delivery.queue,
-                          _describe(exc), exc_info=True,
+                          describe(exc), exc_info=True,
                           extra={"action": "core_failed", "queue": delivery.queue, "message_id": message.id})
-                self._redeliver(delivery, info, exc)
-            else:
-                self._count(result.outcome.value)
-                # The message stays in flight until its delete was attempted, so fetching
-                # never runs ahead of deleting (Azurite slows down with many invisible messages).
-                handed_off = self._delete(delivery, on_done=lambda: self._done(delivery))
+                outcome = exc
+            settled = True
+            self.settlement.settle(delivery, outcome, lambda: self._done(delivery))
         finally:
             with self._cond:
                 self._running -= 1
-            if not handed_off:
-                self._done(delivery)
+            if not settled:
+                self._done(delivery)  # a no-op when the timeout already settled it
 
-    def _done(self, delivery: _Delivery) -> None:
+    def _run(self, delivery: Delivery, step: Prepared) -> Result:
+        """Run the job under the timeout watch, then let the core record its outcome."""
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
+        slot = _Running(delivery, step, deadline)
+        key = id(slot)
         with self._cond:
-            self._in_flight -= 1
-            self._queue_in_flight[delivery.queue] -= 1
-            self._cond.notify_all()
-
-    # -- settling ----------------------------------------------------------
-    def _delete(self, delivery: _Delivery, on_done: Callable[[], None] | None = None) -> bool:
-        """Schedule the delete with the newest pop receipt; True if ``on_done`` will run once it was attempted."""
-        receipt = self.keeper.close(delivery.lease)
-        if receipt is None:
-            self._lost(delivery, "delete")
-            return False
-        self._settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt, on_done)
-        return on_done is not None
-
-    def _lost(self, delivery: _Delivery, what: str) -> None:
-        self._count("lease_lost")
-        log.warning("%s of message %s on %s skipped: its lease was lost, another worker owns it now", what,
-                    delivery.message.id, delivery.queue,
-                    extra={"action": f"{what}_skipped", "queue": delivery.queue, "message_id": delivery.message.id})
-
-    def _redeliver(self, delivery: _Delivery, info: MessageInfo, error: BaseException) -> None:
-        """What the host does after a failed invocation: poison at maxDequeueCount, else release."""
-        receipt = self.keeper.close(delivery.lease)
-        if receipt is None:
-            self._lost(delivery, "release")
-            return
-        if info.dequeue_count >= self.settings.max_dequeue_count:
-            try:
-                self.executor.dead_letter_redelivered(delivery.message.content, info, error, encoded=True)
-            except Exception as exc:
-                log.error("could not dead-letter message %s of %s (%s); releasing it", info.message_id, info.queue,
-                          _describe(exc), extra={"action": "dead_letter_failed", "queue": info.queue,
-                                                 "message_id": info.message_id})
-            else:
-                self._count("dead_lettered")
-                self._settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt)
-                return
-        visibility = int(self.settings.visibility_timeout.total_seconds())
-        self._settler.release(delivery.queue_client, delivery.queue, delivery.message.id, receipt, visibility)
-        self._count("redelivered")
-        log.info("message %s of %s released for redelivery in %ss (dequeue count %d of %d)", info.message_id,
-                 info.queue, visibility, info.dequeue_count, self.settings.max_dequeue_count,
-                 extra={"action": "message_redelivered", "queue": info.queue, "message_id": info.message_id,
-                        "dequeue_count": info.dequeue_count, "delay_s": visibility})
-
-    def _release_unstarted(self, delivery: _Delivery) -> None:
+            self._watched[key] = slot
         try:
-            receipt = self.keeper.close(delivery.lease)
-            if receipt is not None and not self._forced.is_set():
-                def released(delivery: _Delivery = delivery) -> None:
-                    self._count("released")
-                    log.debug("released unstarted message %s of %s", delivery.message.id, delivery.queue,
-                              extra={"action": "message_released", "queue": delivery.queue,
-                                     "message_id": delivery.message.id})
-
-                # On the settler's threads, so a stop never waits on storage beyond its grace period.
-                self._settler.release_later(delivery.queue_client, delivery.queue, delivery.message.id, receipt, 0,
-                                            released)
+            run = self.executor.run(step, loop=self._loop, on_future=slot.set_future)
         finally:
-            self._done(delivery)
+            with self._cond:
+                self._watched.pop(key, None)
+        with slot.lock:
+            timed_out = slot.timed_out
+            slot.finished = True
+        if timed_out:
+            thread = threading.current_thread()
+            env = step.envelope
+            log.warning("job %s %s returned %.1fs after its timeout; its outcome is discarded (the message was "
+                        "already released)", env.job, env.id, run.duration_s - (self.timeout_s or 0),
+                        extra={"action": "timed_out_job_returned", "job": env.job, "job_id": env.id,
+                               "queue": delivery.queue})
+            with self._cond:
+                if getattr(thread, "_azjobs_stuck", False):
+                    thread._azjobs_stuck = False  # type: ignore[attr-defined]
+                    self.stats.stuck -= 1
+            raise _Replaced()
+        return self.executor.finish(step, run)
+
+    # -- the job timeout ---------------------------------------------------
+    def _watch(self) -> None:
+        while not (self._forced.is_set() or (self._stopping.is_set() and self._running == 0 and not self._watched)):
+            time.sleep(WATCH_INTERVAL_S)
+            now = time.monotonic()
+            with self._cond:
+                due = [slot for slot in self._watched.values() if slot.deadline is not None and now >= slot.deadline]
+            for slot in due:
+                with slot.lock:
+                    if slot.finished or slot.timed_out:
+                        continue
+                    slot.timed_out = True
+                    future = slot.future
+                self._timed_out(slot, future)
+
+    def _timed_out(self, slot: _Running, future: Any) -> None:
+        delivery, env = slot.delivery, slot.step.envelope
+        self._count("timed_out")
+        error = JobTimeout(f"job {env.job} {env.id} ran longer than the job timeout of {self.timeout_s:g}s "
+                           "(host.json functionTimeout or --timeout)")
+        log.error("job %s %s on %s timed out after %gs (attempt %d, dequeue count %d): %s", env.job, env.id,
+                  delivery.queue, self.timeout_s, env.attempt, delivery.info.dequeue_count,
+                  "cancelled" if future is not None else "its thread is left to finish and is replaced",
+                  extra={"action": "job_timed_out", "job": env.job, "job_id": env.id, "queue": delivery.queue,
+                         "attempt": env.attempt, "timeout_s": self.timeout_s})
+        if future is not None:
+            future.cancel()
+        # The hung thread keeps its place until it returns; another one takes over its work.
+        stuck_thread = self._thread_running(slot)
+        if stuck_thread is not None:
+            with self._cond:
+                stuck_thread._azjobs_stuck = True  # type: ignore[attr-defined]
+                self.stats.stuck += 1
+                stuck = self.stats.stuck
+            if not self._stopping.is_set():
+                self._start_job_thread()
+            if stuck >= self.concurrency and not self._stopping.is_set():
+                with self._cond:
+                    self.stats.restart_needed = True
+                log.error("%d threads are stuck in timed-out jobs (as many as -c): stopping so a fresh process can "
+                          "take over", stuck, extra={"action": "worker_restart_needed", "stuck": stuck})
+                self.stop()
+        # The host's outcome for a timed-out invocation: release, or poison at maxDequeueCount.
+        threading.Thread(target=self.settlement.redeliver, args=(delivery, error, lambda: self._done(delivery)),
+                         name="azjobs-timeout", daemon=True).start()
+
+    @staticmethod
+    def _thread_running(slot: _Running) -> threading.Thread | None:
+        return slot.thread if slot.thread.is_alive() else None
+
+    def _done(self, delivery: Delivery) -> None:
+        """The delivery's settlement was attempted: it leaves the in-flight count (once)."""
+        with self._cond:
+            if delivery.finished:
+                return
+            delivery.finished = True
+        self.inflight.done(delivery.queue)
+        with self._cond:
+            self._cond.notify_all()
 
     def _count(self, name: str) -> None:
         with self._stats_lock:

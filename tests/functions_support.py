@@ -11,7 +11,7 @@ and then settled as the host settles them (see /work/shared/HOST_SEMANTICS.md).
 - ``invoke(app, queue, qmsg)``: call the function for ``queue`` as the worker would.
 - ``host_like_settle(app, queue_client, sdk_message)``: one full host delivery:
   decode, pre-run poison check, run, then delete / release / poison.
-- ``RecordingExecutor``: the real core, keeping each ``Result`` for assertions.
+- ``RecordingExecutor`` (from ``azjobs.testing``): the real core, keeping each ``Result``.
 """
 
 from __future__ import annotations
@@ -31,29 +31,11 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
 import azjobs
-from azjobs.core import Executor, Result
+from azjobs.testing import RecordingExecutor  # noqa: F401  (re-exported for the tests)
 from azjobs.queue_names import poison_queue_name, resolve_queue_name
 from azjobs.settings import QueueSettings
 
 _functions: "weakref.WeakKeyDictionary[func.FunctionApp, list]" = weakref.WeakKeyDictionary()
-
-
-class RecordingExecutor(Executor):
-    """The real execution core; also keeps every Result it returned, in order."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.results: list[Result] = []
-
-    def execute(self, *args: Any, **kwargs: Any) -> Result:
-        result = super().execute(*args, **kwargs)
-        self.results.append(result)
-        return result
-
-    async def execute_async(self, *args: Any, **kwargs: Any) -> Result:
-        result = await super().execute_async(*args, **kwargs)
-        self.results.append(result)
-        return result
 
 
 def fresh_app(queues: Any = None, **blueprint_kwargs: Any) -> func.FunctionApp:

@@ -1,8 +1,9 @@
 """One message, one outcome: the Functions path and the local runner's path agree.
 
 Each scenario sends the same message text to two fresh queues. One copy goes through
-the generated Functions handler with host-like settlement; the other through
-``Executor.execute(raw_content, info, encoded=True)`` settled as the local runner does.
+the generated Functions handler with host-like settlement; the other through the core's
+steps and the worker's own ``Settlement`` (azjobs/settlement.py), with its lease keeper
+and settler, exactly as the local runner settles a delivery.
 Both must end with the same outcome and the same queue and poison contents, modulo
 message ids, times, hosts and tracebacks.
 """
@@ -17,10 +18,13 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 import azjobs
-from azjobs.core import MessageInfo, Outcome, Redeliver
+from azjobs.core import Outcome, Redeliver, Result
+from azjobs.lease import LeaseKeeper
 from azjobs.message import Envelope
 from azjobs.poison import PoisonRecord
 from azjobs.settings import QueueSettings
+from azjobs.settlement import Delivery, Settlement
+from azjobs.settler import Settler
 from tests.conftest import unique_queue
 from tests.functions_support import HostAction, RecordingExecutor, fresh_app, host_like_settle, receive_one
 
@@ -103,7 +107,7 @@ def run_functions_path(client, raw_queue, text: str, suffix: str = "") -> tuple[
 
 
 def run_runner_path(client, raw_queue, text: str, suffix: str = "") -> tuple[str, str]:
-    """Settle as the local runner does: delete on any Result; on Redeliver release (or poison at the max)."""
+    """Deliver as the local runner does: the worker's own lease keeper, core steps and ``Settlement``."""
     q, reg = unique_queue("prun") + suffix, azjobs.Registry()
     _register(reg, q)
     executor = RecordingExecutor(registry=reg, client=client, settings=SETTINGS)
@@ -111,20 +115,19 @@ def run_runner_path(client, raw_queue, text: str, suffix: str = "") -> tuple[str
     qc.create_queue()
     qc.send_message(text)
     message = receive_one(qc)
-    info = MessageInfo(queue=q, message_id=message.id, dequeue_count=message.dequeue_count,
-                       insertion_time=message.inserted_on, pop_receipt=message.pop_receipt)
+    keeper, settler = LeaseKeeper(60), Settler(1).start()
+    counts: list[str] = []
+    settlement = Settlement(executor=executor, keeper=keeper, settler=settler, count=counts.append)
+    delivery = Delivery(q, qc, message, keeper.track(q, qc, message.id, message.pop_receipt))
     try:
-        result = executor.execute(message.content, info, encoded=True)
+        outcome = executor.execute(message.content, delivery.info, encoded=True)
     except Redeliver as exc:
-        if message.dequeue_count >= SETTINGS.max_dequeue_count:
-            executor.dead_letter_redelivered(message.content, info, exc, encoded=True)
-            qc.delete_message(message.id, message.pop_receipt)
-            return "poisoned_after_redelivery", q
-        qc.update_message(message.id, message.pop_receipt,
-                          visibility_timeout=int(SETTINGS.visibility_timeout.total_seconds()))
-        return "released", q
-    qc.delete_message(message.id, message.pop_receipt)
-    return result.outcome.value, q
+        outcome = exc
+    settlement.settle(delivery, outcome)
+    settler.stop()
+    if isinstance(outcome, Result):
+        return outcome.outcome.value, q
+    return ("poisoned_after_redelivery" if "dead_lettered" in counts else "released"), q
 
 
 def _normalize_envelope(data: dict | None) -> dict | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
 from devtools.proxy import FaultProxy
+
+# Workers started by these tests run in folders without host.json: like `func start`, they are a
+# Development environment, where the host caps idle polling at 2 s instead of 1 min.
+os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
 
 
 @pytest.fixture

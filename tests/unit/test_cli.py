@@ -92,7 +92,7 @@ def test_confirm_asks_on_a_terminal():
 def test_poison_subcommand_is_routed(monkeypatch):
     seen = []
     fake = types.ModuleType("azjobs.poison_cli")
-    fake.main = lambda argv: seen.append(argv) or 7
+    fake.main = lambda argv, **streams: seen.append(argv) or 7
     monkeypatch.setitem(sys.modules, "azjobs.poison_cli", fake)
     assert cli.main(["poison", "list", "emails"]) == 7
     assert seen == [["list", "emails"]]

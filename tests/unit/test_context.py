@@ -6,7 +6,7 @@ import azjobs
 from azjobs.core import Executor, MessageInfo, Outcome
 from azjobs.message import Envelope
 from azjobs.registry import Registry
-from tests.unit.test_core_decode_property import RecordingClient
+from azjobs.testing import RecordingClient
 
 reg = Registry()
 seen = []

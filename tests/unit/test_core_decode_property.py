@@ -17,9 +17,8 @@ import azjobs
 from azjobs.core import Executor, MessageInfo, Outcome
 from azjobs.errors import EnvelopeError
 from azjobs.message import Envelope
-from azjobs.payload import PayloadError, PayloadStore
 from azjobs.poison import PoisonRecord
-from azjobs.settings import QueueSettings
+from azjobs.testing import RecordingClient
 
 REGISTRY = azjobs.Registry()
 RAN: list = []
@@ -29,40 +28,6 @@ QUEUE = "prop-queue"
 @azjobs.job(queue=QUEUE, registry=REGISTRY)
 def target(a: int, b: str = "x") -> None:
     RAN.append((a, b))
-
-
-class MemoryPayloads(PayloadStore):
-    """The real reference checks and argument parsing over a dict instead of Blob Storage."""
-
-    def __init__(self) -> None:
-        super().__init__(connection=None)  # type: ignore[arg-type]
-        self.blobs: dict[str, bytes] = {}
-
-    def put(self, name: str, data: bytes) -> str:
-        self.blobs[name] = data
-        return self.ref_for(name)
-
-    def get(self, ref: str) -> bytes:
-        name = self.blob_name(ref)
-        if name not in self.blobs:
-            raise PayloadError(f"no blob {ref}", "payload_missing")
-        return self.blobs[name]
-
-    def delete(self, ref: str) -> bool:
-        return self.blobs.pop(self.blob_name(ref), None) is not None
-
-
-class RecordingClient:
-    """Stands in for azjobs.Client: keeps what the core writes, in order."""
-
-    def __init__(self, encoding: str) -> None:
-        self.settings = QueueSettings(message_encoding=encoding)
-        self.encoding = encoding
-        self.writes: list[tuple[str, str, int, int | None]] = []
-        self.payloads = MemoryPayloads()
-
-    def send_text(self, queue, text, *, visibility_timeout=0, time_to_live=None):
-        self.writes.append((queue, text, visibility_timeout, time_to_live))
 
 
 def executor(encoding: str = "base64") -> Executor:

@@ -12,7 +12,7 @@ from azjobs.core import Executor, MessageInfo, Outcome, Redeliver
 from azjobs.message import Envelope, format_time
 from azjobs.poison import PoisonRecord
 from azjobs.retry import Backoff, Fixed
-from tests.unit.test_core_decode_property import RecordingClient
+from azjobs.testing import RecordingClient
 
 REG = azjobs.Registry()
 HOOKED: list = []

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
 
 from azjobs.lease import LeaseKeeper, is_lost_error
 from azjobs.settler import Settler
@@ -32,8 +32,9 @@ class FakeQueue:
         self.fail_with = []
         self.event = threading.Event()
 
-    def update_message(self, message_id, pop_receipt, visibility_timeout):
+    def update_message(self, message_id, pop_receipt, visibility_timeout, **options):
         self.calls.append((message_id, pop_receipt, visibility_timeout))
+        self.options = options
         self.event.set()
         if self.fail_with:
             raise self.fail_with.pop(0)
@@ -93,19 +94,142 @@ def test_pop_receipt_mismatch_stops_renewal_and_loses_the_lease(caplog):
         keeper.stop()
 
 
-def test_a_server_error_halves_the_interval():
+def test_a_server_error_is_retried_sooner_than_the_normal_interval():
     fake = FakeQueue()
     fake.fail_with = [http_error(503)]
-    keeper = LeaseKeeper(2).start()  # half = 1 s; after a 503, retry in 0.5 s
+    keeper = LeaseKeeper(2).start()  # half = 1 s; after a 503 with 1 s of lease left, retry within 0.5 s
     try:
         started = time.monotonic()
         lease = keeper.track("q", fake, "m1", "r0")
+        assert wait_calls(fake, 1) == 1
+        first = time.monotonic() - started
         assert wait_calls(fake, 2) == 2
-        elapsed = time.monotonic() - started
-        assert 1.4 <= elapsed < 4.0
+        gap = time.monotonic() - started - first
+        assert 0.9 <= first < 1.5 and 0.15 <= gap <= 0.6
         assert keeper.close(lease) == "r2"
     finally:
         keeper.stop()
+
+
+class StallingQueue(FakeQueue):
+    """Every call blocks for ``stall_s`` (a renewal stuck on a slow connection), ignoring timeouts."""
+
+    def __init__(self, stall_s):
+        super().__init__()
+        self.stall_s = stall_s
+
+    def update_message(self, message_id, pop_receipt, visibility_timeout, **options):
+        time.sleep(self.stall_s)
+        return super().update_message(message_id, pop_receipt, visibility_timeout, **options)
+
+
+def test_one_slow_renewal_does_not_let_the_other_leases_lapse():
+    slow, fast = StallingQueue(3.0), FakeQueue()
+    keeper = LeaseKeeper(1).start()  # renew every 0.5 s: the fast lease needs a renewal before 1 s
+    try:
+        keeper.track("q", slow, "slow", "r0")
+        started = time.monotonic()
+        lease = keeper.track("q", fast, "fast", "r0")
+        assert wait_calls(fast, 3, timeout=2.0) >= 3, "the fast lease waited behind the stalled renewal"
+        assert time.monotonic() - started < 2.0
+        assert keeper.close(lease) == f"r{len(fast.calls)}"
+    finally:
+        keeper.stop()
+
+
+def test_a_renewal_call_is_bounded_well_inside_the_remaining_lease():
+    fake = FakeQueue()
+    keeper = LeaseKeeper(4).start()  # renew at 2 s, with 2 s of the lease left
+    try:
+        lease = keeper.track("q", fake, "m1", "r0")
+        assert wait_calls(fake, 1, timeout=4) == 1
+        keeper.close(lease)
+        # no SDK retry with the old receipt, and connect/read timeouts of half the remaining lease
+        assert fake.options["retry_total"] == 0
+        assert 0 < fake.options["read_timeout"] <= 1.0 and fake.options["connection_timeout"] <= 1.0
+    finally:
+        keeper.stop()
+
+
+class ServerQueue:
+    """A queue with one message: the receipt changes on every update; a wrong receipt is a 400 mismatch.
+
+    ``lose_answers`` updates are applied by storage but their answer never arrives.
+    """
+
+    def __init__(self, receipt="r0"):
+        self.receipt = receipt
+        self.updates = 0
+        self.lose_answers = 0
+        self.calls = []
+
+    def update_message(self, message_id, pop_receipt, visibility_timeout, **options):
+        self.calls.append(pop_receipt)
+        if pop_receipt != self.receipt:
+            raise http_error(400, "PopReceiptMismatch")
+        self.updates += 1
+        self.receipt = f"s{self.updates}"
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise ServiceResponseError("connection closed before the answer (fault)")
+        return Updated(self.receipt)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_an_unanswered_renewal_that_storage_applied_is_still_our_lease():
+    clock, server = Clock(), ServerQueue()
+    keeper = LeaseKeeper(10, clock=clock)  # driven by hand: no threads
+    lease = keeper.track("q", server, "m1", "r0")
+    clock.now += 5
+    server.lose_answers = 1
+    assert keeper._renew(lease) is not None and lease.uncertain  # no answer: retried soon
+    clock.now += 1  # the confirmed lease (until 110) has not run out: nobody else can hold the message
+    assert keeper._renew(lease) is None
+    assert lease.orphaned and not lease.lost
+    settled = []
+    assert keeper.close(lease, later=settled.append) is None
+    # the message becomes visible again and this worker receives it: the waiting delete uses the new receipt
+    assert keeper.adopt("q", "m1", "fresh") is True
+    assert settled == ["fresh"] and keeper.orphans() == 0
+
+
+def test_an_orphaned_lease_of_a_running_job_is_renewed_again_once_the_message_comes_back():
+    clock, server = Clock(), ServerQueue()
+    keeper = LeaseKeeper(10, clock=clock)
+    lease = keeper.track("q", server, "m1", "r0")
+    server.lose_answers = 1
+    keeper._renew(lease)
+    keeper._renew(lease)
+    assert lease.orphaned
+    server.receipt = "received-again"  # storage handed it out again (to us)
+    assert keeper.adopt("q", "m1", "received-again")
+    assert not lease.orphaned and keeper._renew(lease) is not None
+    assert keeper.close(lease) == server.receipt
+
+
+def test_a_mismatch_after_the_confirmed_lease_ran_out_is_a_lost_lease():
+    clock, server = Clock(), ServerQueue()
+    keeper = LeaseKeeper(10, clock=clock)
+    lease = keeper.track("q", server, "m1", "r0")
+    server.lose_answers = 1
+    keeper._renew(lease)
+    clock.now += 20  # past the confirmed lease: another consumer may have received it
+    server.receipt = "another-worker"
+    assert keeper._renew(lease) is None
+    assert lease.lost and not lease.orphaned
+    assert keeper.close(lease) is None and keeper.orphans() == 0
+
+
+def test_a_message_that_is_not_an_orphan_is_not_adopted():
+    keeper = LeaseKeeper(10, clock=Clock())
+    assert keeper.adopt("q", "unknown", "r") is False
 
 
 def test_lost_errors():

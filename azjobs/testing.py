@@ -1,0 +1,157 @@
+"""Test doubles for code that uses azjobs: fast unit tests of pure logic, with no storage.
+
+- ``MemoryPayloads``: the real claim-check store (reference checks, argument parsing,
+  consumed markers) over a dict instead of Blob Storage.
+- ``RecordingClient``: stands in for ``azjobs.Client``; keeps every message the core
+  writes (retry copies, poison records, deferrals) and every envelope a job sends.
+- ``RecordingExecutor``: the real execution core; also keeps each ``Result`` it returned.
+
+Behaviour that touches storage is proven against Azurite; these are for the logic around it::
+
+    client = RecordingClient()
+    executor = Executor(registry=my_registry, client=client, settings=client.settings)
+    executor.execute(Envelope.build("my.job", (1,)).encode(), MessageInfo(queue="jobs"))
+    assert client.writes == []
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, NamedTuple, Sequence
+
+from .core import Executor, JobRun, MessageInfo, Prepared, Result
+from .message import Envelope, decode_body
+from .payload import CONSUMED_PREFIX, PayloadError, PayloadStore
+from .poison import PoisonRecord
+from .settings import QueueSettings
+
+
+class MemoryPayloads(PayloadStore):
+    """The real reference checks and argument parsing over a dict instead of Blob Storage."""
+
+    def __init__(self, container: str = "azjobs-payloads") -> None:
+        super().__init__(connection=None, container=container)  # type: ignore[arg-type]
+        self.blobs: dict[str, bytes] = {}
+        self._blobs_lock = threading.Lock()
+
+    def put(self, name: str, data: bytes) -> str:
+        with self._blobs_lock:
+            self.blobs[name] = bytes(data)
+        return self.ref_for(name)
+
+    def get(self, ref: str) -> bytes:
+        name = self.blob_name(ref)
+        with self._blobs_lock:
+            if name not in self.blobs:
+                raise PayloadError(f"payload blob {ref!r} does not exist (already deleted?)", "payload_missing")
+            return self.blobs[name]
+
+    def delete(self, ref: str) -> bool:
+        with self._blobs_lock:
+            return self.blobs.pop(self.blob_name(ref), None) is not None
+
+    def exists(self, ref: str) -> bool:
+        with self._blobs_lock:
+            return self.blob_name(ref) in self.blobs
+
+    def consumed(self) -> list[str]:
+        """Names of the consumed markers left behind."""
+        with self._blobs_lock:
+            return [name for name in self.blobs if name.startswith(CONSUMED_PREFIX)]
+
+    def close(self) -> None:
+        pass
+
+
+class Write(NamedTuple):
+    """One message the core sent through a ``RecordingClient`` (a tuple: queue, text, visibility, ttl)."""
+
+    queue: str
+    text: str
+    visibility_timeout: int = 0
+    time_to_live: int | None = None
+
+    def envelope(self, encoding: str = "base64") -> Envelope:
+        return Envelope.decode(self.text, encoding)
+
+    def poison_record(self, encoding: str = "base64") -> PoisonRecord:
+        return PoisonRecord.decode(self.text, encoding, self.queue.removesuffix("-poison"))
+
+
+class RecordingClient:
+    """Stands in for ``azjobs.Client``: keeps what is sent, in order, and sends nothing.
+
+    ``fail_with`` makes the next sends raise (one exception per send) to test what a
+    storage failure leads to.
+    """
+
+    def __init__(self, encoding: str = "base64", settings: QueueSettings | None = None) -> None:
+        self.settings = settings or QueueSettings(message_encoding=encoding)
+        self.encoding = self.settings.message_encoding
+        self.create_queues = True
+        self.writes: list[Write] = []
+        self.sent: list[tuple[Envelope, Any, Any]] = []
+        self.fail_with: list[BaseException] = []
+        self.payloads = MemoryPayloads()
+        self._lock = threading.Lock()
+
+    # -- what the core uses ----------------------------------------------------
+    def send_text(self, queue: str, text: str, *, visibility_timeout: int = 0, time_to_live: int | None = None,
+                  create: bool | None = None) -> None:
+        with self._lock:
+            if self.fail_with:
+                raise self.fail_with.pop(0)
+            self.writes.append(Write(queue, text, visibility_timeout, time_to_live))
+
+    # -- what jobs use to enqueue -------------------------------------------
+    def send(self, envelope: Envelope, *, delay: Any = None, at: Any = None) -> str:
+        with self._lock:
+            if self.fail_with:
+                raise self.fail_with.pop(0)
+            self.sent.append((envelope, delay, at))
+        return envelope.id
+
+    def send_many(self, envelopes: Sequence[Envelope], *, delay: Any = None, at: Any = None,
+                  max_workers: int = 8) -> list[Any]:
+        results: list[Any] = []
+        for envelope in envelopes:
+            try:
+                results.append(self.send(envelope, delay=delay, at=at))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    # -- reading back ----------------------------------------------------------
+    def to(self, queue: str) -> list[Write]:
+        """The writes to one queue."""
+        return [write for write in self.writes if write.queue == queue]
+
+    def decoded(self, write: Write) -> bytes:
+        return decode_body(write.text, self.encoding)
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingExecutor(Executor):
+    """The real execution core; also keeps every Result it returned (from any entry point), in order."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.results: list[Result] = []
+        self._results_lock = threading.Lock()
+
+    def _keep(self, result: Result) -> Result:
+        with self._results_lock:
+            self.results.append(result)
+        return result
+
+    def begin(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Prepared | Result:
+        step = super().begin(body, info, encoded=encoded)
+        return self._keep(step) if isinstance(step, Result) else step
+
+    def finish(self, step: Prepared, run: JobRun) -> Result:
+        return self._keep(super().finish(step, run))
+
+
+__all__ = ["MemoryPayloads", "RecordingClient", "RecordingExecutor", "Write"]

@@ -1,0 +1,89 @@
+"""Host parity in configuration: functionTimeout, the Development polling cap, one source of truth,
+per-call max_retries with custom policies (no storage)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+import azjobs
+from azjobs.core import Executor, MessageInfo, Outcome
+from azjobs.errors import ConfigurationError
+from azjobs.message import Envelope
+from azjobs.retry import RetryDecision
+from azjobs.settings import DEFAULT_FUNCTION_TIMEOUT, QueueSettings
+from azjobs.testing import RecordingClient
+from azjobs.worker import Worker
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("00:00:05", timedelta(seconds=5)), ("00:10:00", timedelta(minutes=10)), ("1.00:00:00", timedelta(days=1)),
+    ("-1", None), (-1, None),
+])
+def test_function_timeout_is_read_from_the_top_of_host_json(value, expected):
+    settings = QueueSettings.from_host_json({"version": "2.0", "functionTimeout": value})
+    assert settings.function_timeout == expected
+
+
+def test_function_timeout_defaults_to_the_hosts_thirty_minutes_and_rejects_nonsense():
+    assert QueueSettings.from_host_json({}).function_timeout == DEFAULT_FUNCTION_TIMEOUT == timedelta(minutes=30)
+    for bad in ("00:00:00", "soon", 30):
+        with pytest.raises(ConfigurationError, match="functionTimeout"):
+            QueueSettings.from_host_json({"functionTimeout": bad})
+
+
+def test_the_two_second_polling_cap_applies_only_in_development_as_on_the_host():
+    unset = QueueSettings()
+    assert unset.for_environment({}).max_polling_interval == timedelta(minutes=1)
+    assert unset.for_environment({"AZURE_FUNCTIONS_ENVIRONMENT": "Production"}).max_polling_interval == timedelta(minutes=1)
+    assert unset.for_environment({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"}).max_polling_interval == timedelta(seconds=2)
+    explicit = QueueSettings.from_host_json({"extensions": {"queues": {"maxPollingInterval": "00:00:10"}}})
+    assert explicit.for_environment({"AZURE_FUNCTIONS_ENVIRONMENT": "Development"}).max_polling_interval == \
+        timedelta(seconds=10)
+
+
+def test_a_worker_refuses_settings_that_differ_from_its_cores():
+    client = RecordingClient()
+    core = Executor(client=client, settings=QueueSettings(max_dequeue_count=5))  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="differs"):
+        Worker(["q1q"], client=client, executor=core, settings=QueueSettings(max_dequeue_count=2))  # type: ignore[arg-type]
+    worker = Worker(["q1q"], client=client, executor=core)  # type: ignore[arg-type]
+    assert worker.settings is core.settings and worker.settlement.settings.max_dequeue_count == 5
+
+
+def test_a_worker_applies_the_batch_rules_per_queue_with_c_as_the_overall_cap():
+    client = RecordingClient(settings=QueueSettings(batch_size=16, new_batch_threshold=8))
+    default = Worker(["aaa", "bbb"], client=client)  # type: ignore[arg-type]
+    assert default.inflight.limits["aaa"].most == default.inflight.limits["bbb"].most == 24
+    assert default.concurrency == default.max_in_flight == 48  # each queue as its own host function
+    capped = Worker(["aaa", "bbb"], client=client, concurrency=4)  # type: ignore[arg-type]
+    assert capped.fetch == 4 and capped.max_in_flight == 8 and capped.concurrency == 4
+
+
+class EveryTime:
+    """A custom policy: retry every time after 1 s (not a built-in: max_retries cannot apply)."""
+
+    def decide(self, error, attempt):
+        return RetryDecision(1.0, "custom")
+
+
+REG = azjobs.Registry()
+
+
+@azjobs.job(queue="custom-policy", registry=REG, name="custom", retry=EveryTime())
+def custom() -> None:
+    raise RuntimeError("boom")
+
+
+def test_per_call_max_retries_with_a_custom_policy_is_refused_at_enqueue():
+    with pytest.raises(ConfigurationError, match="custom retry policy"):
+        custom.options(max_retries=2)
+
+
+def test_a_message_carrying_max_retries_for_a_custom_policy_follows_the_policy_not_poison():
+    client = RecordingClient()
+    core = Executor(registry=REG, client=client, settings=client.settings)  # type: ignore[arg-type]
+    body = Envelope.build("custom", (), options={"max_retries": 2}).encode()
+    result = core.execute(body, MessageInfo("custom-policy"))
+    assert result.outcome is Outcome.RETRY_SCHEDULED and result.retry_in_s == 1
