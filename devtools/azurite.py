@@ -6,7 +6,10 @@ ended with SIGKILL after a short grace, since it does not always exit on SIGTERM
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,10 +18,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Mapping
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = "devstoreaccount1"
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+_ACCOUNT_NAME = re.compile(r"[a-z0-9]{3,24}")
 
 
 def free_port() -> int:
@@ -37,23 +42,52 @@ def azurite_binary() -> Path:
 
 
 class Azurite:
-    """One Azurite process serving queues and blobs on free ports."""
+    """One Azurite process serving queues, blobs and tables on free ports.
 
-    def __init__(self, queue_port: int | None = None, blob_port: int | None = None, location: str | None = None):
+    ``accounts`` (name -> base64 key) adds storage accounts beside the default
+    ``devstoreaccount1``, through Azurite's ``AZURITE_ACCOUNTS`` environment variable;
+    ``connection_string_for(name)`` reaches one of them.
+    """
+
+    def __init__(self, queue_port: int | None = None, blob_port: int | None = None, location: str | None = None,
+                 *, table_port: int | None = None, accounts: Mapping[str, str] | None = None):
         self.queue_port = queue_port or free_port()
         self.blob_port = blob_port or free_port()
-        self.table_port = free_port()
+        self.table_port = table_port or free_port()
         self._own_location = location is None
         self.location = location or tempfile.mkdtemp(prefix="azurite-")
         self.process: subprocess.Popen | None = None
         self.log_path = Path(self.location) / "azurite.log"
+        self.accounts: dict[str, str] = {}
+        for name, key in (accounts or {}).items():
+            if name == ACCOUNT:
+                continue  # always served, with its well-known key
+            if not _ACCOUNT_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a storage account name (3-24 lowercase letters and digits)")
+            try:
+                base64.b64decode(key, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"the key of account {name!r} is not base64") from None
+            self.accounts[name] = key
 
     @property
     def connection_string(self) -> str:
+        """The default account's (``devstoreaccount1``) connection string."""
+        return self.connection_string_for(ACCOUNT)
+
+    def connection_string_for(self, account: str) -> str:
+        """A connection string for ``account``: the default one or one given in ``accounts``."""
+        if account == ACCOUNT:
+            key = KEY
+        elif account in self.accounts:
+            key = self.accounts[account]
+        else:
+            raise KeyError(f"Azurite serves no account {account!r} (pass it in accounts=)")
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{ACCOUNT};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{ACCOUNT};"
+            f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{account};"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{account};"
+            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{account};"
         )
 
     def start(self, timeout: float = 30.0) -> "Azurite":
@@ -64,13 +98,20 @@ class Azurite:
             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
         ]
+        env = None
+        if self.accounts:
+            # Azurite serves only the accounts listed here, so the default one is listed too.
+            served = {ACCOUNT: KEY, **self.accounts}
+            env = dict(os.environ, AZURITE_ACCOUNTS=";".join(f"{name}:{key}" for name, key in served.items()))
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                                        env=env)
+        log.close()  # the child has its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Azurite exited with {self.process.returncode}: {self.log_path.read_text()[-2000:]}")
-            if all(_listening(port) for port in (self.queue_port, self.blob_port)):
+            if all(_listening(port) for port in (self.queue_port, self.blob_port, self.table_port)):
                 return self
             time.sleep(0.1)
         self.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import uuid
@@ -14,17 +15,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# A second storage account on the session's Azurite, for tests that must tell two accounts apart
+# (a named connection such as JobsStorage beside AzureWebJobsStorage).
+SECOND_ACCOUNT = "azjobssecond"
+SECOND_KEY = base64.b64encode(b"azjobs second test account key, not a secret").decode("ascii")
+
+
 @pytest.fixture(scope="session")
 def azurite():
-    """Azurite on free ports for the whole session; a failure on CI if it cannot start."""
+    """Azurite on free ports for the whole session; the run fails (never skips) if it cannot start."""
     from devtools.azurite import Azurite
 
     try:
-        server = Azurite().start()
-    except RuntimeError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Azurite is required on CI: {exc}")
-        pytest.skip(f"Azurite unavailable: {exc}")
+        server = Azurite(accounts={SECOND_ACCOUNT: SECOND_KEY}).start()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"Azurite is required by the test suite and could not be started: {exc} "
+                    "(run scripts/setup, which installs it with npm ci)", pytrace=False)
     os.environ["AzureWebJobsStorage"] = server.connection_string
     yield server
     server.stop()
@@ -33,6 +39,12 @@ def azurite():
 @pytest.fixture(scope="session")
 def connection_string(azurite) -> str:
     return azurite.connection_string
+
+
+@pytest.fixture(scope="session")
+def second_connection_string(azurite) -> str:
+    """The connection string of another account (``SECOND_ACCOUNT``) on the same Azurite."""
+    return azurite.connection_string_for(SECOND_ACCOUNT)
 
 
 @pytest.fixture
@@ -73,3 +85,36 @@ def raw_queue(connection_string):
             q.delete_queue()
         except Exception:
             pass
+
+
+@pytest.fixture
+def sent_messages(monkeypatch):
+    """What storage answered to each ``QueueClient.send_message`` in this test (id, pop receipt, times).
+
+    With a message's pop receipt a test can make it visible at once (``stored_message``) and so
+    read what storage keeps of a message hidden for days.
+    """
+    from azure.storage.queue import QueueClient
+
+    sent = []
+    send = QueueClient.send_message
+
+    def recording_send(self, *args, **kwargs):
+        message = send(self, *args, **kwargs)
+        sent.append(message)
+        return message
+
+    monkeypatch.setattr(QueueClient, "send_message", recording_send)
+    return sent
+
+
+def stored_message(queue_client, sent):
+    """The message ``sent`` (a ``send_message`` answer) as storage holds it, expiry included.
+
+    Makes it visible now with the pop receipt its send returned, then peeks it.
+    """
+    queue_client.update_message(sent.id, sent.pop_receipt, visibility_timeout=0)
+    for message in queue_client.peek_messages(max_messages=32):
+        if message.id == sent.id:
+            return message
+    raise AssertionError(f"message {sent.id} is not on queue {queue_client.queue_name}")
