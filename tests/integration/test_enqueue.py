@@ -11,6 +11,11 @@ import pytest
 import azjobs
 from azjobs.client import Client
 from azjobs.errors import EnqueueError, QueueNotFoundError
+from azjobs.message import parse_time
+from tests.conftest import stored_message
+
+# How storage reports the expiry of a message sent with TTL -1 (never expires).
+NEVER = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
 
 
 @azjobs.job(queue="enqueue-tests", name="tests.enqueue.greet")
@@ -80,12 +85,24 @@ def test_enqueue_at_and_timedelta(client, queue_name, raw_queue):
     assert props.approximate_message_count == 2
 
 
-def test_long_delay_hops_with_due_time_and_no_expiry(client, queue_name, raw_queue):
+def test_long_delay_hops_with_due_time_and_no_expiry(client, queue_name, raw_queue, sent_messages):
     q = raw_queue(queue_name)
+    before = datetime.now(timezone.utc)
     job_id = greet.options(queue=queue_name).enqueue_in(timedelta(days=30), "much later")
+    after = datetime.now(timezone.utc)
     assert read_all(q) == []
     assert q.get_queue_properties().approximate_message_count == 1
-    assert job_id
+    # Storage's answer to the send: hidden for one full hop (the 7-day visibility maximum).
+    [sent] = sent_messages
+    assert sent.next_visible_on - sent.inserted_on == timedelta(days=7)
+    # The message as Azurite stores it: no expiry (TTL -1 reads back as 9999-12-31) ...
+    stored = stored_message(q, sent)
+    assert stored.expires_on == NEVER
+    # ... carrying the job and its due time, 30 days from now (rounded up to the millisecond).
+    data = json.loads(base64.b64decode(stored.content))
+    assert data["id"] == job_id and data["args"] == ["much later"]
+    due = parse_time(data["due_at"])
+    assert before + timedelta(days=30) <= due <= after + timedelta(days=30, milliseconds=1)
 
 
 def test_enqueue_many_sends_all_and_reports_failures(client, queue_name, raw_queue):
