@@ -200,24 +200,36 @@ def test_when_the_core_cannot_settle_the_handler_raises_and_the_host_redelivers(
 
 
 def test_default_executor_uses_the_named_connection_and_host_json(client, raw_queue, monkeypatch, tmp_path,
-                                                                  connection_string):
+                                                                  connection_string, second_connection_string):
+    from azure.storage.queue import QueueClient, QueueServiceClient
+
     q, reg = unique_queue("fconn"), azjobs.Registry()
     azjobs.job(queue=q, registry=reg, name="explode", retry=azjobs.Fixed(0, max_retries=1))(explode)
-    monkeypatch.setenv("AzjobsTestStorage", connection_string)
+    # AzureWebJobsStorage (and the default client) is the session account; AzjobsTestStorage another one.
+    monkeypatch.setenv("AzjobsTestStorage", second_connection_string)
     host_json = tmp_path / "host.json"
     host_json.write_text(json.dumps({"version": "2.0", "extensions": {"queues": {"messageEncoding": "none"}}}))
     app = fresh_app(registry=reg, connection="AzjobsTestStorage", host_json=host_json)
     (binding,) = [json.loads(f.get_function_json())["bindings"][0] for f in functions_of(app)]
     assert binding["connection"] == "AzjobsTestStorage"
-    qc = raw_queue(q)
+    qc = QueueClient.from_connection_string(second_connection_string, q)  # where the trigger reads
+    assert qc.account_name != raw_queue(q).account_name
     qc.create_queue()
-    qc.send_message(azjobs.Envelope.build("explode", ("z",), queue=q).to_json())  # messageEncoding none: plain JSON
-    message = receive_one(qc)
-    invoke(app, q, queue_message_from(message, encoding="none"))
-    qc.delete_message(message.id, message.pop_receipt)
-    copy = receive_one(qc)
-    # Written by the executor the blueprint built: through AzjobsTestStorage, as plain JSON.
-    assert json.loads(copy.content)["attempt"] == 2
+    try:
+        sent = azjobs.Envelope.build("explode", ("z",), queue=q)
+        qc.send_message(sent.to_json())  # messageEncoding none: plain JSON
+        message = receive_one(qc)
+        invoke(app, q, queue_message_from(message, encoding="none"))
+        qc.delete_message(message.id, message.pop_receipt)
+        copy = receive_one(qc)
+        # Written by the executor the blueprint built: through AzjobsTestStorage, as plain JSON ...
+        assert copy is not None, "no retry copy in the AzjobsTestStorage account"
+        assert json.loads(copy.content)["attempt"] == 2 and json.loads(copy.content)["id"] == sent.id
+        # ... and nothing through AzureWebJobsStorage: that account does not even have the queue.
+        default_account = QueueServiceClient.from_connection_string(connection_string)
+        assert [queue.name for queue in default_account.list_queues(name_starts_with=q)] == []
+    finally:
+        qc.delete_queue()
 
 
 def test_the_handler_reports_each_outcome_through_the_shared_core(client, raw_queue):

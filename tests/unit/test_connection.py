@@ -38,18 +38,21 @@ def test_identity_based_settings():
 
 
 def test_identity_based_client_uses_default_azure_credential():
-    pytest.importorskip("azure.identity")
+    from azure.identity import DefaultAzureCredential  # a test dependency: missing, the test fails
+
     conn = Connection(queue_service_uri="https://acct.queue.core.windows.net")
     service = conn.queue_service()
-    assert type(service.credential).__name__ == "DefaultAzureCredential"
+    assert isinstance(service.credential, DefaultAzureCredential)
     assert service.account_name == "acct"
 
 
 def test_named_connection_setting():
-    conn = resolve_connection("MyStorage", environ={"MyStorage": REAL})
-    assert conn.connection_string == REAL
+    default = "DefaultEndpointsProtocol=http;AccountName=other;AccountKey=eA==;QueueEndpoint=http://x/other"
+    conn = resolve_connection("MyStorage", environ={"AzureWebJobsStorage": default, "MyStorage": REAL})
+    assert conn.connection_string == REAL and conn.source == "MyStorage"
+    # A named connection that is not set is an error, never a fall back to AzureWebJobsStorage or Azurite.
     with pytest.raises(ConfigurationError, match="MyStorage"):
-        resolve_connection("MyStorage", environ={})
+        resolve_connection("MyStorage", environ={"AzureWebJobsStorage": default})
 
 
 def test_not_a_connection_string_is_a_clear_error_without_the_value():
