@@ -5,6 +5,7 @@ import pytest
 
 import azjobs
 from azjobs.errors import ArgumentError, ConfigurationError, UnknownJobError
+from azjobs.queue_names import poison_queue_name
 from azjobs.registry import Registry
 from azjobs.retry import Backoff, Fixed, NoRetry
 
@@ -129,13 +130,25 @@ def test_duplicate_name_with_other_target_is_an_error():
 
 
 def test_reregistering_the_same_target_is_allowed():
+    name = "tests.unit.test_job.send_email"
+    original = globals()["send_email"].job
+    jobs_before = len(reg)
+
     def send_email(to, subject="hi", *, urgent=False):  # same module.qualname, as after a reload
-        pass
+        return "reloaded"
 
     send_email.__qualname__ = "send_email"
     send_email.__module__ = __name__
-    azjobs.job(queue="emails", registry=reg)(send_email)
-    reg.register(globals()["send_email"].job)
+    try:
+        reloaded = azjobs.job(queue="emails", registry=reg)(send_email)
+        # No error, and the name now runs the new definition (not the stale one), in the same one entry.
+        assert reloaded.job is not original and reloaded.job.target_id == original.target_id
+        assert reg.get(name) is reloaded.job and len(reg) == jobs_before
+        assert reg.get(name).run(("x",), {}) == "reloaded"
+    finally:
+        # Registering the original definition again is allowed too (and restores the module's job).
+        assert reg.register(original) is original
+    assert reg.get(name) is original and len(reg) == jobs_before
 
 
 @pytest.mark.parametrize(
@@ -158,8 +171,13 @@ def test_invalid_queue_names_fail_at_declaration(queue, message):
 
 def test_valid_queue_name_limits():
     r = Registry()
-    azjobs.job(queue="a" * 56, registry=r, name="long")(send_email.fn)
-    azjobs.job(queue="a-1", registry=r, name="short")(send_email.fn)
+    longest = azjobs.job(queue="a" * 56, registry=r, name="long")(send_email.fn)
+    shortest = azjobs.job(queue="a-1", registry=r, name="short")(send_email.fn)
+    assert longest.job.queue == "a" * 56 and shortest.job.queue == "a-1"
+    assert r.get("long") is longest.job and r.get("short") is shortest.job
+    assert r.queues() == sorted(["a" * 56, "a-1"])
+    # The 56-character limit leaves room for the poison twin within Azure's 63 characters.
+    assert poison_queue_name("a" * 56) == "a" * 56 + "-poison" and len(poison_queue_name("a" * 56)) == 63
 
 
 def test_unknown_option_is_an_error():

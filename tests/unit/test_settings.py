@@ -116,9 +116,22 @@ def test_timespan_out_of_range():
 
 
 def test_repo_host_json_is_valid():
+    """The function app's host.json exists and holds the values the README's host.json table gives."""
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "host.json"
-    if path.exists():
-        s = QueueSettings.load(path)
-        assert s.message_encoding == "base64"
+    assert path.is_file(), f"the function app's {path} is missing"
+    queues = json.loads(path.read_text(encoding="utf-8"))["extensions"]["queues"]
+    assert queues == {
+        "batchSize": 16,
+        "newBatchThreshold": 8,
+        "maxPollingInterval": "00:00:02",
+        "visibilityTimeout": "00:00:30",
+        "maxDequeueCount": 5,
+        "messageEncoding": "base64",
+    }
+    # ... and azjobs reads them as the host does.
+    s = QueueSettings.load(path)
+    assert (s.batch_size, s.new_batch_threshold, s.max_dequeue_count, s.message_encoding) == (16, 8, 5, "base64")
+    assert s.max_polling_interval == timedelta(seconds=2) and s.max_polling_interval_set
+    assert s.visibility_timeout == timedelta(seconds=30)
