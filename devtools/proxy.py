@@ -107,8 +107,13 @@ class FaultProxy:
     """Forwards loopback HTTP to ``upstream_port`` and breaks it on request."""
 
     def __init__(self, upstream_port: int, *, upstream_host: str = "127.0.0.1", listen_host: str = "127.0.0.1",
-                 listen_port: int = 0) -> None:
+                 listen_port: int = 0, reconnect_upstream: bool = False) -> None:
         self.upstream = (_check_loopback(upstream_host), upstream_port)
+        # Azurite closes a keep-alive connection after 5 s idle. By default the next request on the
+        # client's connection is forwarded on that closed upstream connection and fails (dropped).
+        # With reconnect_upstream (settable at any time) it goes on a new upstream connection, as it
+        # would without the proxy: a client notices a closed pooled connection before reusing it.
+        self.reconnect_upstream = reconnect_upstream
         self.listen_host = _check_loopback(listen_host)
         self.port = listen_port
         self.requests: Counter[str] = Counter()  # forwarded requests by method
@@ -264,6 +269,9 @@ class FaultProxy:
                         + ERROR_BODY)
                     await writer.drain()
                     continue
+                if upstream is not None and self.reconnect_upstream and upstream[0].at_eof():
+                    upstream[1].transport.abort()  # closed by the server while idle
+                    upstream = None
                 if upstream is None:
                     upstream = await asyncio.open_connection(*self.upstream)
                 up_reader, up_writer = upstream
