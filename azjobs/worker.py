@@ -510,6 +510,7 @@ class Worker:
             except Redeliver as exc:
                 outcome = exc
             except _Replaced:
+                settled = True  # the timeout settled this delivery; its thread is done
                 raise
             except Exception as exc:  # the core itself failed: the host would release the message too
                 log.error("execution core failed on message %s of %s: %s", message.id, delivery.queue,

@@ -234,15 +234,15 @@ def test_a_claim_checked_job_whose_delete_failed_runs_again_instead_of_being_poi
         hj.work.options(queue=queue_name, client=proxied).enqueue("bigdel", 0.0, big())
         assert len(_blobs(proxied)) == 1
         proxy.fail("DELETE", "error", path_contains="/messages/")  # the job succeeds; its delete does not
-        with Background(Worker([queue_name], client=proxied, executor=core(proxied), lease=2)) as background:
-            assert wait_for(lambda: len(hj.times("bigdel", "runs")) >= 1, timeout=15)
-            assert wait_for(lambda: background.worker.stats.delete_failed >= 1, timeout=20)
+        with Background(Worker([queue_name], client=proxied, executor=core(proxied), lease=3)) as background:
+            # redelivered after the lease with the delete still failing: the arguments are still
+            # there, so the job runs again (it was poisoned as payload_missing before)
+            assert wait_for(lambda: len(hj.times("bigdel", "runs")) >= 2, timeout=30)
             proxy.heal("DELETE")
-            # redelivered after the lease: the arguments are still there, so it runs (not poison)
-            assert wait_for(lambda: len(hj.times("bigdel", "runs")) >= 2, timeout=20)
             # removed once the message is gone
-            assert wait_for(lambda: _blobs(proxied) == [], timeout=25), (_blobs(proxied), background.worker.stats)
+            assert wait_for(lambda: _blobs(proxied) == [], timeout=30), (_blobs(proxied), background.worker.stats)
             stats = background.stop()
+        assert stats.delete_failed >= 1 or proxy.faults["DELETE"] >= 2
         assert stats.dead_lettered == 0 and poison_records(raw_queue, queue_name) == []
         assert raw_queue(queue_name).get_queue_properties().approximate_message_count == 0
     finally:
