@@ -51,12 +51,12 @@ from .secrets import get_logger
 from .settings import QueueSettings
 from .settlement import Delivery, Settlement
 from .settler import Settler
+from .timeouts import Watchdog, Watched
 
 log = get_logger("azjobs.worker")
 
 MAX_FETCH = 32
 DELETE_THREADS = 4
-WATCH_INTERVAL_S = 0.1
 
 
 class JobTimeout(Exception):
@@ -96,31 +96,12 @@ class WorkerStats:
                 + self.redelivered)
 
 
-class _Running:
-    """One job between ``run`` and ``finish``, watched for its timeout."""
-
-    __slots__ = ("delivery", "step", "deadline", "future", "timed_out", "finished", "lock", "thread")
-
-    def __init__(self, delivery: Delivery, step: Prepared, deadline: float | None) -> None:
-        self.thread = threading.current_thread()
-        self.delivery = delivery
-        self.step = step
-        self.deadline = deadline
-        self.future: Any = None
-        self.timed_out = False
-        self.finished = False
-        self.lock = threading.Lock()
-
-    def set_future(self, future: Any) -> None:
-        with self.lock:
-            self.future = future
-            cancel = self.timed_out
-        if cancel:
-            future.cancel()
-
-
 class _Replaced(Exception):
-    """This job thread's job timed out and another thread took its place: the thread ends."""
+    """This job thread's job timed out: its outcome is discarded; ``replaced``: another thread took its place."""
+
+    def __init__(self, replaced: bool) -> None:
+        super().__init__("replaced" if replaced else "discarded")
+        self.replaced = replaced
 
 
 def _worker_queue_service(client: Client, pool: int):
@@ -223,7 +204,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
         self._fetchers: list[threading.Thread] = []
-        self._watched: dict[int, _Running] = {}
+        self._watchdog = None if self.timeout_s is None else Watchdog(self.timeout_s, self._timed_out)
         self._thread_seq = 0
 
     # -- public ------------------------------------------------------------
@@ -297,10 +278,8 @@ class Worker:
         self._threads.append(loop_thread)
         for _ in range(self.concurrency):
             self._start_job_thread()
-        if self.timeout_s is not None:
-            watchdog = threading.Thread(target=self._watch, name="azjobs-watchdog", daemon=True)
-            watchdog.start()
-            self._threads.append(watchdog)
+        if self._watchdog is not None:
+            self._watchdog.start()
         for name in self.queues:
             thread = threading.Thread(target=self._fetch_loop, args=(name,), name=f"azjobs-fetch-{name}",
                                       daemon=True)
@@ -375,6 +354,8 @@ class Worker:
         else:
             self._settler.stop(wait=False)
         self.keeper.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if not forced:
@@ -487,8 +468,9 @@ class Worker:
                 continue
             try:
                 self._work(delivery)
-            except _Replaced:
-                return  # a replacement thread runs jobs now
+            except _Replaced as done:
+                if done.replaced:
+                    return  # a replacement thread runs jobs now
             except BaseException:  # never lose a job thread
                 log.exception("unexpected error settling message %s", delivery.message.id,
                               extra={"action": "worker_error", "queue": delivery.queue})
@@ -527,49 +509,31 @@ class Worker:
 
     def _run(self, delivery: Delivery, step: Prepared) -> Result:
         """Run the job under the timeout watch, then let the core record its outcome."""
-        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
-        slot = _Running(delivery, step, deadline)
-        key = id(slot)
-        with self._cond:
-            self._watched[key] = slot
+        if self._watchdog is None:
+            return self.executor.finish(step, self.executor.run(step, loop=self._loop))
+        watched = self._watchdog.watch(delivery, step)
         try:
-            run = self.executor.run(step, loop=self._loop, on_future=slot.set_future)
+            run = self.executor.run(step, loop=self._loop, on_future=watched.set_future)
         finally:
-            with self._cond:
-                self._watched.pop(key, None)
-        with slot.lock:
-            timed_out = slot.timed_out
-            slot.finished = True
-        if timed_out:
-            thread = threading.current_thread()
+            self._watchdog.unwatch(watched)
+        if watched.finish():
             env = step.envelope
             log.warning("job %s %s returned %.1fs after its timeout; its outcome is discarded (the message was "
                         "already released)", env.job, env.id, run.duration_s - (self.timeout_s or 0),
                         extra={"action": "timed_out_job_returned", "job": env.job, "job_id": env.id,
                                "queue": delivery.queue})
+            thread = threading.current_thread()
             with self._cond:
-                if getattr(thread, "_azjobs_stuck", False):
+                watched.returned = True
+                replaced = getattr(thread, "_azjobs_stuck", False)
+                if replaced:
                     thread._azjobs_stuck = False  # type: ignore[attr-defined]
                     self.stats.stuck -= 1
-            raise _Replaced()
+            raise _Replaced(replaced)
         return self.executor.finish(step, run)
 
     # -- the job timeout ---------------------------------------------------
-    def _watch(self) -> None:
-        while not (self._forced.is_set() or (self._stopping.is_set() and self._running == 0 and not self._watched)):
-            time.sleep(WATCH_INTERVAL_S)
-            now = time.monotonic()
-            with self._cond:
-                due = [slot for slot in self._watched.values() if slot.deadline is not None and now >= slot.deadline]
-            for slot in due:
-                with slot.lock:
-                    if slot.finished or slot.timed_out:
-                        continue
-                    slot.timed_out = True
-                    future = slot.future
-                self._timed_out(slot, future)
-
-    def _timed_out(self, slot: _Running, future: Any) -> None:
+    def _timed_out(self, slot: Watched, future: Any) -> None:
         delivery, env = slot.delivery, slot.step.envelope
         self._count("timed_out")
         error = JobTimeout(f"job {env.job} {env.id} ran longer than the job timeout of {self.timeout_s:g}s "
@@ -582,12 +546,13 @@ class Worker:
         if future is not None:
             future.cancel()
         # The hung thread keeps its place until it returns; another one takes over its work.
-        stuck_thread = self._thread_running(slot)
-        if stuck_thread is not None:
-            with self._cond:
-                stuck_thread._azjobs_stuck = True  # type: ignore[attr-defined]
+        with self._cond:
+            still_inside = not slot.returned  # else its thread already took its place back
+            if still_inside:
+                slot.thread._azjobs_stuck = True  # type: ignore[attr-defined]
                 self.stats.stuck += 1
-                stuck = self.stats.stuck
+            stuck = self.stats.stuck
+        if still_inside:
             if not self._stopping.is_set():
                 self._start_job_thread()
             if stuck >= self.concurrency and not self._stopping.is_set():
@@ -599,10 +564,6 @@ class Worker:
         # The host's outcome for a timed-out invocation: release, or poison at maxDequeueCount.
         threading.Thread(target=self.settlement.redeliver, args=(delivery, error, lambda: self._done(delivery)),
                          name="azjobs-timeout", daemon=True).start()
-
-    @staticmethod
-    def _thread_running(slot: _Running) -> threading.Thread | None:
-        return slot.thread if slot.thread.is_alive() else None
 
     def _done(self, delivery: Delivery) -> None:
         """The delivery's settlement was attempted: it leaves the in-flight count (once)."""
