@@ -83,22 +83,27 @@ class Settlement:
 
     # -- the host's moves --------------------------------------------------
     def delete(self, delivery: Delivery, result: Result, on_done: Callable[[], None] = _nothing) -> None:
-        """Delete with the newest receipt; the claim-check blob goes once the message is gone."""
+        """Delete with the newest receipt; the claim-check blob goes once the message is gone.
+
+        The lease is closed only when a delete thread takes the delete up, so a message
+        waiting behind busy delete threads stays leased (renewed) instead of reappearing.
+        The message stays in flight until its delete was attempted, so fetching never runs
+        ahead of deleting (Azurite slows down with many invisible messages).
+        """
         ref = result.payload_ref
+        on_deleted = None if ref is None else (lambda: self._forget_payload(ref, delivery))
 
-        def delete_with(receipt: str, done: Callable[[], None]) -> None:
-            on_deleted = None if ref is None else (lambda: self._forget_payload(ref, delivery))
-            self.settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt, done,
-                                on_deleted)
+        def delete_later(receipt: str) -> None:  # an orphaned lease's message came back to us
+            self.settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt, None, on_deleted)
 
-        receipt = self.keeper.close(delivery.lease, later=lambda new: delete_with(new, _nothing))
-        if receipt is None:
-            self._not_ours(delivery, "delete")
-            on_done()
-            return
-        # The message stays in flight until its delete was attempted, so fetching never runs
-        # ahead of deleting (Azurite slows down with many invisible messages).
-        delete_with(receipt, on_done)
+        def receipt_now() -> str | None:
+            receipt = self.keeper.close(delivery.lease, later=delete_later)
+            if receipt is None:
+                self._not_ours(delivery, "delete")
+            return receipt
+
+        self.settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt_now, on_done,
+                            on_deleted)
 
     def redeliver(self, delivery: Delivery, error: BaseException, on_done: Callable[[], None] = _nothing) -> None:
         """What the host does after a failed invocation: poison at maxDequeueCount, else release."""

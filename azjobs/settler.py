@@ -49,10 +49,13 @@ class Settler:
         self._started = True
         return self
 
-    def delete(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str,
+    def delete(self, queue_client: Any, queue_name: str, message_id: str,
+               pop_receipt: str | Callable[[], str | None],
                on_done: Callable[[], None] | None = None, on_deleted: Callable[[], None] | None = None) -> None:
         """Schedule the delete of a finished message (returns at once).
 
+        ``pop_receipt`` may be a function called just before the delete (it closes the lease
+        then, so the message stays leased while it waits for a delete thread; None: skip).
         ``on_deleted`` runs if storage deleted it (not when it was already someone else's);
         then ``on_done`` runs once the delete was attempted, whatever came of it.
         """
@@ -112,7 +115,10 @@ class Settler:
                 else:
                     on_deleted, on_done = on_released
                     try:
-                        done = self._call(lambda: queue_client.delete_message(message_id, pop_receipt), "delete",
+                        receipt = pop_receipt() if callable(pop_receipt) else pop_receipt
+                        if receipt is None:
+                            continue  # not ours (any more): nothing to delete
+                        done = self._call(lambda: queue_client.delete_message(message_id, receipt), "delete",
                                           queue_name, message_id)
                         if done == "failed" and self._on_delete_failed is not None:
                             self._on_delete_failed()

@@ -281,3 +281,32 @@ def test_settler_ignores_a_message_that_is_gone():
     settler.delete(fake, "q", "m1", "r1")
     settler.stop()
     assert fake.calls == 1 and failed == []
+
+
+class BlockingDeletes:
+    def __init__(self):
+        self.release = threading.Event()
+        self.deleted = []
+
+    def delete_message(self, message_id, pop_receipt):
+        self.release.wait(5)
+        self.deleted.append((message_id, pop_receipt))
+
+
+def test_a_queued_delete_closes_its_lease_only_when_a_delete_thread_takes_it_up():
+    fake = BlockingDeletes()
+    asked = []
+    settler = Settler(1, sleep=lambda s: None).start()
+    try:
+        settler.delete(fake, "q", "m1", "r1")  # occupies the only delete thread
+        settler.delete(fake, "q", "m2", lambda: asked.append("m2") or "r2")
+        time.sleep(0.3)
+        assert asked == []  # still waiting: its lease is still being renewed
+        fake.release.set()
+        assert settler.flush(5)
+        assert asked == ["m2"] and fake.deleted == [("m1", "r1"), ("m2", "r2")]
+        done = []
+        settler.delete(fake, "q", "m3", lambda: None, on_done=lambda: done.append(1))  # not ours any more
+        assert settler.flush(5) and done == [1] and len(fake.deleted) == 2
+    finally:
+        settler.stop()
