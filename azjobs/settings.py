@@ -65,12 +65,17 @@ class QueueSettings:
     message_encoding: str = "base64"
     # True when host.json set maxPollingInterval (the runner's Development default applies otherwise).
     max_polling_interval_set: bool = False
+    # True when host.json set batchSize (the worker's faster default applies otherwise); None:
+    # inferred, True for any batch_size other than the host's default.
+    batch_size_set: bool | None = None
     # host.json functionTimeout (top level): how long one invocation may run; None means no limit.
     function_timeout: timedelta | None = DEFAULT_FUNCTION_TIMEOUT
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 32:
             raise ConfigurationError(f"batchSize must be 1..32, got {self.batch_size}")
+        if self.batch_size_set is None:
+            object.__setattr__(self, "batch_size_set", self.batch_size != DEFAULT_BATCH_SIZE)
         if self.new_batch_threshold is not None and self.new_batch_threshold < 0:
             raise ConfigurationError(f"newBatchThreshold must be >= 0, got {self.new_batch_threshold}")
         if self.max_polling_interval < MIN_POLLING_INTERVAL:
@@ -84,11 +89,11 @@ class QueueSettings:
         if self.message_encoding not in ENCODINGS:
             raise ConfigurationError(f"messageEncoding must be one of {ENCODINGS}, got {self.message_encoding!r}")
 
-    def threshold(self, processor_count: int | None = None) -> int:
+    def threshold(self, processor_count: int | None = None, batch_size: int | None = None) -> int:
         """newBatchThreshold, or the host's default ``(batchSize / 2) * processorCount``."""
         if self.new_batch_threshold is not None:
             return self.new_batch_threshold
-        return (self.batch_size // 2) * (processor_count or os.cpu_count() or 1)
+        return ((batch_size or self.batch_size) // 2) * (processor_count or os.cpu_count() or 1)
 
     def max_in_flight(self, processor_count: int | None = None) -> int:
         """The most messages the host works at once per queue: batchSize + newBatchThreshold."""
@@ -133,6 +138,7 @@ class QueueSettings:
             try:
                 if key == "batchSize":
                     fields["batch_size"] = value
+                    fields["batch_size_set"] = True
                 elif key == "newBatchThreshold":
                     fields["new_batch_threshold"] = value
                 elif key == "maxDequeueCount":

@@ -123,7 +123,7 @@ class Settlement:
                 return
         visibility = int(self.settings.visibility_timeout.total_seconds())
 
-        def release_with(receipt: str) -> bool:
+        def release_with(receipt: str) -> str:
             return self.settler.release(delivery.queue_client, delivery.queue, delivery.message.id, receipt,
                                         visibility)
 
@@ -132,12 +132,16 @@ class Settlement:
             if receipt is None:
                 self._not_ours(delivery, "release")
                 return
-            release_with(receipt)
+            status = release_with(receipt)
+            if status == "gone":
+                self._count("lease_lost")
+                return  # someone else's now (the settler logged it); not this worker's redelivery
             self._count("redelivered")
-            log.info("message %s of %s released for redelivery in %ss (dequeue count %d of %d): %s", info.message_id,
-                     info.queue, visibility, info.dequeue_count, self.settings.max_dequeue_count, describe(error),
+            when = f"in {visibility}s" if status == "ok" else "when its lease ends (the release failed)"
+            log.info("message %s of %s released for redelivery %s (dequeue count %d of %d): %s", info.message_id,
+                     info.queue, when, info.dequeue_count, self.settings.max_dequeue_count, describe(error),
                      extra={"action": "message_redelivered", "queue": info.queue, "message_id": info.message_id,
-                            "dequeue_count": info.dequeue_count, "delay_s": visibility})
+                            "dequeue_count": info.dequeue_count, "delay_s": visibility if status == "ok" else None})
         finally:
             on_done()
 

@@ -30,6 +30,13 @@ def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {text}")
 
 
+class _Status(str):
+    """A settlement call's outcome ("ok", "gone", "failed"); falsy only when it failed."""
+
+    def __bool__(self) -> bool:
+        return self != "failed"
+
+
 class Settler:
     """Deletes (on a few threads) and releases (inline) messages with retries."""
 
@@ -95,12 +102,16 @@ class Settler:
                 thread.join(timeout=5)
 
     def release(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str,
-                visibility_s: int) -> bool:
-        """Make a message visible again in ``visibility_s`` seconds; True if storage took it."""
-        return self._call(
+                visibility_s: int) -> str:
+        """Make a message visible again in ``visibility_s`` seconds (inline, retried).
+
+        "ok"; "gone" (someone else's now: it is not this worker's to release); or "failed"
+        (it reappears when its lease ends). Truthy unless it failed.
+        """
+        return _Status(self._call(
             lambda: queue_client.update_message(message_id, pop_receipt, visibility_timeout=visibility_s),
             "release", queue_name, message_id,
-        ) != "failed"
+        ))
 
     def _loop(self) -> None:
         while True:

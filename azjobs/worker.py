@@ -56,7 +56,10 @@ from .timeouts import Watchdog, Watched
 log = get_logger("azjobs.worker")
 
 MAX_FETCH = 32
-DELETE_THREADS = 4
+DELETE_THREADS = 8
+# Receivers per queue: one polls (with the host's back-off) while the queue is idle; the others
+# join in only while receives come back full, so a backlog keeps several receives in flight.
+RECEIVERS = 4
 
 
 class JobTimeout(Exception):
@@ -156,9 +159,11 @@ class Worker:
             self.executor = Executor(client=self.client, settings=settings)
         self.settings = self.executor.settings
         settings = self.settings
-        # -f defaults to host.json batchSize, but never more than an explicit -c: a worker told to run
-        # 4 jobs at once does not hold 16 leases.
-        self.fetch = fetch or (settings.batch_size if concurrency is None else min(settings.batch_size, concurrency))
+        # -f defaults to host.json batchSize when it sets one, else to the service's maximum of 32
+        # (fewer receive calls, each of which sorts the queue on Azurite; the host's default is 16),
+        # and never to more than an explicit -c: a worker told to run 4 jobs at once does not hold 16 leases.
+        batch = settings.batch_size if settings.batch_size_set else MAX_FETCH
+        self.fetch = fetch or (batch if concurrency is None else min(batch, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
         if concurrency is not None and concurrency < 1:
@@ -166,7 +171,7 @@ class Worker:
         # The host's rules per queue. With an explicit -c, each queue fetches again once its
         # in-flight work drops to -c, so one batch waits while -c jobs run, and -c (plus that
         # batch) caps all queues together.
-        threshold = settings.threshold() if concurrency is None else concurrency
+        threshold = settings.threshold(batch_size=self.fetch) if concurrency is None else concurrency
         limits = QueueLimits(self.fetch, threshold)
         self.concurrency = concurrency or limits.most * len(self.queues)
         self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
@@ -183,6 +188,7 @@ class Worker:
         self.timeout_s = _seconds(timeout) if timeout not in (False, 0) else None
         if self.timeout_s is not None and self.timeout_s <= 0:
             self.timeout_s = None
+        self.receivers = RECEIVERS
         self.keeper = LeaseKeeper(lease)
         self.lease_s = self.keeper.lease_s
         self.interval = interval
@@ -210,7 +216,8 @@ class Worker:
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
         """Work until stopped (or drained, in burst mode); returns what was done."""
-        service = _worker_queue_service(self.client, pool=max(8, len(self.queues) + DELETE_THREADS + 12))
+        service = _worker_queue_service(
+            self.client, pool=max(8, len(self.queues) * self.receivers + DELETE_THREADS + 12))
         self._queue_clients = {name: service.get_queue_client(name) for name in self.queues}
         try:
             self._check_queues()
@@ -281,10 +288,16 @@ class Worker:
         if self._watchdog is not None:
             self._watchdog.start()
         for name in self.queues:
-            thread = threading.Thread(target=self._fetch_loop, args=(name,), name=f"azjobs-fetch-{name}",
-                                      daemon=True)
-            thread.start()
-            self._fetchers.append(thread)
+            busy = threading.Event()
+            lead = threading.Thread(target=self._fetch_loop, args=(name, busy), name=f"azjobs-fetch-{name}",
+                                    daemon=True)
+            lead.start()
+            self._fetchers.append(lead)
+            for index in range(1, self.receivers):
+                helper = threading.Thread(target=self._help_fetch, args=(name, busy, lead),
+                                          name=f"azjobs-fetch-{name}-{index}", daemon=True)
+                helper.start()
+                self._threads.append(helper)
         timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
         log.info("worker started on %s: concurrency %d, fetch %d, lease %ss, job timeout %s, max polling interval "
                  "%.1fs%s", ", ".join(self.queues), self.concurrency, self.fetch, self.lease_s, timeout,
@@ -378,9 +391,40 @@ class Worker:
             return {thread for thread in self._threads if getattr(thread, "_azjobs_stuck", False)}
 
     # -- fetching ----------------------------------------------------------
-    def _fetch_loop(self, name: str) -> None:
+    def _help_fetch(self, name: str, busy: threading.Event, lead: threading.Thread) -> None:
+        """An extra receiver for ``name``: receives only while the queue has a backlog (``busy``)."""
+        queue_client = self._queue_clients[name]
+        try:
+            while not self._stopping.is_set() and lead.is_alive():
+                if not busy.wait(0.5):
+                    continue
+                wanted = self.inflight.reserve(name, timeout=0.5)
+                if wanted == 0:
+                    continue
+                if not busy.is_set() or self._stopping.is_set():
+                    self.inflight.unreserve(name, wanted)
+                    continue
+                self._count("receives")
+                received_at = time.monotonic()
+                try:
+                    messages = self._receive(queue_client, wanted)
+                except Exception:
+                    self.inflight.unreserve(name, wanted)
+                    self._count("receive_errors")
+                    busy.clear()  # the lead receiver backs off and reports it
+                    continue
+                self.inflight.unreserve(name, wanted - len(messages))
+                if len(messages) < wanted:
+                    busy.clear()
+                if messages:
+                    self._dispatch(name, queue_client, messages, received_at)
+        except Exception:  # a bug here must not leave the worker hanging
+            log.exception("receiver for %s crashed", name, extra={"action": "fetch_loop_crashed", "queue": name})
+
+    def _fetch_loop(self, name: str, busy: threading.Event | None = None) -> None:
         queue_client = self._queue_clients[name]
         backoff = PollingBackoff(self.settings.max_polling_interval)
+        busy = busy or threading.Event()
         last_call = 0.0
         failing = False
         try:
@@ -409,6 +453,10 @@ class Worker:
                     failing = False
                     log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
                 self.inflight.unreserve(name, wanted - len(messages))
+                if len(messages) == wanted and not self.interval:
+                    busy.set()  # a full batch: more are likely waiting, let the other receivers help
+                elif len(messages) < wanted:
+                    busy.clear()
                 if messages:
                     backoff.reset()
                     self._dispatch(name, queue_client, messages, last_call)
@@ -572,8 +620,9 @@ class Worker:
                 return
             delivery.finished = True
         self.inflight.done(delivery.queue)
-        with self._cond:
-            self._cond.notify_all()
+        if self._stopping.is_set() or not self.inflight.count():
+            with self._cond:
+                self._cond.notify_all()  # the main thread waits for in-flight work to end
 
     def _count(self, name: str) -> None:
         with self._stats_lock:

@@ -53,12 +53,20 @@ def test_a_worker_refuses_settings_that_differ_from_its_cores():
 
 
 def test_a_worker_applies_the_batch_rules_per_queue_with_c_as_the_overall_cap():
-    client = RecordingClient(settings=QueueSettings(batch_size=16, new_batch_threshold=8))
+    client = RecordingClient(settings=QueueSettings.from_host_json(
+        {"extensions": {"queues": {"batchSize": 16, "newBatchThreshold": 8}}}))
     default = Worker(["aaa", "bbb"], client=client)  # type: ignore[arg-type]
     assert default.inflight.limits["aaa"].most == default.inflight.limits["bbb"].most == 24
     assert default.concurrency == default.max_in_flight == 48  # each queue as its own host function
     capped = Worker(["aaa", "bbb"], client=client, concurrency=4)  # type: ignore[arg-type]
     assert capped.fetch == 4 and capped.max_in_flight == 8 and capped.concurrency == 4
+
+
+def test_without_a_batch_size_in_host_json_the_worker_receives_the_services_maximum():
+    unset = Worker(["aaa"], client=RecordingClient(settings=QueueSettings(new_batch_threshold=8)))  # type: ignore[arg-type]
+    assert unset.fetch == 32 and unset.inflight.limits["aaa"].most == 40
+    host = QueueSettings.from_host_json({"extensions": {"queues": {"batchSize": 16}}})
+    assert host.batch_size_set and Worker(["aaa"], client=RecordingClient(settings=host)).fetch == 16  # type: ignore[arg-type]
 
 
 class EveryTime:
