@@ -29,6 +29,7 @@ EXAMPLES = """\
 examples:
   azjobs -q emails -i example_jobs --burst     work the "emails" queue until it is empty
   azjobs -q emails -q images -c 8 -r 60         two queues, 8 jobs at once, 60 s leases
+  azjobs -q emails -i example_jobs -p 4         four worker processes under one supervisor
   azjobs --create emails                        create a queue
   azjobs --empty emails --yes                   delete every message in a queue
   azjobs poison list emails                     inspect dead-lettered jobs
@@ -41,6 +42,8 @@ host.json sets 2 s explicitly.
 Flags override host.json. The connection comes from the app setting named by
 --connection (AzureWebJobsStorage), or local.settings.json, or Azurite by default.
 SIGTERM/SIGINT stop gracefully; a second signal stops at once.
+With -p N (or FUNCTIONS_WORKER_PROCESS_COUNT=N) N worker processes run under a supervisor that
+forwards those signals and restarts a process that dies.
 """
 
 
@@ -113,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "does at functionTimeout (default: host.json functionTimeout, else 30 min; -1: none)")
     work.add_argument("--host-json", metavar="PATH",
                       help="host.json to read queue settings from (default: ./host.json if present)")
+    work.add_argument("-p", "--processes", type=_positive_int(1, 64), metavar="N",
+                      help="worker processes, 1..64: N > 1 runs N workers under a supervisor that restarts one "
+                           "that dies (default: FUNCTIONS_WORKER_PROCESS_COUNT, else 1)")
 
     admin = parser.add_argument_group("queue administration")
     admin.add_argument("--create", nargs="?", const=True, metavar="NAME",
@@ -271,11 +277,23 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         parser.error("nothing to do: give -q QUEUE to work, or --create/--empty/--delete NAME")
     if args.create is True and not args.queue:
         parser.error("--create needs a NAME (or -q QUEUE to create the worked queues)")
+    from . import supervisor
+
+    try:
+        processes = supervisor.process_count(args.processes) if args.queue else 1
+    except ValueError as exc:
+        parser.error(str(exc))
+    if processes > 1 and (args.empty is not None or args.delete is not None):
+        parser.error("--empty/--delete must run once: not with several worker processes (-p or "
+                     f"{supervisor.COUNT_ENV}); run them on their own first")
 
     from . import logs
 
     handler = logs.setup(args.verbose, args.log_format, err)
+    supervisor.tag_child_logs(handler, args.log_format)
     try:
+        if processes > 1:
+            return supervisor.supervise(args, argv, parser, processes, err, check=lambda: _settings(args))
         return _run(args, stdin, out, err)
     finally:
         handler.flush()
