@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -229,15 +230,23 @@ def _admin(args: argparse.Namespace, client: Any, stdin: TextIO, out: TextIO, er
 
 
 # -- the worker ----------------------------------------------------------------
-def _install_signals(worker: Any) -> Callable[[], None]:
-    """SIGTERM/SIGINT stop gracefully, a second one forces; returns a function restoring the old handlers."""
+# A second signal within this long of the first is the same stop arriving twice (systemd's
+# control-group kill and a supervisor both signal a worker), not a request to force it.
+SAME_STOP_S = 1.0
+
+
+def _install_signals(worker: Any, clock: Callable[[], float] = time.monotonic) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop gracefully, a second one (a second later or more) forces; returns a
+    function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    received: list[int] = []
+    first: list[float] = []
 
     def handle(signum: int, frame: Any) -> None:
-        received.append(signum)
-        worker.stop(force=len(received) > 1)
+        now = clock()
+        if not first:
+            first.append(now)
+        worker.stop(force=now - first[0] >= SAME_STOP_S)
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 

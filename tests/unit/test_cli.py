@@ -167,3 +167,28 @@ def test_bad_host_json_is_a_clear_error(tmp_path, capsys):
     bad.write_text('{"version": "2.0", "extensions": {"queues": {"batchSize": 64}}}')
     assert cli.main(["-q", "emails", "--host-json", str(bad)]) == 2
     assert "batchSize" in capsys.readouterr().err
+
+
+def test_a_second_signal_forces_the_stop_only_when_it_is_not_the_same_stop_arriving_twice():
+    import signal as signals
+
+    class FakeWorker:
+        def __init__(self):
+            self.calls = []
+
+        def stop(self, force=False):
+            self.calls.append(force)
+
+    now = [100.0]
+    worker = FakeWorker()
+    restore = cli._install_signals(worker, clock=lambda: now[0])
+    try:
+        handler = signals.getsignal(signals.SIGTERM)
+        handler(signals.SIGTERM, None)
+        now[0] += 0.05
+        handler(signals.SIGTERM, None)  # the supervisor's and systemd's SIGTERM at once: still graceful
+        now[0] += 2.0
+        handler(signals.SIGINT, None)  # a second Ctrl-C later on: force
+    finally:
+        restore()
+    assert worker.calls == [False, False, True]
