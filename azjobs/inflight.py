@@ -42,6 +42,10 @@ class InFlight:
         self.total = total
         self._counts = {name: 0 for name in self.limits}
         self._sum = 0
+        # Who waits, so a settled message wakes only those it can let through (one wake-up
+        # per job for every waiting receiver cost a busy worker a large share of its CPU).
+        self._waiting = {name: 0 for name in self.limits}
+        self._idle_waiting = 0
         self._closed = False
         self._cond = threading.Condition()
 
@@ -62,7 +66,12 @@ class InFlight:
         """
         limits = self.limits[queue]
         with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or self._room(queue, limits) > 0, timeout):
+            self._waiting[queue] += 1
+            try:
+                ready = self._cond.wait_for(lambda: self._closed or self._room(queue, limits) > 0, timeout)
+            finally:
+                self._waiting[queue] -= 1
+            if not ready:
                 return 0
             if self._closed:
                 return 0
@@ -92,15 +101,30 @@ class InFlight:
             self._sum += delta
             if self._counts[queue] < 0 or self._sum < 0:
                 raise RuntimeError(f"in-flight count of {queue} went negative")
-            self._cond.notify_all()
+            if self._wakes_anyone(queue):
+                self._cond.notify_all()
+
+    def _wakes_anyone(self, changed: str) -> bool:
+        """Whether a waiter may proceed now (under ``_cond``)."""
+        if self._idle_waiting and (self._sum == 0 or self._counts[changed] == 0):
+            return True
+        for name, waiting in self._waiting.items():
+            # a queue at or below its threshold waits only for room under the overall cap
+            if waiting and self._counts[name] <= self.limits[name].threshold:
+                return True
+        return False
 
     # -- waiting -------------------------------------------------------------
     def wait_idle(self, queue: str | None = None, timeout: float | None = None) -> bool:
         """Wait until nothing of ``queue`` (of any queue with None) is in flight; False on timeout or close."""
         with self._cond:
-            return self._cond.wait_for(
-                lambda: self._closed or (self._sum if queue is None else self._counts[queue]) == 0, timeout
-            ) and (self._sum if queue is None else self._counts[queue]) == 0
+            self._idle_waiting += 1
+            try:
+                return self._cond.wait_for(
+                    lambda: self._closed or (self._sum if queue is None else self._counts[queue]) == 0, timeout
+                ) and (self._sum if queue is None else self._counts[queue]) == 0
+            finally:
+                self._idle_waiting -= 1
 
     def close(self) -> None:
         """Stop handing out room: waiting ``reserve`` calls return 0."""
