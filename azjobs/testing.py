@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple, Sequence
 
+from .connection import Connection, azurite_connection_string
 from .core import Executor, JobRun, MessageInfo, Prepared, Result
 from .message import Envelope, decode_body
 from .payload import CONSUMED_PREFIX, PayloadError, PayloadStore
@@ -87,6 +88,8 @@ class RecordingClient:
 
     def __init__(self, encoding: str = "base64", settings: QueueSettings | None = None) -> None:
         self.settings = settings or QueueSettings(message_encoding=encoding)
+        # Where a real Client would send (Azurite's defaults); nothing is ever sent there.
+        self.connection = Connection(connection_string=azurite_connection_string(), source="azjobs.testing")
         self.encoding = self.settings.message_encoding
         self.create_queues = True
         self.writes: list[Write] = []
