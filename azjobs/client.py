@@ -5,6 +5,7 @@ No Functions package is imported here, so any Python app can enqueue.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Sequence
 
-from .connection import Connection, redact, resolve_connection
+from .connection import Connection, connection_from_string, redact, resolve_connection
 from .errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoundError
 from .message import Envelope, format_time, utcnow
 from .payload import DEFAULT_CONTAINER, PayloadStore
@@ -49,24 +50,43 @@ def plan_delivery(delay: float | timedelta | None = None, at: datetime | None = 
         if isinstance(delay, timedelta):
             seconds = delay.total_seconds()
         elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-            seconds = float(delay)
+            try:
+                seconds = float(delay)
+            except OverflowError:  # an int beyond any float
+                seconds = math.inf if delay > 0 else -math.inf
         else:
-            raise DelayError(f"a delay is seconds (int/float) or a timedelta, got {delay!r}")
-        if not math.isfinite(seconds) or seconds < 0:
-            raise DelayError(f"a delay must be zero or more seconds, got {delay!r}")
+            raise DelayError(f"a delay is seconds (int/float) or a timedelta, got {_shown(delay)}")
+        if math.isnan(seconds) or seconds < 0:
+            raise DelayError(f"a delay must be zero or more seconds, got {_shown(delay)}")
+        if math.isinf(seconds):
+            raise DelayError(f"delay {_shown(delay)} is too far in the future: a due time must be before the year 10000")
     else:
         return Delivery(0)
     seconds = max(0.0, seconds)
     visibility = math.ceil(seconds)  # never run early
     if visibility <= MAX_VISIBILITY.total_seconds():
         return Delivery(visibility)
-    due = now + timedelta(seconds=seconds)
-    # The wire format keeps milliseconds: round up so a worker never sees the job as due early.
-    due += timedelta(microseconds=(1000 - due.microsecond % 1000) % 1000)
-    return Delivery(int(MAX_VISIBILITY.total_seconds()), format_time(due))
+    try:
+        due = now + timedelta(seconds=seconds)
+        # The wire format keeps milliseconds: round up so a worker never sees the job as due early.
+        due += timedelta(microseconds=(1000 - due.microsecond % 1000) % 1000)
+        due_text = format_time(due)
+    except (OverflowError, ValueError):
+        what = f"enqueue_at time {_shown(at)}" if at is not None else f"delay {_shown(delay)}"
+        raise DelayError(f"{what} is too far in the future: a due time must be before the year 10000") from None
+    return Delivery(int(MAX_VISIBILITY.total_seconds()), due_text)
 
 
-def _storage_error(exc: Exception, queue: str) -> Exception:
+def _shown(value: Any, width: int = 60) -> str:
+    """A short repr for error messages (an integer too long for repr included)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        text = f"<{type(value).__name__} of {value.bit_length() if isinstance(value, int) else '?'} bits>"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _storage_error(exc: Exception, queue: str, connection: Connection | None = None) -> Exception:
     """Map an SDK error to a clear azjobs error (never with a secret in it)."""
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 
@@ -75,8 +95,89 @@ def _storage_error(exc: Exception, queue: str) -> Exception:
     if isinstance(exc, HttpResponseError) and exc.status_code == 413:
         return PayloadTooLargeError(f"queue {queue!r} refused the message as too large (413)")
     if isinstance(exc, ServiceRequestError):
-        return EnqueueError(f"cannot reach the queue service for {queue!r}: {redact(str(exc)).splitlines()[0]}")
-    return EnqueueError(f"sending to queue {queue!r} failed: {redact(str(exc)).splitlines()[0]}")
+        at = f" at {connection.queue_endpoint}" if connection is not None else ""
+        # The SDK's own words follow (redacted), for whoever reads the log: they name the request.
+        return EnqueueError(f"cannot reach the queue service{at} for {queue!r}: {network_reason(exc)}; "
+                            f"{_first_line(str(exc))}")
+    return EnqueueError(f"sending to queue {queue!r} failed: {storage_error_text(exc, connection)}")
+
+
+def storage_error_text(exc: BaseException, connection: Connection | None = None) -> str:
+    """One line saying what went wrong with a storage call: no XML body, no traceback, no secret."""
+    from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ServiceRequestError,
+                                       ServiceResponseError)
+
+    at = f" at {connection.queue_endpoint}" if connection is not None else ""
+    source = _source_label(connection)
+    if isinstance(exc, ServiceRequestError):
+        return f"cannot reach the queue service{at}: {network_reason(exc)}"
+    if isinstance(exc, ServiceResponseError):
+        return f"the queue service{at} did not answer: {network_reason(exc)}"
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code
+        code = exc.error_code or (exc.reason or "")
+        if status == 403 and (code == "AuthenticationFailed" or isinstance(exc, ClientAuthenticationError)):
+            return (f"storage{at} rejected the credentials (403 AuthenticationFailed): the AccountKey or "
+                    f"SharedAccessSignature of {source} is wrong, or the SAS has expired")
+        if status == 403:
+            return (f"storage{at} denied the request (403 {code}): the credentials of {source} lack a permission "
+                    "(a SAS needs queue read, add, update and process rights; an identity needs "
+                    "Storage Queue Data Contributor)")
+        first = _first_line(getattr(exc, "message", None) or str(exc))
+        return f"storage{at} answered {status} {code}: {first}".replace("  ", " ")
+    return _first_line(str(exc)) or type(exc).__name__
+
+
+def _source_label(connection: Connection | None) -> str:
+    if connection is None:
+        return "the connection string"
+    if connection.source == "argument" or connection.source.startswith("argument "):
+        return "the connection string given to azjobs.configure()/Client()"
+    return f"app setting {connection.source.split(' ')[0]}"
+
+
+def _first_line(text: str) -> str:
+    for line in redact(text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def network_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words: refused, unknown host, timed out."""
+    import errno
+    import socket
+
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    texts = []
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        texts.append(str(error))
+        if isinstance(error, ConnectionRefusedError) or getattr(error, "errno", None) == errno.ECONNREFUSED:
+            return REFUSED
+        if isinstance(error, socket.gaierror):
+            return UNKNOWN_HOST
+        if isinstance(error, BaseException):
+            pending.extend([error.__cause__, error.__context__, getattr(error, "inner_exception", None),
+                            getattr(error, "os_error", None),
+                            *(a for a in error.args if isinstance(a, BaseException))])
+    text = " ".join(texts)
+    if "Connection refused" in text or "Connect call failed" in text or "ECONNREFUSED" in text:
+        return REFUSED
+    if any(marker in text for marker in ("Name or service not known", "nodename nor servname", "getaddrinfo",
+                                         "Temporary failure in name resolution", "No address associated")):
+        return UNKNOWN_HOST
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return "the connection timed out"
+    return _first_line(str(exc)) or type(exc).__name__
+
+
+REFUSED = "connection refused (nothing listens there: is storage running, is the endpoint right?)"
+UNKNOWN_HOST = "the host name does not resolve (check the account name or the endpoint)"
 
 
 def http_session(pool: int):
@@ -96,11 +197,49 @@ def http_session(pool: int):
     return session
 
 
+# A connection that cannot be made (refused, unknown host, connect timeout) is retried once,
+# quickly: nothing listening is not a hiccup worth 10 s of back-off. 5xx answers and broken
+# responses keep the usual retries.
+CONNECT_TIMEOUT_S = 5
+CONNECT_RETRIES = 1
+CONNECT_RETRY_BACKOFF_S = 0.5
+
+
+@functools.lru_cache(maxsize=None)
+def fast_connect_retry(base: type) -> type:
+    """``base`` (a Storage ``ExponentialRetry``, sync or async) with a short back-off after a failed connect."""
+    from azure.core.exceptions import ServiceRequestError
+
+    class FastConnectRetry(base):  # type: ignore[misc, valid-type]
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("retry_connect", CONNECT_RETRIES)
+            super().__init__(**kwargs)
+
+        def get_backoff_time(self, settings: dict) -> float:
+            history = settings.get("history") or []
+            if history and isinstance(getattr(history[-1], "error", None), ServiceRequestError):
+                return CONNECT_RETRY_BACKOFF_S
+            return super().get_backoff_time(settings)
+
+    FastConnectRetry.__name__ = FastConnectRetry.__qualname__ = f"FastConnect{base.__name__}"
+    return FastConnectRetry
+
+
 def sdk_retry():
-    """Short SDK retries (about 1, 3, 5 s) instead of the default 15 s, 18 s, 42 s back-off."""
+    """Short SDK retries (about 1, 3, 5 s) instead of the default 15 s, 18 s, 42 s back-off; a refused
+    connection is retried once after 0.5 s, so it fails in about a second."""
     from azure.storage.queue import ExponentialRetry
 
-    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
+    return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
+
+
+def sdk_retry_async():
+    """``sdk_retry`` for the asyncio SDK clients."""
+    try:
+        from azure.storage.queue._shared.policies_async import ExponentialRetry
+    except ImportError:  # pragma: no cover - the SDK moved it: its default policy with our numbers
+        return None
+    return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
 
 
 @dataclass
@@ -146,7 +285,7 @@ class Client:
         payload_container: str = DEFAULT_CONTAINER,
     ) -> None:
         if isinstance(connection, str):
-            connection = Connection(connection_string=connection, source="argument")
+            connection = connection_from_string(connection, "argument")
         self._connection = connection
         self._settings = settings
         self._encoding = message_encoding
@@ -182,7 +321,8 @@ class Client:
         with self._lock:
             if self._service is None:
                 self._service = self.connection.queue_service(
-                    session=http_session(self.pool_size), retry_policy=sdk_retry()
+                    session=http_session(self.pool_size), retry_policy=sdk_retry(),
+                    connection_timeout=CONNECT_TIMEOUT_S,
                 )
             return self._service
 
@@ -213,7 +353,7 @@ class Client:
         except ResourceExistsError:
             created = False
         except Exception as exc:
-            raise _storage_error(exc, name) from exc
+            raise _storage_error(exc, name, self.connection) from exc
         self._known_queues.add(name)
         return created
 
@@ -237,9 +377,9 @@ class Client:
                 self.ensure_queue(queue)
                 return self.queue(queue).send_message(text, **kwargs)
             except Exception as retry_exc:
-                raise _storage_error(retry_exc, queue) from retry_exc
+                raise _storage_error(retry_exc, queue, self.connection) from retry_exc
         except Exception as exc:
-            raise _storage_error(exc, queue) from exc
+            raise _storage_error(exc, queue, self.connection) from exc
 
     def prepare(self, envelope: Envelope, delay=None, at=None) -> tuple[str, Delivery, Envelope]:
         """Plan the delivery and encode; raises before any network call on bad input."""
@@ -336,9 +476,10 @@ def configure(connection: Connection | str | None = None, **options: Any) -> Cli
     """Set the process-wide client used by ``job.enqueue`` (connection, host.json settings, ...)."""
     global _default
     with _default_lock:
+        client = Client(connection, **options)  # a bad connection string fails here, the old client stays
         if _default is not None:
             _default.close()
-        _default = Client(connection, **options)
+        _default = client
         return _default
 
 

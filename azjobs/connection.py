@@ -10,11 +10,14 @@ as ``func start`` does. Secrets never appear in ``repr`` or error messages.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 from .secrets import redact, remember, secrets_in_connection_string
@@ -44,8 +47,31 @@ class Connection:
 
     def __post_init__(self) -> None:
         # Every secret this connection holds is hidden wherever azjobs writes text.
-        if self.connection_string:
+        if self.connection_string is not None:
             remember(secrets_in_connection_string(self.connection_string))
+            check_connection_string(self.connection_string, self.source)
+
+    @property
+    def account_name(self) -> str | None:
+        if self.connection_string:
+            return _pairs(self.connection_string).get("accountname") or None
+        host = urlsplit(self.queue_service_uri or "").hostname or ""
+        return host.split(".")[0] or None
+
+    @property
+    def queue_endpoint(self) -> str:
+        """The queue service URL (no query string, no secret): for messages."""
+        if self.connection_string:
+            pairs = _pairs(self.connection_string)
+            url = pairs.get("queueendpoint")
+            if not url:
+                account = pairs.get("accountname", "")
+                protocol = pairs.get("defaultendpointsprotocol", "https")
+                url = f"{protocol}://{account}.queue.{pairs.get('endpointsuffix') or 'core.windows.net'}"
+        else:
+            url = self.queue_service_uri or ""
+        parts = urlsplit(url)
+        return redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/"))
 
     def __repr__(self) -> str:
         where = self.queue_service_uri or (redact(self.connection_string) if self.connection_string else "")
@@ -94,6 +120,82 @@ class Connection:
         return BlobServiceClient(uri, credential=self._credential(), **kwargs)
 
 
+def _pairs(text: str) -> dict[str, str]:
+    """A connection string's key=value pairs, keys lowercased (the SDK reads them case-insensitively)."""
+    pairs = {}
+    for part in text.split(";"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip():
+            pairs[name.strip().lower()] = value.strip()
+    return pairs
+
+
+def _describe_source(source: str) -> str:
+    if source == "argument":
+        return "the connection string given to azjobs.configure() or azjobs.Client()"
+    if source == "default":
+        return "the connection string"
+    name = source.split(" ")[0]
+    return f"the connection string in app setting {name}"
+
+
+def check_connection_string(text: str, source: str = "argument") -> None:
+    """Raise ConfigurationError unless ``text`` can be a storage connection string.
+
+    Checked when a Connection is built, so a mistake fails where it is made instead of at
+    the first send. The message never contains a value from the string (it may be a key).
+    """
+    where = _describe_source(source)
+    parts = [part.strip() for part in text.split(";") if part.strip()]
+    if not parts or any("=" not in part or not part.partition("=")[0].strip() for part in parts):
+        raise ConfigurationError(
+            f"{where} is not a connection string: expected key=value pairs separated by ';' "
+            "(DefaultEndpointsProtocol, AccountName and AccountKey from the storage account's Access keys, "
+            "or UseDevelopmentStorage=true)"
+        )
+    pairs = _pairs(text)
+    if pairs.get("usedevelopmentstorage", "").lower() == "true":
+        return
+    protocol = pairs.get("defaultendpointsprotocol")
+    if protocol is not None and protocol.lower() not in ("http", "https"):
+        raise ConfigurationError(f"{where}: DefaultEndpointsProtocol must be http or https")
+    for name in ("queueendpoint", "blobendpoint"):
+        url = pairs.get(name)
+        if url is not None and not url.lower().startswith(("http://", "https://")):
+            label = "QueueEndpoint" if name == "queueendpoint" else "BlobEndpoint"
+            raise ConfigurationError(f"{where}: {label} must be an http(s) URL")
+    key = pairs.get("accountkey")
+    if key is not None:
+        if not pairs.get("accountname"):
+            raise ConfigurationError(f"{where} has an AccountKey but no AccountName")
+        try:
+            decoded = base64.b64decode(key, validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if not decoded:
+            raise ConfigurationError(
+                f"{where}: AccountKey is not a valid base64 key (is it truncated, or cut at a ';'? "
+                "copy the whole key from the storage account's Access keys)"
+            )
+        return
+    if pairs.get("sharedaccesssignature"):
+        if not (pairs.get("queueendpoint") or pairs.get("accountname")):
+            raise ConfigurationError(f"{where} has a SharedAccessSignature but neither QueueEndpoint nor AccountName")
+        return
+    raise ConfigurationError(
+        f"{where} has no credential: give AccountName and AccountKey, or SharedAccessSignature "
+        "(or use identity-based AzureWebJobsStorage__queueServiceUri)"
+    )
+
+
+def connection_from_string(value: str, source: str = "argument") -> Connection:
+    """A Connection for a connection string (``UseDevelopmentStorage=true`` is Azurite on its default ports)."""
+    if value.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
+        label = "argument (Azurite)" if source == "argument" else f"{source} (Azurite)"
+        return Connection(connection_string=azurite_connection_string(), source=label)
+    return Connection(connection_string=value, source=source)
+
+
 def _local_settings(path: str | os.PathLike | None) -> Mapping[str, str]:
     file = Path(path) if path else Path("local.settings.json")
     if not file.is_file():
@@ -116,14 +218,7 @@ def resolve_connection(
     env.update(os.environ if environ is None else environ)
     value = env.get(setting, "").strip()
     if value:
-        if value.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
-            return Connection(connection_string=azurite_connection_string(), source=f"{setting} (Azurite)")
-        if "=" not in value:
-            raise ConfigurationError(
-                f"app setting {setting} is not a connection string (expected key=value pairs such as "
-                "'DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...')"
-            )
-        return Connection(connection_string=value, source=setting)
+        return connection_from_string(value, setting)
     queue_uri = env.get(f"{setting}__queueServiceUri", "").strip()
     blob_uri = env.get(f"{setting}__blobServiceUri", "").strip() or None
     account = env.get(f"{setting}__accountName", "").strip()

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import sys
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from .errors import ArgumentError, EnvelopeError, PayloadTooLargeError
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "azjobs"
+POISON_RECORD_KEY = "azjobs_poison"  # the version key of a poison record (azjobs.poison)
 ENCODINGS = ("base64", "none")
 # The service's limit on a message as sent (after encoding).
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -43,33 +45,75 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def to_json_value(value: Any, where: str) -> Any:
+# How deep arguments may nest: far more than real data needs, and shallow enough that every
+# reader's JSON parser (and the worker's recursion limit) copes; a cycle is caught here too.
+MAX_NESTING = 100
+
+
+def to_json_value(value: Any, where: str, _depth: int = 0, _root: str | None = None) -> Any:
     """Normalize ``value`` to plain JSON types, or raise ArgumentError naming ``where``.
 
-    Tuples become lists; dict keys must be strings; floats must be finite. Anything
-    else (objects, sets, bytes, datetimes) is refused so it fails in the caller.
+    Tuples become lists; dict keys must be strings; floats must be finite; strings must be
+    encodable as UTF-8 (no lone surrogates); integers must fit Python's integer-to-text limit;
+    nesting is limited to MAX_NESTING levels. Anything else (objects, sets, bytes, datetimes)
+    is refused so it fails in the caller, before any network call.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        _check_text(value, where)
         return value
     if isinstance(value, int):
-        return int(value)
+        return _check_int(int(value), where)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ArgumentError(f"{where} is {value!r}, which JSON cannot carry")
         return float(value)
+    root = where if _root is None else _root
+    if isinstance(value, (list, tuple, dict)) and _depth >= MAX_NESTING:
+        raise ArgumentError(
+            f"{root} is nested more than {MAX_NESTING} levels deep (or contains itself); "
+            "pass flatter data or a reference"
+        )
     if isinstance(value, (list, tuple)):
-        return [to_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [to_json_value(item, f"{where}[{i}]", _depth + 1, root) for i, item in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ArgumentError(f"{where} has key {key!r} of type {type(key).__name__}; JSON keys must be strings")
-            out[key] = to_json_value(item, f"{where}[{key!r}]")
+            _check_text(key, f"{where} key {key!r}")
+            out[key] = to_json_value(item, f"{where}[{key!r}]", _depth + 1, root)
         return out
     raise ArgumentError(
         f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which is not JSON-serializable; "
         "pass plain data (str, int, float, bool, None, list, dict) such as an id, and load the object in the job"
     )
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ArgumentError(
+            f"{where} contains {text[exc.start]!r} at position {exc.start}, a lone surrogate that UTF-8 cannot "
+            "encode; pass valid text (decode bytes with errors='replace', or send them as base64)"
+        ) from None
+
+
+def _check_int(number: int, where: str) -> int:
+    # Python refuses to turn very long integers into text (sys.set_int_max_str_digits), so
+    # neither json.dumps here nor json.loads in the worker could handle them.
+    if number.bit_length() > 1000:
+        try:
+            int.__repr__(number)
+        except ValueError:
+            limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+            raise ArgumentError(
+                f"{where} is an integer with more than {limit:,} digits, over Python's limit for converting "
+                "integers to text, so JSON cannot carry it; pass it as a string"
+            ) from None
+    return number
 
 
 @dataclass(frozen=True)
@@ -135,6 +179,9 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Envelope":
+        if isinstance(data, dict) and FORMAT_KEY not in data and POISON_RECORD_KEY in data:
+            raise EnvelopeError("the body is an azjobs poison record, not a job message (it was sent to a job "
+                                "queue as it was); `azjobs poison requeue` sends back the job inside it", "not_envelope")
         if not isinstance(data, dict) or FORMAT_KEY not in data:
             raise EnvelopeError("JSON is not an azjobs envelope (no format version)", "not_envelope")
         version = data[FORMAT_KEY]
@@ -182,7 +229,10 @@ class Envelope:
             # NaN, Infinity and overflowing numbers are not JSON: an envelope must re-encode as it came.
             data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         except (ValueError, RecursionError) as exc:
-            raise EnvelopeError(f"message body is not JSON: {exc}", "not_json") from None
+            hint = ""
+            if json_object(unbase64(text)) is not None:
+                hint = "; the body is base64-encoded JSON: " + encoding_hint("base64", "none")
+            raise EnvelopeError(f"message body is not JSON: {_first_line(exc)}{hint}", "not_json") from None
         return cls.from_dict(data)
 
     @classmethod
@@ -248,4 +298,42 @@ def decode_body(body: str | bytes, encoding: str = "base64") -> bytes:
         data = body.encode("ascii") if isinstance(body, str) else body
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise EnvelopeError(f"message body is not valid base64: {exc}", "not_base64") from None
+        hint = ""
+        if json_object(body) is not None:
+            hint = "; the body is plain JSON: " + encoding_hint("none", "base64")
+        raise EnvelopeError(f"message body is not valid base64: {exc}{hint}", "not_base64") from None
+
+
+def encoding_hint(sent_with: str, read_with: str) -> str:
+    """What to tell a user whose producer and worker disagree on the message encoding."""
+    return (f"this looks like a message sent with messageEncoding={sent_with}, read with messageEncoding={read_with}; "
+            "producers and workers must agree (host.json extensions.queues.messageEncoding, "
+            "azjobs.configure(message_encoding=...))")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def unbase64(body: str | bytes) -> bytes | None:
+    """``body`` with one base64 layer undone, or None if it is not base64."""
+    try:
+        data = body.encode("ascii") if isinstance(body, str) else bytes(body)
+        data = data.strip()
+        return base64.b64decode(data, validate=True) if data else None
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        return None
+
+
+def json_object(body: str | bytes | None) -> dict | None:
+    """``body`` parsed as a JSON object, or None (used for hints and recognising records)."""
+    if body is None:
+        return None
+    try:
+        text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
+        if not text.lstrip().startswith("{"):
+            return None
+        data = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import EnvelopeError, PayloadTooLargeError
+from .message import (ENCODINGS, FORMAT_KEY, MAX_MESSAGE_BYTES, POISON_RECORD_KEY, Envelope, decode_body, encode_text,
+                      format_time, json_object, unbase64, utcnow)
 from .secrets import redact
-from .message import MAX_MESSAGE_BYTES, Envelope, decode_body, encode_text, format_time, utcnow
 
-POISON_KEY = "azjobs_poison"
+POISON_KEY = POISON_RECORD_KEY
 POISON_VERSION = 1
 MAX_TRACEBACK_CHARS = 16_000
 
@@ -187,22 +188,20 @@ class PoisonRecord:
 
     @classmethod
     def decode(cls, body: str, encoding: str = "base64", queue: str = "") -> "PoisonRecord":
-        """Read a poison-queue message: an azjobs record, a host-poisoned envelope, or anything else."""
+        """Read a poison-queue message: an azjobs record, a host-poisoned envelope, or anything else.
+
+        An azjobs record is recognised in either message encoding (a worker configured with
+        another ``messageEncoding`` than ``encoding`` wrote it); ``find_record`` tells which.
+        """
+        found = find_record(body, encoding)
+        if found is not None:
+            return found[0]
         try:
             raw = decode_body(body, encoding)
         except EnvelopeError as exc:
             # The host poisons a body that is not base64 as it was: keep it verbatim.
             return cls(queue=queue, raw_body=body, raw_form="wire", from_host=True,
                        error=ErrorInfo("EnvelopeError", str(exc), reason=exc.reason))
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            data = None
-        if isinstance(data, dict) and data.get(POISON_KEY) == POISON_VERSION:
-            try:
-                return cls.from_dict(data)
-            except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError):
-                pass
         try:
             envelope = Envelope.from_json(raw)
             return cls(queue=queue, envelope=envelope, attempts=envelope.attempt, from_host=True,
@@ -211,6 +210,77 @@ class PoisonRecord:
             text, how = raw_text(raw)
             return cls(queue=queue, raw_body=text, raw_body_encoding=how, from_host=True,
                        error=ErrorInfo("EnvelopeError", str(exc), reason=exc.reason))
+
+
+def _record_from(data: dict | None) -> "PoisonRecord | None":
+    if not isinstance(data, dict) or data.get(POISON_KEY) != POISON_VERSION or isinstance(data.get(POISON_KEY), bool):
+        return None
+    try:
+        return PoisonRecord.from_dict(data)
+    except (EnvelopeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def find_record(body: str, encoding: str = "base64") -> tuple[PoisonRecord, str] | None:
+    """The azjobs poison record in a poison-queue message and the encoding it was written in.
+
+    ``encoding`` is tried first, then the other one: a record is never mistaken for a job's
+    body because the worker that wrote it used another ``messageEncoding`` than the reader.
+    """
+    for candidate in (encoding, *(e for e in ENCODINGS if e != encoding)):
+        try:
+            raw = decode_body(body, candidate)
+        except (EnvelopeError, ValueError):
+            continue
+        record = _record_from(json_object(raw))
+        if record is not None:
+            return record, candidate
+    return None
+
+
+def _text_body(record: PoisonRecord) -> str | None:
+    """The raw body of ``record`` when it is text (bytes that were not UTF-8 cannot hold JSON)."""
+    return record.raw_body if record.raw_body_encoding == "text" else None
+
+
+def _layers(text: str | None) -> list[bytes]:
+    """A raw body as it is, and with one base64 layer undone (when it is base64)."""
+    if text is None:
+        return []
+    found = [text.encode("utf-8")]
+    unwrapped = unbase64(text)
+    if unwrapped is not None:
+        found.append(unwrapped)
+    return found
+
+
+def nested_record(record: PoisonRecord) -> PoisonRecord | None:
+    """A poison record held as the raw body of ``record`` (a record that was sent back to its
+    queue as if it were a job, and poisoned again)."""
+    if record.envelope is not None or record.raw_body is None:
+        return None
+    for layer in _layers(_text_body(record)):
+        inner = _record_from(json_object(layer))
+        if inner is not None:
+            return inner
+    return None
+
+
+def misencoded_envelope(record: PoisonRecord) -> Envelope | None:
+    """The azjobs envelope in the raw body of ``record`` when it failed only because of its message
+    encoding (plain JSON read as base64, or base64 read as plain JSON); None otherwise."""
+    if record.envelope is not None or record.raw_body is None:
+        return None
+    if record.error.reason not in ("not_base64", "not_json"):
+        return None
+    for layer in _layers(_text_body(record)):
+        data = json_object(layer)
+        if data is not None and FORMAT_KEY in data:
+            try:
+                return Envelope.from_dict(data)
+            except EnvelopeError:
+                return None
+    return None
 
 
 def raw_text(body: bytes | str) -> tuple[str, str]:

@@ -1,12 +1,20 @@
 """Poison tooling: list, show, replay and purge what landed in ``<queue>-poison``.
 
 ``azjobs poison list QUEUE [--json] [--limit N]``, ``azjobs poison show QUEUE ID``,
-``azjobs poison requeue QUEUE (--id ID ... | --all)``, ``azjobs poison purge QUEUE [--yes]``.
-QUEUE is the job queue; the tooling works on its ``-poison`` twin. ID is the poison
-message id, the record id or the job id (any prefix of 8+ characters that is unique).
+``azjobs poison requeue QUEUE (--id ID ... | --all)``, ``azjobs poison purge QUEUE [--yes]``;
+``--host-json PATH`` and ``--connection SETTING`` as for the worker.
+QUEUE is the job queue; the tooling works on its ``-poison`` twin. ID is any of a job's ids:
+the poison message id, the record id, the job id or the id of the message that failed (any
+prefix of 8+ characters).
 
 Replaying is safe to repeat: a poison message is deleted only after its copy is back on
-the job queue, so a crash in between leaves a duplicate, never a loss.
+the job queue, so a crash in between leaves a duplicate, never a loss. A poison record is
+recognised whatever ``messageEncoding`` its writer used, and only the job inside it is
+ever sent back.
+
+Exit status: 0 done; 1 failed or not found (a storage error, a queue or id that does not
+exist, a requeue that failed); 2 usage error or refused (bad arguments or settings, no
+confirmation for ``purge``).
 """
 
 from __future__ import annotations
@@ -14,21 +22,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .client import Client
-from .errors import AzjobsError
+from .client import Client, storage_error_text
+from .connection import resolve_connection
+from .errors import AzjobsError, ConfigurationError, QueueNotFoundError
+from .message import ENCODINGS
 from .payload import PayloadError
-from .poison import PoisonRecord
-from .queue_names import poison_queue_name
+from .poison import PoisonRecord, find_record, misencoded_envelope, nested_record
+from .queue_names import POISON_SUFFIX, poison_queue_name, resolve_queue_name, validate_queue_name
 from .secrets import RedactingStream, get_logger
 
 log = get_logger("azjobs.poison")
 
 PAGE = 32  # the service's receive maximum
 LEASE_S = 60  # how long a message being replayed or purged stays hidden from other tooling
+MAX_NESTING = 5  # records inside records (each requeued as a job and poisoned again) unwrapped on replay
+
+OK, FAILED, USAGE = 0, 1, 2  # exit status: done; failed or not found; usage error or refused
 
 
 @dataclass
@@ -41,12 +56,20 @@ class PoisonMessage:
     record: PoisonRecord
     pop_receipt: str | None = None
     content: str = ""
+    # The messageEncoding the poison message was written in (an azjobs record is read in either).
+    encoding: str = "base64"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every id this job is known by: poison message, record, job, and the message that failed."""
+        record = self.record
+        return tuple(v for v in (self.message_id, record.id, record.envelope_id, record.message_id)
+                     if isinstance(v, str) and v)
 
     def matches(self, wanted: str) -> bool:
         if len(wanted) < 8:
-            return wanted in (self.message_id, self.record.id, self.record.envelope_id)
-        return any(value and value.startswith(wanted)
-                   for value in (self.message_id, self.record.id, self.record.envelope_id))
+            return wanted in self.ids
+        return any(value.startswith(wanted) for value in self.ids)
 
     def to_dict(self, traceback: bool = True) -> dict[str, Any]:
         data = self.record.to_dict()
@@ -55,6 +78,7 @@ class PoisonMessage:
         data["poison_message_id"] = self.message_id
         data["inserted_on"] = self.inserted_on.isoformat() if hasattr(self.inserted_on, "isoformat") else None
         data["poison_dequeue_count"] = self.dequeue_count
+        data["poison_message_encoding"] = self.encoding
         return data
 
 
@@ -63,34 +87,65 @@ class ReplayReport:
     requeued: list[str]
     failed: list[tuple[str, str]]
     not_found: list[str]
+    notes: dict[str, str] = field(default_factory=dict)  # poison message id -> how it was sent back
 
 
 class PoisonQueue:
     """Operations on one job queue's poison twin."""
 
     def __init__(self, client: Client, queue: str) -> None:
+        if queue.endswith(POISON_SUFFIX):
+            raise ConfigurationError(f"give the job queue, not its poison queue: `{queue[: -len(POISON_SUFFIX)]}` "
+                                     f"(the tooling reads {queue})")
         name = poison_queue_name(queue)
         if name is None:
-            raise AzjobsError(f"queue {queue!r} has no poison queue (give the job queue, not the '-poison' one)")
+            raise ConfigurationError(f"queue {queue!r} has no poison queue: its name is too long for a "
+                                     f"'{POISON_SUFFIX}' twin")
         self.client = client
         self.queue = queue
         self.name = name
         self._sdk = client.queue(name)
+        # Encodings other than the client's that poison messages were found in (a worker set up differently).
+        self.foreign_encodings: set[str] = set()
 
-    def _record(self, content: str) -> PoisonRecord:
-        return PoisonRecord.decode(content, self.client.encoding, self.queue)
+    def _record(self, content: str) -> tuple[PoisonRecord, str]:
+        found = find_record(content, self.client.encoding)
+        if found is not None:
+            return found
+        return PoisonRecord.decode(content, self.client.encoding, self.queue), self.client.encoding
 
     def _message(self, message: Any) -> PoisonMessage:
-        return PoisonMessage(message.id, message.inserted_on, message.dequeue_count or 0,
-                             self._record(message.content), getattr(message, "pop_receipt", None), message.content)
+        record, encoding = self._record(message.content)
+        if encoding != self.client.encoding:
+            self.foreign_encodings.add(encoding)
+        return PoisonMessage(message.id, message.inserted_on, message.dequeue_count or 0, record,
+                             getattr(message, "pop_receipt", None), message.content, encoding)
 
     def full(self, message: PoisonMessage) -> PoisonRecord:
         """The record with its envelope and raw body, loaded from Blob Storage for a stub."""
-        record = message.record
+        return self._full_record(message.record)
+
+    def _full_record(self, record: PoisonRecord) -> PoisonRecord:
         if record.record_ref is None:
             return record
         data = json.loads(self.client.payloads.get(record.record_ref).decode("utf-8"))
         return PoisonRecord.from_dict(data)
+
+    def exists(self) -> bool:
+        """True if the poison queue exists (the host and azjobs create it at the first poisoning)."""
+        return _queue_exists(self._sdk)
+
+    def job_queue_exists(self) -> bool:
+        return _queue_exists(self.client.queue(self.queue))
+
+    def check(self) -> bool:
+        """Raise QueueNotFoundError when neither the job queue nor its poison queue exists (a typo
+        must not look like an empty poison queue); True if the poison queue exists."""
+        if self.exists():
+            return True
+        if not self.job_queue_exists():
+            raise QueueNotFoundError(self.queue)
+        return False
 
     def peek(self, limit: int = PAGE) -> list[PoisonMessage]:
         """The first messages, without touching them (at most 32: the service's peek limit)."""
@@ -183,14 +238,17 @@ class PoisonQueue:
                     continue
                 matched.update(hits)
                 try:
-                    self._replay(message)
+                    note = self._replay(message)
                 except Exception as exc:
-                    report.failed.append((message.message_id, str(exc)))
-                    log.error("could not requeue poison message %s: %s", message.message_id, exc,
+                    text = str(exc) if isinstance(exc, AzjobsError) else storage_error_text(exc, self.client.connection)
+                    report.failed.append((message.message_id, text))
+                    log.debug("could not requeue poison message %s: %s", message.message_id, text,
                               extra={"action": "poison_requeue_failed", "queue": self.queue})
                     continue
                 handled.add(message.message_id)
                 report.requeued.append(message.message_id)
+                if note:
+                    report.notes[message.message_id] = note
                 if wanted is not None and matched >= set(wanted):
                     break
         finally:
@@ -199,21 +257,43 @@ class PoisonQueue:
             report.not_found = [w for w in wanted if w not in matched]
         return report
 
-    def _replay(self, message: PoisonMessage) -> None:
+    def _replay(self, message: PoisonMessage) -> str | None:
+        """Send the job of one poison message back to the queue, then delete the message.
+
+        Returns a note when the job was not sent back as it was stored (unwrapped from a
+        record that had been requeued as a job, or re-encoded), else None.
+        """
         record = self.full(message)
-        envelope = record.replay_envelope()
-        if envelope is not None:
-            envelope = envelope.evolve(queue=self.queue)
-            self.client.send(envelope)  # large arguments are claim-checked again
-        else:
-            text = record.replay_text(self.client.encoding)
-            if text is None:
-                raise AzjobsError("the record holds neither an envelope nor a body")
-            self.client.send_text(self.queue, text)
+        note = self._send_back(record, message.encoding)
         self._delete(message)
         log.info("poison message %s requeued to %s", message.message_id, self.queue,
                  extra={"action": "poison_requeued", "queue": self.queue,
                         "job": record.job, "job_id": record.envelope_id})
+        return note
+
+    def _send_back(self, record: PoisonRecord, encoding: str, depth: int = 0) -> str | None:
+        """Send the job ``record`` holds; ``encoding``: the one its raw body was decoded with."""
+        envelope = record.replay_envelope()
+        if envelope is not None:
+            self.client.send(envelope.evolve(queue=self.queue))  # large arguments are claim-checked again
+            return "the job inside a poison record that had been sent back as a job" if depth else None
+        inner = nested_record(record)
+        if inner is not None:
+            if depth >= MAX_NESTING:
+                raise AzjobsError(f"the record holds poison records {MAX_NESTING} levels deep; not requeued")
+            return self._send_back(self._full_record(inner), encoding, depth + 1) or (
+                "the job inside a poison record that had been sent back as a job")
+        misencoded = misencoded_envelope(record)
+        if misencoded is not None:
+            envelope = misencoded.evolve(queue=self.queue, attempt=1, first_failed_at=None, due_at=None)
+            self.client.send(envelope)
+            return (f"re-encoded with messageEncoding={self.client.encoding}: it failed as {record.error.reason}, "
+                    "sent with another messageEncoding")
+        text = record.replay_text(encoding)
+        if text is None:
+            raise AzjobsError("the record holds neither an envelope nor a body")
+        self.client.send_text(self.queue, text)
+        return None
 
     def _delete(self, message: PoisonMessage) -> None:
         """Delete the poison message, then the blob of a large record."""
@@ -228,7 +308,8 @@ class PoisonQueue:
             try:
                 self.client.payloads.delete(ref)
             except (PayloadError, Exception) as exc:
-                log.warning("could not delete poison record blob %s: %s", ref, exc,
+                text = str(exc) if isinstance(exc, AzjobsError) else storage_error_text(exc)
+                log.warning("could not delete poison record blob %s: %s", ref, text,
                             extra={"action": "payload_delete_failed", "queue": self.queue})
 
     def purge(self) -> int:
@@ -248,24 +329,43 @@ class PoisonQueue:
         return deleted
 
 
+def _queue_exists(sdk: Any) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        sdk.get_queue_properties()
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
 # -- the command ---------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="azjobs poison", description="Inspect and replay poison messages.")
+    parser = argparse.ArgumentParser(
+        prog="azjobs poison", description="Inspect and replay poison messages.",
+        epilog="exit status: 0 done; 1 failed or not found; 2 usage error, or refused (purge not confirmed)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--host-json", metavar="PATH",
+                        help="host.json to read messageEncoding from, as the worker does "
+                             "(default: $AZJOBS_HOST_JSON, else ./host.json if present)")
+    common.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
+                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_list = sub.add_parser("list", help="list poison messages with their errors")
+    p_list = sub.add_parser("list", parents=[common], help="list poison messages with their errors")
     p_list.add_argument("queue", help="the job queue (its '-poison' twin is read)")
     p_list.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     p_list.add_argument("--limit", type=int, default=50, help="most messages to list (default 50)")
-    p_show = sub.add_parser("show", help="show one poison message with its traceback")
+    p_show = sub.add_parser("show", parents=[common], help="show one poison message with its traceback")
     p_show.add_argument("queue")
-    p_show.add_argument("id", help="poison message id, record id or job id")
+    p_show.add_argument("id", help="the poison message id, record id, job id or the failed message's id")
     p_show.add_argument("--json", action="store_true")
-    p_requeue = sub.add_parser("requeue", help="send poison messages back to their queue, attempts reset")
+    p_requeue = sub.add_parser("requeue", parents=[common],
+                               help="send poison messages back to their queue, attempts reset")
     p_requeue.add_argument("queue")
     which = p_requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", action="append", dest="ids", metavar="ID", help="a message to requeue (repeatable)")
     which.add_argument("--all", action="store_true", help="requeue every poison message")
-    p_purge = sub.add_parser("purge", help="delete every poison message")
+    p_purge = sub.add_parser("purge", parents=[common], help="delete every poison message")
     p_purge.add_argument("queue")
     p_purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
@@ -294,6 +394,7 @@ def _show(message: PoisonMessage, record: PoisonRecord, out) -> None:
         f"record          {record.id}",
         f"queue           {record.queue}",
         f"job             {record.job or '-'}  (id {record.envelope_id or '-'})",
+        f"failed message  {record.message_id or '-'}",
         f"reason          {record.error.reason or '-'}",
         f"error           {record.error.type}: {record.error.message}",
         f"attempts        {record.attempts}",
@@ -312,67 +413,135 @@ def _show(message: PoisonMessage, record: PoisonRecord, out) -> None:
         print("traceback:\n" + record.error.traceback.rstrip(), file=out)
 
 
-def _confirm(prompt: str, stdin, out) -> bool:
+def _confirm(prompt: str, stdin, err) -> bool | None:
+    """True if confirmed; None when stdin is not a terminal (nobody to ask); False if answered no."""
     if not (hasattr(stdin, "isatty") and stdin.isatty()):
-        print("refusing to purge without confirmation: stdin is not a terminal (pass --yes)", file=out)
-        return False
-    print(prompt, end=" ", file=out, flush=True)
+        return None
+    print(prompt, end=" ", file=err, flush=True)
     answer = stdin.readline().strip().lower()
     return answer in ("y", "yes")
 
 
+def _host_json_source(path: str | None) -> str:
+    if path:
+        return path
+    if os.environ.get("AZJOBS_HOST_JSON"):
+        return os.environ["AZJOBS_HOST_JSON"]
+    return "./host.json" if Path("host.json").is_file() else "the default (no host.json)"
+
+
+def _setup(args: argparse.Namespace, client: Client | None) -> tuple[Client, bool, str]:
+    """The client to use, whether this command owns (and closes) it, and the job queue's name."""
+    from .settings import QueueSettings
+
+    queue = resolve_queue_name(args.queue)
+    if not queue.endswith(POISON_SUFFIX):
+        validate_queue_name(queue)
+    if client is not None and args.host_json is None:
+        return client, False, queue
+    settings = QueueSettings.load(args.host_json)
+    connection = client.connection if client is not None else resolve_connection(args.connection)
+    return Client(connection, settings=settings), True, queue
+
+
 def main(argv: list[str] | None = None, *, client: Client | None = None, stdin=None, out=None,
          err=None) -> int:
-    """Run ``azjobs poison ...``; returns the exit code (0 ok, 1 partial failure or not found, 2 refused)."""
+    """Run ``azjobs poison ...``; returns the exit status: 0 done, 1 failed or not found, 2 usage error or refused."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     out = RedactingStream(out or sys.stdout)
     err = RedactingStream(err or sys.stderr)
     stdin = stdin or sys.stdin
-    client = client or Client()
     try:
-        poison = PoisonQueue(client, args.queue)
+        client, owned, queue = _setup(args, client)
+    except ConfigurationError as exc:
+        print(f"azjobs poison: {exc}", file=err)
+        return USAGE
+    try:
+        try:
+            client.connection  # a bad connection string is a usage error, reported before any call
+            poison = PoisonQueue(client, queue)
+        except ConfigurationError as exc:
+            print(f"azjobs poison: {exc}", file=err)
+            return USAGE
+        code = _command(args, poison, stdin, out, err)
+        if poison.foreign_encodings:
+            others = ", ".join(sorted(poison.foreign_encodings))
+            print(f"azjobs poison: note: some messages in {poison.name} are written with messageEncoding={others}, "
+                  f"but this command uses messageEncoding={client.encoding} (from "
+                  f"{_host_json_source(args.host_json)}); they are read either way, and requeued jobs are sent "
+                  f"with messageEncoding={client.encoding}: pass --host-json with the worker's host.json if it "
+                  "differs", file=err)
+        return code
+    except QueueNotFoundError as exc:
+        print(f"azjobs poison: queue {exc.queue!r} does not exist, nor {poison.name!r} "
+              f"(in {client.connection.account_name or 'this account'}): check the name", file=err)
+        return FAILED
+    except ConfigurationError as exc:
+        print(f"azjobs poison: {exc}", file=err)
+        return USAGE
     except AzjobsError as exc:
-        print(f"error: {exc}", file=err)
-        return 2
+        print(f"azjobs poison: {exc}", file=err)
+        return FAILED
+    except Exception as exc:
+        from azure.core.exceptions import AzureError
+
+        if not isinstance(exc, AzureError):
+            raise
+        print(f"azjobs poison: {storage_error_text(exc, client.connection)}", file=err)
+        return FAILED
+    finally:
+        if owned:
+            client.close()
+
+
+def _command(args: argparse.Namespace, poison: PoisonQueue, stdin, out, err) -> int:
+    exists = poison.check()
     if args.command == "list":
-        messages = poison.scan(max(args.limit, 1))
+        messages = poison.scan(max(args.limit, 1)) if exists else []
         if args.json:
             print(json.dumps([m.to_dict() for m in messages], indent=2, ensure_ascii=False), file=out)
         elif not messages:
             print(f"{poison.name}: empty", file=out)
         else:
             _table(messages, out)
-        return 0
+        return OK
     if args.command == "show":
-        message = poison.find(args.id)
+        message = poison.find(args.id) if exists else None
         if message is None:
-            print(f"no poison message {args.id!r} in {poison.name}", file=err)
-            return 1
+            print(f"azjobs poison: no poison message {args.id!r} in {poison.name}", file=err)
+            return FAILED
         record = poison.full(message)
         if args.json:
             print(json.dumps({**message.to_dict(), **record.to_dict()}, indent=2, ensure_ascii=False), file=out)
         else:
             _show(message, record, out)
-        return 0
+        return OK
     if args.command == "requeue":
-        report = poison.requeue(None if args.all else args.ids)
+        report = poison.requeue(None if args.all else args.ids) if exists else ReplayReport(
+            [], [], [] if args.all else list(args.ids))
         for message_id in report.requeued:
-            print(f"requeued {message_id} to {args.queue}", file=out)
+            note = report.notes.get(message_id)
+            print(f"requeued {message_id} to {poison.queue}" + (f" ({note})" if note else ""), file=out)
         for message_id, error in report.failed:
             print(f"failed {message_id}: {error}", file=out)
         for wanted in report.not_found:
             print(f"not found: {wanted}", file=out)
         print(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found",
               file=out)
-        return 0 if not report.failed and not report.not_found else 1
+        return OK if not report.failed and not report.not_found else FAILED
     if args.command == "purge":
         if not args.yes:
-            count = poison.count()
-            if not _confirm(f"delete about {count} message(s) from {poison.name}? [y/N]", stdin, out):
-                return 2
-        print(f"purged {poison.purge()} message(s) from {poison.name}", file=out)
-        return 0
-    return 2  # pragma: no cover - argparse requires a command
+            answer = _confirm(f"delete about {poison.count()} message(s) from {poison.name}? [y/N]", stdin, err)
+            if answer is None:
+                print("azjobs poison: refusing to purge without confirmation: stdin is not a terminal (pass --yes)",
+                      file=err)
+                return USAGE
+            if not answer:
+                print(f"azjobs poison: purge cancelled, nothing deleted from {poison.name}", file=err)
+                return USAGE
+        print(f"purged {poison.purge() if exists else 0} message(s) from {poison.name}", file=out)
+        return OK
+    return USAGE  # pragma: no cover - argparse requires a command
 
 
 if __name__ == "__main__":

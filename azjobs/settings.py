@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -12,6 +13,9 @@ from typing import Any, Mapping
 
 from .errors import ConfigurationError
 from .message import ENCODINGS
+from .secrets import get_logger
+
+log = get_logger("azjobs.settings")
 
 # The Functions host's defaults (Storage Queues extension 5.x, QueuesOptions).
 DEFAULT_BATCH_SIZE = 16
@@ -114,24 +118,34 @@ class QueueSettings:
 
     @classmethod
     def from_host_json(cls, data: Any, source: str = "host.json") -> "QueueSettings":
+        """Settings from a parsed host.json. Keys are matched case-insensitively, as the host's
+        configuration does (``BatchSize`` and ``maxdequeuecount`` work there too); a key in
+        ``extensions.queues`` that the host does not know is logged as a warning, not an error."""
         if not isinstance(data, dict):
             raise ConfigurationError(f"{source} must hold a JSON object")
         top: dict[str, Any] = {}
-        if "functionTimeout" in data:
-            top["function_timeout"] = parse_function_timeout(data["functionTimeout"], f"{source} functionTimeout")
-        extensions = data.get("extensions") or {}
-        queues = extensions.get("queues") if isinstance(extensions, dict) else None
+        timeout_key = _key(data, "functionTimeout")
+        if timeout_key is not None:
+            top["function_timeout"] = parse_function_timeout(data[timeout_key], f"{source} {timeout_key}")
+        extensions_key = _key(data, "extensions")
+        extensions = (data[extensions_key] if extensions_key is not None else None) or {}
+        queues_key = _key(extensions, "queues") if isinstance(extensions, dict) else None
+        queues = extensions[queues_key] if queues_key is not None else None
         if queues is None:
             return cls(**top)
         if not isinstance(queues, dict):
             raise ConfigurationError(f"{source} extensions.queues must be an object")
-        known = {"batchSize", "newBatchThreshold", "maxPollingInterval", "visibilityTimeout",
-                 "maxDequeueCount", "messageEncoding"}
         fields: dict[str, Any] = {}
-        for key, value in queues.items():
-            if key not in known:
-                continue  # host settings azjobs does not use are the host's business
-            where = f"{source} extensions.queues.{key}"
+        for given, value in queues.items():
+            key = _KNOWN_QUEUE_KEYS.get(given.lower())
+            where = f"{source} extensions.queues.{given}"
+            if key is None:
+                guess = difflib.get_close_matches(given.lower(), list(_KNOWN_QUEUE_KEYS), n=1, cutoff=0.75)
+                hint = f" (did you mean {_KNOWN_QUEUE_KEYS[guess[0]]}?)" if guess else ""
+                log.warning("%s is not a queue setting the Functions host knows%s; ignored. Known: %s", where, hint,
+                            ", ".join(_KNOWN_QUEUE_KEYS.values()),
+                            extra={"action": "host_json_unknown_setting", "setting": given})
+                continue
             if key in ("batchSize", "newBatchThreshold", "maxDequeueCount"):
                 if not isinstance(value, int) or isinstance(value, bool):
                     raise ConfigurationError(f"{where} must be an integer, got {value!r}")
@@ -174,7 +188,70 @@ class QueueSettings:
         except OSError as exc:
             raise ConfigurationError(f"cannot read host.json at {file}: {exc.strerror}") from None
         try:
-            data = json.loads(text)
+            data = parse_host_json(text)
         except ValueError as exc:
             raise ConfigurationError(f"{file} is not valid JSON: {exc}") from None
         return cls.from_host_json(data, str(file))
+
+
+_KNOWN_QUEUE_KEYS = {name.lower(): name for name in (
+    "batchSize", "newBatchThreshold", "maxPollingInterval", "visibilityTimeout", "maxDequeueCount", "messageEncoding")}
+
+
+def _key(data: Any, name: str) -> str | None:
+    """The key of ``data`` that means ``name`` for the host (case-insensitive; the last one wins, as there)."""
+    if not isinstance(data, dict):
+        return None
+    found = None
+    for key in data:
+        if isinstance(key, str) and key.lower() == name.lower():
+            found = key
+    return found
+
+
+def parse_host_json(text: str) -> Any:
+    """Parse host.json as the host does: JSON with ``//`` and ``/* */`` comments and trailing commas.
+
+    Comments and trailing commas are blanked out outside strings (so a ``"//"`` inside a value
+    stays), keeping line and column numbers for json's error messages.
+    """
+    return json.loads(strip_json_comments(text))
+
+
+def strip_json_comments(text: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(text)
+    pending_comma: int | None = None  # index in ``out`` of a comma that may be trailing
+    while i < n:
+        char = text[i]
+        if char == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            out.append(text[i:end + 1])
+            pending_comma = None
+            i = end + 1
+            continue
+        if char == "/" and text.startswith("//", i):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            out.append(" " * (end - i))
+            i = end
+            continue
+        if char == "/" and text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise ValueError(f"unterminated /* comment at char {i}")
+            out.append("".join(c if c == "\n" else " " for c in text[i:end + 2]))
+            i = end + 2
+            continue
+        if char == ",":
+            pending_comma = len(out)
+        elif char in "}]" and pending_comma is not None:
+            out[pending_comma] = " "  # a trailing comma
+            pending_comma = None
+        elif not char.isspace():
+            pending_comma = None
+        out.append(char)
+        i += 1
+    return "".join(out)

@@ -8,13 +8,16 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 
 from azjobs import poison_cli
+from azjobs.client import Client
 from azjobs.core import Outcome
 from azjobs.message import Envelope
 from azjobs.poison import PoisonRecord
+from azjobs.settings import QueueSettings
 from tests.conftest import ROOT, unique_queue
 from tests.integration.drivers import RunnerDriver, drop_queues
 from tests.jobs import failure_jobs as jobs
@@ -30,9 +33,15 @@ def setup(client):
 
 
 def run(client, *argv, stdin=None) -> tuple[int, str]:
-    out = io.StringIO()
-    code = poison_cli.main(list(argv), client=client, out=out, stdin=stdin)
-    return code, out.getvalue()
+    code, out, _ = run_full(client, *argv, stdin=stdin)
+    return code, out
+
+
+def run_full(client, *argv, stdin=None) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``azjobs poison ARGV``."""
+    out, err = io.StringIO(), io.StringIO()
+    code = poison_cli.main(list(argv), client=client, out=out, err=err, stdin=stdin)
+    return code, out.getvalue(), err.getvalue()
 
 
 def poison_some(driver, tokens) -> None:
@@ -144,13 +153,19 @@ def test_purge_needs_confirmation(setup):
         def isatty(self):
             return True
 
-    code, text = run(setup.client, "purge", setup.queue, stdin=Pipe("y\n"))
-    assert code == 2 and "--yes" in text
-    assert len(setup.client.queue(setup.queue + "-poison").peek_messages()) == 1
-    code, _ = run(setup.client, "purge", setup.queue, stdin=Terminal("n\n"))
-    assert code == 2 and len(setup.client.queue(setup.queue + "-poison").peek_messages()) == 1
+    poison = setup.queue + "-poison"
+    code, text, err = run_full(setup.client, "purge", setup.queue, stdin=Pipe("y\n"))
+    assert (code, text) == (2, "")
+    assert err == "azjobs poison: refusing to purge without confirmation: stdin is not a terminal (pass --yes)\n"
+    assert len(setup.client.queue(poison).peek_messages()) == 1
+    # Answering N is a refusal like the missing --yes: exit 2, and it says so.
+    code, text, err = run_full(setup.client, "purge", setup.queue, stdin=Terminal("n\n"))
+    assert (code, text) == (2, "")
+    assert err == f"delete about 1 message(s) from {poison}? [y/N] azjobs poison: purge cancelled, nothing deleted " \
+                  f"from {poison}\n"
+    assert len(setup.client.queue(poison).peek_messages()) == 1
     code, text = run(setup.client, "purge", setup.queue, stdin=Terminal("y\n"))
-    assert code == 0 and "purged 1" in text
+    assert code == 0 and text == f"purged 1 message(s) from {poison}\n"
     assert setup.client.queue(setup.queue + "-poison").peek_messages() == []
 
 
@@ -170,3 +185,178 @@ def test_routed_through_the_azjobs_command(setup, capsys):
     poison_some(setup, ["routed-a"])
     assert cli.main(["poison", "list", setup.queue, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["envelope"]["args"] == ["routed-a"]
+
+
+# -- one job, four ids ----------------------------------------------------------------------------------
+def test_show_accepts_every_id_of_a_job(setup):
+    poison_some(setup, ["ids-a"])
+    [message] = setup.client.queue(setup.queue + "-poison").peek_messages()
+    record = PoisonRecord.decode(message.content)
+    ids = {"poison message id": message.id, "record id": record.id, "job id": record.envelope.id,
+           "failed message id": record.message_id}
+    assert all(ids.values()) and len(set(ids.values())) == 4, ids
+    for what, wanted in ids.items():
+        for form in (wanted, wanted[:8]):
+            code, text, err = run_full(setup.client, "show", setup.queue, form)
+            assert (code, err) == (0, ""), f"show by {what} ({form})"
+            assert text.startswith(f"poison message  {message.id}\nrecord          {record.id}\n"), what
+    assert f"failed message  {record.message_id}\n" in text  # show prints the four ids
+    code, text, err = run_full(setup.client, "requeue", setup.queue, "--id", record.message_id)
+    assert code == 0 and text.startswith(f"requeued {message.id} to {setup.queue}\n")
+
+
+def test_a_queue_that_does_not_exist_is_not_an_empty_queue(setup):
+    missing = unique_queue("nosuch")
+    expected = (f"azjobs poison: queue {missing!r} does not exist, nor '{missing}-poison' (in devstoreaccount1): "
+                "check the name\n")
+    for argv in (["list", missing], ["list", missing, "--json"], ["show", missing, "0123456789"],
+                 ["requeue", missing, "--all"], ["purge", missing, "--yes"]):
+        assert run_full(setup.client, *argv) == (1, "", expected), argv
+    # A job queue that exists but never poisoned anything is empty, not missing.
+    assert run_full(setup.client, "list", setup.queue) == (0, f"{setup.queue}-poison: empty\n", "")
+    assert run_full(setup.client, "list", setup.queue, "--json") == (0, "[]\n", "")
+    assert run_full(setup.client, "purge", setup.queue, "--yes") == (
+        0, f"purged 0 message(s) from {setup.queue}-poison\n", "")
+
+
+# -- exit status: 0 done, 1 failed or not found, 2 usage error or refused ------------------------------
+def test_exit_status_convention(setup):
+    poison_some(setup, ["exit-a"])
+    assert run_full(setup.client, "show", setup.queue, "does-not-exist") == (
+        1, "", f"azjobs poison: no poison message 'does-not-exist' in {setup.queue}-poison\n")
+    code, text, _ = run_full(setup.client, "requeue", setup.queue, "--id", "does-not-exist")
+    assert code == 1 and text.endswith("0 requeued, 0 failed, 1 not found\n")
+    assert run_full(setup.client, "list", "Not_A_Queue") == (
+        2, "", "azjobs poison: queue name 'Not_A_Queue' is invalid: use lowercase letters, digits and single "
+               "dashes, not starting or ending with a dash\n")
+    assert run_full(setup.client, "list", setup.queue + "-poison") == (
+        2, "", f"azjobs poison: give the job queue, not its poison queue: `{setup.queue}` "
+               f"(the tooling reads {setup.queue}-poison)\n")
+    with pytest.raises(SystemExit) as info:
+        run_full(setup.client, "requeue", setup.queue)  # neither --id nor --all
+    assert info.value.code == 2
+    code, text, err = run_full(setup.client, "list", setup.queue, "--host-json", str(ROOT / "no-such-host.json"))
+    assert (code, text) == (2, "") and err.startswith("azjobs poison: cannot read host.json at ")
+
+
+# -- producers and workers that disagree on messageEncoding ------------------------------------------------
+NONE = QueueSettings(max_dequeue_count=5, visibility_timeout=timedelta(0), message_encoding="none")
+HINT_BASE64_READ_AS_NONE = ("the body is base64-encoded JSON: this looks like a message sent with "
+                            "messageEncoding=base64, read with messageEncoding=none; producers and workers must agree "
+                            "(host.json extensions.queues.messageEncoding, azjobs.configure(message_encoding=...))")
+HINT_NONE_READ_AS_BASE64 = ("the body is plain JSON: this looks like a message sent with messageEncoding=none, read "
+                            "with messageEncoding=base64; producers and workers must agree (host.json "
+                            "extensions.queues.messageEncoding, azjobs.configure(message_encoding=...))")
+
+
+def host_json(tmp_path, encoding: str) -> str:
+    path = tmp_path / f"host-{encoding}.json"
+    path.write_text(json.dumps({"version": "2.0", "extensions": {"queues": {"messageEncoding": encoding}}}))
+    return str(path)
+
+
+def only_message(client, queue):
+    [message] = client.queue(queue).peek_messages(max_messages=32)
+    return message
+
+
+def test_a_worker_reading_none_hints_at_a_base64_producer_and_requeue_reencodes(setup, tmp_path):
+    job_id = jobs.record.options(queue=setup.queue).enqueue("enc-a", 1)  # base64, the default
+    worker = RunnerDriver(setup.client, setup.queue, setup.registry, settings=NONE)
+    worker.run_until(lambda: bool(worker.results))
+    [result] = worker.results
+    assert result.extra["reason"] == "not_json"
+    record = PoisonRecord.decode(only_message(setup.client, setup.queue + "-poison").content, "none")
+    assert record.error.message == f"message body is not JSON: Expecting value: line 1 column 1 (char 0); " \
+                                   f"{HINT_BASE64_READ_AS_NONE}"
+
+    # Read with the default (base64) the record is still a record, with a note about the encoding.
+    code, text, err = run_full(setup.client, "list", setup.queue, "--json")
+    [listed] = json.loads(text)
+    assert code == 0 and listed["error"]["reason"] == "not_json" and listed["poison_message_encoding"] == "none"
+    assert err.startswith(f"azjobs poison: note: some messages in {setup.queue}-poison are written with "
+                          "messageEncoding=none, but this command uses messageEncoding=base64")
+    # With the worker's host.json there is nothing to note.
+    code, text, err = run_full(setup.client, "list", setup.queue, "--host-json", host_json(tmp_path, "none"))
+    assert code == 0 and err == "" and "not_json" in text
+
+    # Requeue sends the job back, never the record: re-encoded as the producers' base64.
+    code, text, err = run_full(setup.client, "requeue", setup.queue, "--all", "--host-json",
+                               host_json(tmp_path, "base64"))
+    assert code == 0, err
+    assert "(re-encoded with messageEncoding=base64: it failed as not_json, sent with another messageEncoding)" in text
+    back = Envelope.decode(only_message(setup.client, setup.queue).content, "base64")
+    assert (back.id, back.args, back.attempt) == (job_id, ("enc-a", 1), 1)
+    setup.run_until(lambda: bool(jobs.calls("enc-a")))  # a base64 worker runs it
+
+
+def test_a_worker_reading_base64_hints_at_a_plain_json_producer(setup, connection_string):
+    plain = Client(connection_string, message_encoding="none")
+    job_id = jobs.record.options(queue=setup.queue, client=plain).enqueue("enc-b", 2)
+    setup.run_until(lambda: bool(setup.results))
+    assert setup.results[0].extra["reason"] == "not_base64"
+    record = PoisonRecord.decode(only_message(setup.client, setup.queue + "-poison").content)
+    assert record.error.message == f"message body is not valid base64: Only base64 data is allowed; " \
+                                   f"{HINT_NONE_READ_AS_BASE64}"
+    code, text, err = run_full(setup.client, "requeue", setup.queue, "--all")
+    assert code == 0 and err == ""
+    back = Envelope.decode(only_message(setup.client, setup.queue).content, "base64")
+    assert (back.id, back.args) == (job_id, ("enc-b", 2))
+    setup.run_until(lambda: bool(jobs.calls("enc-b")))
+
+
+def test_requeue_reads_records_of_a_none_worker_with_host_json(setup, connection_string, tmp_path):
+    plain = Client(connection_string, message_encoding="none")
+    worker = RunnerDriver(plain, setup.queue, setup.registry, settings=NONE)
+    job_id = jobs.gives_up.options(queue=setup.queue, client=plain).enqueue("enc-c")
+    worker.run_until(lambda: bool(jobs.calls("enc-c")))
+    poisoned = only_message(setup.client, setup.queue + "-poison")
+    assert json.loads(poisoned.content)["azjobs_poison"] == 1  # a plain-JSON record
+
+    code, text, err = run_full(setup.client, "show", setup.queue, job_id, "--host-json", host_json(tmp_path, "none"))
+    assert code == 0 and err == "" and "reason          fail" in text and "cannot ever work for enc-c" in text
+    code, text, err = run_full(setup.client, "requeue", setup.queue, "--id", job_id, "--host-json",
+                               host_json(tmp_path, "none"))
+    assert code == 0 and err == "" and text.endswith("1 requeued, 0 failed, 0 not found\n")
+    back = only_message(setup.client, setup.queue)
+    assert Envelope.decode(back.content, "none").id == job_id  # plain JSON, as the worker reads it
+    worker.run_until(lambda: len(jobs.calls("enc-c")) == 2)
+
+
+@pytest.mark.parametrize("cli_encoding", ["base64", "none"])
+def test_requeue_never_sends_a_record_back_as_a_job(setup, cli_encoding):
+    # A record written by a worker whose encoding differs from the command's used to be misread as a
+    # bare body and sent back as it was: the record itself on the job queue.
+    worker_encoding = "none" if cli_encoding == "base64" else "base64"
+    writer = Client(setup.client.connection, message_encoding=worker_encoding)
+    worker = RunnerDriver(writer, setup.queue, setup.registry,
+                          settings=QueueSettings(max_dequeue_count=5, message_encoding=worker_encoding))
+    job_id = jobs.gives_up.options(queue=setup.queue, client=writer).enqueue("enc-d")
+    worker.run_until(lambda: bool(jobs.calls("enc-d")))
+    reader = Client(setup.client.connection, message_encoding=cli_encoding)
+    code, text, err = run_full(reader, "requeue", setup.queue, "--all")
+    assert code == 0 and "1 requeued" in text
+    content = only_message(setup.client, setup.queue).content
+    assert "azjobs_poison" not in content  # the record as plain JSON
+    assert "azjobs_poison" not in base64.b64decode(content + "==").decode("utf-8", "replace")  # or base64
+    assert Envelope.decode(content, cli_encoding).id == job_id
+    assert f"written with messageEncoding={worker_encoding}" in err
+
+
+def test_a_record_sent_to_the_job_queue_is_unwrapped_on_requeue(setup):
+    poison_some(setup, ["nested-a"])
+    poison_queue = setup.client.queue(setup.queue + "-poison")
+    [record_message] = list(poison_queue.receive_messages(max_messages=1))
+    inner = PoisonRecord.decode(record_message.content)
+    # What the old requeue did: the record itself back on the job queue, where it is poisoned again.
+    poison_queue.delete_message(record_message)
+    setup.client.send_text(setup.queue, record_message.content)
+    setup.run_until(lambda: len(setup.results) == 2)
+    assert setup.results[-1].extra["reason"] == "not_envelope"
+    outer = PoisonRecord.decode(only_message(setup.client, setup.queue + "-poison").content)
+    assert outer.error.message.startswith("the body is an azjobs poison record, not a job message")
+    code, text, err = run_full(setup.client, "requeue", setup.queue, "--all")
+    assert code == 0 and err == ""
+    assert "(the job inside a poison record that had been sent back as a job)" in text
+    back = Envelope.decode(only_message(setup.client, setup.queue).content)
+    assert back.id == inner.envelope.id and back.args == ("nested-a",) and back.attempt == 1
