@@ -133,3 +133,58 @@ def test_times_are_utc_iso_with_z():
     assert parse_time(text) == moment
     with pytest.raises(ValueError, match="naive"):
         format_time(datetime(2026, 1, 1))
+
+
+# -- producers and workers that disagree on messageEncoding -------------------------------------------------
+def test_a_base64_body_read_as_none_hints_at_the_encoding():
+    body = Envelope.build("j", (1,)).encode("base64")
+    with pytest.raises(EnvelopeError) as info:
+        Envelope.decode(body, "none")
+    assert info.value.reason == "not_json"
+    assert str(info.value) == (
+        "message body is not JSON: Expecting value: line 1 column 1 (char 0); the body is base64-encoded JSON: this "
+        "looks like a message sent with messageEncoding=base64, read with messageEncoding=none; producers and workers "
+        "must agree (host.json extensions.queues.messageEncoding, azjobs.configure(message_encoding=...))")
+
+
+def test_a_plain_json_body_read_as_base64_hints_at_the_encoding():
+    body = Envelope.build("j", (1,)).encode("none")
+    with pytest.raises(EnvelopeError) as info:
+        Envelope.decode(body, "base64")
+    assert info.value.reason == "not_base64"
+    assert str(info.value) == (
+        "message body is not valid base64: Only base64 data is allowed; the body is plain JSON: this looks like a "
+        "message sent with messageEncoding=none, read with messageEncoding=base64; producers and workers must agree "
+        "(host.json extensions.queues.messageEncoding, azjobs.configure(message_encoding=...))")
+
+
+@pytest.mark.parametrize("body,encoding", [("not json at all", "none"), ("%%%", "base64"), ("{broken", "base64"),
+                                           (base64.b64encode(b"[1, 2]").decode(), "none")])
+def test_garbage_gets_no_encoding_hint(body, encoding):
+    with pytest.raises(EnvelopeError) as info:
+        Envelope.decode(body, encoding)
+    assert "messageEncoding" not in str(info.value)
+
+
+def test_a_poison_record_sent_as_a_job_says_what_it_is():
+    from azjobs.poison import ErrorInfo, PoisonRecord
+
+    record = PoisonRecord(queue="q", error=ErrorInfo("E", "m"), envelope=Envelope.build("j", (1,)))
+    with pytest.raises(EnvelopeError) as info:
+        Envelope.decode(record.encode("base64"), "base64")
+    assert info.value.reason == "not_envelope"
+    assert str(info.value).startswith("the body is an azjobs poison record, not a job message")
+
+
+@pytest.mark.parametrize("written", ["base64", "none"])
+@pytest.mark.parametrize("read", ["base64", "none"])
+def test_a_poison_record_is_recognised_whatever_the_encoding(written, read):
+    from azjobs.poison import ErrorInfo, PoisonRecord, find_record
+
+    envelope = Envelope.build("j", ("x",))
+    record = PoisonRecord(queue="q", error=ErrorInfo("E", "m"), envelope=envelope)
+    text = record.encode(written)
+    found, encoding = find_record(text, read)
+    assert (found.id, found.envelope, encoding) == (record.id, envelope, written)
+    assert PoisonRecord.decode(text, read).id == record.id
+    assert find_record(envelope.encode(written), read) is None  # an envelope is not a record
