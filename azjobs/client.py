@@ -132,7 +132,7 @@ def _source_label(connection: Connection | None) -> str:
     if connection is None:
         return "the connection string"
     if connection.source == "argument" or connection.source.startswith("argument "):
-        return "the connection string given to azjobs.configure()/Client()"
+        return "the connection string given to azjobs.configure() or azjobs.Client()"
     return f"app setting {connection.source.split(' ')[0]}"
 
 

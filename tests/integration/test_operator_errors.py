@@ -151,7 +151,7 @@ def test_enqueue_with_a_wrong_key_says_so_in_one_line(azurite, connection_string
     assert str(info.value) == (
         f"sending to queue {queue!r} failed: storage at http://127.0.0.1:{azurite.queue_port}/devstoreaccount1 "
         "rejected the credentials (403 AuthenticationFailed): the AccountKey or SharedAccessSignature of the "
-        "connection string given to azjobs.configure()/Client() is wrong, or the SAS has expired")
+        "connection string given to azjobs.configure() or azjobs.Client() is wrong, or the SAS has expired")
 
 
 class _Unavailable(http.server.BaseHTTPRequestHandler):
