@@ -38,9 +38,12 @@ class PayloadError(AzjobsError):
 
 
 def _blob_retry():
+    """The queue client's retries for blobs: short back-off, a refused connection retried once quickly."""
     from azure.storage.blob import ExponentialRetry
 
-    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3)
+    from .client import fast_connect_retry
+
+    return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
 
 
 class PayloadStore:
@@ -56,7 +59,10 @@ class PayloadStore:
     def _client(self):
         with self._lock:
             if self._container_client is None:
-                self._service = self.connection.blob_service(retry_policy=_blob_retry())
+                from .client import CONNECT_TIMEOUT_S
+
+                self._service = self.connection.blob_service(retry_policy=_blob_retry(),
+                                                             connection_timeout=CONNECT_TIMEOUT_S)
                 self._container_client = self._service.get_container_client(self.container)
             return self._container_client
 
