@@ -42,9 +42,10 @@ from typing import Any
 
 from .client import Client, default_client, http_session
 from .core import Executor, Prepared, Redeliver, Result
-from .errors import ConfigurationError, QueueNotFoundError
+from .errors import AzjobsError, ConfigurationError, QueueNotFoundError
 from .inflight import InFlight, QueueLimits
 from .lease import LeaseKeeper
+from .logs import AUTH, NOT_FOUND, auth_problem, short_reason, storage_error_kind, storage_target, unreachable_problem
 from .polling import PollingBackoff
 from .recorder import describe
 from .secrets import get_logger
@@ -64,6 +65,18 @@ RECEIVERS = 4
 
 class JobTimeout(Exception):
     """A job ran past the job timeout (host.json ``functionTimeout`` or ``--timeout``)."""
+
+
+class CredentialsRejected(AzjobsError):
+    """Storage rejected the connection's credentials at start-up (a wrong key, an expired SAS): permanent."""
+
+
+class StorageUnreachable(AzjobsError):
+    """In burst mode, storage did not answer within ``burst_timeout``."""
+
+
+# In burst mode, how long storage may stay unreachable before the worker gives up (--burst-timeout).
+BURST_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -90,6 +103,9 @@ class WorkerStats:
     peak_running: int = 0
     forced: bool = False
     restart_needed: bool = False  # stopped because as many threads were stuck as -c
+    redeliveries: int = 0  # deliveries with a dequeue count above 1 (after a crash, a lost lease or a release)
+    credentials_rejected: bool = False  # storage rejected the credentials while running (logged once)
+    storage_gave_up: bool = False  # burst mode: storage stayed unreachable past burst_timeout
     per_queue: dict[str, int] = field(default_factory=dict)  # messages fetched per queue
 
     @property
@@ -140,6 +156,8 @@ class Worker:
         burst: bool = False,
         grace: float = 30.0,
         timeout: float | timedelta | None | bool = True,
+        burst_timeout: float | None = BURST_TIMEOUT_S,
+        origin: str | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -194,6 +212,13 @@ class Worker:
         self.interval = interval
         self.burst = burst
         self.grace = grace
+        # Burst mode gives up when storage stays unreachable this long (None: never).
+        self.burst_timeout = burst_timeout
+        # Where the storage is, for the lines a user reads (never a secret); ``origin`` says where the
+        # connection setting came from (the CLI knows: environment, local.settings.json, the default).
+        self.target = storage_target(self.client.connection, origin)
+        self._reported: set[str] = set()  # storage problems logged in full, once per episode
+        self._start_failed = False
         self.stats = WorkerStats(per_queue={name: 0 for name in self.queues})
 
         self._cond = threading.Condition()
@@ -256,24 +281,94 @@ class Worker:
 
     # -- start and stop ----------------------------------------------------
     def _check_queues(self) -> None:
-        """Fail fast on a missing queue; wait out an unreachable storage account."""
-        from azure.core.exceptions import ResourceNotFoundError
+        """Fail fast on a missing queue or rejected credentials; wait out an unreachable storage account.
 
+        Rejected credentials raise ``CredentialsRejected`` (one line saying which setting to fix).
+        Unreachable storage is said once in plain words, then in a short line per retry; in burst mode
+        the worker gives up after ``burst_timeout`` seconds (``StorageUnreachable``).
+        """
         for name, queue_client in self._queue_clients.items():
             backoff = PollingBackoff(self.settings.max_polling_interval)
+            since: float | None = None
             while not self._stopping.is_set():
+                called = time.monotonic()
                 try:
                     queue_client.get_queue_properties()
-                    break
-                except ResourceNotFoundError:
-                    raise QueueNotFoundError(name) from None
                 except Exception as exc:
-                    if getattr(exc, "status_code", None) == 404:
+                    kind = storage_error_kind(exc)
+                    if kind == NOT_FOUND:
+                        self._start_failed = True
                         raise QueueNotFoundError(name) from None
+                    if kind == AUTH:
+                        self._start_failed = True
+                        raise CredentialsRejected(auth_problem(exc, self.target, f"checking queue {name}")) from None
+                    now = time.monotonic()
+                    since = called if since is None else since
                     delay = backoff.next_delay(False)
-                    log.warning("cannot reach queue %s (%s); retrying in %.1fs", name, describe(exc), delay,
-                                extra={"action": "storage_unavailable", "queue": name})
+                    if self.burst and self.burst_timeout is not None:
+                        left = self.burst_timeout - (now - since)
+                        if left <= 0:
+                            self._start_failed = True
+                            raise StorageUnreachable(
+                                f"{self.target.where} did not answer for {now - since:.0f}s "
+                                f"({short_reason(exc)}); --burst gives up after {self.burst_timeout:g}s "
+                                "(--burst-timeout)") from None
+                        delay = min(delay, left)
+                    self._storage_failed(name, exc, delay, "storage_unavailable")
                     self._stopping.wait(delay)
+                    continue
+                if since is not None:
+                    self._storage_back(name)
+                break
+
+    def _storage_failed(self, name: str, exc: BaseException, delay: float, action: str) -> None:
+        """Log a failed storage call that is retried: in full once per episode, then one short line per retry."""
+        with self._stats_lock:
+            first = "unreachable" not in self._reported
+            self._reported.add("unreachable")
+        fields = {"action": action, "queue": name, "delay_s": round(delay, 3), "endpoint": self.target.endpoint,
+                  "reason": short_reason(exc)}
+        if first:
+            kind = storage_error_kind(exc)
+            if kind == "unreachable":
+                text = unreachable_problem(exc, self.target, f"for queue {name}")
+            elif kind == NOT_FOUND:
+                text = f"queue {name} does not exist at {self.target.where} ({short_reason(exc)})"
+            else:
+                text = f"{self.target.where} answered {short_reason(exc)} for queue {name}"
+            until = (f"for up to {self.burst_timeout:g}s (--burst-timeout)"
+                     if self.burst and self.burst_timeout is not None else "until it answers")
+            log.warning("%s. Retrying %s.", text, until, extra=fields)
+        else:
+            log.warning("storage at %s still failing for queue %s (%s); retrying in %.1fs", self.target.endpoint,
+                        name, short_reason(exc), delay, extra=fields)
+
+    def _credentials_failed(self, name: str, exc: BaseException) -> None:
+        """Rejected credentials while running: an error once (with the setting to fix), then quiet retries."""
+        with self._stats_lock:
+            first = "auth" not in self._reported
+            self._reported.add("auth")
+            self.stats.credentials_rejected = True
+        fields = {"action": "storage_auth_failed", "queue": name, "endpoint": self.target.endpoint,
+                  "reason": short_reason(exc)}
+        if first:
+            then = ("--burst stops (exit status 2)" if self.burst else
+                    "the worker keeps retrying quietly until storage accepts them")
+            log.error("%s; %s", auth_problem(exc, self.target, f"receiving from queue {name}"), then, extra=fields)
+        else:
+            log.debug("storage still rejects the credentials for queue %s (%s)", name, short_reason(exc),
+                      extra=fields)
+
+    def _credentials_back(self, name: str) -> None:
+        with self._stats_lock:
+            self._reported.discard("auth")
+        log.info("storage accepts the credentials again (queue %s)", name,
+                 extra={"action": "storage_auth_recovered", "queue": name})
+
+    def _storage_back(self, name: str) -> None:
+        with self._stats_lock:
+            self._reported.discard("unreachable")
+        log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
 
     def _start(self) -> None:
         self.keeper.start()
@@ -299,12 +394,15 @@ class Worker:
                 helper.start()
                 self._threads.append(helper)
         timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
-        log.info("worker started on %s: concurrency %d, fetch %d, lease %ss, job timeout %s, max polling interval "
-                 "%.1fs%s", ", ".join(self.queues), self.concurrency, self.fetch, self.lease_s, timeout,
+        target = self.target
+        log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
+                 "max polling interval %.1fs%s", ", ".join(self.queues), target.where, target.origin,
+                 self.concurrency, self.fetch, self.lease_s, timeout,
                  self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
                  extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
                         "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst,
-                        "timeout_s": self.timeout_s})
+                        "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,
+                        "connection": target.origin})
 
     def _start_job_thread(self) -> None:
         with self._cond:
@@ -376,15 +474,19 @@ class Worker:
             for thread in self._threads:
                 if thread not in stuck:
                     thread.join(timeout=5)
+        if self._start_failed:
+            return  # it never started: the caller reports why, in one line
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
-                 "%d redelivered, %d timed out, %d released, %d abandoned", s.succeeded, s.retry_scheduled,
-                 s.dead_lettered, s.deferred, s.skipped, s.redelivered, s.timed_out, s.released, s.abandoned,
+                 "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
+                 "%d released unstarted, %d abandoned", s.succeeded, s.retry_scheduled, s.dead_lettered, s.deferred,
+                 s.skipped, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
                         "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
-                        "redelivered": s.redelivered, "timed_out": s.timed_out, "released": s.released,
-                        "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
-                        "restart_needed": s.restart_needed})
+                        "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
+                        "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
+                        "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
+                        "storage_gave_up": s.storage_gave_up})
 
     def _stuck_threads(self) -> set[threading.Thread]:
         with self._cond:
@@ -426,7 +528,8 @@ class Worker:
         backoff = PollingBackoff(self.settings.max_polling_interval)
         busy = busy or threading.Event()
         last_call = 0.0
-        failing = False
+        failing: str | None = None  # "auth" or "other" while receives fail
+        failing_since = 0.0
         try:
             while not self._stopping.is_set():
                 wanted = self.inflight.reserve(name)
@@ -444,14 +547,37 @@ class Worker:
                     self.inflight.unreserve(name, wanted)
                     self._count("receive_errors")
                     delay = backoff.next_delay(False)
-                    failing = True
-                    log.warning("receiving from %s failed (%s); retrying in %.1fs", name, describe(exc), delay,
-                                extra={"action": "receive_failed", "queue": name, "delay_s": round(delay, 3)})
+                    now = time.monotonic()
+                    if failing is None:
+                        failing_since = last_call
+                    if storage_error_kind(exc) == AUTH:
+                        failing = "auth"
+                        self._credentials_failed(name, exc)
+                        if self.burst:
+                            break  # permanent: a burst cannot finish
+                    else:
+                        failing = "other"
+                        if self.burst and self.burst_timeout is not None:
+                            left = self.burst_timeout - (now - failing_since)
+                            if left <= 0:
+                                with self._stats_lock:
+                                    self.stats.storage_gave_up = True
+                                log.error("%s did not answer for %.0fs (%s); --burst gives up on queue %s after %gs "
+                                          "(--burst-timeout)", self.target.where, now - failing_since,
+                                          short_reason(exc), name, self.burst_timeout,
+                                          extra={"action": "storage_gave_up", "queue": name,
+                                                 "endpoint": self.target.endpoint})
+                                break
+                            delay = min(delay, left)
+                        self._storage_failed(name, exc, delay, "receive_failed")
                     self._stopping.wait(delay)
                     continue
-                if failing:
-                    failing = False
-                    log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
+                if failing is not None:
+                    if failing == "auth":
+                        self._credentials_back(name)
+                    else:
+                        self._storage_back(name)
+                    failing = None
                 self.inflight.unreserve(name, wanted - len(messages))
                 if len(messages) == wanted and not self.interval:
                     busy.set()  # a full batch: more are likely waiting, let the other receivers help
@@ -499,6 +625,8 @@ class Worker:
                 self._count("recovered")
                 self.inflight.done(name)
                 continue
+            if (getattr(message, "dequeue_count", None) or 1) > 1:
+                self._count("redeliveries")  # back after a crash, a lost lease or a release
             lease = self.keeper.track(name, queue_client, message.id, message.pop_receipt, received_at)
             self._ready.put(Delivery(name, queue_client, message, lease))
         if self._stopping.is_set():

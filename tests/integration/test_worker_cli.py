@@ -49,18 +49,19 @@ def test_create_empty_delete(client, queue_name, raw_queue, test_dir):
     queue.send_message("aGVsbG8=")
     # Without --yes on a non-interactive stdin: refused, nothing emptied.
     code, _, err = run(["--empty", queue_name])
-    assert code != 0 and "--yes" in err and count(queue) == 1
-    # A terminal that answers no: nothing emptied.
-    assert run(["--empty", queue_name], stdin=Tty("n\n"))[0] != 0 and count(queue) == 1
+    assert code == 2 and "--yes" in err and count(queue) == 1
+    # A terminal that answers no: nothing emptied, a line says so, exit status 2 (refused).
+    code, _, err = run(["--empty", queue_name], stdin=Tty("n\n"))
+    assert code == 2 and err.endswith(f"azjobs: not confirmed; did not empty queue {queue_name}\n") and count(queue) == 1
     assert run(["-e", queue_name], stdin=Tty("y\n"))[0] == 0 and count(queue) == 0
     queue.send_message("aGVsbG8=")
     assert run(["--empty", queue_name, "--yes"])[0] == 0 and count(queue) == 0
     code, _, err = run(["--delete", queue_name])
-    assert code != 0 and "--yes" in err
+    assert code == 2 and "--yes" in err
     queue.get_queue_properties()  # still there
     assert run(["-d", queue_name, "--yes"])[0] == 0
     code, _, err = run(["--delete", queue_name, "--yes"])
-    assert code == 1 and "does not exist" in err
+    assert code == 1 and err.startswith(f"azjobs: queue '{queue_name}' does not exist at storage account devstoreaccount1 at ")
 
 
 def test_missing_queue_is_an_error_unless_create(client, queue_name, raw_queue, test_dir):
