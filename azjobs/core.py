@@ -348,7 +348,8 @@ class Executor:
         log.info("job %s %s succeeded in %.3fs (attempt %d, queue %s)", env.job, env.id, duration, env.attempt,
                  info.queue,
                  extra={"action": "job_succeeded", "job": env.job, "job_id": env.id, "queue": info.queue,
-                        "attempt": env.attempt, "duration_s": round(duration, 6)})
+                        "attempt": env.attempt, "dequeue_count": info.dequeue_count,
+                        "duration_s": round(duration, 6)})
         return self._settled(Result(Outcome.SUCCEEDED, env, duration_s=duration, ran=True,
                                     payload_ref=env.payload_ref))
 
@@ -363,7 +364,8 @@ class Executor:
         log.warning("job %s %s failed after %.3fs: %s: %s", env.job, env.id, duration, type(error).__name__, error,
                     exc_info=(type(error), error, error.__traceback__) if log.isEnabledFor(10) else None,
                     extra={"action": "job_failed", "job": env.job, "job_id": env.id, "queue": info.queue,
-                           "attempt": env.attempt, "duration_s": round(duration, 6),
+                           "attempt": env.attempt, "dequeue_count": info.dequeue_count,
+                           "duration_s": round(duration, 6),
                            "error_type": type(error).__name__})
         try:
             decision = step.definition.policy_for(env).decide(error, env.attempt)

@@ -49,3 +49,27 @@ def test_verbose_enables_debug(restore_logging):
     logging.getLogger("azjobs").debug("shown")
     assert "hidden" not in stream.getvalue() and "shown" in stream.getvalue()
     assert len([h for h in logging.getLogger().handlers if getattr(h, "_azjobs", False)]) == 1
+
+
+def test_a_redelivered_jobs_line_shows_its_dequeue_count(restore_logging):
+    import azjobs
+    from azjobs.core import Executor, MessageInfo
+    from azjobs.message import Envelope
+    from azjobs.testing import RecordingClient
+
+    reg = azjobs.Registry()
+    azjobs.job(queue="logs-queue", registry=reg, name="logs.quiet")(_quiet)
+    stream = io.StringIO()
+    logs.setup(0, "text", stream)
+    client = RecordingClient()
+    core = Executor(registry=reg, client=client, settings=client.settings)
+    body = Envelope.build("logs.quiet", ()).encode()
+    core.execute(body, MessageInfo("logs-queue", message_id="m1", dequeue_count=1))
+    core.execute(body, MessageInfo("logs-queue", message_id="m1", dequeue_count=3))  # after a crash, say
+    first, second = [line for line in stream.getvalue().splitlines() if "succeeded" in line]
+    assert "dequeue count" not in first
+    assert "[dequeue count 3: a redelivery]" in second
+
+
+def _quiet() -> None:
+    return None
