@@ -13,7 +13,7 @@ recognised whatever ``messageEncoding`` its writer used, and only the job inside
 ever sent back.
 
 Exit status: 0 done; 1 failed or not found (a storage error, a queue or id that does not
-exist, a requeue that failed); 2 usage error or refused (bad arguments or settings, no
+exist, a requeue that failed); 2 usage or configuration error (rejected credentials included) or refused (bad arguments or settings, no
 confirmation for ``purge``).
 """
 
@@ -488,7 +488,8 @@ def main(argv: list[str] | None = None, *, client: Client | None = None, stdin=N
         if not isinstance(exc, AzureError):
             raise
         print(f"azjobs poison: {storage_error_text(exc, client.connection)}", file=err)
-        return FAILED
+        # Rejected credentials are a configuration error that no retry fixes: 2, as for the worker.
+        return USAGE if getattr(exc, "status_code", None) in (401, 403) else FAILED
     finally:
         if owned:
             client.close()

@@ -74,7 +74,7 @@ def test_poison_command_with_a_wrong_account_key_prints_one_line(argv, azurite, 
     queue = unique_queue("opk")
     proc, _ = azjobs_command("poison", *(a.format(queue=queue) for a in argv),
                              connection_string=with_key(connection_string, WRONG_KEY), cwd=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a configuration error, as for the worker: no retry fixes it
     assert_one_clean_line(
         proc,
         f"azjobs poison: storage at http://127.0.0.1:{azurite.queue_port}/devstoreaccount1 rejected the credentials "
