@@ -73,3 +73,29 @@ def test_a_redelivered_jobs_line_shows_its_dequeue_count(restore_logging):
 
 def _quiet() -> None:
     return None
+
+
+def test_a_retry_line_says_why_and_a_failed_jobs_traceback_is_logged_at_debug(restore_logging):
+    import azjobs
+    from azjobs.core import Executor, MessageInfo
+    from azjobs.message import Envelope
+    from azjobs.testing import RecordingClient
+
+    reg = azjobs.Registry()
+    azjobs.job(queue="logs-queue", registry=reg, name="logs.boom")(_boom)
+    client = RecordingClient()
+    core = Executor(registry=reg, client=client, settings=client.settings)
+    for verbose in (0, 1):
+        stream = io.StringIO()
+        logs.setup(verbose, "text", stream)
+        core.execute(Envelope.build("os.system", ("rm -rf /",)).encode(), MessageInfo("logs-queue"))
+        core.execute(Envelope.build("logs.boom", ()).encode(), MessageInfo("logs-queue"))
+        text = stream.getvalue()
+        unknown = next(line for line in text.splitlines() if "os.system" in line and "retry 2 scheduled" in line)
+        assert "UnknownJobError: no job named 'os.system' is registered" in unknown
+        assert ("Traceback (most recent call last)" in text) == bool(verbose)
+        assert ("raise RuntimeError(\"kaboom\")" in text) == bool(verbose)
+
+
+def _boom() -> None:
+    raise RuntimeError("kaboom")
