@@ -1,4 +1,4 @@
-"""The Celery 5 peer: the same three jobs on kombu's ``azurestoragequeues`` transport.
+"""The Celery 5 peer: the same four jobs on kombu's ``azurestoragequeues`` transport.
 
 Configured from the environment so the worker subprocess and the enqueuing harness agree:
 ``AZJOBS_BENCH_BROKER`` (``azurestoragequeues://<key>@<queue endpoint URL>``) and
@@ -13,7 +13,7 @@ import time
 
 from celery import Celery
 
-from . import sidechannel
+from . import sidechannel, workload
 
 BROKER_ENV = "AZJOBS_BENCH_BROKER"
 QUEUE_ENV = "AZJOBS_BENCH_CELERY_QUEUE"
@@ -42,6 +42,13 @@ def sleep50(n: int) -> None:
     start = time.time()
     time.sleep(0.05)
     sidechannel.record(f"s{n}", start, time.time())
+
+
+@app.task(name="bench.cpu20")
+def cpu20(n: int) -> None:
+    start = time.time()
+    workload.burn()
+    sidechannel.record(f"c{n}", start, time.time())
 
 
 @app.task(name="bench.probe")

@@ -1,7 +1,8 @@
 """Storage calls per job, counted by a proxy in front of Azurite, for each contender.
 
 Every call a client makes on the way (queue look-ups at start, sends, receives — empty
-ones too — deletes, lease renewals) goes through ``CountingProxy``. The enqueue side and
+ones too — deletes, lease renewals) goes through ``CountingProxy``. The raw SDK's calls do
+not depend on its transport (default or tuned), so it is counted once. The enqueue side and
 the drain side are counted apart; per-job figures divide by the jobs run. CPU seconds and
 peak RSS come from the (unproxied) drain runs instead, so the proxy cannot skew them.
 """
@@ -38,14 +39,13 @@ def proxied_connection_string(connection_string: str, proxy_port: int, queue_por
     return connection_string.replace(f"127.0.0.1:{queue_port}/", f"127.0.0.1:{proxy_port}/")
 
 
-def measure_azjobs(proxy: CountingProxy, direct: str, proxied: str, queue: str, n: int, workdir: Path) -> CallCount:
+def measure_azjobs(proxy: CountingProxy, direct: str, proxied: str, queue: str, n: int, workdir: Path,
+                   setup: azjobs_side.Setup = azjobs_side.HOST_DEFAULTS, label: str = "") -> CallCount:
     azjobs_side.client(proxied)
     proxy.reset()
     azjobs_side.enqueue_many(proxied, queue, n)
     enqueue = proxy.reset()
-    side = str(workdir / f"{queue}.side")
-    worker = WorkerProcess(azjobs_side.worker_argv(queue, burst=True), azjobs_side.worker_env(proxied, side),
-                           workdir / f"{queue}.log").start()
+    worker, side = azjobs_side.start_worker(proxied, queue, workdir, burst=True, setup=setup)
     try:
         watch(worker, side, n, raw_sdk.queue_client(direct, queue), timeout=300)
         worker.wait(60)
@@ -53,20 +53,21 @@ def measure_azjobs(proxy: CountingProxy, direct: str, proxied: str, queue: str, 
         worker.stop()
     drain = proxy.reset()
     azjobs_side.client(direct)
-    return CallCount("azjobs (worker, defaults)", n, enqueue, drain)
+    return CallCount(label or f"azjobs worker, {setup.label}", n, enqueue, drain)
 
 
-def measure_raw(proxy: CountingProxy, proxied: str, queue: str, n: int, body: str) -> CallCount:
+def measure_raw(proxy: CountingProxy, proxied: str, queue: str, n: int, body: str, label: str = "") -> CallCount:
     raw_sdk.queue_client(proxied, queue).create_queue()
     proxy.reset()
     raw_sdk.enqueue(proxied, queue, [body] * n, threads=8)
     enqueue = proxy.reset()
     raw_sdk.drain(proxied, queue, n, threads=8)
     drain = proxy.reset()
-    return CallCount("raw SDK (8 threads, receive 32)", n, enqueue, drain)
+    return CallCount(label or "raw SDK (8 threads, receive 32)", n, enqueue, drain)
 
 
-def measure_celery(proxy: CountingProxy, direct: str, proxied_url: str, queue: str, n: int, workdir: Path) -> CallCount:
+def measure_celery(proxy: CountingProxy, direct: str, proxied_url: str, queue: str, n: int, workdir: Path,
+                   label: str = "") -> CallCount:
     queue_client = raw_sdk.queue_client(direct, queue)
     queue_client.create_queue()
     from .celery_app import app
@@ -87,7 +88,7 @@ def measure_celery(proxy: CountingProxy, direct: str, proxied_url: str, queue: s
     finally:
         worker.stop()
     drain = proxy.reset()
-    return CallCount("Celery (threads -c 4)", n, enqueue, drain)
+    return CallCount(label or "Celery --pool threads -c 4", n, enqueue, drain)
 
 
 def start_proxy(queue_port: int) -> CountingProxy:

@@ -10,7 +10,7 @@ import time
 
 import azjobs
 
-from . import sidechannel
+from . import sidechannel, workload
 
 SLEEP_S = 0.05
 
@@ -28,6 +28,14 @@ def sleep50(n: int) -> None:
     start = time.time()
     time.sleep(SLEEP_S)
     sidechannel.record(f"s{n}", start, time.time())
+
+
+@azjobs.job(queue="bench-cpu")
+def cpu20(n: int) -> None:
+    """A CPU-bound job: about 20 ms of pure-Python arithmetic (benchmarks/workload.py), holding the GIL."""
+    start = time.time()
+    workload.burn()
+    sidechannel.record(f"c{n}", start, time.time())
 
 
 @azjobs.job(queue="bench-probe")

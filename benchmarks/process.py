@@ -1,8 +1,10 @@
 """A worker subprocess under measurement: CPU seconds and peak RSS of its whole process tree.
 
 Started in its own session (so the whole tree can be signalled), sampled with psutil every
-100 ms. A process that exits by itself (``azjobs --burst``) is reaped with ``os.wait4``,
-whose rusage gives its exact CPU time and peak RSS.
+100 ms. A process that exits by itself (``azjobs --burst``, also ``azjobs -p N --burst``,
+whose supervisor reaps its children) is reaped with ``os.wait4``, whose rusage gives the
+exact CPU time of the process and of every child it reaped. Peak RSS is the rusage peak
+for a single process, and the sampled sum over the tree when it had children.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 class WorkerProcess:
     """One measured worker process (plus any children it forks)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: str | os.PathLike) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: str | os.PathLike,
+                 cwd: str | os.PathLike = ROOT) -> None:
         self.argv = argv
         self.env = env
+        self.cwd = Path(cwd)
         self.log_path = Path(log_path)
         self.popen: subprocess.Popen | None = None
         self.started_at = 0.0  # wall clock
@@ -39,7 +43,7 @@ class WorkerProcess:
     def start(self) -> "WorkerProcess":
         log = open(self.log_path, "ab")
         self.started_at = time.time()
-        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self._sampler = threading.Thread(target=self._sample_loop, name="bench-sampler", daemon=True)
@@ -54,15 +58,13 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.returncode is None and self._reap(block=False) is None
 
-    def sample(self) -> None:
-        """Record the tree's CPU time and RSS now."""
-        if self._rusage_known:
-            return
+    def tree_usage(self) -> tuple[float, int] | None:
+        """CPU seconds (user + system, children already reaped included) and RSS bytes of the tree now."""
         try:
             root = psutil.Process(self.pid)
             procs = [root] + root.children(recursive=True)
         except psutil.Error:
-            return
+            return None
         rss = 0
         cpu = 0.0
         for proc in procs:
@@ -71,8 +73,20 @@ class WorkerProcess:
                     times = proc.cpu_times()
                     rss += proc.memory_info().rss
                     cpu += times.user + times.system
+                    if proc.pid == root.pid:
+                        cpu += times.children_user + times.children_system
             except psutil.Error:
                 continue
+        return cpu, rss
+
+    def sample(self) -> None:
+        """Record the tree's CPU time and RSS now."""
+        if self._rusage_known:
+            return
+        usage = self.tree_usage()
+        if usage is None:
+            return
+        cpu, rss = usage
         if not self._rusage_known:
             self.peak_rss = max(self.peak_rss, rss)
             self.cpu_s = max(self.cpu_s, cpu)
@@ -127,11 +141,12 @@ class WorkerProcess:
         self.returncode = os.waitstatus_to_exitcode(status)
         assert self.popen is not None
         self.popen.returncode = self.returncode
-        # Exact figures for the process itself (children it forked are counted while sampled).
+        # Exact CPU for the process and every child it reaped (wait4 reports both); peak RSS is
+        # one process's peak, so a tree keeps its sampled sum.
+        self.cpu_s = max(self.cpu_s, usage.ru_utime + usage.ru_stime)
         if not self._children_seen:
-            self.cpu_s = usage.ru_utime + usage.ru_stime
             self.peak_rss = usage.ru_maxrss * 1024
-            self._rusage_known = True
+        self._rusage_known = True
         self._stop_sampling.set()
         return self.returncode
 
