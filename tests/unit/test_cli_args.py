@@ -26,14 +26,8 @@ def run(argv, stdin=None):
 
 
 @pytest.fixture(autouse=True)
-def keep_logging():
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
+def keep_logging(restore_logging):
+    """Every test here runs the CLI, which sets up logging."""
 
 
 @pytest.fixture

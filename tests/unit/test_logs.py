@@ -6,20 +6,10 @@ import io
 import json
 import logging
 
-import pytest
 
 from azjobs import logs
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def test_json_lines_carry_the_extras(restore_logging):

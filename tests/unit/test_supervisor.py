@@ -253,15 +253,6 @@ def events(restore_logging):
     return lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def by_action(events, action):
