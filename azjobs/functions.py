@@ -19,7 +19,6 @@ binding cannot delay a message. This is the only azjobs module that imports
 
 import asyncio
 import hashlib
-import logging
 import os
 import re
 import threading

@@ -31,7 +31,6 @@ from typing import Any, Iterator, Sequence
 from .client import Client, storage_error_text
 from .connection import resolve_connection
 from .errors import AzjobsError, ConfigurationError, QueueNotFoundError
-from .message import ENCODINGS
 from .payload import PayloadError
 from .poison import PoisonRecord, find_record, misencoded_envelope, nested_record
 from .queue_names import POISON_SUFFIX, poison_queue_name, resolve_queue_name, validate_queue_name

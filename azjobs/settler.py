@@ -9,7 +9,6 @@ debug), as the Functions host does — the message is someone else's, or already
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time

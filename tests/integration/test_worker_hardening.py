@@ -5,7 +5,6 @@ blobs that outlive their message's delete.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
