@@ -486,7 +486,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
     from .connection import resolve_connection
     from .errors import AzjobsError, ConfigurationError, QueueNotFoundError
     from .logs import storage_target
-    from .worker import CredentialsRejected, StorageUnreachable
+    from .worker import CredentialsRejected
 
     try:
         settings = _settings(args)
@@ -523,19 +523,13 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
                 if created:
                     print(f"queue {name} created", file=out)
         return _work(args, client, settings, origin, err)
-    except CredentialsRejected as exc:
-        print(f"azjobs: {exc}", file=err)
-        return USAGE
-    except StorageUnreachable as exc:
-        print(f"azjobs: {exc}", file=err)
-        return FAILED
     except QueueNotFoundError as exc:
         print(f"azjobs: {exc} (or pass --create)", file=err)
         return FAILED
-    except ConfigurationError as exc:
+    except (CredentialsRejected, ConfigurationError) as exc:  # nothing a retry fixes
         print(f"azjobs: {exc}", file=err)
         return USAGE
-    except AzjobsError as exc:
+    except AzjobsError as exc:  # StorageUnreachable included
         print(f"azjobs: {exc}", file=err)
         return FAILED
     finally:
