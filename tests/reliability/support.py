@@ -128,3 +128,34 @@ def stop(process: subprocess.Popen, timeout: float = 30.0) -> int:
 def report(suite: str, **figures: Any) -> None:
     """Print a suite's figures on one line (shown with ``pytest -s`` or in the junit output)."""
     print(f"[reliability] {suite}: " + ", ".join(f"{name}={value}" for name, value in figures.items()))
+
+
+@dataclass
+class Stopped:
+    """What SIGTERM left behind: the exit, the ledger, and the messages visible again."""
+
+    code: int
+    exit_s: float
+    ledger: Ledger
+    started: set[str]
+    unfinished: list[str]
+    visible: list[Any]
+    visible_keys: list[str]
+
+
+def sigterm_and_collect(process: subprocess.Popen, test_dir: Path, queue_client: Any, timeout: float) -> Stopped:
+    """SIGTERM ``process``, wait for its exit, then read the ledger and receive what is visible again."""
+    import signal
+    import time
+
+    from azjobs import Envelope
+
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout)
+    exit_s = time.monotonic() - signalled
+    ledger = Ledger.read(test_dir)
+    started = set(ledger.starts)
+    visible = receive_all(queue_client, visibility_timeout=120)
+    return Stopped(code, exit_s, ledger, started, [key for key in started if not ledger.finishes.get(key)], visible,
+                   [Envelope.decode(message.content).args[0] for message in visible])

@@ -16,10 +16,10 @@ import signal
 import time
 from pathlib import Path
 
-from azjobs import Call, Envelope
+from azjobs import Call
 from tests.jobs import reliability_jobs as rel
-from tests.reliability.support import (Ledger, all_finished, log_events, log_text, message_count, receive_all, report,
-                                       spawn, wait_for)
+from tests.reliability.support import (Ledger, all_finished, log_events, log_text, message_count, report,
+                                       sigterm_and_collect, spawn, wait_for)
 
 SEED = int(os.environ.get("AZJOBS_RELIABILITY_SEED", "6001"))
 
@@ -119,16 +119,9 @@ def test_sigterm_to_the_supervisor_finishes_running_jobs_in_every_process(connec
 
     assert wait_for(both_busy, timeout=30), log_text(test_dir)
     children = _children(test_dir)
-    signalled = time.monotonic()
-    supervisor.send_signal(signal.SIGTERM)
-    code = supervisor.wait(GRACE_S + 15)
-    exit_s = time.monotonic() - signalled
-
-    ledger = Ledger.read(test_dir)
-    started = set(ledger.starts)
-    unfinished = [key for key in started if not ledger.finishes.get(key)]
-    visible = receive_all(queue, visibility_timeout=120)
-    visible_keys = [Envelope.decode(message.content).args[0] for message in visible]
+    stopped = sigterm_and_collect(supervisor, test_dir, queue, GRACE_S + 15)
+    code, exit_s, ledger, started = stopped.code, stopped.exit_s, stopped.ledger, stopped.started
+    unfinished, visible, visible_keys = stopped.unfinished, stopped.visible, stopped.visible_keys
     stopped_workers = [e for e in _events(test_dir, "worker_stopped") if "worker_process" in e]
     report("processes_sigterm", jobs=len(keys), running_at_sigterm=len(started), finished=ledger.finished(keys),
            unfinished=len(unfinished), visible_after_exit=len(visible), exit_code=code, exit_s=round(exit_s, 1),

@@ -12,9 +12,9 @@ import subprocess
 import time
 
 
-from azjobs import Call, Envelope
+from azjobs import Call
 from tests.jobs import reliability_jobs as rel
-from tests.reliability.support import (Ledger, actions, all_finished, log_text, receive_all, report, spawn,
+from tests.reliability.support import (Ledger, actions, all_finished, log_text, report, sigterm_and_collect, spawn,
                                        wait_for)
 
 RUNNING = 24
@@ -34,16 +34,9 @@ def test_sigterm_under_load_finishes_running_jobs_and_leaves_the_rest_visible(co
                    "--grace", str(GRACE_S))
     processes.append(worker)
     assert wait_for(lambda: len(Ledger.read(test_dir).starts) >= RUNNING, timeout=60), log_text(test_dir)
-    signalled = time.monotonic()
-    worker.send_signal(signal.SIGTERM)
-    code = worker.wait(GRACE_S + 15)
-    exit_s = time.monotonic() - signalled
-
-    ledger = Ledger.read(test_dir)
-    started = set(ledger.starts)
-    unfinished = [key for key in started if not ledger.finishes.get(key)]
-    visible = receive_all(queue, visibility_timeout=120)
-    visible_keys = [Envelope.decode(message.content).args[0] for message in visible]
+    stopped = sigterm_and_collect(worker, test_dir, queue, GRACE_S + 15)
+    code, exit_s, ledger, started = stopped.code, stopped.exit_s, stopped.ledger, stopped.started
+    unfinished, visible, visible_keys = stopped.unfinished, stopped.visible, stopped.visible_keys
     report("shutdown", jobs=len(keys), in_flight_at_sigterm=len(started), finished=ledger.finished(keys),
            visible_after_exit=len(visible), exit_code=code, exit_s=round(exit_s, 1),
            lost=len(set(keys) - started - set(visible_keys)))
