@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from .secrets import get_logger, redact
+from .secrets import describe, get_logger
 
 log = get_logger("azjobs.worker")
 
@@ -276,7 +276,7 @@ class LeaseKeeper:
         remaining = lease.expires_at - self._clock()
         lease.interval = max(min(lease.interval / 2.0, remaining / 4.0), self.min_interval)
         log.warning("renewing the lease on message %s of %s failed (%s); retrying in %.1fs",
-                    lease.message_id, lease.queue, redact(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"),
+                    lease.message_id, lease.queue, describe(exc),
                     lease.interval,
                     extra={"action": "lease_renew_failed", "queue": lease.queue, "message_id": lease.message_id})
         return lease.interval

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .client import MAX_VISIBILITY, NEVER_EXPIRE
 from .errors import PayloadTooLargeError
@@ -21,7 +21,7 @@ from .message import Envelope, format_time
 from .payload import POISON_PREFIX
 from .poison import ErrorInfo, PoisonRecord, raw_text
 from .queue_names import poison_queue_name
-from .secrets import get_logger, redact
+from .secrets import describe, get_logger, redact
 
 if TYPE_CHECKING:
     from .core import Executor, MessageInfo
@@ -152,12 +152,6 @@ class Recorder:
                       extra={"action": "settle_failed", "queue": record.queue, "what": "poison record blob"})
             raise Redeliver(f"could not store the poison record in Blob Storage: {exc}", envelope) from exc
         return record.stub(ref).encode(encoding)
-
-
-def describe(value: Any) -> str:
-    """One line naming an exception, safe to log."""
-    text = str(value).splitlines()[0] if str(value) else ""
-    return redact(f"{type(value).__name__}: {text}" if isinstance(value, BaseException) else text)
 
 
 __all__ = ["DeadLetter", "Recorder", "Redeliver", "describe"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Iterable
+from typing import Any, Iterable
 
 MASK = "***"
 # key=value forms: connection-string keys and SAS query parameters that carry the secret.
@@ -91,6 +91,12 @@ def redact(text: str) -> str:
     return _PAIRS.sub(lambda m: f"{m.group(1)}={MASK}", text)
 
 
+def describe(value: Any) -> str:
+    """One line naming an exception (type and first line of its text), safe to log."""
+    text = str(value).splitlines()[0] if str(value) else ""
+    return redact(f"{type(value).__name__}: {text}" if isinstance(value, BaseException) else text)
+
+
 class RedactingFilter(logging.Filter):
     """Redacts a record's message and traceback in place (attach to a logger or a handler)."""
 
@@ -132,5 +138,5 @@ def get_logger(name: str) -> logging.Logger:
     return logger
 
 
-__all__ = ["MASK", "RedactingFilter", "RedactingStream", "get_logger", "redact", "remember", "secrets_in_connection_string",
+__all__ = ["MASK", "RedactingFilter", "RedactingStream", "describe", "get_logger", "redact", "remember", "secrets_in_connection_string",
            "secrets_in_sas"]

@@ -14,19 +14,13 @@ import threading
 import time
 from typing import Any, Callable
 
-from .secrets import redact
 from .lease import is_lost_error
-from .secrets import get_logger
+from .secrets import describe, get_logger
 
 log = get_logger("azjobs.worker")
 
 ATTEMPTS = 4
 FIRST_RETRY_S = 0.2
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return redact(f"{type(exc).__name__}: {text}")
 
 
 class _Status(str):
@@ -155,16 +149,16 @@ class Settler:
                     # Deleted by an unanswered earlier try, or received by another consumer: either way
                     # not ours, so nothing that belongs to the message (its payload blob) is touched.
                     log.debug("%s of message %s on %s skipped: it is no longer ours (%s)", what, message_id,
-                              queue_name, _describe(exc),
+                              queue_name, describe(exc),
                               extra={"action": f"{what}_skipped", "queue": queue_name, "message_id": message_id})
                     return gone
                 if attempt == ATTEMPTS or (self._give_up_at is not None and time.monotonic() >= self._give_up_at):
                     log.error("%s of message %s on %s failed after %d attempts: %s; it will reappear when its "
-                              "lease ends", what, message_id, queue_name, attempt, _describe(exc),
+                              "lease ends", what, message_id, queue_name, attempt, describe(exc),
                               extra={"action": f"{what}_failed", "queue": queue_name, "message_id": message_id})
                     return "failed"
                 log.warning("%s of message %s on %s failed (%s); retrying in %.1fs", what, message_id, queue_name,
-                            _describe(exc), delay,
+                            describe(exc), delay,
                             extra={"action": f"{what}_retry", "queue": queue_name, "message_id": message_id})
                 self._sleep(delay)
                 delay *= 2
