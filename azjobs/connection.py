@@ -27,12 +27,14 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def azurite_connection_string(queue_port: int = 10001, blob_port: int = 10000, host: str = "127.0.0.1") -> str:
+def azurite_connection_string(queue_port: int = 10001, blob_port: int = 10000, host: str = "127.0.0.1",
+                              table_port: int = 10002) -> str:
     """A full connection string for Azurite on the given ports (what UseDevelopmentStorage means on defaults)."""
     return (
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
         f"BlobEndpoint=http://{host}:{blob_port}/{AZURITE_ACCOUNT};"
         f"QueueEndpoint=http://{host}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table_port}/{AZURITE_ACCOUNT};"
     )
 
 
@@ -43,6 +45,7 @@ class Connection:
     connection_string: str | None = field(default=None, repr=False)
     queue_service_uri: str | None = None
     blob_service_uri: str | None = None
+    table_service_uri: str | None = None
     source: str = "default"
 
     def __post_init__(self) -> None:
@@ -118,6 +121,20 @@ class Connection:
                 "large payloads need Blob Storage: set AzureWebJobsStorage__blobServiceUri (or __accountName)"
             )
         return BlobServiceClient(uri, credential=self._credential(), **kwargs)
+
+
+    def table_service(self, **kwargs: Any):
+        """A ``TableServiceClient`` (azure-data-tables) for the same account: job state, workflow history."""
+        from azure.data.tables import TableServiceClient
+
+        if self.connection_string:
+            return TableServiceClient.from_connection_string(self.connection_string, **kwargs)
+        uri = self.table_service_uri
+        if not uri:
+            raise ConfigurationError(
+                "job state needs Table Storage: set AzureWebJobsStorage__tableServiceUri (or __accountName)"
+            )
+        return TableServiceClient(uri, credential=self._credential(), **kwargs)
 
 
 def _pairs(text: str) -> dict[str, str]:
@@ -221,14 +238,17 @@ def resolve_connection(
         return connection_from_string(value, setting)
     queue_uri = env.get(f"{setting}__queueServiceUri", "").strip()
     blob_uri = env.get(f"{setting}__blobServiceUri", "").strip() or None
+    table_uri = env.get(f"{setting}__tableServiceUri", "").strip() or None
     account = env.get(f"{setting}__accountName", "").strip()
     if account:
         queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
         blob_uri = blob_uri or f"https://{account}.blob.core.windows.net"
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
     if queue_uri:
         if not queue_uri.startswith(("https://", "http://")):
             raise ConfigurationError(f"{setting}__queueServiceUri must be an http(s) URL, got {queue_uri!r}")
-        return Connection(queue_service_uri=queue_uri, blob_service_uri=blob_uri, source=f"{setting}__* (identity)")
+        return Connection(queue_service_uri=queue_uri, blob_service_uri=blob_uri, table_service_uri=table_uri,
+                          source=f"{setting}__* (identity)")
     if setting != DEFAULT_SETTING:
         raise ConfigurationError(
             f"connection {setting!r} is not set: set the app setting {setting} to a connection string, "

@@ -35,6 +35,20 @@ def test_identity_based_settings():
     conn = resolve_connection(environ={"AzureWebJobsStorage__accountName": "acct"})
     assert conn.queue_service_uri == "https://acct.queue.core.windows.net"
     assert conn.blob_service_uri == "https://acct.blob.core.windows.net"
+    assert conn.table_service_uri == "https://acct.table.core.windows.net"
+    conn = resolve_connection(environ={"AzureWebJobsStorage__queueServiceUri": "https://acct.queue.core.windows.net",
+                                       "AzureWebJobsStorage__tableServiceUri": "https://t.table.core.windows.net"})
+    assert conn.table_service_uri == "https://t.table.core.windows.net"
+
+
+def test_table_service_reaches_the_same_account_as_the_queues():
+    azurite = resolve_connection(environ={"AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    assert azurite.table_service().url.startswith("http://127.0.0.1:10002/devstoreaccount1")
+    identity = Connection(queue_service_uri="https://acct.queue.core.windows.net",
+                          table_service_uri="https://acct.table.core.windows.net")
+    assert identity.table_service().account_name == "acct"
+    with pytest.raises(ConfigurationError, match="tableServiceUri"):
+        Connection(queue_service_uri="https://acct.queue.core.windows.net").table_service()
 
 
 def test_identity_based_client_uses_default_azure_credential():
