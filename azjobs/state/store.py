@@ -237,7 +237,7 @@ class StateStore:
 
     def recent(self, *, since: datetime | None = None, limit: int = 100,
                status: JobStatus | None = None) -> list[JobRecord]:
-        """Records updated since ``since`` (all kept ones without), newest first, at most ``limit``.
+        """Records changed since ``since`` (all kept ones without), last changed first, at most ``limit``.
 
         Table Storage has no index but the key: this scans the table (fine for a dashboard over
         a week's retention; a very busy app should keep ``since`` recent).
@@ -256,9 +256,8 @@ class StateStore:
             if _is(exc, 404):
                 return []
             raise
-        records = [self.record(e) for e in entities]
-        records.sort(key=lambda r: _sort_key(r), reverse=True)
-        return records[:max(0, limit)]
+        entities.sort(key=_updated, reverse=True)
+        return [self.record(e) for e in entities[:max(0, limit)]]
 
     def prune(self, older_than: timedelta | None = None) -> int:
         """Delete records past their retention (or not updated within ``older_than``); returns how many."""
@@ -570,11 +569,8 @@ def _append_error(entity: Any | None, error: JobError) -> str:
     return text
 
 
-def _sort_key(record: JobRecord) -> datetime:
-    for moment in (record.finished_at, record.last_attempted_at, record.enqueued_at):
-        if moment is not None:
-            return moment
-    return datetime.min.replace(tzinfo=timezone.utc)
+def _updated(entity: Any) -> datetime:
+    return _aware(entity.get("UpdatedAt")) or datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _merge():
