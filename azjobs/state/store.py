@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = get_logger("azjobs.state")
 
 DEFAULT_TABLE = "azjobsstate"
+TABLE_SETTING = "AZJOBS_STATE_TABLE"  # an app setting naming another table
 DEFAULT_RETENTION = timedelta(days=7)
 ROW = "job"
 UNIQUE_ROW = "unique"
@@ -133,6 +134,13 @@ def error_of(error: BaseException | None, *, class_path: str = "", message: str 
     return JobError(redact(class_path), redact(message)[:2_000], redact(traceback))
 
 
+def default_table() -> str:
+    """The state table: the ``AZJOBS_STATE_TABLE`` setting, else ``azjobsstate``."""
+    import os
+
+    return os.environ.get(TABLE_SETTING, "").strip() or DEFAULT_TABLE
+
+
 def unique_partition(key: str) -> str:
     return UNIQUE_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
@@ -160,12 +168,13 @@ class StateStore:
         self._outage_until = 0.0
 
     @classmethod
-    def from_connection(cls, connection: "Connection", table: str = DEFAULT_TABLE,
+    def from_connection(cls, connection: "Connection", table: str | None = None,
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
         from ..client import CONNECT_TIMEOUT_S
 
+        table = table or default_table()
         service = connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
                                            connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
         if payloads is None:
