@@ -372,8 +372,8 @@ class StateStore:
         running = self._identity(envelope, now)
         running.update(Status=JobStatus.RUNNING.value, LastAttemptedAt=now, Attempt=envelope.attempt,
                        MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
-        if etag:
-            # The READY entity as enqueued: nothing ran yet.
+        if etag and envelope.attempt == 1:
+            # The READY entity as enqueued: nothing ran yet. (A retry copy carries the same ETag, surely stale.)
             fast = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
                 answer = self._call("update_entity", fast, mode=_merge(), etag=etag,
