@@ -467,7 +467,7 @@ class StateStore:
         """SUCCESSFUL with the JSON return value (merged whatever the entity says: the job did succeed)."""
         now = self.clock()
         entity = self._identity(envelope, now)
-        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LastAttemptedAt=now, LeaseUntil=now)
+        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
         entity.update(self._return_value(envelope.id, value))
         self._write("upsert_entity", entity, mode=_merge())
 
