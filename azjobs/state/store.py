@@ -63,6 +63,7 @@ MAX_WORKER_IDS = 50
 # A RUNNING entity whose lease this long ago is treated as a crashed run (the host's message lease).
 RUNNING_LEASE = timedelta(minutes=10)
 OUTAGE_PAUSE_S = 5.0
+POOL_SIZE = 32
 START_TRIES = 5
 
 
@@ -172,11 +173,13 @@ class StateStore:
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
-        from ..client import CONNECT_TIMEOUT_S
+        from ..client import CONNECT_TIMEOUT_S, http_session
 
         table = table or default_table()
-        service = connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
-                                           connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
+        # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
+        service = connection.table_service(session=http_session(POOL_SIZE), retry_total=2, retry_connect=1,
+                                           retry_backoff_factor=0.3, connection_timeout=CONNECT_TIMEOUT_S,
+                                           read_timeout=10)
         if payloads is None:
             from ..payload import PayloadStore
 
@@ -202,7 +205,9 @@ class StateStore:
         except Exception as exc:
             if _is(exc, 404, 409, 412):
                 raise
-            if _status_code(exc) is None or _is(exc, 408, 500, 502, 503, 504):
+            from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+            if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or _is(exc, 408, 500, 502, 503, 504):
                 self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
             raise StateUnavailable(f"state table {self.table_name!r}: {describe(exc)}") from exc
 
@@ -304,7 +309,11 @@ class StateStore:
         value = _loads(entity.get("ReturnValue"), None)
         ref = entity.get("ReturnValueRef")
         if ref and self.payloads is not None:
-            value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+            try:
+                value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+            except Exception as exc:  # the record still says what happened; only the value is unreadable
+                log.warning("return value of job %s unreadable at %s: %s", entity["PartitionKey"], ref, describe(exc),
+                            extra={"action": "state_return_value_unreadable", "job_id": entity["PartitionKey"]})
         arguments = _loads(entity.get("Arguments"), {})
         try:
             status = JobStatus(entity.get("Status", "READY"))
@@ -369,8 +378,8 @@ class StateStore:
         running = self._identity(envelope, now)
         running.update(Status=JobStatus.RUNNING.value, LastAttemptedAt=now, Attempt=envelope.attempt,
                        MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
-        if etag:
-            # The READY entity as enqueued: nothing ran yet.
+        if etag and envelope.attempt == 1:
+            # The READY entity as enqueued: nothing ran yet. (A retry copy carries the same ETag, surely stale.)
             fast = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
                 answer = self._call("update_entity", fast, mode=_merge(), etag=etag,
@@ -458,7 +467,7 @@ class StateStore:
         """SUCCESSFUL with the JSON return value (merged whatever the entity says: the job did succeed)."""
         now = self.clock()
         entity = self._identity(envelope, now)
-        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LastAttemptedAt=now, LeaseUntil=now)
+        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
         entity.update(self._return_value(envelope.id, value))
         self._write("upsert_entity", entity, mode=_merge())
 
