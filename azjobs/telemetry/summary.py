@@ -73,7 +73,8 @@ class Summary:
         fields: dict[str, Any] = {"action": "worker_summary", "window_s": round(window, 3),
                                   "jobs_per_s": round(rate, 3), "running": running, "in_flight": in_flight,
                                   **delta}
-        log.info("worker summary (last %.0fs): %s; %.1f jobs/s; %d running, %d in flight", window,
+        log.info("worker summary (last %ss): %s; %.1f jobs/s; %d running, %d in flight",
+                 f"{window:.0f}" if window >= 10 else f"{window:.1f}",
                  ", ".join(f"{delta[name]} {words}" for name, words in FIELDS), rate, running, in_flight,
                  extra=fields)
         return fields
