@@ -195,8 +195,11 @@ class Executor:
     def dead_letter_redelivered(self, body: bytes | str, info: MessageInfo, error: BaseException, *,
                                 encoded: bool = True) -> Result:
         """Poison a message the host would poison after a failed delivery (dequeueCount ≥ max)."""
-        return self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
-                                          self._decode(body, encoded), error=error)
+        watch = telemetry.delivery(info)
+        result = self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
+                                            self._decode(body, encoded), error=error)
+        telemetry.settled(watch, result)
+        return result
 
     # -- the three steps -----------------------------------------------------
     def begin(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Prepared | Result:

@@ -129,3 +129,26 @@ def test_an_unusable_message_gets_a_dead_lettered_span_of_its_own(client, raw_qu
     assert span.parent is None and span.kind is SpanKind.CONSUMER
     assert span.attributes[tracing.OUTCOME] == "dead_lettered" and tracing.JOB_NAME not in span.attributes
     assert span.status.status_code is StatusCode.ERROR
+
+
+def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(client, raw_queue, test_dir):
+    from tests.jobs import hardening_jobs as hj
+
+    queue = unique_queue("trto")
+    raw_queue(queue)
+    settings = QueueSettings(max_polling_interval=timedelta(seconds=0.5), max_dequeue_count=1,
+                             visibility_timeout=timedelta(0))
+    with otel().tracer.start_as_current_span("request") as request:
+        hj.async_hang.options(queue=queue).enqueue("ahung", 30)
+    stats = Worker([queue], client=client, executor=Executor(registry=hj.REGISTRY, client=client, settings=settings),
+                   timeout=1.0, burst=True).run()
+    assert (stats.timed_out, stats.dead_lettered) == (1, 1)
+    spans = sorted(otel().spans(queue=queue, trace_id=request.get_span_context().trace_id),
+                   key=lambda s: s.start_time)
+    producer, hung, poisoned = spans
+    assert [s.attributes[tracing.OUTCOME] for s in (hung, poisoned)] == ["timed_out", "dead_lettered"]
+    assert hung.parent.span_id == poisoned.parent.span_id == producer.context.span_id
+    assert hung.status.status_code is StatusCode.ERROR and hung.end_time is not None
+    # maxDequeueCount 1: the timed-out delivery itself is poisoned, as the host would
+    assert poisoned.attributes[tracing.MESSAGE_ID] == hung.attributes[tracing.MESSAGE_ID]
+    assert otel().total("azjobs.jobs.dead_lettered", queue) == 1
