@@ -2,14 +2,17 @@
 
 OpenTelemetry allows one global tracer provider and one meter provider per process, so the
 tests share them and tell their data apart by trace id or by queue (each test has unique
-queue names). ``otel()`` fails the test if another provider was installed first.
+queue names). Tracing through azjobs is on only inside a test that takes the ``otel`` fixture:
+elsewhere the global tracer provider hands out no-op tracers, so other tests' messages carry
+no ``trace`` field (it would change their sizes) exactly as without an SDK.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
+import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -20,11 +23,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from azjobs.telemetry import tracing
 
 
+class Switched(trace.TracerProvider):
+    """The SDK's tracers while a test using the ``otel`` fixture runs, no-op tracers otherwise."""
+
+    def __init__(self, sdk: TracerProvider) -> None:
+        self.sdk = sdk
+        self.active = False
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        return self.sdk.get_tracer(*args, **kwargs) if self.active else trace.NoOpTracer()
+
+
 @dataclass
 class Otel:
     tracer_provider: TracerProvider
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
+    switch: Switched
 
     @property
     def tracer(self) -> Any:
@@ -61,16 +76,30 @@ class Otel:
 _otel: Otel | None = None
 
 
-def otel() -> Otel:
+def installed() -> Otel:
+    """The SDK providers, installed as the global ones on first use (tracing through azjobs off)."""
     global _otel
     if _otel is None:
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-        trace.set_tracer_provider(provider)
+        switch = Switched(provider)
+        trace.set_tracer_provider(switch)
         reader = InMemoryMetricReader()
-        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-        if trace.get_tracer_provider() is not provider:
-            raise AssertionError("another OpenTelemetry tracer provider was installed before the tests' one")
-        _otel = Otel(provider, exporter, reader)
+        meters = MeterProvider(metric_readers=[reader])
+        metrics.set_meter_provider(meters)
+        if trace.get_tracer_provider() is not switch or metrics.get_meter_provider() is not meters:
+            raise AssertionError("another OpenTelemetry provider was installed before the tests' one")
+        _otel = Otel(provider, exporter, reader, switch)
     return _otel
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    """The in-memory SDK, with tracing through azjobs on for this test."""
+    state = installed()
+    state.switch.active = True
+    try:
+        yield state
+    finally:
+        state.switch.active = False

@@ -17,7 +17,7 @@ from azjobs.telemetry import tracing
 from azjobs.worker import Worker
 from tests.conftest import unique_queue
 from tests.functions_support import HostAction, fresh_app, host_like_settle, receive_one
-from tests.telemetry_support import otel
+from tests.telemetry_support import installed, otel  # noqa: F401  (otel: a fixture)
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 
@@ -31,7 +31,7 @@ def step_two(order: str) -> None:
 
 def flaky(order: str) -> None:
     """Fails its first attempt; then enqueues a second step (a workflow's next job) on the same queue."""
-    with otel().tracer.start_as_current_span("inside the job"):
+    with installed().tracer.start_as_current_span("inside the job"):
         job = azjobs.current_job()
         if job.attempt == 1:
             raise RuntimeError("first attempt fails")
@@ -45,8 +45,8 @@ def _jobs(queue: str) -> tuple[azjobs.Registry, azjobs.JobDefinition]:
     return registry, job
 
 
-def _check_one_trace(queue: str, trace_id: int, job_id: str) -> None:
-    spans = otel().spans(trace_id=trace_id)
+def _check_one_trace(otel, queue: str, trace_id: int, job_id: str) -> None:
+    spans = otel.spans(trace_id=trace_id)
     by_name: dict[str, list] = {}
     for span in spans:
         by_name.setdefault(span.name, []).append(span)
@@ -81,16 +81,16 @@ def _check_one_trace(queue: str, trace_id: int, job_id: str) -> None:
     assert step_run.attributes[tracing.JOB_NAME] == "step_two" and step_run.attributes[tracing.OUTCOME] == "succeeded"
 
 
-def _enqueue_under_a_request(job: azjobs.JobDefinition) -> tuple[int, str]:
-    with otel().tracer.start_as_current_span("request") as request:
+def _enqueue_under_a_request(otel, job: azjobs.JobDefinition) -> tuple[int, str]:
+    with otel.tracer.start_as_current_span("request") as request:
         job_id = job.enqueue("order-1")
     return request.get_span_context().trace_id, job_id
 
 
-def test_worker_job_spans_continue_the_producers_trace_across_a_retry(client, raw_queue):
+def test_worker_job_spans_continue_the_producers_trace_across_a_retry(client, raw_queue, otel):
     queue = unique_queue("trw")
     registry, flaky = _jobs(queue)
-    trace_id, job_id = _enqueue_under_a_request(flaky)
+    trace_id, job_id = _enqueue_under_a_request(otel, flaky)
     # The traceparent travels in the envelope's trace field, in the producer span's trace.
     (message,) = raw_queue(queue).peek_messages(max_messages=1)
     carried = json.loads(base64.b64decode(message.content))["trace"]
@@ -99,51 +99,50 @@ def test_worker_job_spans_continue_the_producers_trace_across_a_retry(client, ra
     stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
                    burst=True).run()
     assert (stats.succeeded, stats.retry_scheduled) == (2, 1)
-    _check_one_trace(queue, trace_id, job_id)
+    _check_one_trace(otel, queue, trace_id, job_id)
 
 
-def test_functions_job_spans_continue_the_producers_trace_across_a_retry(client, raw_queue):
+def test_functions_job_spans_continue_the_producers_trace_across_a_retry(client, raw_queue, otel):
     queue = unique_queue("trf")
     registry, flaky = _jobs(queue)
-    trace_id, job_id = _enqueue_under_a_request(flaky)
+    trace_id, job_id = _enqueue_under_a_request(otel, flaky)
     app = fresh_app(registry=registry)
     qc = raw_queue(queue)
     actions = []
     while (message := receive_one(qc, visibility_timeout=30)) is not None:
         actions.append(host_like_settle(app, qc, message).action)
     assert actions == [HostAction.DELETED] * 3
-    _check_one_trace(queue, trace_id, job_id)
+    _check_one_trace(otel, queue, trace_id, job_id)
 
 
-def test_an_unusable_message_gets_a_dead_lettered_span_of_its_own(client, raw_queue):
+def test_an_unusable_message_gets_a_dead_lettered_span_of_its_own(client, raw_queue, otel):
     queue = unique_queue("trbad")
     registry, _ = _jobs(queue)
-    otel()
     qc = raw_queue(queue)
     qc.create_queue()
     qc.send_message(base64.b64encode(b'{"not": "an envelope"}').decode())
     stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
                    burst=True).run()
     assert stats.dead_lettered == 1
-    (span,) = otel().spans(queue=queue)
+    (span,) = otel.spans(queue=queue)
     assert span.parent is None and span.kind is SpanKind.CONSUMER
     assert span.attributes[tracing.OUTCOME] == "dead_lettered" and tracing.JOB_NAME not in span.attributes
     assert span.status.status_code is StatusCode.ERROR
 
 
-def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(client, raw_queue, test_dir):
+def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(client, raw_queue, test_dir, otel):
     from tests.jobs import hardening_jobs as hj
 
     queue = unique_queue("trto")
     raw_queue(queue)
     settings = QueueSettings(max_polling_interval=timedelta(seconds=0.5), max_dequeue_count=1,
                              visibility_timeout=timedelta(0))
-    with otel().tracer.start_as_current_span("request") as request:
+    with otel.tracer.start_as_current_span("request") as request:
         hj.async_hang.options(queue=queue).enqueue("ahung", 30)
     stats = Worker([queue], client=client, executor=Executor(registry=hj.REGISTRY, client=client, settings=settings),
                    timeout=1.0, burst=True).run()
     assert (stats.timed_out, stats.dead_lettered) == (1, 1)
-    spans = sorted(otel().spans(queue=queue, trace_id=request.get_span_context().trace_id),
+    spans = sorted(otel.spans(queue=queue, trace_id=request.get_span_context().trace_id),
                    key=lambda s: s.start_time)
     producer, hung, poisoned = spans
     assert [s.attributes[tracing.OUTCOME] for s in (hung, poisoned)] == ["timed_out", "dead_lettered"]
@@ -151,4 +150,4 @@ def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(clie
     assert hung.status.status_code is StatusCode.ERROR and hung.end_time is not None
     # maxDequeueCount 1: the timed-out delivery itself is poisoned, as the host would
     assert poisoned.attributes[tracing.MESSAGE_ID] == hung.attributes[tracing.MESSAGE_ID]
-    assert otel().total("azjobs.jobs.dead_lettered", queue) == 1
+    assert otel.total("azjobs.jobs.dead_lettered", queue) == 1

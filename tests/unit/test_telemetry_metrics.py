@@ -16,7 +16,7 @@ from azjobs.message import Envelope, format_time, utcnow
 from azjobs.registry import Registry
 from azjobs.telemetry import metrics, tracing
 from azjobs.testing import RecordingClient
-from tests.telemetry_support import otel
+from tests.telemetry_support import otel  # noqa: F401  (a fixture)
 
 reg = Registry()
 
@@ -36,8 +36,8 @@ def give_up() -> None:
     raise azjobs.Fail("not worth retrying")
 
 
-def test_counters_and_histograms_after_a_known_mix_of_outcomes():
-    reader = otel()
+def test_counters_and_histograms_after_a_known_mix_of_outcomes(otel):
+    reader = otel
     queue = f"m-{uuid.uuid4().hex[:12]}"
     client = RecordingClient()
     executor = Executor(registry=reg, client=client, settings=client.settings, host="h")
@@ -90,8 +90,8 @@ def test_counters_and_histograms_after_a_known_mix_of_outcomes():
     assert durations == {"retry_scheduled": 1, "dead_lettered": 1}
 
 
-def test_a_delivery_the_core_cannot_settle_counts_as_redelivered():
-    reader = otel()
+def test_a_delivery_the_core_cannot_settle_counts_as_redelivered(otel):
+    reader = otel
     queue = f"m-{uuid.uuid4().hex[:12]}"
     client = RecordingClient()
     executor = Executor(registry=reg, client=client, settings=client.settings, host="h")

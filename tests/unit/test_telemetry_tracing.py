@@ -12,7 +12,7 @@ from azjobs.core import Executor, MessageInfo
 from azjobs.registry import Registry
 from azjobs.telemetry import tracing
 from azjobs.testing import RecordingClient
-from tests.telemetry_support import otel
+from tests.telemetry_support import otel  # noqa: F401  (a fixture)
 
 reg = Registry()
 
@@ -22,11 +22,10 @@ def noop() -> None:
     pass
 
 
-def test_an_explicit_trace_option_is_sent_as_given():
-    otel()
+def test_an_explicit_trace_option_is_sent_as_given(otel):
     client = RecordingClient()
     given = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
-    with otel().tracer.start_as_current_span("request"):
+    with otel.tracer.start_as_current_span("request"):
         noop.options(client=client, trace=given).enqueue()
         noop.options(client=client).enqueue()
     (explicit, _, _), (implicit, _, _) = client.sent
@@ -34,16 +33,16 @@ def test_an_explicit_trace_option_is_sent_as_given():
     assert implicit.trace["traceparent"] != given["traceparent"]
 
 
-def test_a_span_current_on_arrival_is_linked_and_the_producer_stays_the_parent():
+def test_a_span_current_on_arrival_is_linked_and_the_producer_stays_the_parent(otel):
     queue = f"tr-{uuid.uuid4().hex[:12]}"
     client = RecordingClient()
-    with otel().tracer.start_as_current_span("request"):
+    with otel.tracer.start_as_current_span("request"):
         noop.options(client=client, queue=queue).enqueue()
     (envelope, _, _), = client.sent
     executor = Executor(registry=reg, client=client, settings=client.settings)
-    with otel().tracer.start_as_current_span("functions invocation") as invocation:
+    with otel.tracer.start_as_current_span("functions invocation") as invocation:
         executor.execute(envelope.encode(), MessageInfo(queue=queue, message_id="m"))
-    producer, consumer = sorted(otel().spans(queue=queue), key=lambda s: s.start_time)
+    producer, consumer = sorted(otel.spans(queue=queue), key=lambda s: s.start_time)
     assert producer.kind is SpanKind.PRODUCER and consumer.kind is SpanKind.CONSUMER
     assert consumer.parent.span_id == producer.context.span_id
     assert consumer.context.trace_id == producer.context.trace_id != invocation.get_span_context().trace_id
