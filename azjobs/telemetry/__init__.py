@@ -35,20 +35,24 @@ _COUNTED = {"succeeded": "succeeded", "retry_scheduled": "retried", "dead_letter
 class Watch:
     """The telemetry of one delivery: its span (once opened) and what metrics need."""
 
-    __slots__ = ("info", "start_ns", "span", "attributes", "ended", "_lock")
+    __slots__ = ("info", "start_ns", "span", "opened", "attributes", "ended", "_lock")
 
     def __init__(self, info: "MessageInfo") -> None:
         self.info = info
         self.start_ns = time.time_ns()
         self.span: Any = None
+        self.opened = False
         self.attributes: dict[str, Any] = {tracing.QUEUE: info.queue}
         self.ended = False
         self._lock = threading.Lock()
 
     def open(self, envelope: "Envelope | None") -> None:
         """Start the CONSUMER span (back-dated to the delivery's start) under the envelope's trace context."""
-        if self.span is not None:
+        if self.opened:
             return
+        self.opened = True
+        if not tracing.configured():
+            return  # no tracer provider installed: metrics only
         otel = api()
         info = self.info
         attributes: dict[str, Any] = {

@@ -44,6 +44,12 @@ def tracer() -> Any:
     return None if otel is None else otel.trace.get_tracer(TRACER_NAME, __version__)
 
 
+def configured() -> bool:
+    """Whether a tracer provider was installed (an SDK): until then spans would be no-ops, so none is made."""
+    otel = api()
+    return otel is not None and not isinstance(otel.trace.get_tracer_provider(), otel.trace.ProxyTracerProvider)
+
+
 def produced(envelope: "Envelope") -> "Envelope":
     """The envelope with the context of a new ``create <queue>`` PRODUCER span in its ``trace`` field.
 
@@ -51,7 +57,7 @@ def produced(envelope: "Envelope") -> "Envelope":
     there is nothing to propagate (no SDK configured and no current trace).
     """
     otel = api()
-    if otel is None or envelope.trace:
+    if otel is None or envelope.trace or not configured():
         return envelope
     queue = envelope.queue or ""
     span = tracer().start_span(f"create {queue}", kind=otel.SpanKind.PRODUCER, attributes={
@@ -74,5 +80,5 @@ def parent_context(trace: Mapping[str, str] | None) -> Any:
     return otel.propagate.extract(carrier, context=otel.context.Context())
 
 
-__all__ = ["ATTEMPT", "DEQUEUE_COUNT", "JOB_ID", "JOB_NAME", "MESSAGE_ID", "OUTCOME", "QUEUE", "TRACER_NAME",
+__all__ = ["ATTEMPT", "configured", "DEQUEUE_COUNT", "JOB_ID", "JOB_NAME", "MESSAGE_ID", "OUTCOME", "QUEUE", "TRACER_NAME",
            "parent_context", "produced", "tracer"]
