@@ -42,6 +42,7 @@ USAGE_TEXT = """\
 azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
        azjobs poison {list,show,requeue,purge} QUEUE ...
+       azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]"""
 
 DESCRIPTION = """\
@@ -51,6 +52,7 @@ commands:
   azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
   azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
+  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)"""
 
 EXAMPLES = """\
@@ -457,6 +459,11 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from . import stats_cli
 
         return stats_cli.main(argv[1:], out=out, err=err)
+
+    if argv and argv[0] in ("status", "state"):  # job state (azjobs.state_cli)
+        from . import state_cli
+
+        return state_cli.main(argv, out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:
