@@ -21,7 +21,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TextIO
 
 from .cli import FAILED, OK, USAGE
@@ -125,6 +125,93 @@ def table(rows: list[QueueStats], extra: dict[str, dict[str, str]] | None = None
     return "\n".join(out)
 
 
+# -- recent throughput and failures (the job state store) ------------------------
+RECENT_LIMIT = 10_000  # records read per refresh, newest first
+
+
+@dataclass
+class Recent:
+    """What the job state store says about one queue's jobs changed within the window."""
+
+    succeeded: int = 0
+    failed: int = 0  # the job raised on its last attempt (FAILED)
+    dead_lettered: int = 0  # dead-lettered without the job failing on that delivery (DEAD_LETTERED)
+    retrying: int = 0
+    running: int = 0
+    finished_per_min: float = 0.0  # SUCCESSFUL + FAILED + DEAD_LETTERED finished within the window, per minute
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recent_counts(store: Any, queues: list[str], window: timedelta,
+                  now: datetime | None = None) -> tuple[dict[str, Recent], bool]:
+    """Per queue, the jobs the state store saw change within ``window``; and whether the read was capped."""
+    from .state import JobStatus
+
+    now = now or datetime.now(timezone.utc)
+    since = now - window
+    records = store.recent(since=since, limit=RECENT_LIMIT)
+    counts = {queue: Recent() for queue in queues}
+    for record in records:
+        row = counts.get(record.queue or "")
+        if row is None:
+            continue
+        status = JobStatus(record.status)
+        finished = record.finished_at is not None and record.finished_at >= since
+        if status is JobStatus.SUCCESSFUL and finished:
+            row.succeeded += 1
+        elif status is JobStatus.FAILED and finished:
+            row.failed += 1
+        elif status is JobStatus.DEAD_LETTERED and finished:
+            row.dead_lettered += 1
+        elif status is JobStatus.RETRYING:
+            row.retrying += 1
+        elif status is JobStatus.RUNNING:
+            row.running += 1
+    minutes = max(window.total_seconds() / 60, 1e-9)
+    for row in counts.values():
+        row.finished_per_min = round((row.succeeded + row.failed + row.dead_lettered) / minutes, 2)
+    return counts, len(records) >= RECENT_LIMIT
+
+
+def _window_label(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def recent_columns(store: Any, window: timedelta, err: TextIO
+                   ) -> Callable[[list[QueueStats]], tuple[dict[str, Any], dict[str, dict[str, str]]]]:
+    """The ``extra_columns`` of ``main``: recent counts per queue, as JSON and as table columns."""
+    label = _window_label(window)
+
+    def columns(rows: list[QueueStats]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+        from .state import StateUnavailable
+
+        queues = [row.queue for row in rows]
+        try:
+            counts, capped = recent_counts(store, queues, window)
+        except StateUnavailable as exc:
+            print(f"azjobs stats: the job state table could not be read: {exc}", file=err)
+            raise _RecentUnavailable() from None
+        document = {"recent": {"window_s": int(window.total_seconds()), "table": store.table_name,
+                               "capped_at": RECENT_LIMIT if capped else None,
+                               "queues": {queue: counts[queue].to_dict() for queue in queues}}}
+        table_cells = {queue: {f"OK/{label}": str(c.succeeded), f"FAILED/{label}": str(c.failed + c.dead_lettered),
+                               "RETRYING": str(c.retrying), "RUNNING": str(c.running),
+                               "JOBS/MIN": f"{c.finished_per_min:g}"} for queue, c in counts.items()}
+        return document, table_cells
+
+    return columns
+
+
+class _RecentUnavailable(Exception):
+    """The state table could not be read (said on stderr): exit status 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="azjobs stats",
@@ -142,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
     parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
                         help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    recent = parser.add_argument_group("recent throughput and failures (job state)")
+    recent.add_argument("--state", action="store_true",
+                        help="add recent counts per queue from the job state table (default: on when job state is on: "
+                             "AZJOBS_STATE=1 or azjobs.configure(state=True) in the loaded modules)")
+    recent.add_argument("--since", default="1h", metavar="DURATION",
+                        help="the window for recent counts: 90s, 30m, 12h, 7d (default 1h)")
+    recent.add_argument("--table", default=None, help="the job state table (default: $AZJOBS_STATE_TABLE, else "
+                                                      "azjobsstate)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks of import errors")
     return parser
 
@@ -178,6 +273,14 @@ def _queues(args: argparse.Namespace, err: TextIO) -> list[str] | int:
     return declared
 
 
+def _wants_state(args: argparse.Namespace) -> bool:
+    if args.state:
+        return True
+    from .state import enabled
+
+    return enabled()
+
+
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          sleep: Callable[[float], None] = time.sleep,
          extra_columns: Callable[[list[QueueStats]], tuple[dict[str, Any], dict[str, dict[str, str]]]] | None = None
@@ -203,6 +306,20 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         print(f"azjobs stats: {exc}", file=err)
         return USAGE
     target = storage_target(connection, connection_origin(args.connection, connection), args.connection)
+    store = None
+    if extra_columns is None and _wants_state(args):
+        from .state import StateStore
+        from .state.store import default_table
+        from .state_cli import parse_duration
+
+        try:
+            window = parse_duration(args.since)
+        except argparse.ArgumentTypeError as exc:
+            print(f"azjobs stats: --since: {exc}", file=err)
+            service.close()
+            return USAGE
+        store = StateStore.from_connection(connection, args.table or default_table())
+        extra_columns = recent_columns(store, window, err)
     shown = 0
     code = OK
     try:
@@ -212,7 +329,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             except Exception as exc:
                 print(f"azjobs stats: {storage_problem(exc, target, 'reading queue statistics')}", file=err)
                 return USAGE if storage_error_kind(exc) == AUTH else FAILED
-            document, columns = extra_columns(rows) if extra_columns else ({}, {})
+            try:
+                document, columns = extra_columns(rows) if extra_columns else ({}, {})
+            except _RecentUnavailable:
+                return FAILED
             at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
             if args.json:
                 print(json.dumps({"at": at, "account": target.account, "queues": [r.to_dict() for r in rows],
@@ -236,6 +356,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         pass
     finally:
         service.close()
+        if store is not None:
+            store.close()
     if code:
         print(f"azjobs stats: queue {', '.join(missing)} does not exist at {target.where}", file=err)
     return code

@@ -10,12 +10,18 @@ import re
 import subprocess
 import sys
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
-from azjobs import stats_cli
+import azjobs
+from azjobs import QueueSettings, stats_cli
+from azjobs.core import Executor
+from azjobs.worker import Worker
 from tests.conftest import unique_queue
 
 ROOT = Path(__file__).resolve().parents[2]
+FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 
 
 def _stats(*argv: str, sleep=time.sleep) -> tuple[int, str, str]:
@@ -94,3 +100,69 @@ def test_stats_takes_its_queues_from_the_loaded_jobs_like_the_worker(azurite, ra
     done = subprocess.run([sys.executable, "-m", "azjobs", "stats"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "give -q QUEUE, or -i" in done.stderr
+
+
+# -- recent throughput and failures, with job state on ------------------------------------
+def _quick(n: int) -> None:
+    pass
+
+
+def _broken(n: int) -> None:
+    raise azjobs.Fail(f"order {n} cannot be charged")
+
+
+def _slow_retry(n: int) -> None:
+    raise RuntimeError("try again later")
+
+
+def test_stats_with_job_state_adds_recent_throughput_and_failure_counts(connection_string, raw_queue, monkeypatch):
+    from azjobs.state import tracker
+
+    queue, other = unique_queue("st-state"), unique_queue("st-other")
+    table = f"st{uuid.uuid4().hex[:16]}"
+    client = azjobs.configure(connection_string, state=True, state_table=table)
+    monkeypatch.setenv("AZJOBS_STATE_TABLE", table)
+    try:
+        registry = azjobs.Registry()
+        quick = azjobs.job(queue=queue, registry=registry, name="stats.quick")(_quick)
+        broken = azjobs.job(queue=queue, registry=registry, name="stats.broken")(_broken)
+        retried = azjobs.job(queue=queue, registry=registry, name="stats.retried",
+                             retry=azjobs.Fixed(300, max_retries=1))(_slow_retry)
+        quick.enqueue_many([(i,) for i in range(3)]).raise_for_failures()
+        broken.enqueue(4)
+        retried.enqueue(5)
+        raw_queue(queue)
+        raw_queue(other).create_queue()
+        stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+                       burst=True).run()
+        assert (stats.succeeded, stats.dead_lettered, stats.retry_scheduled) == (3, 1, 1)
+
+        code, out, err = _stats("-q", queue, "-q", other, "--json")  # job state is on in this process
+        assert code == 0, err
+        document = json.loads(out)
+        recent = document["recent"]
+        assert recent["window_s"] == 3600 and recent["table"] == table and recent["capped_at"] is None
+        assert recent["queues"][queue] == {"succeeded": 3, "failed": 1, "dead_lettered": 0, "retrying": 1,
+                                           "running": 0, "finished_per_min": round(4 / 60, 2)}
+        assert recent["queues"][other]["succeeded"] == 0
+        depth = {row["queue"]: row["depth"] for row in document["queues"]}
+        assert depth == {queue: 1, other: 0}  # the retry copy waits its 300 s back-off
+
+        code, out, err = _stats("-q", queue, "--since", "30m")
+        header, row = out.splitlines()
+        assert header.split() == ["QUEUE", "DEPTH", "POISON", "OLDEST", "OK/30m", "FAILED/30m", "RETRYING",
+                                  "RUNNING", "JOBS/MIN"]
+        assert row.split() == [queue, "1", "1", "-", "3", "1", "1", "0", "0.13"]
+
+        tracker.enable(False)  # job state off: no recent columns unless asked with --state
+        code, out, err = _stats("-q", queue)
+        assert out.splitlines()[0].split() == ["QUEUE", "DEPTH", "POISON", "OLDEST"]
+        code, out, err = _stats("-q", queue, "--state", "--json")
+        assert json.loads(out)["recent"]["queues"][queue]["succeeded"] == 3
+    finally:
+        tracker._process_state = None
+        try:
+            client.connection.table_service().delete_table(table)
+        except Exception:
+            pass
+        client.close()
