@@ -1,6 +1,7 @@
 """``azjobs stats``: is it keeping up? Per queue: depth, poison depth, age of the oldest visible message.
 
     azjobs stats [-q QUEUE ...] [-i PATH ...] [--json] [--watch [SECONDS]] [--connection SETTING]
+                 [--state] [--since DURATION] [--table TABLE]
 
 Which queues: those given with ``-q``, else those the loaded jobs use (``-i``, default
 ``./function_app.py``), as for the worker. Per queue, three storage calls: the queue's
@@ -8,6 +9,11 @@ properties (its approximate message count, which also counts messages that are d
 leased), its ``-poison`` twin's properties, and a peek at the first visible message (its
 insertion time gives the age of the oldest message waiting to run). Nothing is received,
 changed or leased.
+
+With job state on (``AZJOBS_STATE=1``, ``azjobs.configure(state=True)`` in the loaded modules, or
+``--state``) each queue also gets what the state table says about its jobs changed within
+``--since`` (default 1 h): succeeded, failed, dead-lettered, retrying, running, and finished jobs
+per minute.
 
 Exit status: 0 done; 1 a storage error or a queue that does not exist; 2 a usage or
 configuration error (no queues, a bad queue name, rejected credentials).
@@ -215,7 +221,8 @@ class _RecentUnavailable(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="azjobs stats",
-        description="Per queue: approximate depth, poison depth and the age of the oldest visible message.",
+        description="Per queue: approximate depth, poison depth and the age of the oldest visible message; with "
+                    "job state on, recent throughput and failure counts.",
         epilog="Queues: -q, else those the jobs loaded with -i (default ./function_app.py) use. "
                "exit status: 0 done; 1 storage error or a queue that does not exist; 2 usage or configuration error")
     parser.add_argument("-q", "--queue", action="append", default=[], metavar="QUEUE",
