@@ -3,6 +3,7 @@
     azjobs -q QUEUE [-q QUEUE2 ...] [-c N] [-f N] [-r SECONDS] [-i PATH ...] [--interval S] [--burst]
     azjobs --create NAME | --empty NAME | --delete NAME [--yes]
     azjobs poison ...            (inspect and replay poison queues; see ``azjobs poison --help``)
+    azjobs stats ...             (queue depths, poison depths, oldest message age; see ``azjobs stats --help``)
 
 Exit status, for every form: 0 done; 1 failed (a storage error, a queue that does not exist, a jobs
 module that raised on import, a burst that could not finish); 2 a usage or configuration error, or
@@ -41,7 +42,8 @@ USAGE_TEXT = """\
 azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
        azjobs poison {list,show,requeue,purge} QUEUE ...
-       azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]"""
+       azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
+       azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -50,7 +52,8 @@ commands:
   azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
   azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
-  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)"""
+  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
+  azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)"""
 
 EXAMPLES = """\
 examples:
@@ -201,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "does at functionTimeout (default: host.json functionTimeout, else 30 min; -1: none)")
     work.add_argument("--host-json", metavar="PATH",
                       help="host.json to read queue settings from (default: ./host.json if present)")
+    work.add_argument("--stats-interval", type=_seconds(0), default=0.0, metavar="SECONDS",
+                      help="log a summary line (jobs done per outcome, jobs/s, running, in flight) every SECONDS "
+                           "(default 0: off)")
     work.add_argument("-p", "--processes", type=_positive_int(1, 64), metavar="N",
                       help="worker processes, 1..64: N > 1 runs N workers under a supervisor that restarts one "
                            "that dies (default: FUNCTIONS_WORKER_PROCESS_COUNT, else 1)")
@@ -449,6 +455,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
                   "(module azjobs.poison_cli is missing)", file=err)
             return USAGE
         return poison_cli.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "stats":
+        from . import stats_cli
+
+        return stats_cli.main(argv[1:], out=out, err=err)
 
     if argv and argv[0] in ("status", "state"):  # job state (azjobs.state_cli)
         from . import state_cli
@@ -588,6 +598,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         args.queue, client=client, executor=Executor(client=client, settings=settings),
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
+        stats_interval=args.stats_interval or None,
     )
     restore = _install_signals(worker)
     try:

@@ -49,6 +49,7 @@ from .registry import Registry, registry as default_registry
 from .retry import Backoff, RetryDecision, RetryPolicy
 from .secrets import get_logger
 from .settings import QueueSettings
+from . import telemetry
 
 log = get_logger("azjobs")
 
@@ -101,6 +102,7 @@ class Prepared:
     args: tuple
     kwargs: dict
     info: MessageInfo
+    watch: Any = None  # the delivery's telemetry (azjobs/telemetry), None without OpenTelemetry
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,28 @@ class Executor:
     def dead_letter_redelivered(self, body: bytes | str, info: MessageInfo, error: BaseException, *,
                                 encoded: bool = True) -> Result:
         """Poison a message the host would poison after a failed delivery (dequeueCount ≥ max)."""
-        return self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
-                                          self._decode(body, encoded), error=error)
+        watch = telemetry.delivery(info)
+        result = self._dead_letter_delivery(info, ErrorInfo.from_exception(error, reason="max_dequeue_count"),
+                                            self._decode(body, encoded), error=error)
+        telemetry.settled(watch, result)
+        return result
 
     # -- the three steps -----------------------------------------------------
     def begin(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Prepared | Result:
         """Decode and check one delivery: the job to run, or the Result of a message that runs nothing."""
+        watch = telemetry.delivery(info)
+        try:
+            step = self._begin(body, info, encoded=encoded)
+        except BaseException as exc:
+            telemetry.raised(watch, getattr(exc, "envelope", None), exc)
+            raise
+        if isinstance(step, Result):
+            telemetry.settled(watch, step)
+        else:
+            step.watch = telemetry.started(watch, step)
+        return step
+
+    def _begin(self, body: bytes | str, info: MessageInfo, *, encoded: bool = True) -> Prepared | Result:
         max_dequeue = self.settings.max_dequeue_count
         decoded = self._decode(body, encoded)
         if info.dequeue_count > max_dequeue:
@@ -275,10 +293,10 @@ class Executor:
         self._log_start(step)
         context = _context(step)
         try:
-            with running(context):
+            with running(context), telemetry.active(step.watch):
                 value = step.definition.run(step.args, step.kwargs)
                 if asyncio.iscoroutine(value):
-                    job = _within(context, value)
+                    job = _within(context, value, step.watch)
                     if loop is None:
                         value = asyncio.run(job)
                     else:
@@ -299,14 +317,15 @@ class Executor:
         started = time.perf_counter()
         self._log_start(step)
         try:
-            with running(_context(step)):
+            with running(_context(step)), telemetry.active(step.watch):
                 if step.definition.is_async:
                     value = await step.definition.run(step.args, step.kwargs)
                 else:
                     value = await asyncio.to_thread(step.definition.run, step.args, step.kwargs)
                     if asyncio.iscoroutine(value):
                         value = await value
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
+            telemetry.raised(step.watch, step.envelope, cancelled, "cancelled")
             raise  # the host cancelled the invocation (timeout, shutdown): not the job's outcome
         except BaseException as error:  # SystemExit & co. must not escape into the host's event loop
             return JobRun(error=error, duration_s=time.perf_counter() - started)
@@ -314,6 +333,16 @@ class Executor:
 
     def finish(self, step: Prepared, run: JobRun) -> Result:
         """Decide and record the outcome of a run: success, retry copy or poison record."""
+        try:
+            with telemetry.active(step.watch):
+                result = self._finish(step, run)
+        except BaseException as exc:
+            telemetry.raised(step.watch, step.envelope, exc)
+            raise
+        telemetry.settled(step.watch, result)
+        return result
+
+    def _finish(self, step: Prepared, run: JobRun) -> Result:
         if run.error is None:
             self.recorder.state.succeeded(step.envelope, step.definition, run.value)  # before the delete
             return self._succeeded(step, run.duration_s)
@@ -456,13 +485,13 @@ class Executor:
         return result
 
 
-async def _within(context: JobContext, job: Any) -> Any:
+async def _within(context: JobContext, job: Any, watch: Any = None) -> Any:
     """Await ``job`` with ``azjobs.current_job()`` set, whichever loop (and thread) runs it.
 
     A BaseException other than cancellation is wrapped: raised out of a task it would stop
     the event loop itself (asyncio re-raises SystemExit and KeyboardInterrupt).
     """
-    with running(context):
+    with running(context), telemetry.active(watch):
         try:
             return await job
         except (Exception, asyncio.CancelledError):

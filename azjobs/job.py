@@ -12,6 +12,7 @@ from .message import Envelope
 from .queue_names import resolve_queue_name, validate_queue_name
 from .registry import Registry, registry as default_registry
 from .retry import RetryPolicy, accepts_max_retries, build_policy
+from . import telemetry
 
 # Options a job may declare (decorator keywords or class attributes).
 JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry",
@@ -178,10 +179,11 @@ class BoundCall:
         options = {}
         if "max_retries" in self._options:
             options["max_retries"] = self._options["max_retries"]
-        return Envelope.build(
+        envelope = Envelope.build(
             self.definition.name, args, kwargs, queue=self.queue, options=options,
             trace=dict(self._options.get("trace") or {}),
         )
+        return telemetry.produced(envelope)  # the caller's trace context travels in the message
 
     def enqueue(self, *args: Any, **kwargs: Any) -> str:
         """Send one message; returns the job id."""

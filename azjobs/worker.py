@@ -33,6 +33,7 @@ returns at once and leaves held messages to reappear when their lease ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue as queue_module
 import threading
 import time
@@ -53,6 +54,8 @@ from .settings import QueueSettings
 from .settlement import Delivery, Settlement
 from .settler import Settler
 from .timeouts import Watchdog, Watched
+from . import telemetry
+from .telemetry.summary import Summary
 
 log = get_logger("azjobs.worker")
 
@@ -158,6 +161,7 @@ class Worker:
         timeout: float | timedelta | None | bool = True,
         burst_timeout: float | None = BURST_TIMEOUT_S,
         origin: str | None = None,
+        stats_interval: float | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -237,6 +241,8 @@ class Worker:
         self._fetchers: list[threading.Thread] = []
         self._watchdog = None if self.timeout_s is None else Watchdog(self.timeout_s, self._timed_out)
         self._thread_seq = 0
+        # A summary line every stats_interval seconds (--stats-interval; None or 0: off).
+        self._summary = Summary(stats_interval, self._summary_snapshot) if stats_interval else None
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -382,6 +388,8 @@ class Worker:
             self._start_job_thread()
         if self._watchdog is not None:
             self._watchdog.start()
+        if self._summary is not None:
+            self._summary.start()
         for name in self.queues:
             busy = threading.Event()
             lead = threading.Thread(target=self._fetch_loop, args=(name, busy), name=f"azjobs-fetch-{name}",
@@ -467,6 +475,8 @@ class Worker:
         self.keeper.stop()
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._summary is not None:
+            self._summary.stop()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if not forced:
@@ -720,6 +730,7 @@ class Worker:
                   "cancelled" if future is not None else "its thread is left to finish and is replaced",
                   extra={"action": "job_timed_out", "job": env.job, "job_id": env.id, "queue": delivery.queue,
                          "attempt": env.attempt, "timeout_s": self.timeout_s})
+        telemetry.raised(slot.step.watch, env, error, "timed_out")
         if future is not None:
             future.cancel()
         # The hung thread keeps its place until it returns; another one takes over its work.
@@ -752,6 +763,11 @@ class Worker:
         if self._stopping.is_set() or not self.inflight.count():
             with self._cond:
                 self._cond.notify_all()  # the main thread waits for in-flight work to end
+
+    def _summary_snapshot(self) -> tuple[WorkerStats, int, int]:
+        with self._stats_lock:
+            stats = dataclasses.replace(self.stats)
+        return stats, self._running, len(self.inflight)
 
     def _count(self, name: str) -> None:
         with self._stats_lock:

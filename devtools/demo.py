@@ -61,6 +61,9 @@ def main() -> int:
         ids.append(tracked)
         print(f"enqueued {len(ids)} jobs (one delayed by 1 s, one flaky, one that gives up, five with enqueue_many)")
 
+        step("how the queues look before any worker ran: azjobs stats")
+        azjobs_cli("stats", "-i", "example_jobs", env=env)
+
         step("working them with the local runner until the queues are empty")
         import time
 

@@ -1,0 +1,84 @@
+"""Trace context through the message: a PRODUCER span at enqueue, a CONSUMER span per delivery.
+
+A queue trigger gets no trace context from its producer (the Functions host carries it only
+for HTTP, Service Bus and Event Hubs triggers), so azjobs carries it in the envelope's
+``trace`` field as W3C ``traceparent``/``tracestate``:
+
+- building a message (``enqueue``, ``enqueue_many``, ``enqueue_async``) starts and ends a
+  ``create <queue>`` span (kind PRODUCER) under the caller's current span and injects its
+  context into the envelope; a ``trace=`` given with ``job.options(trace=...)`` is kept as is;
+- the execution core works each delivery inside a ``process <queue>`` span (kind CONSUMER)
+  whose parent is that context, on Functions and in the worker alike; the job runs with it
+  as the current span, so what the job enqueues (a workflow's next step) continues the trace;
+- retry copies and deferral hops keep the envelope's ``trace``: every attempt of a job is a
+  child of the same producer span, told apart by ``azjobs.job.attempt``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..version import __version__
+from .otel import api
+
+if TYPE_CHECKING:
+    from ..message import Envelope
+
+TRACER_NAME = "azjobs"
+SYSTEM = "azure_storage_queues"
+
+# Span attribute names (OpenTelemetry messaging conventions where one fits, azjobs.* otherwise).
+SYSTEM_ATTR = "messaging.system"
+OPERATION = "messaging.operation.type"
+QUEUE = "messaging.destination.name"
+MESSAGE_ID = "messaging.message.id"
+JOB_NAME = "azjobs.job.name"
+JOB_ID = "azjobs.job.id"
+ATTEMPT = "azjobs.job.attempt"
+DEQUEUE_COUNT = "azjobs.message.dequeue_count"
+OUTCOME = "azjobs.outcome"
+
+
+def tracer() -> Any:
+    otel = api()
+    return None if otel is None else otel.trace.get_tracer(TRACER_NAME, __version__)
+
+
+def configured() -> bool:
+    """Whether a tracer provider was installed (an SDK): until then spans would be no-ops, so none is made."""
+    otel = api()
+    return otel is not None and not isinstance(otel.trace.get_tracer_provider(), otel.trace.ProxyTracerProvider)
+
+
+def produced(envelope: "Envelope") -> "Envelope":
+    """The envelope with the context of a new ``create <queue>`` PRODUCER span in its ``trace`` field.
+
+    Unchanged without OpenTelemetry, when the caller gave ``trace=`` explicitly, or when
+    there is nothing to propagate (no SDK configured and no current trace).
+    """
+    otel = api()
+    if otel is None or envelope.trace or not configured():
+        return envelope
+    queue = envelope.queue or ""
+    span = tracer().start_span(f"create {queue}", kind=otel.SpanKind.PRODUCER, attributes={
+        SYSTEM_ATTR: SYSTEM, OPERATION: "create", QUEUE: queue, JOB_NAME: envelope.job, JOB_ID: envelope.id,
+        ATTEMPT: envelope.attempt})
+    try:
+        carrier: dict[str, str] = {}
+        otel.propagate.inject(carrier, context=otel.trace.set_span_in_context(span))
+    finally:
+        span.end()
+    return envelope.evolve(trace=carrier) if carrier else envelope
+
+
+def parent_context(trace: Mapping[str, str] | None) -> Any:
+    """The OpenTelemetry context a message's ``trace`` field names (an empty context without one)."""
+    otel = api()
+    carrier = {str(k): v for k, v in (trace or {}).items() if isinstance(v, str)}
+    # Extract into an empty context: the delivery continues the producer's trace, not whatever
+    # happens to be current in the thread that received it.
+    return otel.propagate.extract(carrier, context=otel.context.Context())
+
+
+__all__ = ["ATTEMPT", "configured", "DEQUEUE_COUNT", "JOB_ID", "JOB_NAME", "MESSAGE_ID", "OUTCOME", "QUEUE", "TRACER_NAME",
+           "parent_context", "produced", "tracer"]

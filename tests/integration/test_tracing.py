@@ -1,0 +1,153 @@
+"""Trace context through the message, against Azurite: a producer span, then the job's CONSUMER spans on the
+worker and on the Functions path (a real QueueMessage through the generated handler), one trace across a retry
+and a job enqueued by a job."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+from opentelemetry.trace import SpanKind, StatusCode
+
+import azjobs
+from azjobs import QueueSettings
+from azjobs.core import Executor
+from azjobs.telemetry import tracing
+from azjobs.worker import Worker
+from tests.conftest import unique_queue
+from tests.functions_support import HostAction, fresh_app, host_like_settle, receive_one
+from tests.telemetry_support import installed, otel  # noqa: F401  (otel: a fixture)
+
+FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
+
+
+STEP_TWO: dict[str, azjobs.JobDefinition] = {}  # per queue: the job ``flaky`` enqueues when it succeeds
+
+
+def step_two(order: str) -> None:
+    pass
+
+
+def flaky(order: str) -> None:
+    """Fails its first attempt; then enqueues a second step (a workflow's next job) on the same queue."""
+    with installed().tracer.start_as_current_span("inside the job"):
+        job = azjobs.current_job()
+        if job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        STEP_TWO[job.queue].enqueue(order)
+
+
+def _jobs(queue: str) -> tuple[azjobs.Registry, azjobs.JobDefinition]:
+    registry = azjobs.Registry()
+    STEP_TWO[queue] = azjobs.job(queue=queue, registry=registry, name="step_two")(step_two)
+    job = azjobs.job(queue=queue, registry=registry, name="flaky", retry=azjobs.Fixed(0, max_retries=2))(flaky)
+    return registry, job
+
+
+def _check_one_trace(otel, queue: str, trace_id: int, job_id: str) -> None:
+    spans = otel.spans(trace_id=trace_id)
+    by_name: dict[str, list] = {}
+    for span in spans:
+        by_name.setdefault(span.name, []).append(span)
+    (root,) = by_name["request"]
+    creates = sorted(by_name[f"create {queue}"], key=lambda s: s.start_time)
+    processes = sorted(by_name[f"process {queue}"], key=lambda s: s.start_time)
+    assert len(creates) == 2 and len(processes) == 3, [s.name for s in spans]
+    producer, step_create = creates
+    first, second, step_run = processes
+
+    # enqueue: a PRODUCER span under the caller's span, naming the job
+    assert producer.kind is SpanKind.PRODUCER and producer.parent.span_id == root.context.span_id
+    assert producer.attributes[tracing.JOB_ID] == job_id and producer.attributes[tracing.JOB_NAME] == "flaky"
+    # both attempts: CONSUMER spans whose parent is the producer span (the retry copy kept the link)
+    for attempt, span in ((1, first), (2, second)):
+        assert span.kind is SpanKind.CONSUMER
+        assert span.parent.span_id == producer.context.span_id
+        attrs = span.attributes
+        assert (attrs[tracing.JOB_NAME], attrs[tracing.JOB_ID], attrs[tracing.QUEUE], attrs[tracing.ATTEMPT]) == (
+            "flaky", job_id, queue, attempt)
+        assert attrs[tracing.MESSAGE_ID] and attrs[tracing.DEQUEUE_COUNT] == 1
+    assert first.attributes[tracing.OUTCOME] == "retry_scheduled" and first.status.status_code is StatusCode.ERROR
+    assert any(event.name == "exception" for event in first.events)
+    assert second.attributes[tracing.OUTCOME] == "succeeded" and second.status.status_code is not StatusCode.ERROR
+    assert first.attributes[tracing.MESSAGE_ID] != second.attributes[tracing.MESSAGE_ID]
+    # the job's own spans run under its CONSUMER span
+    insides = sorted(by_name["inside the job"], key=lambda s: s.start_time)
+    assert [s.parent.span_id for s in insides] == [first.context.span_id, second.context.span_id]
+    # a job enqueued by the job (a workflow's next step) continues the same trace, under the span current there
+    assert step_create.parent.span_id == insides[1].context.span_id
+    assert step_run.parent.span_id == step_create.context.span_id
+    assert step_run.attributes[tracing.JOB_NAME] == "step_two" and step_run.attributes[tracing.OUTCOME] == "succeeded"
+
+
+def _enqueue_under_a_request(otel, job: azjobs.JobDefinition) -> tuple[int, str]:
+    with otel.tracer.start_as_current_span("request") as request:
+        job_id = job.enqueue("order-1")
+    return request.get_span_context().trace_id, job_id
+
+
+def test_worker_job_spans_continue_the_producers_trace_across_a_retry(client, raw_queue, otel):
+    queue = unique_queue("trw")
+    registry, flaky = _jobs(queue)
+    trace_id, job_id = _enqueue_under_a_request(otel, flaky)
+    # The traceparent travels in the envelope's trace field, in the producer span's trace.
+    (message,) = raw_queue(queue).peek_messages(max_messages=1)
+    carried = json.loads(base64.b64decode(message.content))["trace"]
+    assert carried["traceparent"].split("-")[1] == f"{trace_id:032x}"
+
+    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+                   burst=True).run()
+    assert (stats.succeeded, stats.retry_scheduled) == (2, 1)
+    _check_one_trace(otel, queue, trace_id, job_id)
+
+
+def test_functions_job_spans_continue_the_producers_trace_across_a_retry(client, raw_queue, otel):
+    queue = unique_queue("trf")
+    registry, flaky = _jobs(queue)
+    trace_id, job_id = _enqueue_under_a_request(otel, flaky)
+    app = fresh_app(registry=registry)
+    qc = raw_queue(queue)
+    actions = []
+    while (message := receive_one(qc, visibility_timeout=30)) is not None:
+        actions.append(host_like_settle(app, qc, message).action)
+    assert actions == [HostAction.DELETED] * 3
+    _check_one_trace(otel, queue, trace_id, job_id)
+
+
+def test_an_unusable_message_gets_a_dead_lettered_span_of_its_own(client, raw_queue, otel):
+    queue = unique_queue("trbad")
+    registry, _ = _jobs(queue)
+    qc = raw_queue(queue)
+    qc.create_queue()
+    qc.send_message(base64.b64encode(b'{"not": "an envelope"}').decode())
+    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+                   burst=True).run()
+    assert stats.dead_lettered == 1
+    (span,) = otel.spans(queue=queue)
+    assert span.parent is None and span.kind is SpanKind.CONSUMER
+    assert span.attributes[tracing.OUTCOME] == "dead_lettered" and tracing.JOB_NAME not in span.attributes
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(client, raw_queue, test_dir, otel):
+    from tests.jobs import hardening_jobs as hj
+
+    queue = unique_queue("trto")
+    raw_queue(queue)
+    settings = QueueSettings(max_polling_interval=timedelta(seconds=0.5), max_dequeue_count=1,
+                             visibility_timeout=timedelta(0))
+    with otel.tracer.start_as_current_span("request") as request:
+        hj.async_hang.options(queue=queue).enqueue("ahung", 30)
+    stats = Worker([queue], client=client, executor=Executor(registry=hj.REGISTRY, client=client, settings=settings),
+                   timeout=1.0, burst=True).run()
+    assert (stats.timed_out, stats.dead_lettered) == (1, 1)
+    spans = sorted(otel.spans(queue=queue, trace_id=request.get_span_context().trace_id),
+                   key=lambda s: s.start_time)
+    producer, hung, poisoned = spans
+    assert [s.attributes[tracing.OUTCOME] for s in (hung, poisoned)] == ["timed_out", "dead_lettered"]
+    assert hung.parent.span_id == poisoned.parent.span_id == producer.context.span_id
+    assert hung.status.status_code is StatusCode.ERROR and hung.end_time is not None
+    # maxDequeueCount 1: the timed-out delivery itself is poisoned, as the host would
+    assert poisoned.attributes[tracing.MESSAGE_ID] == hung.attributes[tracing.MESSAGE_ID]
+    assert otel.total("azjobs.jobs.dead_lettered", queue) == 1
