@@ -24,6 +24,7 @@ from .message import Envelope
 from .registry import Registry, registry
 from .retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
 from .settings import QueueSettings
+from .schedules import Periodic, periodic
 from .version import __version__
 
 
@@ -37,7 +38,7 @@ def blueprint(*args, **kwargs):
 __all__ = [
     "ArgumentError", "AzjobsError", "Backoff", "Call", "Client", "ConfigurationError", "Connection", "DelayError",
     "EnqueueError", "EnqueueManyResult", "Envelope", "EnvelopeError", "Fail", "Fixed", "Job", "JobContext", "JobDefinition",
-    "NoRetry", "PayloadTooLargeError", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
-    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "registry",
+    "NoRetry", "PayloadTooLargeError", "Periodic", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
+    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "periodic", "registry",
     "resolve_connection",
 ]

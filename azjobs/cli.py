@@ -40,7 +40,8 @@ POISON_COMMANDS = ("list", "show", "requeue", "purge")
 USAGE_TEXT = """\
 azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
-       azjobs poison {list,show,requeue,purge} QUEUE ..."""
+       azjobs poison {list,show,requeue,purge} QUEUE ...
+       azjobs schedules [-i PATH ...] [--json]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -48,7 +49,8 @@ Work azjobs jobs from Azure Storage queues (as the Functions host would), or man
 commands:
   azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
-  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)"""
+  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
+  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)"""
 
 EXAMPLES = """\
 examples:
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--allow-no-jobs", action="store_true",
                       help="start even when no job is registered (nothing imported declares one); every message "
                            "is then retried and dead-lettered")
+    work.add_argument("--no-schedules", action="store_true",
+                      help="do not fire periodic jobs (schedule=, azjobs.periodic) from this worker; by default a "
+                           "worker fires the schedules of jobs on its queues (never with --burst)")
     work.add_argument("--grace", type=_seconds(0), default=30.0, metavar="SECONDS",
                       help="on SIGTERM/SIGINT, how long running jobs may take to finish (default 30)")
     work.add_argument("--timeout", type=_timeout, metavar="SECONDS",
@@ -447,6 +452,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
                   "(module azjobs.poison_cli is missing)", file=err)
             return USAGE
         return poison_cli.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "schedules":
+        from .schedules import listing
+
+        return listing.main(argv[1:], out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:
@@ -581,6 +590,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         args.queue, client=client, executor=Executor(client=client, settings=settings),
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
+        schedules=not args.no_schedules,
     )
     restore = _install_signals(worker)
     try:

@@ -14,7 +14,8 @@ from .registry import Registry, registry as default_registry
 from .retry import RetryPolicy, accepts_max_retries, build_policy
 
 # Options a job may declare (decorator keywords or class attributes).
-JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry")
+JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry",
+               "schedule")
 # Options one call may override (``job.options(...)``); these travel with the message or steer the send.
 CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client")
 
@@ -265,7 +266,20 @@ class JobFunction:
 
 
 def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDefinition:
-    return (default_registry if reg is None else reg).register(JobDefinition(**definition_kwargs))
+    schedule = definition_kwargs.pop("schedule", None)
+    target = default_registry if reg is None else reg
+    known = definition_kwargs.get("name") in target
+    definition = target.register(JobDefinition(**definition_kwargs))
+    if schedule is not None:  # periodic: checked now, like every other option (azjobs.schedules)
+        from .schedules.periodic import declare_from_option
+
+        try:
+            declare_from_option(definition, schedule)
+        except Exception:
+            if not known:
+                target.unregister(definition.name)
+            raise
+    return definition
 
 
 def job(fn: Callable[..., Any] | None = None, **options: Any):

@@ -158,6 +158,7 @@ class Worker:
         timeout: float | timedelta | None | bool = True,
         burst_timeout: float | None = BURST_TIMEOUT_S,
         origin: str | None = None,
+        schedules: bool = True,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -237,6 +238,9 @@ class Worker:
         self._fetchers: list[threading.Thread] = []
         self._watchdog = None if self.timeout_s is None else Watchdog(self.timeout_s, self._timed_out)
         self._thread_seq = 0
+        # Periodic jobs on these queues are fired by this worker too (azjobs.schedules); --no-schedules: not.
+        self.schedules = schedules and not burst
+        self._scheduler: Any = None
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -393,6 +397,10 @@ class Worker:
                                           name=f"azjobs-fetch-{name}-{index}", daemon=True)
                 helper.start()
                 self._threads.append(helper)
+        if self.schedules:
+            from .schedules.scheduler import start_for
+
+            self._scheduler = start_for(self)
         timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
         target = self.target
         log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
@@ -452,6 +460,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
         self.inflight.close()
         forced = self._forced.is_set() or self.stats.abandoned > 0
         with self._cond:
