@@ -239,7 +239,7 @@ def timer_function_name_for(schedule_name: str) -> str:
 def _make_timer_handler(item, source: _ExecutorSource) -> Callable[[func.TimerRequest], Awaitable[None]]:
     """The user function for one periodic job: enqueue the job with the tick, as the worker's scheduler does."""
     from .message import utcnow
-    from .schedules.periodic import timer_tick
+    from .schedules.declarations import timer_tick
 
     async def handler(timer: func.TimerRequest) -> None:
         now = utcnow()
@@ -261,7 +261,7 @@ def _make_timer_handler(item, source: _ExecutorSource) -> Callable[[func.TimerRe
 def _add_timers(bp: func.Blueprint, registry: Registry, chosen: list, source: _ExecutorSource, names: dict) -> None:
     """One timer trigger per periodic job on the chosen queues (azjobs.schedules); ``use_monitor`` is left to the
     host's default (on for schedules more than a minute apart)."""
-    from .schedules.periodic import schedules
+    from .schedules.declarations import schedules
 
     for item in schedules.for_queues(registry, chosen):
         name = timer_function_name_for(item.name)

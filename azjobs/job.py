@@ -271,7 +271,7 @@ def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDef
     known = definition_kwargs.get("name") in target
     definition = target.register(JobDefinition(**definition_kwargs))
     if schedule is not None:  # periodic: checked now, like every other option (azjobs.schedules)
-        from .schedules.periodic import declare_from_option
+        from .schedules.declarations import declare_from_option
 
         try:
             declare_from_option(definition, schedule)

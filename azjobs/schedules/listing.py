@@ -92,7 +92,7 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     from ..cli import _load_jobs
     from ..connection import resolve_connection
     from ..registry import registry
-    from .periodic import schedules, time_zone
+    from .declarations import schedules, time_zone
     from .ticks import TickStore
 
     args = build_parser().parse_args(argv)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..message import format_time
 from ..secrets import get_logger
-from .periodic import Periodic, time_zone
+from .declarations import Periodic, time_zone
 from .ticks import Decision, Status, TickStore, decide, worker_identity
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ __all__ = ["Scheduler", "start_for"]
 
 def start_for(worker) -> Scheduler | None:
     """The scheduler for a starting ``Worker``: the periodic jobs on its queues, or None when there are none."""
-    from .periodic import schedules
+    from .declarations import schedules
 
     items = schedules.for_queues(worker.executor.registry, worker.queues)
     if not items:
