@@ -161,8 +161,12 @@ class Scheduler:
         self.fired += 1
         if fire.past_due:
             self.past_due += 1
-            log.warning("schedule %s: tick %s was missed while no worker ran (%d tick(s)); fired once, past due, "
-                        "as job %s %s", item.name, format_time(fire.tick), fire.missed, item.job.name, job_id,
+            if fire.missed > 1:
+                text = (f"{fire.missed} ticks from {format_time(fire.tick)} were not fired in time (no worker ran, or "
+                        "the one firing them stopped); fired once, past due,")
+            else:
+                text = f"tick {format_time(fire.tick)} fired late, past due,"
+            log.warning("schedule %s: %s as job %s %s", item.name, text, item.job.name, job_id,
                         extra={"action": "schedule_past_due", "schedule": item.name, "job": item.job.name,
                                "job_id": job_id, "tick": format_time(fire.tick), "missed": fire.missed,
                                "past_due": True})

@@ -11,9 +11,10 @@ per schedule, named after it, whose lease is the lock and whose content is the s
 ``cursor`` is the tick identity: every tick at or before it has been handled. A worker
 fires tick T only while it holds the lease and only if ``cursor < T``, then moves the cursor
 to T before it lets go, so several workers fire each tick once and a worker that takes the
-lease late finds the tick done. Ticks between the cursor and T that nobody fired (no
-worker ran, or the one holding the lease died) are fired once, marked past due, with the
-first of them as the tick (what the host's schedule status calls ``Next``). ``last`` is the last fire (tick, when, job id, past due, by whom), for
+lease late finds the tick done. Ticks between the cursor and T that nobody fired are
+fired before T, marked past due: each on its own when they are only late (under
+``LATE_LIMIT``), else once together with the first of them as the tick (what the host's
+schedule status calls ``Next``), as at start-up when no worker ran. ``last`` is the last fire (tick, when, job id, past due, by whom), for
 ``azjobs schedules``.
 
 A worker that dies after sending a tick's message but before moving the cursor leaves the
@@ -43,6 +44,9 @@ STATUS_VERSION = 1
 LEASE_S = 15  # the service's shortest lease: a dead holder blocks its schedule this long at most
 # How many missed ticks are counted for the log line (the count says "at least" beyond it).
 MAX_COUNTED = 1000
+# A tick overdue by less than this when a worker holding the lease finds it unfired was only late: it fires on
+# its own (past due). Older ones were missed and fire once together.
+LATE_LIMIT = timedelta(seconds=10)
 
 
 def worker_identity() -> str:
@@ -111,12 +115,16 @@ def _missed(expression: Expression, zone: tzinfo, after: datetime,
 
 
 def decide(status: Status | None, expression: Expression, zone: tzinfo, *, tick: datetime | None = None,
-           now: datetime) -> Decision:
+           now: datetime, late_limit: timedelta = LATE_LIMIT) -> Decision:
     """The tick rules, for a worker holding the schedule's lease.
 
-    ``tick`` is the tick the worker woke up for; None is the start-up check, which looks for
-    ticks at or before ``now`` that nobody fired. With no status (or one for another
-    expression) nothing is past due: the status starts now, as the host's does.
+    ``tick`` is the tick the worker woke up for; None is the start-up check, which fires the
+    ticks at or before ``now`` that nobody fired once, past due, as the host's ``useMonitor``
+    does. With no status (or one for another expression) nothing is past due: the status
+    starts now, as the host's does. Between the cursor and ``tick``, ticks less than
+    ``late_limit`` old were only late (every worker stalled, or the one with the lease was
+    slow): each fires on its own, marked past due. Older ones were missed (the worker holding
+    the lease died, and it stayed taken for up to LEASE_S): they fire once together.
     """
     if status is None or status.schedule != expression.text:
         if tick is None:
@@ -130,9 +138,17 @@ def decide(status: Status | None, expression: Expression, zone: tzinfo, *, tick:
     if status.cursor >= tick:
         return Decision()  # already fired: this worker took the lease late
     fires = []
-    first, _, count = _missed(expression, zone, status.cursor, tick)
+    cursor = status.cursor
+    first, latest, count = _missed(expression, zone, cursor, min(tick, now - late_limit))
     if first is not None:
         fires.append(Fire(first, past_due=True, missed=count))
+        cursor = latest
+    while len(fires) < MAX_COUNTED:
+        late = expression.next_after(cursor, zone)
+        if late is None or late >= tick:
+            break
+        fires.append(Fire(late, past_due=True, missed=1))
+        cursor = late
     fires.append(Fire(tick))
     return Decision(fires=fires, cursor=tick)
 

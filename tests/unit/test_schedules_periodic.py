@@ -178,10 +178,22 @@ def test_ticks_missed_while_no_worker_ran_fire_once_past_due_at_start_up():
     assert decide(Status(HOURLY.text, decision.cursor), HOURLY, UTC, now=utc(2026, 1, 1, 13, 40)).nothing
 
 
-def test_ticks_skipped_between_the_cursor_and_a_tick_fire_once_past_due_before_it():
+def test_late_ticks_between_the_cursor_and_a_tick_each_fire_past_due_before_it():
     status = Status(schedule=EVERY_SECOND.text, cursor=utc(2026, 1, 1, 10, 0, 0))
-    decision = decide(status, EVERY_SECOND, UTC, tick=utc(2026, 1, 1, 10, 0, 4), now=utc(2026, 1, 1, 10, 0, 4))
-    assert decision.fires == [Fire(utc(2026, 1, 1, 10, 0, 1), past_due=True, missed=3), Fire(utc(2026, 1, 1, 10, 0, 4))]
+    decision = decide(status, EVERY_SECOND, UTC, tick=utc(2026, 1, 1, 10, 0, 3), now=utc(2026, 1, 1, 10, 0, 3, 500))
+    assert decision.fires == [Fire(utc(2026, 1, 1, 10, 0, 1), past_due=True, missed=1),
+                              Fire(utc(2026, 1, 1, 10, 0, 2), past_due=True, missed=1), Fire(utc(2026, 1, 1, 10, 0, 3))]
+    assert decision.cursor == utc(2026, 1, 1, 10, 0, 3)
+
+
+def test_ticks_missed_past_the_late_limit_fire_once_together():
+    status = Status(schedule=EVERY_SECOND.text, cursor=utc(2026, 1, 1, 10, 0, 0))
+    now = utc(2026, 1, 1, 10, 0, 20)  # the lease of a worker that died was held until 10:00:15
+    decision = decide(status, EVERY_SECOND, UTC, tick=utc(2026, 1, 1, 10, 0, 20), now=now,
+                      late_limit=timedelta(seconds=10))
+    assert decision.fires[0] == Fire(utc(2026, 1, 1, 10, 0, 1), past_due=True, missed=9)  # 10:00:01 .. 10:00:09
+    assert [f.tick.second for f in decision.fires[1:]] == list(range(10, 21))
+    assert all(f.past_due for f in decision.fires[1:-1]) and not decision.fires[-1].past_due
 
 
 def test_a_changed_expression_starts_over_without_past_due():
