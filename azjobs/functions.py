@@ -188,6 +188,7 @@ def blueprint(
     connection: str = DEFAULT_SETTING,
     executor: Optional[Executor] = None,
     host_json: Union[str, "os.PathLike[str]", None] = None,
+    schedules: bool = True,
 ) -> func.Blueprint:
     """A Blueprint with one queue-triggered function per queue that registered jobs use.
 
@@ -198,6 +199,7 @@ def blueprint(
     use. ``host_json`` is the host.json the host reads (see ``host_json_path``); its
     ``extensions.queues`` (maxDequeueCount, messageEncoding) steer the core too.
     ``executor`` replaces the core built from those (tests, custom clients).
+    ``schedules=False`` leaves out the timer triggers of periodic jobs (when workers fire them).
     """
     registry = registry if registry is not None else default_registry
     if not isinstance(connection, str) or not connection.strip():
@@ -220,7 +222,8 @@ def blueprint(
         bp.function_name(name=name)(bp.queue_trigger(arg_name=BINDING_NAME, queue_name=queue, connection=connection)(handler))
         log.debug("generated function %s for queue %s", name, queue,
                   extra={"action": "functions_binding_generated", "function": name, "queue": queue})
-    _add_timers(bp, registry, chosen, source, names)
+    if schedules:
+        _add_timers(bp, registry, chosen, source, names)
     return bp
 
 

@@ -241,6 +241,10 @@ class Worker:
         # Periodic jobs on these queues are fired by this worker too (azjobs.schedules); --no-schedules: not.
         self.schedules = schedules and not burst
         self._scheduler: Any = None
+        if self.schedules:  # built now: a schedule that cannot be read (an unset %Setting%) fails here, clearly
+            from .schedules.scheduler import prepare_for
+
+            self._scheduler = prepare_for(self)
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -375,6 +379,8 @@ class Worker:
         log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
 
     def _start(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.start()
         self.keeper.start()
         self._settler.start()
         loop = asyncio.new_event_loop()
@@ -397,10 +403,6 @@ class Worker:
                                           name=f"azjobs-fetch-{name}-{index}", daemon=True)
                 helper.start()
                 self._threads.append(helper)
-        if self.schedules:
-            from .schedules.scheduler import start_for
-
-            self._scheduler = start_for(self)
         timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
         target = self.target
         log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "

@@ -142,13 +142,18 @@ class Scheduler:
                 if decision.nothing:
                     return True
                 last = status.last if status is not None else None
-                for fire in decision.fires:
-                    envelope = item.fire(fire.tick, past_due=fire.past_due, client=self.client)
-                    last = {"tick": format_time(fire.tick), "fired_at": format_time(self.clock()),
-                            "job_id": envelope.id, "past_due": fire.past_due, "by": self.identity}
-                    self._fired(item, fire, envelope.id)
-                self.store.write(item.name, Status(schedule=expression.text, cursor=decision.cursor, last=last),
-                                 lease)
+                sent = []
+                try:
+                    for fire in decision.fires:
+                        envelope = item.fire(fire.tick, past_due=fire.past_due, client=self.client)
+                        last = {"tick": format_time(fire.tick), "fired_at": format_time(self.clock()),
+                                "job_id": envelope.id, "past_due": fire.past_due, "by": self.identity}
+                        sent.append((fire, envelope.id))
+                    self.store.write(item.name, Status(schedule=expression.text, cursor=decision.cursor, last=last),
+                                     lease)
+                finally:
+                    for fire, job_id in sent:  # said once the status holds them (or the write failed)
+                        self._fired(item, fire, job_id)
                 return True
         except Exception as exc:
             from ..recorder import describe
@@ -176,14 +181,18 @@ class Scheduler:
                                     "job_id": job_id, "tick": format_time(fire.tick), "past_due": False})
 
 
-__all__ = ["Scheduler", "start_for"]
+__all__ = ["Scheduler", "prepare_for"]
 
 
-def start_for(worker) -> Scheduler | None:
-    """The scheduler for a starting ``Worker``: the periodic jobs on its queues, or None when there are none."""
+def prepare_for(worker) -> Scheduler | None:
+    """The scheduler for a ``Worker`` (not started): the periodic jobs on its queues, or None when there are none.
+
+    Raises ConfigurationError for a schedule that cannot be read (an unset ``%Setting%``) or an unknown
+    ``WEBSITE_TIME_ZONE``.
+    """
     from .declarations import schedules
 
     items = schedules.for_queues(worker.executor.registry, worker.queues)
     if not items:
         return None
-    return Scheduler(items, worker.client).start()
+    return Scheduler(items, worker.client)

@@ -227,6 +227,12 @@ def test_blueprint_generates_one_timer_trigger_per_periodic_job(reg):
     assert timers["azjobs_timer_report_eu"]["schedule"] == "%EU_REPORT%"  # the host resolves the setting
 
 
+def test_blueprint_schedules_false_leaves_the_timers_out(reg):
+    azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="r")(report)
+    app = fresh_app(registry=reg, schedules=False)
+    assert [f.get_function_name() for f in functions_of(app)] == ["azjobs_reports"]
+
+
 def test_timer_function_names_are_host_valid():
     from azjobs.functions import FUNCTION_NAME_RULE, timer_function_name_for
 
