@@ -61,6 +61,7 @@ examples:
   azjobs --create emails                        create a queue (and exit)
   azjobs --empty emails --yes                   delete every message in a queue
   azjobs poison list emails                     inspect dead-lettered jobs
+  azjobs schedules -i example_periodic          periodic jobs: next fire times, last fire
 
 Settings come from host.json extensions.queues (batchSize, newBatchThreshold,
 maxPollingInterval, visibilityTimeout, maxDequeueCount, messageEncoding), like the
