@@ -95,6 +95,7 @@ def test_three_workers_fire_each_tick_of_an_every_second_schedule_exactly_once(c
         [schedule.log(f"worker{i}") for i in range(3)]
     time.sleep(10)
     assert [_stop(worker) for worker in workers] == [0, 0, 0], [schedule.log(f"worker{i}") for i in range(3)]
+    assert all("scheduler stopped" in schedule.log(f"worker{i}") for i in range(3))  # with the worker, on SIGTERM
 
     fired = schedule.fired()
     ticks = [tick for tick, _, _ in fired]

@@ -261,3 +261,57 @@ def test_timer_tick_uses_the_hosts_schedule_status_or_the_nearest_occurrence(reg
 
 def test_the_schedule_module_keeps_no_state_between_declarations():
     assert declarations.schedules is schedules and len(schedules) == 0
+
+
+# -- the worker and the command ---------------------------------------------------------------------
+def test_a_worker_fires_the_schedules_of_jobs_on_its_queues_unless_told_not_to(reg, monkeypatch):
+    from azjobs.core import Executor
+    from azjobs.worker import Worker
+
+    monkeypatch.delenv("WEBSITE_TIME_ZONE", raising=False)
+    azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="r")(report)
+    azjobs.job(queue="emails", schedule="0 0 * * * *", registry=reg, name="e")(report)
+    client = azjobs.Client(azjobs.connection.azurite_connection_string(queue_port=1))  # never called here
+    executor = Executor(registry=reg, client=client)
+    worker = Worker(["reports"], executor=executor)
+    assert [item.name for item in worker._scheduler.items] == ["r"]
+    assert Worker(["reports"], executor=executor, schedules=False)._scheduler is None
+    assert Worker(["reports"], executor=executor, burst=True)._scheduler is None
+    assert Worker(["images"], executor=executor)._scheduler is None
+
+
+def test_the_cli_passes_no_schedules_to_the_worker():
+    from azjobs.cli import build_parser
+
+    assert build_parser().parse_args(["-q", "reports", "--no-schedules"]).no_schedules is True
+    assert build_parser().parse_args(["-q", "reports"]).no_schedules is False
+
+
+def test_schedules_listing_shows_next_fire_times_and_the_last_fire(reg, monkeypatch):
+    import io
+
+    from azjobs.schedules.listing import _text, describe
+
+    job = azjobs.job(queue="reports", registry=reg, name="r")(report)
+    azjobs.periodic("0 0 7 * * Mon-Fri", job, args=("eu",), kwargs={"full": True}, name="morning")
+    azjobs.periodic("%UNSET_SCHEDULE_X%", job, name="broken")
+    monkeypatch.delenv("UNSET_SCHEDULE_X", raising=False)
+    last = Status(schedule="0 0 7 * * Mon-Fri", cursor=utc(2026, 11, 27, 7),
+                  last={"tick": "2026-11-27T07:00:00.000Z", "fired_at": "2026-11-27T07:00:00.120Z", "job_id": "j1",
+                        "past_due": True, "by": "host:1"})
+
+    def read(name):
+        if name == "broken":
+            raise ConnectionError("storage down")
+        return last
+
+    rows, ok = describe(schedules.for_registry(reg), UTC, 3, utc(2026, 11, 27, 12), read)
+    assert not ok
+    out = io.StringIO()
+    _text(rows, "UTC", out)
+    text = out.getvalue()
+    assert "morning\n  job       r(\"eu\", full=true) on queue reports\n  schedule  0 0 7 * * Mon-Fri\n" in text
+    assert ("  next      2026-11-30T07:00:00.000Z, 2026-12-01T07:00:00.000Z, 2026-12-02T07:00:00.000Z\n"
+            "  last      tick 2026-11-27T07:00:00.000Z (past due), fired 2026-11-27T07:00:00.120Z by host:1, job j1\n"
+            ) in text
+    assert "names app setting 'UNSET_SCHEDULE_X', which is not set" in text and "last      unknown: " in text
