@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,16 +115,20 @@ def test_a_worker_killed_and_restarted_fires_the_missed_ticks_once_past_due(conn
     schedule = Schedule(connection_string, test_dir, processes, "*/2 * * * * *")
     worker = schedule.spawn("first")
     assert wait_for(lambda: len(schedule.runs()) >= 2, 60), schedule.log("first")
-    # Kill it (SIGKILL) just after it recorded a tick: it sleeps until the next one, holding no lease.
-    seen = schedule.log("first").count(" enqueued job ")
-    assert wait_for(lambda: schedule.log("first").count(" enqueued job ") > seen, 10, interval=0.01)
-    time.sleep(0.3)
+    # Kill it (SIGKILL) while it sleeps between ticks, holding no lease: just after it recorded a tick, when
+    # the next one is more than half a second away (a loaded machine may record a tick late).
+    def idle() -> bool:
+        recorded = re.findall(r"tick (\S+) enqueued job", schedule.log("first"))
+        return bool(recorded) and time.time() + 0.1 < parse_time(recorded[-1]).timestamp() + 2 - 0.5
+
+    assert wait_for(idle, 30, interval=0.01), schedule.log("first")
+    time.sleep(0.1)  # the lease is released right after the line is written
     worker.kill()
     worker.wait(10)
     time.sleep(5)  # no worker runs: ticks are missed
     restarted = schedule.spawn("restarted")
     assert wait_for(lambda: any(past_due for _, past_due, _ in schedule.runs()), 40), schedule.log("restarted")
-    assert wait_for(lambda: len([r for r in schedule.runs() if not r[1] and r in schedule.runs()[-2:]]) >= 2, 20)
+    assert wait_for(lambda: [late for _, late, _ in sorted(schedule.runs())[-2:]] == [False, False], 20)
     assert _stop(restarted) == 0, schedule.log("restarted")
 
     fired = schedule.fired()
