@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 from ..message import format_time
 from ..secrets import get_logger
 from .declarations import Periodic, time_zone
-from .ticks import Decision, Status, TickStore, decide, worker_identity
+from .ticks import Status, TickStore, decide, worker_identity
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -93,7 +93,6 @@ class Scheduler:
                 return
             if self._attempt(item, None, start):
                 pending.pop(item.name)
-        cursors = {item.name: start for item in self.items}
         retry_at: dict[str, datetime] = {}
         upcoming = {item.name: self.expressions[item.name].next_after(start, self.zone) for item in self.items}
         while not self._stop.is_set():
@@ -118,7 +117,6 @@ class Scheduler:
                                 format_time(tick), extra={"action": "schedule_behind", "schedule": name})
                     tick = self.expressions[name].previous_at_or_before(now, self.zone) or tick
                 self._attempt(item, tick, now)
-                cursors[name] = tick
                 upcoming[name] = self.expressions[name].next_after(tick, self.zone)
             waits = [tick for tick in upcoming.values() if tick is not None] + list(retry_at.values())
             if not waits:
