@@ -25,6 +25,7 @@ from .registry import Registry, registry
 from .retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
 from .settings import QueueSettings
 from .state import JobError, JobFailedError, JobNotFoundError, JobRecord, JobStatus, result, wait
+from .schedules import Periodic, periodic
 from .version import __version__
 
 
@@ -38,8 +39,8 @@ def blueprint(*args, **kwargs):
 __all__ = [
     "ArgumentError", "AzjobsError", "Backoff", "Call", "Client", "ConfigurationError", "Connection", "DelayError",
     "EnqueueError", "EnqueueManyResult", "Envelope", "EnvelopeError", "Fail", "Fixed", "Job", "JobContext", "JobDefinition",
-    "NoRetry", "PayloadTooLargeError", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
-    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "registry",
+    "NoRetry", "PayloadTooLargeError", "Periodic", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
+    "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "periodic", "registry",
     "resolve_connection",
     "JobError", "JobFailedError", "JobNotFoundError", "JobRecord", "JobStatus", "result", "wait",
 ]

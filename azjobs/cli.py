@@ -43,7 +43,8 @@ azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
        azjobs poison {list,show,requeue,purge} QUEUE ...
        azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
-       azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]"""
+       azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
+       azjobs schedules [-i PATH ...] [--json]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -53,7 +54,8 @@ commands:
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
   azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
   azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
-  azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)"""
+  azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
+  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)"""
 
 EXAMPLES = """\
 examples:
@@ -64,6 +66,7 @@ examples:
   azjobs --create emails                        create a queue (and exit)
   azjobs --empty emails --yes                   delete every message in a queue
   azjobs poison list emails                     inspect dead-lettered jobs
+  azjobs schedules -i example_periodic          periodic jobs: next fire times, last fire
 
 Settings come from host.json extensions.queues (batchSize, newBatchThreshold,
 maxPollingInterval, visibilityTimeout, maxDequeueCount, messageEncoding), like the
@@ -197,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--allow-no-jobs", action="store_true",
                       help="start even when no job is registered (nothing imported declares one); every message "
                            "is then retried and dead-lettered")
+    work.add_argument("--no-schedules", action="store_true",
+                      help="do not fire periodic jobs (schedule=, azjobs.periodic) from this worker; by default a "
+                           "worker fires the schedules of jobs on its queues (never with --burst)")
     work.add_argument("--grace", type=_seconds(0), default=30.0, metavar="SECONDS",
                       help="on SIGTERM/SIGINT, how long running jobs may take to finish (default 30)")
     work.add_argument("--timeout", type=_timeout, metavar="SECONDS",
@@ -464,6 +470,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from . import state_cli
 
         return state_cli.main(argv, out=out, err=err)
+    if argv and argv[0] == "schedules":
+        from .schedules import listing
+
+        return listing.main(argv[1:], out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:
@@ -599,6 +609,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
         stats_interval=args.stats_interval or None,
+        schedules=not args.no_schedules,
     )
     restore = _install_signals(worker)
     try:

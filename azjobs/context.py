@@ -22,6 +22,8 @@ class JobContext:
     message_id: str = ""
     dequeue_count: int = 1
     trace: Mapping[str, str] = field(default_factory=dict)
+    scheduled_at: str | None = None  # a periodic job's tick (UTC ISO 8601)
+    past_due: bool = False  # that tick fired late (missed while no worker ran, or the host's IsPastDue)
 
     @property
     def is_retry(self) -> bool:

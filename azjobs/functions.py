@@ -191,6 +191,7 @@ def blueprint(
     connection: str = DEFAULT_SETTING,
     executor: Optional[Executor] = None,
     host_json: Union[str, "os.PathLike[str]", None] = None,
+    schedules: bool = True,
 ) -> func.Blueprint:
     """A Blueprint with one queue-triggered function per queue that registered jobs use.
 
@@ -201,6 +202,7 @@ def blueprint(
     use. ``host_json`` is the host.json the host reads (see ``host_json_path``); its
     ``extensions.queues`` (maxDequeueCount, messageEncoding) steer the core too.
     ``executor`` replaces the core built from those (tests, custom clients).
+    ``schedules=False`` leaves out the timer triggers of periodic jobs (when workers fire them).
     """
     registry = registry if registry is not None else default_registry
     if not isinstance(connection, str) or not connection.strip():
@@ -223,7 +225,63 @@ def blueprint(
         bp.function_name(name=name)(bp.queue_trigger(arg_name=BINDING_NAME, queue_name=queue, connection=connection)(handler))
         log.debug("generated function %s for queue %s", name, queue,
                   extra={"action": "functions_binding_generated", "function": name, "queue": queue})
+    if schedules:
+        _add_timers(bp, registry, chosen, source, names)
     return bp
 
 
-__all__ = ["BINDING_NAME", "FUNCTION_NAME_RULE", "FUNCTION_PREFIX", "blueprint", "function_name_for", "host_json_path"]
+#: The timer trigger's argument (binding) name.
+TIMER_BINDING_NAME = "timer"
+
+
+def timer_function_name_for(schedule_name: str) -> str:
+    """The generated timer function's name for a periodic job: ``azjobs_timer_<name>``, host-valid."""
+    name = "azjobs_timer_" + re.sub(r"[^a-z0-9]+", "_", schedule_name.lower()).strip("_")
+    if len(name) > MAX_FUNCTION_NAME or not FUNCTION_NAME_RULE.match(name):
+        name = f"{name[:MAX_FUNCTION_NAME - 9]}_{_digest(schedule_name)}"
+    return name
+
+
+def _make_timer_handler(item, source: _ExecutorSource) -> Callable[[func.TimerRequest], Awaitable[None]]:
+    """The user function for one periodic job: enqueue the job with the tick, as the worker's scheduler does."""
+    from .message import utcnow
+    from .schedules.declarations import timer_tick
+
+    async def handler(timer: func.TimerRequest) -> None:
+        now = utcnow()
+        status = getattr(timer, "schedule_status", None) or {}
+        tick = timer_tick(item, now, status)
+        past_due = bool(timer.past_due)
+        client = source.get().client
+        envelope = item.envelope(tick, past_due=past_due)
+        await asyncio.to_thread(client.send, envelope)
+        log.log(30 if past_due else 20, "schedule %s: tick %s enqueued job %s %s%s", item.name,
+                envelope.scheduled_at, item.job.name, envelope.id, " (past due)" if past_due else "",
+                extra={"action": "schedule_past_due" if past_due else "schedule_fired", "schedule": item.name,
+                       "job": item.job.name, "job_id": envelope.id, "tick": envelope.scheduled_at,
+                       "past_due": past_due})
+
+    return handler
+
+
+def _add_timers(bp: func.Blueprint, registry: Registry, chosen: list, source: _ExecutorSource, names: dict) -> None:
+    """One timer trigger per periodic job on the chosen queues (azjobs.schedules); ``use_monitor`` is left to the
+    host's default (on for schedules more than a minute apart)."""
+    from .schedules.declarations import schedules
+
+    for item in schedules.for_queues(registry, chosen):
+        name = timer_function_name_for(item.name)
+        if name in names:
+            name = f"{name[:MAX_FUNCTION_NAME - 9]}_{_digest('timer:' + item.name)}"
+            if name in names:
+                raise ConfigurationError(f"periodic job {item.name!r} maps to the function name {name!r} twice")
+        names[name] = item.name
+        handler = _make_timer_handler(item, source)
+        handler.__name__ = handler.__qualname__ = name
+        bp.function_name(name=name)(bp.timer_trigger(arg_name=TIMER_BINDING_NAME, schedule=item.schedule)(handler))
+        log.debug("generated timer function %s for periodic job %s", name, item.name,
+                  extra={"action": "functions_binding_generated", "function": name, "schedule": item.name})
+
+
+__all__ = ["BINDING_NAME", "FUNCTION_NAME_RULE", "FUNCTION_PREFIX", "TIMER_BINDING_NAME", "blueprint",
+           "function_name_for", "host_json_path", "timer_function_name_for"]

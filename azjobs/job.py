@@ -16,7 +16,7 @@ from . import telemetry
 
 # Options a job may declare (decorator keywords or class attributes).
 JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry",
-               "track", "unique")
+               "track", "unique", "schedule")
 # Options one call may override (``job.options(...)``); these travel with the message or steer the send.
 CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client",
                 "track", "unique", "unique_key", "unique_ttl")  # the last four: job state (azjobs.state)
@@ -310,7 +310,20 @@ class JobFunction:
 
 
 def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDefinition:
-    return (default_registry if reg is None else reg).register(JobDefinition(**definition_kwargs))
+    schedule = definition_kwargs.pop("schedule", None)
+    target = default_registry if reg is None else reg
+    known = definition_kwargs.get("name") in target
+    definition = target.register(JobDefinition(**definition_kwargs))
+    if schedule is not None:  # periodic: checked now, like every other option (azjobs.schedules)
+        from .schedules.declarations import declare_from_option
+
+        try:
+            declare_from_option(definition, schedule)
+        except Exception:
+            if not known:
+                target.unregister(definition.name)
+            raise
+    return definition
 
 
 def job(fn: Callable[..., Any] | None = None, **options: Any):

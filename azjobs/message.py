@@ -137,6 +137,10 @@ class Envelope:
     first_failed_at: str | None = None
     # Claim check: where the arguments live when they were too large for a message.
     payload_ref: str | None = None
+    # Periodic jobs: the schedule tick this run is for, and whether it fired late (a tick missed while
+    # no worker ran, or the host's IsPastDue).
+    scheduled_at: str | None = None
+    past_due: bool = False
 
     @classmethod
     def build(cls, job: str, args: tuple = (), kwargs: Mapping[str, Any] | None = None, **fields: Any) -> "Envelope":
@@ -168,6 +172,10 @@ class Envelope:
             data["options"] = dict(self.options)
         if self.trace:
             data["trace"] = dict(self.trace)
+        if self.scheduled_at is not None:
+            data["scheduled_at"] = self.scheduled_at
+        if self.past_due:
+            data["past_due"] = True
         return data
 
     def to_json(self) -> str:
@@ -216,6 +224,7 @@ class Envelope:
             trace=_field(data, "trace", dict, default={}),
             first_failed_at=_field(data, "first_failed_at", str, default=None),
             payload_ref=_field(data, "payload_ref", str, default=None),
+            **_schedule_fields(data),
         )
 
     @classmethod
@@ -242,6 +251,22 @@ class Envelope:
 
 
 _MISSING = object()
+
+
+def _schedule_fields(data: dict) -> dict[str, Any]:
+    """``scheduled_at`` and ``past_due``, read tolerantly: they describe a run, so a malformed one is dropped
+    rather than costing the job its run."""
+    out: dict[str, Any] = {}
+    text = data.get("scheduled_at")
+    if isinstance(text, str):
+        try:
+            parse_time(text)
+            out["scheduled_at"] = text
+        except ValueError:
+            pass
+    if data.get("past_due") is True:
+        out["past_due"] = True
+    return out
 
 
 def _reject_constant(name: str) -> Any:

@@ -162,6 +162,7 @@ class Worker:
         burst_timeout: float | None = BURST_TIMEOUT_S,
         origin: str | None = None,
         stats_interval: float | None = None,
+        schedules: bool = True,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -243,6 +244,13 @@ class Worker:
         self._thread_seq = 0
         # A summary line every stats_interval seconds (--stats-interval; None or 0: off).
         self._summary = Summary(stats_interval, self._summary_snapshot) if stats_interval else None
+        # Periodic jobs on these queues are fired by this worker too (azjobs.schedules); --no-schedules: not.
+        self.schedules = schedules and not burst
+        self._scheduler: Any = None
+        if self.schedules:  # built now: a schedule that cannot be read (an unset %Setting%) fails here, clearly
+            from .schedules.scheduler import prepare_for
+
+            self._scheduler = prepare_for(self)
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -377,6 +385,8 @@ class Worker:
         log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
 
     def _start(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.start()
         self.keeper.start()
         self._settler.start()
         loop = asyncio.new_event_loop()
@@ -460,6 +470,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
         self.inflight.close()
         forced = self._forced.is_set() or self.stats.abandoned > 0
         with self._cond:

@@ -27,6 +27,23 @@ def azjobs_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, cwd=ROOT, check=False)
 
 
+def periodic(env: dict[str, str]) -> int:
+    """A periodic job (example_periodic.py): a worker fires its every-2-seconds schedule for a few seconds."""
+    import signal
+    import time
+
+    step("a periodic job: example_periodic.heartbeat runs every 2 s; a worker fires it for 5 s, then SIGTERM")
+    args = ["-q", "reports", "-i", "example_periodic", "--create"]
+    print("$ azjobs " + " ".join(args), flush=True)
+    worker = subprocess.Popen([sys.executable, "-m", "azjobs", *args], env=env, cwd=ROOT)
+    time.sleep(5)
+    worker.send_signal(signal.SIGTERM)
+    if worker.wait(60) != 0:
+        return 1
+    step("the schedules, their next fire times and the last fire the worker recorded")
+    return azjobs_cli("schedules", "-i", "example_periodic", env=env).returncode
+
+
 def main() -> int:
     step("starting Azurite (npm package pinned in package.json) on free ports")
     with Azurite() as azurite:
@@ -88,6 +105,8 @@ def main() -> int:
         azjobs_cli("poison", "list", "emails", env=env)
         print("\nOne job was enqueued with job state on (track=True); its record:")
         azjobs_cli("status", tracked, env=env)
+        if periodic(env) != 0:
+            return 1
         print(f"\nDone: {len(ids)} jobs enqueued and worked. Try `scripts/test` next.")
     return 0
 

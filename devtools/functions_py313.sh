@@ -64,4 +64,6 @@ exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/integration/test_functions_handler.py \
     tests/integration/test_parity.py \
     tests/integration/test_tracing.py \
+    tests/unit/test_schedules_periodic.py \
+    "tests/integration/test_schedules.py::test_a_functions_timer_handler_invoked_with_a_timer_request_enqueues_the_job" \
     "$@"
