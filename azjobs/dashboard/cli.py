@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
             if self.started:  # say where it listens once bound (--port 0 picks a free port)
                 port = self.servers[0].sockets[0].getsockname()[1] if self.servers else args.port
                 host = f"[{args.host}]" if ":" in args.host else args.host
-                print(f"azjobs dashboard on http://{host}:{port}/ (account {connection.account_name or '?'}, "
-                      f"{connection.description}; {mode})", file=out, flush=True)
+                print(f"azjobs dashboard on http://{host}:{port}/ (account {connection.account_name or '?'} at "
+                      f"{connection.queue_endpoint}, from {args.connection}; {mode})", file=out, flush=True)
                 log.info("dashboard listening on %s:%s", args.host, port,
                          extra={"action": "dashboard_started", "port": port})
 

@@ -181,7 +181,8 @@ def test_azjobs_dashboard_command_serves_the_pages_and_stops_on_sigterm(connecti
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
-        match = re.search(r"azjobs dashboard on http://127\.0\.0\.1:(\d+)/ \(account devstoreaccount1, .*; "
+        match = re.search(r"azjobs dashboard on http://127\.0\.0\.1:(\d+)/ \(account devstoreaccount1 at http://127\.0\.0\.1:\d+/"
+                          r"devstoreaccount1, from AzureWebJobsStorage; "
                           r"actions allowed with the admin key\)", line)
         assert match, line + process.stderr.read() if process.poll() is not None else line
         page = Browserless(int(match.group(1))).get("/")
