@@ -41,6 +41,7 @@ USAGE_TEXT = """\
 azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
        azjobs poison {list,show,requeue,purge} QUEUE ...
+       azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
        azjobs dashboard [--port PORT] [--host ADDRESS]"""
 
 DESCRIPTION = """\
@@ -50,6 +51,7 @@ commands:
   azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
   azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
+  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)"""
 
 EXAMPLES = """\
@@ -453,6 +455,11 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from .dashboard import cli as dashboard_cli
 
         return dashboard_cli.main(argv[1:], out=out, err=err)
+
+    if argv and argv[0] in ("status", "state"):  # job state (azjobs.state_cli)
+        from . import state_cli
+
+        return state_cli.main(argv, out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:
