@@ -313,8 +313,8 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
                queues: Iterable[str] | None = None, base_path: str = "", host_json: str | None = None,
                sample_interval_s: float = DEFAULT_INTERVAL_S, background_sampling: bool = True,
                require_principal: bool = False, allowed_principals: Iterable[str] | None = None,
-               allowed_origins: Iterable[str] = (), client: Client | None = None, state_store: Any = None,
-               extra_routes: Iterable[Route] = ()) -> Starlette:
+               allowed_origins: Iterable[str] = (), client: Client | None = None, state: Any = None,
+               state_table: str | None = None) -> Starlette:
     """The dashboard ASGI app.
 
     ``connection``: a Connection, a connection string, or None for the AzureWebJobsStorage
@@ -322,6 +322,8 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
     show only these job queues (default: every queue in the account). ``base_path``: the URL
     prefix it is served under. ``require_principal``: refuse requests without the Entra ID
     user that App Service Authentication adds (``allowed_principals`` narrows who).
+    ``state``: True (or a ``StateStore``) adds the jobs pages over the job state store
+    (``state_table`` names its table; default the store's).
     """
     if base_path and (not base_path.startswith("/") or base_path.endswith("/")):
         raise ConfigurationError(f"base_path must start with '/' and not end with one, got {base_path!r}")
@@ -332,11 +334,20 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
             connection = connection_from_string(connection, "argument")
         client = Client(connection or resolve_connection(), settings=QueueSettings.load(host_json),
                         create_queues=False)
+    state_store = state if state not in (None, False, True) else None
+    if state is True:
+        from ..state import DEFAULT_TABLE, StateStore
+
+        state_store = StateStore.from_connection(client.connection, state_table or DEFAULT_TABLE)
     dash = Dashboard(StorageReader(client, queues), Guard(admin_key), DepthHistory(sample_interval_s),
                      base_path=base_path, require_principal=require_principal,
                      allowed_principals=allowed_principals, allowed_origins=allowed_origins,
                      state_store=state_store)
-    routes = list(extra_routes) + ROUTES
+    routes = list(ROUTES)
+    if state_store is not None:
+        from .jobs import ROUTES as JOB_ROUTES
+
+        routes += JOB_ROUTES
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
                         help="app setting holding the storage connection (default AzureWebJobsStorage)")
     parser.add_argument("--host-json", metavar="PATH", help="host.json to read messageEncoding from")
+    parser.add_argument("--state", action=argparse.BooleanOptionalAction, default=None,
+                        help="show the jobs pages from the job state store (default: on when the AZJOBS_STATE "
+                             "setting is on, as for the worker)")
+    parser.add_argument("--state-table", metavar="TABLE", help="the job state table (default azjobsstate)")
     parser.add_argument("--sample-interval", type=float, default=10.0, metavar="S",
                         help="seconds between depth samples for the chart (default 10)")
     return parser
@@ -51,6 +55,14 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _state_wanted(flag: bool | None) -> bool:
+    if flag is not None:
+        return flag
+    from ..state import enabled
+
+    return enabled()
 
 
 def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
@@ -77,7 +89,8 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
     try:
         connection = resolve_connection(args.connection)
         app = create_app(connection, admin_key=key or None, queues=args.queues, host_json=args.host_json,
-                         sample_interval_s=args.sample_interval)
+                         sample_interval_s=args.sample_interval, state=_state_wanted(args.state),
+                         state_table=args.state_table)
     except ConfigurationError as exc:
         print(f"azjobs dashboard: {exc}", file=err)
         return USAGE
@@ -85,6 +98,8 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
         print(f"azjobs dashboard: warning: listening on {args.host}: anyone who can reach it can read the queues and "
               "poison messages (over plain HTTP); put it behind TLS and sign-in, or keep --host 127.0.0.1", file=err)
     mode = "actions allowed with the admin key" if key else f"read-only (no admin key: --admin-key or ${KEY_ENV})"
+    if app.state.dashboard.state_store is not None:
+        mode += f"; jobs from state table {app.state.dashboard.state_store.table_name}"
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             lifespan="on", server_header=False)
 

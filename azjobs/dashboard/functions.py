@@ -70,6 +70,10 @@ class _LazyApp:
                     options = dict(self._options)
                     setting = options.pop("connection")
                     key_setting = options.pop("admin_key_setting")
+                    if options.get("state") is None:
+                        from ..state import enabled
+
+                        options["state"] = enabled()
                     principals = options.pop("allowed_principals")
                     from ..functions import host_json_path
 
@@ -89,12 +93,13 @@ def blueprint(*, route: str = "dashboard", entra: bool = False, auth_level: Opti
               allowed_principals: Optional[Iterable[str]] = None, connection: str = DEFAULT_SETTING,
               admin_key_setting: str = KEY_ENV, queues: Optional[Iterable[str]] = None,
               host_json: Union[str, "os.PathLike[str]", None] = None, prefix: Optional[str] = None,
-              function_name: str = FUNCTION_NAME) -> func.Blueprint:
+              function_name: str = FUNCTION_NAME, state: Optional[bool] = None) -> func.Blueprint:
     """A Blueprint with one HTTP function serving the dashboard under ``/<prefix>/<route>/``.
 
     ``auth_level`` defaults to ADMIN, or ANONYMOUS with ``entra=True`` (the app then
     requires the Entra ID user). ANONYMOUS without ``entra`` is refused: the pages would be
-    open to the internet.
+    open to the internet. ``state``: show the jobs pages (default: when the ``AZJOBS_STATE``
+    app setting is on).
     """
     level = auth_level if auth_level is not None else (func.AuthLevel.ANONYMOUS if entra else func.AuthLevel.ADMIN)
     if level == func.AuthLevel.ANONYMOUS and not entra:
@@ -107,7 +112,7 @@ def blueprint(*, route: str = "dashboard", entra: bool = False, auth_level: Opti
     base_path = "/" + "/".join(p for p in (base_prefix, route) if p)
     lazy = _LazyApp(connection=connection, admin_key_setting=admin_key_setting, allowed_principals=allowed_principals,
                     queues=list(queues) if queues else None, base_path=base_path,
-                    host_json=host_json, require_principal=entra)
+                    host_json=host_json, require_principal=entra, state=state)
     middleware = func.AsgiMiddleware(lazy)
     bp = func.Blueprint()
 
