@@ -6,7 +6,7 @@ It starts Azurite on free ports and ``azjobs dashboard`` (sampling every second)
 the example jobs for a while with no worker running (the queues grow), then starts an
 ``azjobs`` worker on ``emails`` only (that queue drains; two ``charge_card`` jobs with a
 declined card land in ``emails-poison``), and photographs the pages in Debian's headless
-chromium, logged in with the admin key.
+chromium, logged in with the admin key. Job state is on, so the jobs pages have records.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 
 def main() -> int:
     with Azurite() as azurite:
+        # Job state on everywhere (AZJOBS_STATE), so the dashboard has its jobs pages.
         env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string, "AZJOBS_DASHBOARD_KEY": ADMIN_KEY,
-               "PYTHONPATH": str(ROOT)}
+               "AZJOBS_STATE": "1", "PYTHONPATH": str(ROOT)}
         os.environ["AzureWebJobsStorage"] = azurite.connection_string
         import azjobs
         import example_jobs
 
-        client = azjobs.configure(azurite.connection_string)
+        client = azjobs.configure(azurite.connection_string, state=True)
         for queue in ("emails", "images", "reports"):
             client.ensure_queue(queue)
         dashboard = subprocess.Popen([sys.executable, "-m", "azjobs", "dashboard", "--port", "0",
@@ -108,8 +109,13 @@ def shoot(base: str) -> None:
         page.screenshot(path=str(DOCS / "dashboard-poison.png"), full_page=True)
         page.click("#requeue")
         page.screenshot(path=str(DOCS / "dashboard-requeue.png"), full_page=True)
+        page.goto(base + "/jobs")
+        page.screenshot(path=str(DOCS / "dashboard-jobs.png"), full_page=False)
+        page.goto(base + "/jobs?status=FAILED")
+        page.locator("#jobs tbody tr a").first.click()
+        page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
         browser.close()
-    for name in ("queues", "queue", "poison", "requeue"):
+    for name in ("queues", "queue", "poison", "requeue", "jobs", "job"):
         print(f"wrote docs/dashboard-{name}.png")
 
 
