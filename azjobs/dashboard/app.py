@@ -75,7 +75,9 @@ class Dashboard:
             base=self.base, account=self.reader.client.connection.account_name or "?",
             actions_enabled=self.guard.actions_enabled, logged_in=session is not None,
             csrf=self.guard.csrf_token(session) if session else None, nonce=_secrets.token_urlsafe(16),
-            principal=request.headers.get(PRINCIPAL_NAME), state_enabled=self.state_store is not None)
+            # Only shown when sign-in is required: without App Service Authentication anyone can send the header.
+            principal=request.headers.get(PRINCIPAL_NAME) if self.require_principal else None,
+            state_enabled=self.state_store is not None)
 
     def respond(self, ctx: pages.Context, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status_code=status, headers=security_headers(ctx.nonce))
