@@ -200,3 +200,25 @@ def test_azjobs_dashboard_refuses_a_short_admin_key(connection_string, tmp_path)
                             env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "admin key is too short (5 characters; at least 16)" in result.stderr and "short" not in result.stdout
+
+
+def test_login_redirects_only_within_the_dashboard(served):
+    for target, expected in (("/queues/x", "/queues/x"), ("//evil.example/", "/"), ("https://evil.example/", "/"),
+                             ("/\\evil.example", "/")):
+        browser = Browserless(served.port)
+        reply = browser.post("/login", {"key": ADMIN_KEY, "next": target})
+        assert reply.status == 303 and reply.headers["location"] == expected
+
+
+def test_a_bad_queue_name_is_a_404_and_unreachable_storage_a_503_with_one_clear_line(served):
+    from azjobs.connection import azurite_connection_string
+    from devtools.azurite import free_port
+
+    browser = Browserless(served.port)
+    assert browser.get("/queues/Not_A_Queue").status == 404
+    assert browser.get("/queues/not-shown-here").status == 404  # outside --queue
+    nowhere = azurite_connection_string(queue_port=free_port(), blob_port=free_port(), table_port=free_port())
+    with Served(create_app(nowhere, background_sampling=False)) as server:
+        reply = Browserless(server.port).get("/")
+    assert reply.status == 503 and "cannot reach the queue service at http://127.0.0.1:" in reply.text
+    assert "Traceback" not in reply.text and AZURITE_KEY not in reply.text
