@@ -188,6 +188,7 @@ def test_help_lists_every_command_with_one_line(capsys):
         "  azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)",
         "  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)",
         "  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)",
+        "  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)",
     ]
     flat = " ".join(text.split())
     for flag in ("-q QUEUE, --queue QUEUE", "-c N, --concurrency N", "-f N, --fetch N", "-r SECONDS, --retry SECONDS",
