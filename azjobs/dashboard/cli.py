@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", "-q", action="append", dest="queues", metavar="QUEUE",
                         help="show only this job queue (repeatable; default: every queue in the account)")
     parser.add_argument("--admin-key", metavar="KEY", help=f"the key that allows actions (default ${KEY_ENV})")
+    parser.add_argument("--origin", action="append", dest="origins", default=[], metavar="URL",
+                        help="also accept actions from pages served at this origin (e.g. https://ops.example.com "
+                             "behind a reverse proxy that changes the Host header; repeatable)")
     parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
                         help="app setting holding the storage connection (default AzureWebJobsStorage)")
     parser.add_argument("--host-json", metavar="PATH", help="host.json to read messageEncoding from")
@@ -75,6 +78,14 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
     if not args.sample_interval >= 1:
         print(f"azjobs dashboard: --sample-interval must be at least 1 second, got {args.sample_interval:g}", file=err)
         return USAGE
+    for origin in args.origins:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") or parts.query:
+            print(f"azjobs dashboard: --origin {origin!r}: give scheme and host only, like https://ops.example.com",
+                  file=err)
+            return USAGE
     try:
         import uvicorn
 
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
         connection = resolve_connection(args.connection)
         app = create_app(connection, admin_key=key or None, queues=args.queues, host_json=args.host_json,
                          sample_interval_s=args.sample_interval, state=_state_wanted(args.state),
-                         state_table=args.state_table)
+                         state_table=args.state_table, allowed_origins=args.origins)
     except ConfigurationError as exc:
         print(f"azjobs dashboard: {exc}", file=err)
         return USAGE

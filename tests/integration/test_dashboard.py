@@ -222,3 +222,10 @@ def test_a_bad_queue_name_is_a_404_and_unreachable_storage_a_503_with_one_clear_
         reply = Browserless(server.port).get("/")
     assert reply.status == 503 and "cannot reach the queue service at http://127.0.0.1:" in reply.text
     assert "Traceback" not in reply.text and AZURITE_KEY not in reply.text
+
+
+def test_azjobs_dashboard_refuses_an_origin_that_is_not_scheme_and_host(connection_string, tmp_path):
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--origin", "ops.example.com/path"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--origin 'ops.example.com/path': give scheme and host only" in result.stderr
