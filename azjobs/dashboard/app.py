@@ -123,7 +123,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         dash: Dashboard = request.app.state.dashboard
         try:
-            ctx_principal = dash.principal(request)  # noqa: F841  (raises when sign-in is required and missing)
+            dash.principal(request)  # raises when sign-in is required and missing, or the user is not allowed
         except PermissionError as exc:
             return _plain(dash, request, 401, str(exc))
         except Refused as exc:
