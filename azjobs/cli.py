@@ -44,7 +44,8 @@ azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs poison {list,show,requeue,purge} QUEUE ...
        azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
-       azjobs schedules [-i PATH ...] [--json]"""
+       azjobs schedules [-i PATH ...] [--json]
+       azjobs dashboard [--port PORT] [--host ADDRESS]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -55,7 +56,8 @@ commands:
   azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
   azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
-  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)"""
+  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
+  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)"""
 
 EXAMPLES = """\
 examples:
@@ -465,6 +467,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from . import stats_cli
 
         return stats_cli.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "dashboard":
+        from .dashboard import cli as dashboard_cli
+
+        return dashboard_cli.main(argv[1:], out=out, err=err)
 
     if argv and argv[0] in ("status", "state"):  # job state (azjobs.state_cli)
         from . import state_cli

@@ -13,8 +13,8 @@ has one outcome wherever it is worked:
   it to ``<queue>-poison`` once ``maxDequeueCount`` is reached.
 
 Retry copies and poison records go through the SDK, not output bindings: an output
-binding cannot delay a message. This is the only azjobs module that imports
-``azure.functions``.
+binding cannot delay a message. This is the only module of the core that imports
+``azure.functions`` (the dashboard's HTTP function, ``azjobs/dashboard/functions.py``, is the other).
 """
 
 import asyncio

@@ -40,7 +40,7 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "im
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
         "azure-functions>=2,<3" "azure-identity>=1.15" "pytest>=8" "hypothesis>=6.100" \
         "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" \
-        -e "$ROOT" >"$LOG" 2>&1; then
+        -e "$ROOT[dashboard]" >"$LOG" 2>&1; then
         tail -40 "$LOG" >&2
         echo "functions_py313: pip install failed (full log: $LOG)" >&2
         exit 1
@@ -66,4 +66,5 @@ exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/integration/test_tracing.py \
     tests/unit/test_schedules_periodic.py \
     "tests/integration/test_schedules.py::test_a_functions_timer_handler_invoked_with_a_timer_request_enqueues_the_job" \
+    tests/integration/test_dashboard_functions.py \
     "$@"

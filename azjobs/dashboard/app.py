@@ -1,0 +1,378 @@
+"""The dashboard as an ASGI (Starlette) app: ``create_app(...)``.
+
+Pages: the queues with their depths and a depth-over-time chart; one queue with its poison
+messages; one poison message with its traceback; confirmation pages for requeue and purge
+(their POSTs need the admin-key session, its CSRF token and a same-origin request, see
+``auth``); and the jobs of the state store when one is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import secrets as _secrets
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from ..client import Client
+from ..connection import Connection, resolve_connection
+from ..errors import AzjobsError, ConfigurationError
+from ..secrets import describe, get_logger
+from ..settings import QueueSettings
+from . import pages
+from .auth import COOKIE, Guard, Refused
+from .history import DEFAULT_INTERVAL_S, DepthHistory
+from .storage import StorageReader
+
+log = get_logger("azjobs.dashboard")
+
+REFRESH_S = 5.0
+# Entra ID sign-in (App Service Authentication) puts the signed-in user in these request headers.
+PRINCIPAL_NAME = "x-ms-client-principal-name"
+PRINCIPAL_ID = "x-ms-client-principal-id"
+
+
+class Dashboard:
+    """The dashboard's state: storage reader, depth history and the action guard."""
+
+    def __init__(self, reader: StorageReader, guard: Guard, history: DepthHistory, *, base_path: str = "",
+                 require_principal: bool = False, allowed_principals: Iterable[str] | None = None,
+                 allowed_origins: Iterable[str] = (), state_store: Any = None) -> None:
+        self.reader = reader
+        self.guard = guard
+        self.history = history
+        self.base = base_path.rstrip("/")
+        self.require_principal = require_principal
+        self.allowed_principals = {p.lower() for p in allowed_principals} if allowed_principals else None
+        self.allowed_origins = tuple(allowed_origins)
+        self.state_store = state_store
+
+    # -- request plumbing -------------------------------------------------------------
+    def principal(self, request: Request) -> str | None:
+        """The signed-in Entra ID user, checked when sign-in is required; Refused otherwise."""
+        name = request.headers.get(PRINCIPAL_NAME) or request.headers.get(PRINCIPAL_ID)
+        if not self.require_principal:
+            return name
+        if not name:
+            raise PermissionError("sign-in required: this dashboard expects App Service Authentication (Entra ID) "
+                                  "in front of it")
+        if self.allowed_principals is not None:
+            ids = {(request.headers.get(PRINCIPAL_NAME) or "").lower(), (request.headers.get(PRINCIPAL_ID) or "").lower()}
+            if not ids & self.allowed_principals:
+                raise Refused(f"{name} is not allowed to use this dashboard")
+        return name
+
+    def context(self, request: Request) -> pages.Context:
+        session = self.guard.session(request.cookies.get(COOKIE))
+        return pages.Context(
+            base=self.base, account=self.reader.client.connection.account_name or "?",
+            actions_enabled=self.guard.actions_enabled, logged_in=session is not None,
+            csrf=self.guard.csrf_token(session) if session else None, nonce=_secrets.token_urlsafe(16),
+            # Only shown when sign-in is required: without App Service Authentication anyone can send the header.
+            principal=request.headers.get(PRINCIPAL_NAME) if self.require_principal else None,
+            state_enabled=self.state_store is not None)
+
+    def respond(self, ctx: pages.Context, body: str, status: int = 200) -> HTMLResponse:
+        return HTMLResponse(body, status_code=status, headers=security_headers(ctx.nonce))
+
+    async def sample(self) -> list:
+        depths = await run_in_threadpool(self.reader.depths)
+        if self.history.due():
+            self.history.add(depths)
+        return depths
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """The posted urlencoded form (first value of each field)."""
+        body = (await request.body()).decode("utf-8", "replace")
+        return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+
+    async def check_action(self, request: Request) -> dict[str, str]:
+        """The posted form, if this request may act; Refused (403) otherwise, before anything changes."""
+        form = await self.form(request)
+        self.guard.check_action(request.cookies.get(COOKIE), form.get("csrf"), request.headers,
+                                request.headers.get("host"), self.allowed_origins)
+        return form
+
+
+def security_headers(nonce: str) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+                                    "connect-src 'self'; img-src 'self' data:; form-action 'self'; "
+                                    "frame-ancestors 'none'; base-uri 'none'"),
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
+
+
+Handler = Callable[[Dashboard, Request], Awaitable[Response]]
+
+
+def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """One error convention for every page: 404 bad queue, 403 refused, 401 not signed in, 503 storage."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        dash: Dashboard = request.app.state.dashboard
+        try:
+            dash.principal(request)  # raises when sign-in is required and missing, or the user is not allowed
+        except PermissionError as exc:
+            return _plain(dash, request, 401, str(exc))
+        except Refused as exc:
+            return _plain(dash, request, 403, str(exc))
+        try:
+            return await handler(dash, request)
+        except Refused as exc:
+            log.warning("dashboard refused %s %s: %s", request.method, request.url.path, exc,
+                        extra={"action": "dashboard_refused", "method": request.method})
+            return _plain(dash, request, 403, f"refused: {exc}")
+        except ConfigurationError as exc:
+            return _plain(dash, request, 404, str(exc))
+        except (AzjobsError, Exception) as exc:
+            from azure.core.exceptions import AzureError
+
+            if isinstance(exc, AzureError):
+                text = dash.reader.error_text(exc)
+            elif isinstance(exc, AzjobsError):
+                text = str(exc)
+            else:
+                raise
+            log.warning("dashboard storage error on %s: %s", request.url.path, text,
+                        extra={"action": "dashboard_storage_error"})
+            return _plain(dash, request, 503, text)
+
+    return endpoint
+
+
+def _plain(dash: Dashboard, request: Request, status: int, message: str) -> HTMLResponse:
+    try:
+        ctx = dash.context(request)
+    except Exception:  # the connection itself is broken: still answer
+        ctx = pages.Context(dash.base, "?", dash.guard.actions_enabled, False, None, _secrets.token_urlsafe(16))
+    return dash.respond(ctx, pages.error_page(ctx, status, message), status)
+
+
+# -- pages -------------------------------------------------------------------------------
+@page
+async def overview(dash: Dashboard, request: Request) -> Response:
+    ctx = dash.context(request)
+    depths = await dash.sample()
+    return dash.respond(ctx, pages.overview(ctx, depths, dash.history, REFRESH_S))
+
+
+@page
+async def queue_detail(dash: Dashboard, request: Request) -> Response:
+    ctx = dash.context(request)
+    queue = dash.reader.allowed(request.path_params["queue"])
+    depth = await run_in_threadpool(dash.reader.depth, queue)
+    messages = await run_in_threadpool(dash.reader.poison_messages, queue)
+    return dash.respond(ctx, pages.queue_page(ctx, depth, messages, dash.history))
+
+
+@page
+async def poison_detail(dash: Dashboard, request: Request) -> Response:
+    ctx = dash.context(request)
+    queue = dash.reader.allowed(request.path_params["queue"])
+    wanted = request.path_params["id"]
+
+    def load():
+        message = dash.reader.poison_message(queue, wanted)
+        return (message, dash.reader.poison(queue).full(message)) if message else (None, None)
+
+    message, record = await run_in_threadpool(load)
+    if message is None:
+        return _plain(dash, request, 404, f"no poison message {wanted} among the first 32 of {queue}-poison")
+    return dash.respond(ctx, pages.poison_page(ctx, queue, message, record))
+
+
+@page
+async def requeue_one(dash: Dashboard, request: Request) -> Response:
+    queue = dash.reader.allowed(request.path_params["queue"])
+    wanted = request.path_params["id"]
+    path = f"/queues/{pages.q(queue)}/poison/{pages.q(wanted)}/requeue"
+    if request.method == "POST":
+        await dash.check_action(request)
+        report = await run_in_threadpool(dash.reader.requeue, queue, [wanted])
+        return _report(dash, request, queue, report)
+    ctx = dash.context(request)
+    question = (f"Send poison message <code>{pages.text(wanted)}</code> back to queue <b>{pages.text(queue)}</b> "
+                "with its attempts reset? It is deleted from the poison queue once its copy is on the queue.")
+    return dash.respond(ctx, pages.confirm_page(ctx, "Requeue a poison message", question, path, "Yes, requeue it",
+                                                f"/queues/{pages.q(queue)}/poison/{pages.q(wanted)}"))
+
+
+@page
+async def requeue_all(dash: Dashboard, request: Request) -> Response:
+    queue = dash.reader.allowed(request.path_params["queue"])
+    path = f"/queues/{pages.q(queue)}/poison/requeue-all"
+    if request.method == "POST":
+        await dash.check_action(request)
+        report = await run_in_threadpool(dash.reader.requeue, queue, None)
+        return _report(dash, request, queue, report)
+    ctx = dash.context(request)
+    depth = await run_in_threadpool(dash.reader.depth, queue)
+    question = (f"Send every poison message of <b>{pages.text(queue)}</b> (about {depth.poison_depth or 0}) back to "
+                "the queue with attempts reset?")
+    return dash.respond(ctx, pages.confirm_page(ctx, "Requeue all poison messages", question, path,
+                                                "Yes, requeue them all", f"/queues/{pages.q(queue)}"))
+
+
+@page
+async def purge(dash: Dashboard, request: Request) -> Response:
+    queue = dash.reader.allowed(request.path_params["queue"])
+    path = f"/queues/{pages.q(queue)}/poison/purge"
+    if request.method == "POST":
+        await dash.check_action(request)
+        deleted = await run_in_threadpool(dash.reader.purge, queue)
+        ctx = dash.context(request)
+        return dash.respond(ctx, pages.result_page(ctx, "Purged", [f"deleted {deleted} message(s) from {queue}-poison"],
+                                                   f"/queues/{pages.q(queue)}", f"Back to {queue}"))
+    ctx = dash.context(request)
+    depth = await run_in_threadpool(dash.reader.depth, queue)
+    question = (f"Delete every message of <b>{pages.text(queue)}-poison</b> (about {depth.poison_depth or 0})? "
+                "They cannot be brought back.")
+    return dash.respond(ctx, pages.confirm_page(ctx, "Purge the poison queue", question, path, "Yes, delete them",
+                                                f"/queues/{pages.q(queue)}", danger=True))
+
+
+def _report(dash: Dashboard, request: Request, queue: str, report) -> Response:
+    ctx = dash.context(request)
+    lines = [f"requeued {m} to {queue}" + (f" ({report.notes[m]})" if m in report.notes else "")
+             for m in report.requeued]
+    lines += [f"failed {m}: {error}" for m, error in report.failed]
+    lines += [f"not found: {w}" for w in report.not_found]
+    lines.append(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found")
+    ok = not report.failed and not report.not_found
+    return dash.respond(ctx, pages.result_page(ctx, "Requeued" if ok else "Requeue incomplete", lines,
+                                               f"/queues/{pages.q(queue)}", f"Back to {queue}", ok),
+                        200 if ok else (404 if report.not_found and not report.failed else 502))
+
+
+def _safe_next(dash: Dashboard, value: str | None) -> str:
+    """Where to go after logging in: a path of this dashboard only (no open redirect)."""
+    home = dash.base + "/"
+    if not value or not value.startswith(home) or value.startswith("//") or "\\" in value:
+        return home
+    return value
+
+
+@page
+async def login(dash: Dashboard, request: Request) -> Response:
+    ctx = dash.context(request)
+    if request.method == "GET":
+        return dash.respond(ctx, pages.login_page(ctx, _safe_next(dash, request.query_params.get("next"))))
+    form = await dash.form(request)
+    from .auth import check_origin
+
+    check_origin(request.headers, request.headers.get("host"), dash.allowed_origins)
+    target = _safe_next(dash, form.get("next"))
+    if not dash.guard.key_matches(form.get("key")):
+        log.warning("dashboard login refused: wrong admin key", extra={"action": "dashboard_login_failed"})
+        await asyncio.sleep(0.5)  # slows guessing
+        return dash.respond(ctx, pages.login_page(ctx, target, "That is not the admin key."), 403)
+    _, cookie = dash.guard.new_session()
+    log.info("dashboard login", extra={"action": "dashboard_login"})
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, cookie, max_age=dash.guard.session_s, path=home_path(dash), httponly=True,
+                        samesite="strict", secure=request.url.scheme == "https")
+    return response
+
+
+@page
+async def logout(dash: Dashboard, request: Request) -> Response:
+    await dash.check_action(request)
+    response = RedirectResponse(dash.base + "/", status_code=303)
+    response.delete_cookie(COOKIE, path=home_path(dash), httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")
+    return response
+
+
+def home_path(dash: Dashboard) -> str:
+    return dash.base + "/" if dash.base else "/"
+
+
+ROUTES = [
+    Route("/", overview),
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/queues/{queue}", queue_detail),
+    Route("/queues/{queue}/poison/requeue-all", requeue_all, methods=["GET", "POST"]),
+    Route("/queues/{queue}/poison/purge", purge, methods=["GET", "POST"]),
+    Route("/queues/{queue}/poison/{id}", poison_detail),
+    Route("/queues/{queue}/poison/{id}/requeue", requeue_one, methods=["GET", "POST"]),
+]
+
+
+def create_app(connection: Connection | str | None = None, *, admin_key: str | None = None,
+               queues: Iterable[str] | None = None, base_path: str = "", host_json: str | None = None,
+               sample_interval_s: float = DEFAULT_INTERVAL_S, background_sampling: bool = True,
+               require_principal: bool = False, allowed_principals: Iterable[str] | None = None,
+               allowed_origins: Iterable[str] = (), client: Client | None = None, state: Any = None,
+               state_table: str | None = None) -> Starlette:
+    """The dashboard ASGI app.
+
+    ``connection``: a Connection, a connection string, or None for the AzureWebJobsStorage
+    convention. ``admin_key``: the key that allows actions (None: read-only). ``queues``:
+    show only these job queues (default: every queue in the account). ``base_path``: the URL
+    prefix it is served under. ``require_principal``: refuse requests without the Entra ID
+    user that App Service Authentication adds (``allowed_principals`` narrows who).
+    ``state``: True (or a ``StateStore``) adds the jobs pages over the job state store
+    (``state_table`` names its table; default the store's).
+    """
+    if base_path and (not base_path.startswith("/") or base_path.endswith("/")):
+        raise ConfigurationError(f"base_path must start with '/' and not end with one, got {base_path!r}")
+    if client is None:
+        if isinstance(connection, str):
+            from ..connection import connection_from_string
+
+            connection = connection_from_string(connection, "argument")
+        client = Client(connection or resolve_connection(), settings=QueueSettings.load(host_json),
+                        create_queues=False)
+    state_store = state if state not in (None, False, True) else None
+    if state is True:
+        from ..state import DEFAULT_TABLE, StateStore
+
+        state_store = StateStore.from_connection(client.connection, state_table or DEFAULT_TABLE)
+    dash = Dashboard(StorageReader(client, queues), Guard(admin_key), DepthHistory(sample_interval_s),
+                     base_path=base_path, require_principal=require_principal,
+                     allowed_principals=allowed_principals, allowed_origins=allowed_origins,
+                     state_store=state_store)
+    routes = list(ROUTES)
+    if state_store is not None:
+        from .jobs import ROUTES as JOB_ROUTES
+
+        routes += JOB_ROUTES
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        task = asyncio.create_task(_sample_forever(dash)) if background_sampling else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = Starlette(routes=[Mount(base_path, routes=routes)] if base_path else routes, lifespan=lifespan)
+    app.state.dashboard = dash
+    return app
+
+
+async def _sample_forever(dash: Dashboard) -> None:
+    """Sample the depths every interval while served (the chart needs points between page views)."""
+    while True:
+        try:
+            if dash.history.due():
+                dash.history.add(await run_in_threadpool(dash.reader.depths))
+        except Exception as exc:  # storage down: the pages say so; keep sampling
+            log.debug("dashboard sample failed: %s", describe(exc), extra={"action": "dashboard_sample_failed"})
+        await asyncio.sleep(min(dash.history.interval_s, 5.0))

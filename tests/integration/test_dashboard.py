@@ -1,0 +1,231 @@
+"""The dashboard over real HTTP (uvicorn on a free port) against Azurite: pages, actions, refusals, the CLI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from azjobs.connection import AZURITE_KEY
+from azjobs.dashboard import create_app
+from azjobs.message import Envelope, decode_body
+from tests.conftest import ROOT, unique_queue
+from tests.integration.dashboard_support import ADMIN_KEY, Browserless, Served, count, poison
+from tests.integration.drivers import drop_queues
+from tests.jobs import failure_jobs
+
+
+@pytest.fixture
+def queues(client):
+    """Two job queues: ``busy`` (3 waiting jobs, 2 dead-lettered) and ``idle`` (empty, never poisoned)."""
+    busy, idle = unique_queue("dash"), unique_queue("dash")
+    client.ensure_queue(busy)
+    client.ensure_queue(idle)
+    poison(client, busy, ["dash-a", "dash-b"])
+    for n in range(3):
+        failure_jobs.flaky.options(queue=busy).enqueue(f"waiting-{n}", 0)
+    yield busy, idle
+    drop_queues(client, busy)
+    drop_queues(client, idle)
+
+
+@pytest.fixture
+def served(client, queues):
+    app = create_app(client.connection, admin_key=ADMIN_KEY, queues=list(queues), background_sampling=False)
+    with Served(app) as server:
+        yield server
+
+
+def poison_ids(client, queue: str) -> list[str]:
+    return [m.id for m in client.queue(queue + "-poison").peek_messages(max_messages=32)]
+
+
+def test_overview_lists_the_queues_with_their_depths_and_poison_depths(served, queues):
+    busy, idle = queues
+    page = Browserless(served.port).get("/")
+    assert page.status == 200
+    rows = dict(re.findall(r'<tr data-queue="([^"]+)">(.*?)</tr>', page.text))
+    assert set(rows) == {busy, idle}
+    assert re.search(r'class="num depth">3<', rows[busy]) and re.search(r'class="num poison-depth">.*?>2<', rows[busy])
+    assert re.search(r'class="num depth">0<', rows[idle]) and "none" in rows[idle]
+    assert "Content-Security-Policy" not in page.text and "script-src 'nonce-" in page.headers["content-security-policy"]
+
+
+def test_a_poison_record_is_listed_and_shown_with_its_traceback(served, client, queues):
+    busy, _ = queues
+    browser = Browserless(served.port)
+    listing = browser.get(f"/queues/{busy}")
+    ids = re.findall(r'<tr data-id="([^"]+)">', listing.text)
+    assert sorted(ids) == sorted(poison_ids(client, busy))
+    assert listing.text.count("azjobs.errors.Fail: cannot ever work for dash-") == 2
+    shown = browser.get(f"/queues/{busy}/poison/{ids[0]}")
+    assert shown.status == 200
+    traceback = re.search(r'<pre id="traceback">(.*?)</pre>', shown.text, re.S).group(1)
+    assert "Traceback (most recent call last)" in traceback and "raise azjobs.Fail(" in traceback
+    assert re.search(r"cannot ever work for dash-[ab]", traceback)
+    assert browser.get(f"/queues/{busy}/poison/00000000-no-such-message").status == 404
+
+
+def test_actions_without_the_admin_key_session_are_refused_and_change_nothing(served, client, queues):
+    busy, _ = queues
+    before = (count(client, busy), sorted(poison_ids(client, busy)))
+    target = poison_ids(client, busy)[0]
+    anonymous = Browserless(served.port)
+    for path in (f"/queues/{busy}/poison/{target}/requeue", f"/queues/{busy}/poison/requeue-all",
+                 f"/queues/{busy}/poison/purge"):
+        # The confirmation page (GET) changes nothing and offers a login, not a form.
+        confirm = anonymous.get(path)
+        assert confirm.status == 200 and 'name="csrf"' not in confirm.text and "Log in" in confirm.text
+        refused = anonymous.post(path, {"csrf": "guessed"})
+        assert refused.status == 403 and "log in with the admin key" in refused.text
+    # A wrong key opens no session.
+    assert anonymous.login("not-the-admin-key-at-all").status == 403 and not anonymous.cookies
+    # A session's actions still need its CSRF token, and a request from the dashboard's own origin.
+    operator = Browserless(served.port)
+    assert operator.login().status == 303
+    token = operator.csrf()
+    path = f"/queues/{busy}/poison/purge"
+    assert operator.post(path, {}).status == 403
+    assert operator.post(path, {"csrf": token[:-1] + ("0" if token[-1] != "0" else "1")}).status == 403
+    assert operator.post(path, {"csrf": token}, origin="http://evil.example").status == 403
+    assert operator.post(path, {"csrf": token}, origin=None).status == 403
+    assert operator.post(path, {"csrf": token}, headers={"Sec-Fetch-Site": "cross-site"}).status == 403
+    # Another session's token does not fit this one.
+    other = Browserless(served.port)
+    other.login()
+    assert operator.post(path, {"csrf": other.csrf()}).status == 403
+    assert (count(client, busy), sorted(poison_ids(client, busy))) == before
+
+
+def test_a_read_only_dashboard_refuses_every_action(client, queues):
+    busy, _ = queues
+    before = sorted(poison_ids(client, busy))
+    with Served(create_app(client.connection, queues=[busy], background_sampling=False)) as server:
+        browser = Browserless(server.port)
+        assert "read-only" in browser.get("/").text
+        assert browser.login(ADMIN_KEY).status == 403 and not browser.cookies
+        refused = browser.post(f"/queues/{busy}/poison/purge", {"csrf": "x"})
+        assert refused.status == 403 and "read-only" in refused.text
+    assert sorted(poison_ids(client, busy)) == before
+
+
+def test_requeue_with_the_admin_key_sends_the_job_back_with_attempts_reset(served, client, queues):
+    busy, _ = queues
+    target, other = poison_ids(client, busy)
+    operator = Browserless(served.port)
+    operator.login()
+    done = operator.post(f"/queues/{busy}/poison/{target}/requeue", {"csrf": operator.csrf()})
+    assert done.status == 200 and f"requeued {target} to {busy}" in done.text
+    assert poison_ids(client, busy) == [other]
+    bodies = [decode_body(m.content, client.encoding) for m in client.queue(busy).peek_messages(max_messages=32)]
+    jobs = [Envelope.from_json(b) for b in bodies]
+    back = [j for j in jobs if j.job.endswith("gives_up")]
+    assert len(jobs) == 4 and len(back) == 1 and back[0].attempt == 1 and back[0].args[0] in ("dash-a", "dash-b")
+
+
+def test_purge_with_the_admin_key_empties_the_poison_queue_only(served, client, queues):
+    busy, _ = queues
+    operator = Browserless(served.port)
+    operator.login()
+    confirm = operator.get(f"/queues/{busy}/poison/purge")
+    assert "about 2" in confirm.text and 'id="confirm"' in confirm.text
+    done = operator.post(f"/queues/{busy}/poison/purge", {"csrf": operator.csrf()})
+    assert done.status == 200 and f"deleted 2 message(s) from {busy}-poison" in done.text
+    assert poison_ids(client, busy) == [] and count(client, busy) == 3
+
+
+def test_logout_ends_the_session(served, client, queues):
+    busy, _ = queues
+    operator = Browserless(served.port)
+    operator.login()
+    token = operator.csrf()
+    assert operator.post("/logout", {"csrf": token}).status == 303 and not operator.cookies
+    assert operator.post(f"/queues/{busy}/poison/purge", {"csrf": token}).status == 403
+    assert len(poison_ids(client, busy)) == 2
+
+
+def test_no_credential_reaches_a_page_or_a_log_line(client, caplog):
+    queue = unique_queue("dash")
+    client.ensure_queue(queue)
+    # A job failing with the storage key and a SAS signature in its arguments and error message.
+    secret_token = f"AccountKey={AZURITE_KEY};sig=abcdefSECRETSIGNATURE123"
+    poison(client, queue, [secret_token])
+    try:
+        with caplog.at_level(logging.DEBUG), Served(create_app(client.connection, admin_key=ADMIN_KEY, queues=[queue],
+                                                               background_sampling=False)) as server:
+            browser = Browserless(server.port)
+            [message_id] = poison_ids(client, queue)
+            pages = [browser.get(p).text for p in ("/", f"/queues/{queue}", f"/queues/{queue}/poison/{message_id}",
+                                                   "/login")]
+            browser.login("wrong-key-wrong-key-wrong")
+            browser.login()
+            pages += [browser.get(f"/queues/{queue}/poison/{message_id}").text]
+        assert "cannot ever work for AccountKey=***" in pages[2]
+        for text in pages + [caplog.text]:
+            assert AZURITE_KEY not in text and "SECRETSIGNATURE" not in text and ADMIN_KEY not in text
+            assert "wrong-key-wrong-key-wrong" not in text
+    finally:
+        drop_queues(client, queue)
+
+
+def test_azjobs_dashboard_command_serves_the_pages_and_stops_on_sigterm(connection_string, client, queues, tmp_path):
+    busy, _ = queues
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, AZJOBS_DASHBOARD_KEY=ADMIN_KEY,
+               PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "azjobs", "dashboard", "--port", "0", "--queue", busy],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"azjobs dashboard on http://127\.0\.0\.1:(\d+)/ \(account devstoreaccount1 at http://127\.0\.0\.1:\d+/"
+                          r"devstoreaccount1, from AzureWebJobsStorage; "
+                          r"actions allowed with the admin key\)", line)
+        assert match, line + process.stderr.read() if process.poll() is not None else line
+        page = Browserless(int(match.group(1))).get("/")
+        assert page.status == 200 and f'data-queue="{busy}"' in page.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert ADMIN_KEY not in line + out + err and AZURITE_KEY not in line + out + err
+
+
+def test_azjobs_dashboard_refuses_a_short_admin_key(connection_string, tmp_path):
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--admin-key", "short"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "admin key is too short (5 characters; at least 16)" in result.stderr and "short" not in result.stdout
+
+
+def test_login_redirects_only_within_the_dashboard(served):
+    for target, expected in (("/queues/x", "/queues/x"), ("//evil.example/", "/"), ("https://evil.example/", "/"),
+                             ("/\\evil.example", "/")):
+        browser = Browserless(served.port)
+        reply = browser.post("/login", {"key": ADMIN_KEY, "next": target})
+        assert reply.status == 303 and reply.headers["location"] == expected
+
+
+def test_a_bad_queue_name_is_a_404_and_unreachable_storage_a_503_with_one_clear_line(served):
+    from azjobs.connection import azurite_connection_string
+    from devtools.azurite import free_port
+
+    browser = Browserless(served.port)
+    assert browser.get("/queues/Not_A_Queue").status == 404
+    assert browser.get("/queues/not-shown-here").status == 404  # outside --queue
+    nowhere = azurite_connection_string(queue_port=free_port(), blob_port=free_port(), table_port=free_port())
+    with Served(create_app(nowhere, background_sampling=False)) as server:
+        reply = Browserless(server.port).get("/")
+    assert reply.status == 503 and "cannot reach the queue service at http://127.0.0.1:" in reply.text
+    assert "Traceback" not in reply.text and AZURITE_KEY not in reply.text
+
+
+def test_azjobs_dashboard_refuses_an_origin_that_is_not_scheme_and_host(connection_string, tmp_path):
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--origin", "ops.example.com/path"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "--origin 'ops.example.com/path': give scheme and host only" in result.stderr
