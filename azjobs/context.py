@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class JobContext:
     message_id: str = ""
     dequeue_count: int = 1
     trace: Mapping[str, str] = field(default_factory=dict)
+    # The per-call options the message carries (``Envelope.options``), e.g. a Django task's backend.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_retry(self) -> bool:

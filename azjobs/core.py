@@ -457,7 +457,8 @@ async def _within(context: JobContext, job: Any) -> Any:
 def _context(step: Prepared) -> JobContext:
     env, info = step.envelope, step.info
     return JobContext(job=env.job, id=env.id, attempt=env.attempt, queue=info.queue, enqueued_at=env.enqueued_at,
-                      message_id=info.message_id, dequeue_count=info.dequeue_count, trace=dict(env.trace))
+                      message_id=info.message_id, dequeue_count=info.dequeue_count, trace=dict(env.trace),
+                      options=dict(env.options))
 
 
 def _as_bytes(body: bytes | str) -> bytes:

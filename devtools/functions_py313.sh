@@ -5,6 +5,7 @@
 # bindings and the handler are checked against both. Creates .venv313 at the repo root
 # with pyenv's 3.13 on first use and reuses it afterwards (idempotent). Exits non-zero
 # if the venv cannot be built or any test fails. Extra arguments go to pytest.
+# The Django Tasks backend's tests (tests/django; Django 6 needs Python 3.12+) run here too.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,11 +36,11 @@ fi
 # Install (quietly) only when the venv is new or pyproject.toml / this script changed.
 STAMP="$VENV/.azjobs-py313-stamp"
 WANT="$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "import azure.functions, azjobs, pytest" 2>/dev/null; then
+if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "import azure.functions, azjobs, pytest, django" 2>/dev/null; then
     LOG="$VENV/pip-install.log"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
         "azure-functions>=2,<3" "azure-identity>=1.15" "pytest>=8" "hypothesis>=6.100" \
-        -e "$ROOT" >"$LOG" 2>&1; then
+        -e "$ROOT[django]" >"$LOG" 2>&1; then
         tail -40 "$LOG" >&2
         echo "functions_py313: pip install failed (full log: $LOG)" >&2
         exit 1
@@ -62,4 +63,5 @@ exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/unit/test_functions_bindings.py \
     tests/integration/test_functions_handler.py \
     tests/integration/test_parity.py \
+    tests/django \
     "$@"
