@@ -24,6 +24,7 @@ from .message import Envelope
 from .registry import Registry, registry
 from .retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
 from .settings import QueueSettings
+from .state import JobError, JobFailedError, JobNotFoundError, JobRecord, JobStatus, result, wait
 from .version import __version__
 
 
@@ -40,4 +41,5 @@ __all__ = [
     "NoRetry", "PayloadTooLargeError", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
     "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "registry",
     "resolve_connection",
+    "JobError", "JobFailedError", "JobNotFoundError", "JobRecord", "JobStatus", "result", "wait",
 ]

@@ -40,7 +40,8 @@ POISON_COMMANDS = ("list", "show", "requeue", "purge")
 USAGE_TEXT = """\
 azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
-       azjobs poison {list,show,requeue,purge} QUEUE ..."""
+       azjobs poison {list,show,requeue,purge} QUEUE ...
+       azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -48,7 +49,8 @@ Work azjobs jobs from Azure Storage queues (as the Functions host would), or man
 commands:
   azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
-  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)"""
+  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
+  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)"""
 
 EXAMPLES = """\
 examples:
@@ -447,6 +449,11 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
                   "(module azjobs.poison_cli is missing)", file=err)
             return USAGE
         return poison_cli.main(argv[1:], out=out, err=err)
+
+    if argv and argv[0] in ("status", "state"):  # job state (azjobs.state_cli)
+        from . import state_cli
+
+        return state_cli.main(argv, out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:

@@ -18,6 +18,7 @@ from .errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoun
 from .message import Envelope, format_time, utcnow
 from .payload import DEFAULT_CONTAINER, PayloadStore
 from .settings import QueueSettings
+from .state.store import DEFAULT_RETENTION, DEFAULT_TABLE
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
@@ -283,6 +284,9 @@ class Client:
         message_ttl: int | timedelta | None = NEVER_EXPIRE,
         pool_size: int = 32,
         payload_container: str = DEFAULT_CONTAINER,
+        state: bool | None = None,
+        state_table: str = DEFAULT_TABLE,
+        state_retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
         if isinstance(connection, str):
             connection = connection_from_string(connection, "argument")
@@ -300,6 +304,11 @@ class Client:
         self._known_queues: set[str] = set()
         self.payload_container = payload_container
         self._payloads: PayloadStore | None = None
+        # Job state (azjobs.state): None follows the process (azjobs.configure(state=...), AZJOBS_STATE).
+        self.state = state
+        self.state_table = state_table
+        self.state_retention = state_retention
+        self._state_store: Any = None
 
     @property
     def connection(self) -> Connection:
@@ -333,6 +342,22 @@ class Client:
             if self._payloads is None:
                 self._payloads = PayloadStore(self.connection, self.payload_container)
             return self._payloads
+
+    @property
+    def state_store(self):
+        """The job state store (Table Storage on the same account): ``azjobs.state.StateStore``."""
+        with self._lock:
+            if self._state_store is None:
+                from .state.store import StateStore
+
+                self._state_store = StateStore.from_connection(self.connection, self.state_table,
+                                                               self.state_retention, payloads=self._payloads_locked())
+            return self._state_store
+
+    def _payloads_locked(self) -> PayloadStore:
+        if self._payloads is None:
+            self._payloads = PayloadStore(self.connection, self.payload_container)
+        return self._payloads
 
     def queue(self, name: str):
         """The SDK ``QueueClient`` for ``name`` (no encode policy: azjobs encodes itself)."""
@@ -456,8 +481,11 @@ class Client:
             self._service = None
             self._queues.clear()
             payloads, self._payloads = self._payloads, None
+            state_store, self._state_store = self._state_store, None
         if payloads is not None:
             payloads.close()
+        if state_store is not None:
+            state_store.close()
 
 
 def _forget(store: PayloadStore, ref: str) -> None:
@@ -477,6 +505,10 @@ def configure(connection: Connection | str | None = None, **options: Any) -> Cli
     global _default
     with _default_lock:
         client = Client(connection, **options)  # a bad connection string fails here, the old client stays
+        if options.get("state") is not None:
+            from .state.tracker import enable
+
+            enable(options["state"])  # for every executor in the process (the Functions one too)
         if _default is not None:
             _default.close()
         _default = client

@@ -74,6 +74,8 @@ class MessageInfo:
     dequeue_count: int = 1
     insertion_time: datetime | None = None
     pop_receipt: str | None = None
+    # Who runs it, for job state: the Functions invocation id; None means "host:pid".
+    worker_id: str | None = None
 
 
 @dataclass
@@ -203,6 +205,8 @@ class Executor:
         decoded = self._decode(body, encoded)
         if info.dequeue_count > max_dequeue:
             # The host's pre-run check: a message that kept crashing or timing out its worker.
+            if self.recorder.state.finished(decoded.envelope):  # job state: a success whose deletes failed
+                return self._skipped(decoded.envelope, info, "the job already succeeded (its record says so)")
             error = ErrorInfo(
                 "azjobs.MaxDequeueCountExceeded",
                 f"message was dequeued {info.dequeue_count} times (maxDequeueCount={max_dequeue}) without "
@@ -249,6 +253,15 @@ class Executor:
         except ArgumentError as exc:
             return self._dead_letter(DeadLetter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"),
                                                 envelope=envelope), definition=definition, error=exc)
+        start = self.recorder.state.start(envelope, info, definition)  # job state: RUNNING, or why not
+        if start.action == "skip":
+            return self._skipped(envelope, info, start.why)
+        if start.action == "defer":
+            self.recorder.defer(envelope, info, start.defer_s)
+            log.info("job %s %s deferred %ss: %s", envelope.job, envelope.id, start.defer_s, start.why,
+                     extra={"action": "job_deferred", "job": envelope.job, "job_id": envelope.id,
+                            "queue": info.queue, "delay_s": start.defer_s, "reason": "running_elsewhere"})
+            return self._settled(Result(Outcome.DEFERRED, envelope, detail=start.why, retry_in_s=start.defer_s))
         return Prepared(envelope, definition, tuple(args), kwargs, info)
 
     def run(self, step: Prepared, *, loop: asyncio.AbstractEventLoop | None = None,
@@ -302,6 +315,7 @@ class Executor:
     def finish(self, step: Prepared, run: JobRun) -> Result:
         """Decide and record the outcome of a run: success, retry copy or poison record."""
         if run.error is None:
+            self.recorder.state.succeeded(step.envelope, step.definition, run.value)  # before the delete
             return self._succeeded(step, run.duration_s)
         return self._failed(step, run.error, run.duration_s)
 
@@ -385,6 +399,8 @@ class Executor:
         first = env.first_failed_at or format_time(self.clock())
         if decision.should_retry:
             copy, delay = self.recorder.retry(env, info, decision.retry_in, first)
+            if reason != "unknown_job":
+                self.recorder.state.retrying(env, error, copy.attempt)  # after the copy is on the queue
             log.info("job %s %s retry %d scheduled in %ss: %s: %s", env.job, env.id, copy.attempt, delay,
                      type(error).__name__, error,
                      extra={"action": "job_retry_scheduled", "job": env.job, "job_id": env.id, "queue": info.queue,
@@ -402,6 +418,7 @@ class Executor:
         """Write the poison record, then run the job's on_dead_letter hook."""
         record = self.recorder.dead_letter(decision)
         info, envelope, error_info = decision.info, decision.envelope, decision.error
+        self.recorder.state.dead_lettered(envelope, info, error_info, error)  # after the poison record
         log.error("job %s %s on %s dead-lettered (%s): %s", envelope.job if envelope else "(none)",
                   envelope.id if envelope else f"message {info.message_id}", info.queue, error_info.reason,
                   error_info.message,

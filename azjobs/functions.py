@@ -122,13 +122,16 @@ class _QueueName:
 def _make_handler(queue: _QueueName, source: _ExecutorSource) -> Callable[[func.QueueMessage], Awaitable[None]]:
     """The user function for one queue: the message is its only argument."""
 
-    async def handler(msg: func.QueueMessage) -> None:
+    # ``context`` (left unannotated, as the Python worker requires of a non-binding parameter) is the
+    # invocation's func.Context: its invocation id is the worker id in job state (azjobs.state).
+    async def handler(msg: func.QueueMessage, context=None) -> None:
         info = MessageInfo(
             queue=queue.resolve(),
             message_id=msg.id or "",
             dequeue_count=msg.dequeue_count or 1,
             insertion_time=msg.insertion_time,
             pop_receipt=msg.pop_receipt,
+            worker_id=getattr(context, "invocation_id", None) or None,
         )
         try:
             # The host has already undone the base64 wire encoding.

@@ -14,9 +14,11 @@ from .registry import Registry, registry as default_registry
 from .retry import RetryPolicy, accepts_max_retries, build_policy
 
 # Options a job may declare (decorator keywords or class attributes).
-JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry")
+JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry",
+               "track", "unique")
 # Options one call may override (``job.options(...)``); these travel with the message or steer the send.
-CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client")
+CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client",
+                "track", "unique", "unique_key", "unique_ttl")  # the last four: job state (azjobs.state)
 
 
 class JobDefinition:
@@ -35,6 +37,8 @@ class JobDefinition:
         retry_on=None,
         give_up_on=None,
         on_dead_letter: Callable[..., Any] | None = None,
+        track: bool = False,
+        unique: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
@@ -51,6 +55,11 @@ class JobDefinition:
         if on_dead_letter is not None and not callable(on_dead_letter):
             raise ConfigurationError(f"on_dead_letter must be callable, got {on_dead_letter!r}")
         self.on_dead_letter = on_dead_letter
+        for flag, value in (("track", track), ("unique", unique)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"{flag}= takes True or False, got {value!r} (job {name})")
+        self.track = track  # job state on for this job (azjobs.state)
+        self.unique = unique  # one unfinished job per name and arguments (azjobs.state)
 
     def __repr__(self) -> str:
         return f"<job {self.name} queue={self.queue}>"
@@ -143,6 +152,10 @@ class BoundCall:
                     "max_retries applies to the built-in policies (Backoff, Fixed, NoRetry) only: give the policy "
                     "its own limit, or enqueue through a job declared with another policy"
                 )
+        if any(key in options for key in ("track", "unique", "unique_key", "unique_ttl")):
+            from .state.enqueue import check_call_options
+
+            check_call_options(options)
         self.definition = definition
         self._options = dict(options)
 
@@ -173,8 +186,19 @@ class BoundCall:
     def enqueue(self, *args: Any, **kwargs: Any) -> str:
         """Send one message; returns the job id."""
         envelope = self.build(args, kwargs)
-        self._client().send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
+        client = self._client()
+        if self._tracked(client):
+            from .state.enqueue import enqueue_tracked
+
+            return enqueue_tracked(client, self.definition, self._options, envelope)
+        client.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
         return envelope.id
+
+    def _tracked(self, client: Any) -> bool:
+        """Whether this call writes job state (azjobs.state)."""
+        from .state.enqueue import wants_state
+
+        return wants_state(self.definition, self._options, client)
 
     def _timed(self, **when: Any) -> "BoundCall":
         rest = {k: v for k, v in self._options.items() if k not in ("delay", "at")}
@@ -205,9 +229,15 @@ class BoundCall:
             except ArgumentError as exc:
                 items.append(exc)
         envelopes = [e for e in items if isinstance(e, Envelope)]
-        sent = self._client().send_many(
-            envelopes, delay=self._options.get("delay"), at=self._options.get("at"), max_workers=max_workers
-        )
+        client = self._client()
+        if self._tracked(client):
+            from .state.enqueue import send_many_tracked
+
+            sent = send_many_tracked(client, self.definition, self._options, envelopes, max_workers)
+        else:
+            sent = client.send_many(
+                envelopes, delay=self._options.get("delay"), at=self._options.get("at"), max_workers=max_workers
+            )
         sent_iter = iter(sent)
         results = [item if isinstance(item, BaseException) else next(sent_iter) for item in items]
         return EnqueueManyResult(envelopes=[e if isinstance(e, Envelope) else None for e in items], results=results)
@@ -217,9 +247,22 @@ class BoundCall:
 
         envelope = self.build(args, kwargs)
         client = self._options.get("client")
+        if self._tracked(client or _default_client()):
+            import asyncio
+
+            from .state.enqueue import enqueue_tracked
+
+            return await asyncio.to_thread(enqueue_tracked, client or _default_client(), self.definition,
+                                           self._options, envelope)
         sender = client.aio() if client is not None else async_client()
         await sender.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
         return envelope.id
+
+
+def _default_client():
+    from .client import default_client
+
+    return default_client()
 
 
 def _check_options(options: Mapping[str, Any], where: str) -> None:

@@ -57,6 +57,9 @@ class Recorder:
 
     def __init__(self, owner: "Executor") -> None:
         self._owner = owner
+        from .state.tracker import StateTracker
+
+        self.state = StateTracker(owner)  # job state writes (azjobs.state); no-ops for untracked jobs
 
     # -- retries and deferrals ---------------------------------------------
     def retry(self, envelope: Envelope, info: "MessageInfo", retry_in: float, first_failed_at: str) -> tuple[Envelope, int]:

@@ -96,6 +96,9 @@ class RecordingClient:
         self.sent: list[tuple[Envelope, Any, Any]] = []
         self.fail_with: list[BaseException] = []
         self.payloads = MemoryPayloads()
+        # Job state (azjobs.state): set ``state_store = azjobs.state.testing.memory_store()`` to track jobs.
+        self.state: bool | None = None
+        self.state_store: Any = None
         self._lock = threading.Lock()
 
     # -- what the core uses ----------------------------------------------------

@@ -66,9 +66,13 @@ def check_host_accepts(app: func.FunctionApp) -> None:
         assert HOST_FUNCTION_NAME.match(name), name
         trigger = function.get_trigger()
         assert LETTERS_ONLY.match(trigger.name), trigger.name
-        # The Python worker binds the trigger to the parameter of the same name, by annotation.
+        # The Python worker binds the trigger to the parameter of the same name, by annotation; the one
+        # other parameter it accepts is `context`, unannotated or a func.Context (azure-functions-python-worker
+        # is_context_required): the handler takes it for the invocation id (job state).
         user = function.get_user_function()
-        assert list(inspect.signature(user).parameters) == [trigger.name]
+        parameters = inspect.signature(user).parameters
+        assert list(parameters) == [trigger.name, "context"]
+        assert parameters["context"].annotation is inspect.Parameter.empty
         hints = typing.get_type_hints(user)
         assert QueueMessageInConverter.check_input_type_annotation(hints[trigger.name])
         assert inspect.iscoroutinefunction(user)

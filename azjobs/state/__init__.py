@@ -1,0 +1,15 @@
+"""Job state in Table Storage: status and results, duplicate-proof runs, unique jobs.
+
+Off by default; on for a process with ``azjobs.configure(state=True)`` (or the
+``AZJOBS_STATE=1`` setting), or per job with ``track=True``. See the README section
+"Job state and results".
+"""
+
+from .errors import JobFailedError, JobNotFoundError, StateUnavailable
+from .reading import result, wait
+from .record import JobError, JobRecord, JobStatus
+from .store import DEFAULT_RETENTION, DEFAULT_TABLE, StateStore
+from .tracker import enable, enabled
+
+__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "JobError", "JobFailedError", "JobNotFoundError", "JobRecord",
+           "JobStatus", "StateStore", "StateUnavailable", "enable", "enabled", "result", "wait"]

@@ -1,0 +1,598 @@
+"""The job state store: one Table Storage entity per job id.
+
+PartitionKey is the job id and RowKey ``"job"``, so every read is a point read and every
+transition an ETag-conditional write on one entity. The entity holds the status, the job
+and queue, the times, attempts and worker ids, the JSON return value (in Blob Storage,
+beside claim-checked arguments, when it is over a Table property's 32K characters) and the
+errors of failed attempts (redacted). Unique-job keys live in the same table under their own
+partition (``unique-<sha256>``).
+
+Entities carry ``ExpiresAt``: ``prune()`` deletes those past it (Table Storage has no TTL of
+its own). Every write sets it to now + retention.
+
+Transitions (what ``azjobs.state.tracker`` calls from the execution core):
+
+- ``enqueued``: READY, a conditional insert; its ETag travels in the message, so the first
+  start is one conditional write (no read);
+- ``start``: RUNNING, conditional on that ETag; on a mismatch (a redelivery, a retry copy,
+  another worker) the entity is read and the decision made on what it says: run, skip a
+  finished job, or defer a message whose job runs under another live lease;
+- ``succeeded`` / ``retrying`` / ``dead_lettered``: the outcome, written after the queue
+  write that makes it true.
+
+The store never decides whether a job runs when it cannot be reached: it raises
+``StateUnavailable`` and the tracker runs the job (a Table outage must not fail one). After a
+failure to connect, calls are skipped for ``OUTAGE_PAUSE_S`` so an outage does not slow every
+job by a timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from ..message import parse_time, to_json_value, utcnow
+from ..secrets import describe, get_logger, redact
+from .errors import StateUnavailable
+from .record import FINISHED, JobError, JobRecord, JobStatus
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+    from ..message import Envelope
+    from ..payload import PayloadStore
+
+log = get_logger("azjobs.state")
+
+DEFAULT_TABLE = "azjobsstate"
+DEFAULT_RETENTION = timedelta(days=7)
+ROW = "job"
+UNIQUE_ROW = "unique"
+UNIQUE_PREFIX = "unique-"
+# A string property holds at most 64 KiB of UTF-16: 32K characters.
+MAX_PROPERTY_CHARS = 32_000
+RESULTS_PREFIX = "results/"
+MAX_ERRORS = 10  # the errors of the last attempts kept on the entity
+MAX_TRACEBACK_CHARS = 6_000
+MAX_WORKER_IDS = 50
+# A RUNNING entity whose lease this long ago is treated as a crashed run (the host's message lease).
+RUNNING_LEASE = timedelta(minutes=10)
+OUTAGE_PAUSE_S = 5.0
+START_TRIES = 5
+
+
+@dataclass(frozen=True)
+class Start:
+    """The store's answer to "may this delivery run?": ``run``, ``skip`` or ``defer`` (``defer_s``)."""
+
+    action: str
+    why: str = ""
+    defer_s: int = 0
+    etag: str | None = None
+
+
+def _status_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "status_code", None)
+    if code is None:
+        response = getattr(exc, "response", None)
+        code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _is(exc: BaseException, *codes: int) -> bool:
+    return _status_code(exc) in codes
+
+
+def _table_missing(exc: BaseException) -> bool:
+    return _is(exc, 404) and "TableNotFound" in (str(getattr(exc, "error_code", "")) + str(exc))
+
+
+def _aware(moment: Any) -> datetime | None:
+    if moment is None or moment == "":
+        return None
+    if isinstance(moment, str):
+        return parse_time(moment)
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        # The SDK's TablesEntityDatetime is a datetime subclass: hand out a plain one.
+        return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+                        moment.microsecond, tzinfo=timezone.utc) if type(moment) is not datetime else \
+            moment.astimezone(timezone.utc)
+    return None
+
+
+def _loads(text: Any, default: Any) -> Any:
+    if not isinstance(text, str) or not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def error_of(error: BaseException | None, *, class_path: str = "", message: str = "", traceback: str = "") -> JobError:
+    """A redacted JobError from an exception (or from what a poison record kept)."""
+    if error is not None:
+        import traceback as tb
+
+        kind = type(error)
+        class_path = f"{kind.__module__}.{kind.__qualname__}"
+        message = str(error)
+        traceback = "".join(tb.format_exception(kind, error, error.__traceback__))
+    if len(traceback) > MAX_TRACEBACK_CHARS:
+        traceback = "...\n" + traceback[-MAX_TRACEBACK_CHARS:]
+    return JobError(redact(class_path), redact(message)[:2_000], redact(traceback))
+
+
+def unique_partition(key: str) -> str:
+    return UNIQUE_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
+class StateStore:
+    """Job records in one table of the storage account. Thread-safe.
+
+    ``table`` is a ``TableClient`` (or anything with its methods, like the in-memory double in
+    ``azjobs.state.testing``); ``payloads`` holds return values too large for the entity.
+    """
+
+    def __init__(self, table: Any, *, payloads: "PayloadStore | None" = None,
+                 retention: timedelta = DEFAULT_RETENTION, clock: Callable[[], datetime] = utcnow,
+                 service: Any = None) -> None:
+        if not isinstance(retention, timedelta) or retention <= timedelta(0):
+            raise ValueError(f"retention must be a positive timedelta, got {retention!r}")
+        self.table = table
+        self.table_name = getattr(table, "table_name", None)
+        self.payloads = payloads
+        self.retention = retention
+        self.clock = clock
+        self._service = service
+        self._lock = threading.Lock()
+        self._table_ready = False
+        self._outage_until = 0.0
+
+    @classmethod
+    def from_connection(cls, connection: "Connection", table: str = DEFAULT_TABLE,
+                        retention: timedelta = DEFAULT_RETENTION, *,
+                        payloads: "PayloadStore | None" = None) -> "StateStore":
+        """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
+        from ..client import CONNECT_TIMEOUT_S
+
+        service = connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
+                                           connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
+        if payloads is None:
+            from ..payload import PayloadStore
+
+            payloads = PayloadStore(connection)
+        return cls(service.get_table_client(table), payloads=payloads, retention=retention, service=service)
+
+    def close(self) -> None:
+        for closable in (self.table, self._service):
+            close = getattr(closable, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+
+    # -- calls -------------------------------------------------------------
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One table call. 404/409/412 come back as they are; anything else is ``StateUnavailable``."""
+        if time.monotonic() < self._outage_until:
+            raise StateUnavailable("the state table was unreachable a moment ago; not trying again yet")
+        try:
+            return getattr(self.table, method)(*args, **kwargs)
+        except Exception as exc:
+            if _is(exc, 404, 409, 412):
+                raise
+            if _status_code(exc) is None or _is(exc, 408, 500, 502, 503, 504):
+                self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
+            raise StateUnavailable(f"state table {self.table_name!r}: {describe(exc)}") from exc
+
+    def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A write that creates the table first when it is missing."""
+        try:
+            return self._call(method, *args, **kwargs)
+        except Exception as exc:
+            if not _table_missing(exc):
+                raise
+        self.ensure_table()
+        return self._call(method, *args, **kwargs)
+
+    def ensure_table(self) -> None:
+        with self._lock:
+            if self._table_ready:
+                return
+            try:
+                self._call("create_table")
+            except Exception as exc:
+                if not _is(exc, 409):
+                    raise
+            self._table_ready = True
+
+    def _get(self, partition: str, row: str = ROW) -> Any | None:
+        try:
+            return self._call("get_entity", partition, row)
+        except Exception as exc:
+            if _is(exc, 404):
+                return None
+            raise
+
+    def _expires(self, now: datetime) -> datetime:
+        return now + self.retention
+
+    # -- reading -------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        """The record of ``job_id``, or None if there is none."""
+        entity = self._get(job_id)
+        return None if entity is None else self.record(entity)
+
+    def recent(self, *, since: datetime | None = None, limit: int = 100,
+               status: JobStatus | None = None) -> list[JobRecord]:
+        """Records updated since ``since`` (all kept ones without), newest first, at most ``limit``.
+
+        Table Storage has no index but the key: this scans the table (fine for a dashboard over
+        a week's retention; a very busy app should keep ``since`` recent).
+        """
+        parts = ["RowKey eq @row"]
+        parameters: dict[str, Any] = {"row": ROW}
+        if since is not None:
+            parts.append("UpdatedAt ge @since")
+            parameters["since"] = since.astimezone(timezone.utc)
+        if status is not None:
+            parts.append("Status eq @status")
+            parameters["status"] = JobStatus(status).value
+        try:
+            entities = list(self._call("query_entities", " and ".join(parts), parameters=parameters))
+        except Exception as exc:
+            if _is(exc, 404):
+                return []
+            raise
+        records = [self.record(e) for e in entities]
+        records.sort(key=lambda r: _sort_key(r), reverse=True)
+        return records[:max(0, limit)]
+
+    def prune(self, older_than: timedelta | None = None) -> int:
+        """Delete records past their retention (or not updated within ``older_than``); returns how many."""
+        now = self.clock()
+        if older_than is None:
+            query, parameters = "ExpiresAt lt @now", {"now": now}
+        else:
+            query, parameters = "UpdatedAt lt @cutoff", {"cutoff": now - older_than}
+        try:
+            entities = list(self._call("query_entities", query, parameters=parameters,
+                                       select=["PartitionKey", "RowKey", "ReturnValueRef"]))
+        except Exception as exc:
+            if _is(exc, 404):
+                return 0
+            raise
+        removed = 0
+        for entity in entities:
+            try:
+                self._call("delete_entity", entity["PartitionKey"], entity["RowKey"])
+                removed += 1
+            except Exception as exc:
+                if not _is(exc, 404):
+                    raise
+            ref = entity.get("ReturnValueRef")
+            if ref and self.payloads is not None:
+                try:
+                    self.payloads.delete(ref)
+                except Exception as exc:
+                    log.warning("could not delete return value blob %s: %s", ref, describe(exc),
+                                extra={"action": "state_prune_blob_failed"})
+        return removed
+
+    def record(self, entity: Any) -> JobRecord:
+        """A JobRecord from an entity (a large return value is read back from Blob Storage)."""
+        value = _loads(entity.get("ReturnValue"), None)
+        ref = entity.get("ReturnValueRef")
+        if ref and self.payloads is not None:
+            value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+        arguments = _loads(entity.get("Arguments"), {})
+        try:
+            status = JobStatus(entity.get("Status", "READY"))
+        except ValueError:
+            status = JobStatus.READY
+        return JobRecord(
+            id=entity["PartitionKey"], job=entity.get("Job", ""), queue=entity.get("Queue") or None,
+            status=status, enqueued_at=_aware(entity.get("EnqueuedAt")), started_at=_aware(entity.get("StartedAt")),
+            finished_at=_aware(entity.get("FinishedAt")),
+            last_attempted_at=_aware(entity.get("LastAttemptedAt")), attempts=int(entity.get("Attempts") or 0),
+            worker_ids=list(_loads(entity.get("WorkerIds"), [])), return_value=value,
+            errors=[JobError.from_dict(e) for e in _loads(entity.get("Errors"), [])],
+            args=list(arguments.get("args", [])) if isinstance(arguments, dict) else [],
+            kwargs=dict(arguments.get("kwargs", {})) if isinstance(arguments, dict) else {},
+        )
+
+    # -- transitions ---------------------------------------------------------
+    def _identity(self, envelope: "Envelope", now: datetime) -> dict[str, Any]:
+        """What every write carries, so any one of them can (re)create a whole entity after an outage."""
+        entity: dict[str, Any] = {"PartitionKey": envelope.id, "RowKey": ROW, "Job": envelope.job,
+                                  "Queue": envelope.queue or "", "UpdatedAt": now, "ExpiresAt": self._expires(now)}
+        try:
+            entity["EnqueuedAt"] = parse_time(envelope.enqueued_at)
+        except (TypeError, ValueError):
+            pass
+        return entity
+
+    def enqueued(self, envelope: "Envelope", *, visible_at: datetime | None = None) -> str | None:
+        """Insert the READY record; its ETag (for the message to carry), or None if the id has a record."""
+        now = self.clock()
+        entity = self._identity(envelope, now)
+        entity["ExpiresAt"] = self._expires(max(now, visible_at or now))
+        arguments = _dumps({"args": list(envelope.args), "kwargs": dict(envelope.kwargs)})
+        entity.update(Status=JobStatus.READY.value, Attempt=envelope.attempt, Attempts=0, WorkerIds="[]",
+                      Errors="[]", Arguments=arguments if len(arguments) <= MAX_PROPERTY_CHARS else "",
+                      ArgumentsRef=envelope.payload_ref or "")
+        try:
+            answer = self._write("create_entity", entity)
+        except Exception as exc:
+            if _is(exc, 409):
+                return None
+            raise
+        return answer.get("etag") if isinstance(answer, dict) else None
+
+    def forget(self, job_id: str, etag: str | None = None) -> None:
+        """Remove a record written for a message that was never sent."""
+        from azure.core import MatchConditions
+
+        kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
+        try:
+            self._call("delete_entity", job_id, ROW, **kwargs)
+        except Exception as exc:
+            if not _is(exc, 404, 412):
+                raise
+
+    def start(self, envelope: "Envelope", *, message_id: str, dequeue_count: int, worker_id: str,
+              etag: str | None = None) -> Start:
+        """Mark the job RUNNING for this delivery, or say why it must not run now."""
+        from azure.core import MatchConditions
+
+        now = self.clock()
+        running = self._identity(envelope, now)
+        running.update(Status=JobStatus.RUNNING.value, LastAttemptedAt=now, Attempt=envelope.attempt,
+                       MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
+        if etag:
+            # The READY entity as enqueued: nothing ran yet.
+            fast = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
+            try:
+                answer = self._call("update_entity", fast, mode=_merge(), etag=etag,
+                                    match_condition=MatchConditions.IfNotModified)
+                return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None)
+            except Exception as exc:
+                if not _is(exc, 404, 412):
+                    raise
+        for _ in range(START_TRIES):
+            entity = self._get(envelope.id)
+            if entity is None:
+                fresh = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]), Errors="[]")
+                try:
+                    answer = self._write("create_entity", fresh)
+                    return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None)
+                except Exception as exc:
+                    if _is(exc, 409):
+                        continue
+                    raise
+            decision = self._decide(entity, envelope, message_id, dequeue_count, now)
+            if decision.action != "run":
+                return decision
+            workers = list(_loads(entity.get("WorkerIds"), []))[-(MAX_WORKER_IDS - 1):] + [worker_id]
+            update = dict(running, Attempts=int(entity.get("Attempts") or 0) + 1, WorkerIds=_dumps(workers))
+            if not entity.get("StartedAt"):
+                update["StartedAt"] = now
+            try:
+                answer = self._call("update_entity", update, mode=_merge(), etag=entity.metadata["etag"],
+                                    match_condition=MatchConditions.IfNotModified)
+                return Start("run", why=decision.why, etag=answer.get("etag") if isinstance(answer, dict) else None)
+            except Exception as exc:
+                if not _is(exc, 404, 412):
+                    raise
+        return Start("run", why="the record kept changing; running without a conditional start")
+
+    def _decide(self, entity: Any, envelope: "Envelope", message_id: str, dequeue_count: int,
+                now: datetime) -> Start:
+        status = entity.get("Status")
+        recorded_attempt = int(entity.get("Attempt") or 1)
+        same_message = bool(message_id) and entity.get("MessageId") == message_id
+        if status == JobStatus.SUCCESSFUL.value:
+            return Start("skip", why="the job already succeeded (a redelivered or duplicate message)")
+        if status in (JobStatus.FAILED.value, JobStatus.DEAD_LETTERED.value):
+            if same_message:
+                return Start("skip", why=f"the job was already {status} from this message (its delete failed)")
+            return Start("run", why=f"a new message for a {status} job (a replay)")
+        if envelope.attempt < recorded_attempt:
+            return Start("skip", why=f"attempt {envelope.attempt} was superseded by attempt {recorded_attempt} "
+                                     "(a redelivery of a message whose retry was already scheduled)")
+        if status == JobStatus.RUNNING.value:
+            if envelope.attempt > recorded_attempt:
+                return Start("run", why="a retry copy of an attempt that ended (its RETRYING write was lost)")
+            if same_message and dequeue_count > int(entity.get("DequeueCount") or 0):
+                return Start("run", why="the previous delivery of this message lost its lease (its worker stopped)")
+            lease_until = _aware(entity.get("LeaseUntil"))
+            if lease_until is not None and lease_until > now:
+                wait_s = max(1, int((lease_until - now).total_seconds()) + 1)
+                return Start("defer", why=f"the job is RUNNING under another live lease (message "
+                                          f"{entity.get('MessageId')})", defer_s=wait_s)
+            return Start("run", why="a RUNNING record whose lease ran out (its worker stopped)")
+        return Start("run")
+
+    def _read_modify_write(self, job_id: str, change: Callable[[Any | None], dict[str, Any] | None]) -> None:
+        """Apply ``change`` to the current entity with an ETag-conditional write, retrying on a race."""
+        from azure.core import MatchConditions
+
+        for _ in range(START_TRIES):
+            entity = self._get(job_id)
+            update = change(entity)
+            if update is None:
+                return
+            try:
+                if entity is None:
+                    self._write("create_entity", update)
+                else:
+                    self._call("update_entity", update, mode=_merge(), etag=entity.metadata["etag"],
+                               match_condition=MatchConditions.IfNotModified)
+                return
+            except Exception as exc:
+                if not _is(exc, 404, 409, 412):
+                    raise
+        raise StateUnavailable(f"record of job {job_id} kept changing; gave up writing it")
+
+    def succeeded(self, envelope: "Envelope", value: Any) -> None:
+        """SUCCESSFUL with the JSON return value (merged whatever the entity says: the job did succeed)."""
+        now = self.clock()
+        entity = self._identity(envelope, now)
+        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LastAttemptedAt=now, LeaseUntil=now)
+        entity.update(self._return_value(envelope.id, value))
+        self._write("upsert_entity", entity, mode=_merge())
+
+    def _return_value(self, job_id: str, value: Any) -> dict[str, Any]:
+        try:
+            text = _dumps(to_json_value(value, "the return value"))
+        except Exception as exc:
+            log.warning("job %s returned a value JSON cannot carry (%s); its record keeps none", job_id,
+                        describe(exc), extra={"action": "state_return_value_dropped", "job_id": job_id})
+            return {"ReturnValue": "null", "ReturnValueRef": "", "ReturnValueNote": redact(describe(exc))[:1_000]}
+        if len(text) <= MAX_PROPERTY_CHARS or self.payloads is None:
+            return {"ReturnValue": text if len(text) <= MAX_PROPERTY_CHARS else "null", "ReturnValueRef": ""}
+        ref = self.payloads.put(f"{RESULTS_PREFIX}{job_id}.json", text.encode("utf-8"))
+        return {"ReturnValue": "", "ReturnValueRef": ref}
+
+    def retrying(self, envelope: "Envelope", error: JobError, next_attempt: int) -> None:
+        """RETRYING, after the retry copy was sent: the next attempt is ``next_attempt``."""
+        now = self.clock()
+
+        def change(entity: Any | None) -> dict[str, Any] | None:
+            if entity is not None and (entity.get("Status") in {s.value for s in FINISHED}
+                                       or int(entity.get("Attempt") or 1) > next_attempt):
+                return None  # another delivery got further
+            update = self._identity(envelope, now)
+            update.update(Status=JobStatus.RETRYING.value, Attempt=next_attempt, LeaseUntil=now,
+                          Errors=_append_error(entity, error))
+            return update
+
+        self._read_modify_write(envelope.id, change)
+
+    def dead_lettered(self, envelope: "Envelope", error: JobError, status: JobStatus, message_id: str) -> None:
+        """FAILED or DEAD_LETTERED, after the poison record was written."""
+        now = self.clock()
+
+        def change(entity: Any | None) -> dict[str, Any] | None:
+            if entity is not None and entity.get("Status") == JobStatus.SUCCESSFUL.value:
+                return None  # a success is never overwritten by a late failure
+            update = self._identity(envelope, now)
+            update.update(Status=status.value, FinishedAt=now, LeaseUntil=now, MessageId=message_id,
+                          Errors=_append_error(entity, error))
+            return update
+
+        self._read_modify_write(envelope.id, change)
+
+    def status_of(self, job_id: str) -> JobStatus | None:
+        entity = self._get(job_id)
+        if entity is None:
+            return None
+        try:
+            return JobStatus(entity.get("Status"))
+        except ValueError:
+            return None
+
+    # -- unique jobs -----------------------------------------------------------
+    def claim_unique(self, key: str, job_id: str, ttl: timedelta, *, visible_at: datetime | None = None) -> str | None:
+        """Hold ``key`` for ``job_id``; None if it is now ours, else the id of the job holding it.
+
+        A key is held while its job is not finished and its TTL (from when the job is due) has
+        not run out; a conditional insert (or a conditional take-over) makes one caller win.
+        """
+        from azure.core import MatchConditions
+
+        now = self.clock()
+        partition = unique_partition(key)
+        entity = {"PartitionKey": partition, "RowKey": UNIQUE_ROW, "JobId": job_id, "UniqueKey": key[:1_000],
+                  "UpdatedAt": now, "ExpiresAt": max(now, visible_at or now) + ttl}
+        for _ in range(START_TRIES):
+            try:
+                self._write("create_entity", entity)
+                return None
+            except Exception as exc:
+                if not _is(exc, 409):
+                    raise
+            held = self._get(partition, UNIQUE_ROW)
+            if held is None:
+                continue
+            holder = held.get("JobId", "")
+            expires = _aware(held.get("ExpiresAt"))
+            if expires is not None and expires > now and holder:
+                status = self.status_of(holder)
+                if status is None or status not in FINISHED:
+                    return holder  # unfinished, or its record not written yet: the key is held
+            try:
+                self._call("update_entity", entity, mode=_replace(), etag=held.metadata["etag"],
+                           match_condition=MatchConditions.IfNotModified)
+                return None
+            except Exception as exc:
+                if not _is(exc, 404, 412):
+                    raise
+        raise StateUnavailable(f"unique key {key!r} kept changing hands; gave up")
+
+    def release_unique(self, key: str, job_id: str) -> None:
+        """Free ``key`` if ``job_id`` still holds it (its message was never sent)."""
+        from azure.core import MatchConditions
+
+        held = self._get(unique_partition(key), UNIQUE_ROW)
+        if held is None or held.get("JobId") != job_id:
+            return
+        try:
+            self._call("delete_entity", held["PartitionKey"], UNIQUE_ROW, etag=held.metadata["etag"],
+                       match_condition=MatchConditions.IfNotModified)
+        except Exception as exc:
+            if not _is(exc, 404, 412):
+                raise
+
+
+def _append_error(entity: Any | None, error: JobError) -> str:
+    errors = list(_loads(entity.get("Errors") if entity is not None else None, []))
+    errors.append(error.to_dict())
+    text = _dumps(errors[-MAX_ERRORS:])
+    while len(text) > MAX_PROPERTY_CHARS and len(errors) > 1:
+        errors = errors[1:]
+        text = _dumps(errors)
+    if len(text) > MAX_PROPERTY_CHARS:
+        only = dict(errors[-1], traceback=errors[-1]["traceback"][-(MAX_PROPERTY_CHARS // 4):])
+        text = _dumps([only])
+    return text
+
+
+def _sort_key(record: JobRecord) -> datetime:
+    for moment in (record.finished_at, record.last_attempted_at, record.enqueued_at):
+        if moment is not None:
+            return moment
+    return datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _merge():
+    from azure.data.tables import UpdateMode
+
+    return UpdateMode.MERGE
+
+
+def _replace():
+    from azure.data.tables import UpdateMode
+
+    return UpdateMode.REPLACE
+
+
+def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any]) -> str:
+    """The key of ``unique=True``: the job name and its arguments as canonical JSON."""
+    return f"{job}:" + json.dumps({"args": list(args), "kwargs": kwargs}, sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False)
+
+
+__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "Start", "StateStore", "error_of", "unique_key_for"]
