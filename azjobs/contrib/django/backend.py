@@ -118,17 +118,37 @@ class AzureQueueBackend(BaseTaskBackend):
             raise InvalidTask(f"Queue {task.queue_name!r} maps to an invalid Azure queue name: {exc}") from None
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
+        from .results import forget_ready_record, with_ready_record
+
         self.validate_task(task)
-        envelope = self._envelope(task, args, kwargs)
-        self.client.send(envelope, at=self._run_after(task))
+        at = self._run_after(task)
+        envelope = with_ready_record(self, self._envelope(task, args, kwargs), at)
+        try:
+            self.client.send(envelope, at=at)
+        except BaseException:
+            forget_ready_record(self, envelope)
+            raise
         result = self._enqueued(task, envelope)
         task_enqueued.send(type(self), task_result=result)
         return result
 
     async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
+        """``enqueue`` on the event loop: the message goes out on azjobs' async client (``azjobs.aio``);
+        the READY record (results on) is one Table Storage write in a thread."""
+        import asyncio
+
+        from .results import forget_ready_record, with_ready_record
+
         self.validate_task(task)
+        at = self._run_after(task)
         envelope = self._envelope(task, args, kwargs)
-        await self.client.aio().send(envelope, at=self._run_after(task))
+        if self.results:
+            envelope = await asyncio.to_thread(with_ready_record, self, envelope, at)
+        try:
+            await self.client.aio().send(envelope, at=at)
+        except BaseException:
+            await asyncio.to_thread(forget_ready_record, self, envelope)
+            raise
         result = self._enqueued(task, envelope)
         await task_enqueued.asend(type(self), task_result=result)
         return result
@@ -147,10 +167,7 @@ class AzureQueueBackend(BaseTaskBackend):
 
     # -- helpers -------------------------------------------------------------
     def _envelope(self, task: Any, args: Any, kwargs: Any) -> Envelope:
-        from .results import tracking_options
-
         options = {OPTIONS_KEY: {"backend": self.alias, "queue": task.queue_name}}
-        options.update(tracking_options(self))
         return Envelope.build(job_name(task), tuple(args), dict(kwargs), queue=self.azure_queue(task.queue_name),
                               options=options)
 

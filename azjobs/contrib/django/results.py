@@ -21,10 +21,10 @@ Each ``get_result`` is one Table Storage point read (a ``GET`` of one entity).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from ...secrets import get_logger
+from ...secrets import describe, get_logger
 from .times import to_django
 
 log = get_logger("azjobs.django")
@@ -55,17 +55,49 @@ def _status(value: Any) -> Any:
 
 
 def store_for(backend: Any) -> Any:
-    """The job state store on the backend's storage account (built once per backend)."""
-    if backend._store is None:
-        from ...state import StateStore
-
-        backend._store = StateStore.from_connection(backend.connection)
-    return backend._store
+    """The job state store on the backend's storage account (its client's, built on first use)."""
+    return backend.client.state_store
 
 
-def tracking_options(backend: Any) -> dict[str, Any]:
-    """The envelope options that make the store record a task: all of them while results are on."""
-    return {"track": True} if backend.results else {}
+def with_ready_record(backend: Any, envelope: Any, at: datetime | None) -> Any:
+    """Write the READY record of ``envelope`` (results on) and return the envelope to send.
+
+    The message is marked tracked (``options.track``) so whichever worker runs it keeps the
+    record, and carries the record's ETag so that worker's start is one conditional write. A
+    store that cannot be reached does not stop the enqueue (the worker creates the record).
+    """
+    if not backend.results:
+        return envelope
+    from ...client import plan_delivery
+    from ...message import utcnow
+    from ...state.tracker import ETAG_OPTION, TRACK_OPTION
+
+    envelope = envelope.evolve(options={**dict(envelope.options), TRACK_OPTION: True})
+    now = utcnow()
+    visible_at = now + timedelta(seconds=plan_delivery(at=at, now=now).visibility_timeout)
+    try:
+        etag = store_for(backend).enqueued(envelope, visible_at=visible_at)
+    except Exception as exc:
+        log.warning("READY record of %s %s not written (%s): sending anyway; the worker will create it",
+                    envelope.job, envelope.id, describe(exc),
+                    extra={"action": "state_unavailable", "job": envelope.job, "job_id": envelope.id,
+                           "what": "ready"})
+        return envelope
+    return envelope.evolve(options={**dict(envelope.options), ETAG_OPTION: etag}) if etag else envelope
+
+
+def forget_ready_record(backend: Any, envelope: Any) -> None:
+    """Best effort, after a failed send: remove the READY record of a message that was never sent."""
+    from ...state.tracker import ETAG_OPTION
+
+    etag = envelope.options.get(ETAG_OPTION) if envelope.options else None
+    if not backend.results or not etag:
+        return
+    try:
+        store_for(backend).forget(envelope.id, etag)
+    except Exception as exc:
+        log.warning("could not remove the record of unsent task %s: %s", envelope.id, describe(exc),
+                    extra={"action": "state_cleanup_failed", "job_id": envelope.id})
 
 
 def _errors(record: Any) -> list:
@@ -79,15 +111,13 @@ def history(backend: Any, job_id: str) -> History:
     """Earlier attempts of ``job_id`` (worker ids, errors, first start) for the TaskResult a running task sees."""
     if not getattr(backend, "results", False):
         return History()
-    from ...state import JobNotFoundError
-
     try:
         record = store_for(backend).get(job_id)
-    except JobNotFoundError:
-        return History()
     except Exception as exc:  # the task still runs; its context lacks the earlier attempts
         log.warning("could not read the state of job %s: %s", job_id, exc,
                     extra={"action": "django_history_unavailable", "job_id": job_id})
+        return History()
+    if record is None:
         return History()
     return History(list(record.worker_ids), _errors(record), to_django(record.started_at))
 
@@ -97,13 +127,11 @@ def read_result(backend: Any, result_id: str) -> Any:
     from django.tasks.base import TaskResult
     from django.tasks.exceptions import TaskResultDoesNotExist
 
-    from ...state import JobNotFoundError
     from .discovery import JOB_PREFIX, discover_tasks, discovered_task
 
-    try:
-        record = store_for(backend).get(result_id)
-    except JobNotFoundError:
-        raise TaskResultDoesNotExist(result_id) from None
+    record = store_for(backend).get(result_id) if isinstance(result_id, str) and result_id else None
+    if record is None:
+        raise TaskResultDoesNotExist(f"no result with id {result_id!r} (unknown, or pruned after the retention)")
     if not record.job.startswith(JOB_PREFIX):
         raise TaskResultDoesNotExist(f"{result_id} is the azjobs job {record.job}, not a Django task")
     path = record.job[len(JOB_PREFIX):]
@@ -135,4 +163,4 @@ def _django_queue(backend: Any, azure_queue: str | None) -> str | None:
     return None
 
 
-__all__ = ["History", "history", "read_result", "store_for", "tracking_options"]
+__all__ = ["History", "forget_ready_record", "history", "read_result", "store_for", "with_ready_record"]
