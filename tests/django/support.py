@@ -13,8 +13,14 @@ SITE = Path(__file__).resolve().parent / "site"
 
 
 def envelopes(queue_client) -> list[Envelope]:
-    """The azjobs envelopes visible on a queue (peeked: they stay)."""
-    return [Envelope.decode(message.content) for message in queue_client.peek_messages(max_messages=32)]
+    """The azjobs envelopes visible on a queue (peeked: they stay); none if the queue does not exist yet."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        messages = queue_client.peek_messages(max_messages=32)
+    except ResourceNotFoundError:
+        return []
+    return [Envelope.decode(message.content) for message in messages]
 
 
 def poison_records(queue_client) -> list[dict]:

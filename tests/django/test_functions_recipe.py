@@ -3,6 +3,7 @@ azure-functions library: generated handlers invoked with QueueMessages built fro
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import uuid
@@ -10,10 +11,12 @@ from datetime import timedelta
 
 import pytest
 from azure.storage.queue import QueueClient
+from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
 
 import azjobs
 from azjobs.core import Executor, Outcome
 from azjobs.message import Envelope, parse_time, utcnow
+from azjobs.contrib.django.execution import worker_id
 from azjobs.testing import RecordingExecutor
 from tests.functions_support import HostAction, fresh_app, host_like_settle, receive_one
 from tests.django.support import SITE, envelopes, poison_records
@@ -60,6 +63,18 @@ def test_functions_handler_runs_sync_and_async_tasks_and_fires_the_signals(site,
             < order.index(("task_finished", result.id))
     assert {s["sender"] for s in site.signals()} == {"AzureQueueBackend"}
 
+    # get_result reads the job state store
+    for result, value in ((sync, 5), (asynchronous, 9)):
+        assert result.status == "READY"
+        result.refresh()
+        assert result.status == "SUCCESSFUL" and result.return_value == value
+        assert result.attempts == 1 and result.worker_ids == [worker_id()] and result.errors == []
+        assert result.enqueued_at <= result.started_at <= result.finished_at
+        assert result.started_at <= result.last_attempted_at <= result.finished_at
+    fetched = tasks.add.get_result(sync.id)
+    assert fetched.task.func is tasks.add.func and fetched.args == [2, 3] and fetched.backend == "default"
+    assert asyncio.run(tasks.async_add.aget_result(asynchronous.id)).return_value == 9
+
 
 def test_takes_context_task_sees_the_real_attempt_and_a_retry_is_ready_not_failed(site, connection_string):
     from shop import tasks
@@ -70,6 +85,9 @@ def test_takes_context_task_sees_the_real_attempt_and_a_retry_is_ready_not_faile
     assert first.action is HostAction.DELETED  # azjobs wrote the retry copy (attempt 2) first
     [retry] = envelopes(site.queue(site.default))
     assert retry.id == result.id and retry.attempt == 2
+    waiting = site.backend.get_result(result.id)
+    assert waiting.status == "READY" and waiting.attempts == 1  # RETRYING in the store
+    assert [e.exception_class_path for e in waiting.errors] == ["builtins.RuntimeError"]
     assert deliver(app, connection_string, site.default).action is HostAction.DELETED
 
     finished = [s for s in site.signals() if s["signal"] == "task_finished" and s["id"] == result.id]
@@ -77,6 +95,10 @@ def test_takes_context_task_sees_the_real_attempt_and_a_retry_is_ready_not_faile
     assert [(s["status"], s["attempts"]) for s in finished] == [("READY", 1), ("SUCCESSFUL", 2)]
     assert finished[0]["errors"] == ["builtins.RuntimeError"]
     assert finished[1]["return_value"] == {"attempt": 2, "workers": 2, "key": "ctx"}
+    done = tasks.flaky.get_result(result.id)
+    assert done.status == "SUCCESSFUL" and done.attempts == 2 and len(done.worker_ids) == 2
+    assert done.return_value == {"attempt": 2, "workers": 2, "key": "ctx"}
+    assert "attempt 1 of ctx fails" in done.errors[0].traceback
 
 
 def test_a_task_failing_for_good_is_failed_and_lands_in_poison(site, connection_string):
@@ -91,6 +113,21 @@ def test_a_task_failing_for_good_is_failed_and_lands_in_poison(site, connection_
     [record] = poison_records(site.poison(site.default))
     assert record["job"] == "django:shop.tasks.always_fails" and record["job_id"] == result.id
     assert record["attempts"] == 2 and record["error"]["type"] == "ValueError"
+    failed = site.backend.get_result(result.id)
+    assert failed.status == "FAILED" and failed.attempts == 2 and failed.finished_at is not None
+    assert [e.exception_class_path for e in failed.errors] == ["builtins.ValueError"] * 2
+    assert "no stock" in failed.errors[-1].traceback
+    with pytest.raises(ValueError, match="Task failed"):
+        failed.return_value
+    with pytest.raises(TaskResultMismatch):
+        tasks.add.get_result(result.id)
+
+
+def test_get_result_of_an_unknown_id_raises_task_result_does_not_exist(site):
+    with pytest.raises(TaskResultDoesNotExist):
+        site.backend.get_result("no-such-id")
+    with pytest.raises(TaskResultDoesNotExist):
+        asyncio.run(site.backend.aget_result("no-such-id"))
 
 
 @pytest.mark.parametrize("path", ["django:extra_tasks.shout", "django:os.system", "django:shop.tasks.nothing"])
@@ -102,12 +139,13 @@ def test_a_message_naming_an_undiscovered_path_runs_nothing_and_goes_to_poison_a
     site.backend.client.send(envelope)
     assert deliver(app, connection_string, site.default).action is HostAction.DELETED
     assert set(sys.modules) - before == set()  # nothing named in the message was imported
-    assert "extra_tasks" not in sys.modules
     [record] = poison_records(site.poison(site.default))
     assert record["job"] == path and record["attempts"] == 1  # no retry
     assert record["error"]["reason"] == "unknown_job"
     assert "not one of them" in record["error"]["message"]
     assert [s for s in site.signals() if s["signal"] != "task_enqueued"] == []
+    with pytest.raises(TaskResultDoesNotExist):
+        site.backend.get_result(envelope.id)  # never a task of this project: its path is not imported
 
 
 class TimeWarpClient(azjobs.Client):

@@ -138,10 +138,10 @@ def read_result(backend: Any, result_id: str) -> Any:
     task = discovered_task(path)
     if task is None:
         discover_tasks()  # the tasks modules of INSTALLED_APPS; a path from storage is never imported
-        task = discovered_task(path)
+        task = discovered_task(path) or loaded_task(path)
     if task is None:
-        raise TaskResultDoesNotExist(f"{result_id} is a run of {path}, which is not a task discovered in the "
-                                     "tasks modules of INSTALLED_APPS")
+        raise TaskResultDoesNotExist(f"{result_id} is a run of {path}, which is neither a task discovered in the "
+                                     "tasks modules of INSTALLED_APPS nor one in a module this process imported")
     queue_name = _django_queue(backend, record.queue) or task.queue_name
     task = task.using(backend=backend.alias, queue_name=queue_name) if queue_name in backend.queues or \
         not backend.queues else task
@@ -153,6 +153,26 @@ def read_result(backend: Any, result_id: str) -> Any:
     )
     object.__setattr__(result, "_return_value", record.return_value)
     return result
+
+
+def loaded_task(path: str) -> Any | None:
+    """The Task at ``path`` in a module this process has already imported (nothing is imported here)."""
+    import sys
+
+    from django.tasks import Task
+
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        value: Any = module
+        for name in parts[cut:]:
+            value = getattr(value, name, None)
+        if isinstance(value, Task) and value.module_path == path:
+            return value
+        return None
+    return None
 
 
 def _django_queue(backend: Any, azure_queue: str | None) -> str | None:
