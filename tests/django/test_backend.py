@@ -156,3 +156,13 @@ def test_enqueue_on_commit_sends_only_after_the_transaction_commits(site):
             raise RuntimeError("roll back")
     assert [e.id for e in envelopes(site.queue(site.emails))] == [envelope.id]  # a rollback sends nothing
     assert not Order.objects.filter(name="never").exists()
+
+
+def test_a_non_json_argument_fails_in_the_caller_and_sends_nothing(site):
+    from shop import tasks
+
+    with pytest.raises(TypeError, match="kwargs\\['when'\\]"):
+        tasks.add.enqueue(1, b=2, when=datetime.now(timezone.utc))
+    with pytest.raises(TypeError):
+        tasks.add.enqueue(object(), 2)
+    assert envelopes(site.queue(site.default)) == [] and site.signals() == []

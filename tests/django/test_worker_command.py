@@ -78,3 +78,15 @@ def test_worker_takes_the_azjobs_flags_and_says_what_is_wrong():
     assert "cannot import 'no_such_tasks_module'" in missing.stderr
     bad = manage("azjobs_worker", "-q", "Bad_Queue", "--burst")
     assert bad.returncode == 2 and "-q Bad_Queue" in bad.stderr
+
+
+def test_dash_p_worker_processes_each_set_django_up_and_run_the_tasks(site):
+    from shop import tasks
+
+    results = [tasks.add.enqueue(i, i) for i in range(6)]
+    done = manage("azjobs_worker", "--burst", "-p", "2", "-q", site.default)
+    assert done.returncode == 0, done.stderr
+    fetched = [site.backend.get_result(result.id) for result in results]
+    assert [r.return_value for r in fetched] == [2 * i for i in range(6)]
+    workers = {worker for r in fetched for worker in r.worker_ids}
+    assert workers and all(worker.split(":")[-1].isdigit() for worker in workers)

@@ -42,7 +42,7 @@ def main(argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None
     """Run the worker for the Django project that is set up; returns the exit status."""
     from ... import cli
     from ...registry import registry
-    from .discovery import discover_tasks
+    from .discovery import azure_backends, discover_tasks
 
     err = stderr or sys.stderr
     argv, skip_checks = split_django_options(list(argv))
@@ -64,6 +64,11 @@ def main(argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None
     discover_tasks(args.include)
     admin = isinstance(args.create, str) or args.empty is not None or args.delete is not None
     extra: list[str] = ["-i", BOOT_MODULE]
+    if not any(arg == "--connection" or arg.startswith("--connection=") for arg in argv):
+        # The account the backends send to: their OPTIONS "connection" setting, when they agree on one.
+        settings = {backend.connection_setting for backend in azure_backends() if not backend.connection_string}
+        if len(settings) == 1:
+            extra += ["--connection", settings.pop()]
     if not args.queue and not admin:
         queues = registry.queues()
         if not queues:
