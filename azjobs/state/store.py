@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = get_logger("azjobs.state")
 
 DEFAULT_TABLE = "azjobsstate"
+TABLE_SETTING = "AZJOBS_STATE_TABLE"  # an app setting naming another table
 DEFAULT_RETENTION = timedelta(days=7)
 ROW = "job"
 UNIQUE_ROW = "unique"
@@ -133,6 +134,13 @@ def error_of(error: BaseException | None, *, class_path: str = "", message: str 
     return JobError(redact(class_path), redact(message)[:2_000], redact(traceback))
 
 
+def default_table() -> str:
+    """The state table: the ``AZJOBS_STATE_TABLE`` setting, else ``azjobsstate``."""
+    import os
+
+    return os.environ.get(TABLE_SETTING, "").strip() or DEFAULT_TABLE
+
+
 def unique_partition(key: str) -> str:
     return UNIQUE_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
@@ -160,12 +168,13 @@ class StateStore:
         self._outage_until = 0.0
 
     @classmethod
-    def from_connection(cls, connection: "Connection", table: str = DEFAULT_TABLE,
+    def from_connection(cls, connection: "Connection", table: str | None = None,
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
         from ..client import CONNECT_TIMEOUT_S
 
+        table = table or default_table()
         service = connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
                                            connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
         if payloads is None:
@@ -237,7 +246,7 @@ class StateStore:
 
     def recent(self, *, since: datetime | None = None, limit: int = 100,
                status: JobStatus | None = None) -> list[JobRecord]:
-        """Records updated since ``since`` (all kept ones without), newest first, at most ``limit``.
+        """Records changed since ``since`` (all kept ones without), last changed first, at most ``limit``.
 
         Table Storage has no index but the key: this scans the table (fine for a dashboard over
         a week's retention; a very busy app should keep ``since`` recent).
@@ -256,9 +265,8 @@ class StateStore:
             if _is(exc, 404):
                 return []
             raise
-        records = [self.record(e) for e in entities]
-        records.sort(key=lambda r: _sort_key(r), reverse=True)
-        return records[:max(0, limit)]
+        entities.sort(key=_updated, reverse=True)
+        return [self.record(e) for e in entities[:max(0, limit)]]
 
     def prune(self, older_than: timedelta | None = None) -> int:
         """Delete records past their retention (or not updated within ``older_than``); returns how many."""
@@ -570,11 +578,8 @@ def _append_error(entity: Any | None, error: JobError) -> str:
     return text
 
 
-def _sort_key(record: JobRecord) -> datetime:
-    for moment in (record.finished_at, record.last_attempted_at, record.enqueued_at):
-        if moment is not None:
-            return moment
-    return datetime.min.replace(tzinfo=timezone.utc)
+def _updated(entity: Any) -> datetime:
+    return _aware(entity.get("UpdatedAt")) or datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _merge():

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..secrets import describe, get_logger
 from .errors import StateUnavailable
@@ -39,6 +40,8 @@ _process_state: bool | None = None
 _lock = threading.Lock()
 
 RUN = Start("run")
+# Outcome writes that failed (a Table outage) and are tried again after the next write that works.
+MAX_PENDING = 10_000
 
 
 def enable(on: bool = True) -> None:
@@ -78,6 +81,43 @@ class StateTracker:
 
     def __init__(self, owner: "Executor") -> None:
         self._owner = owner
+        self._pending: deque[tuple["Envelope", str, Callable[[], None]]] = deque(maxlen=MAX_PENDING)
+        self._pending_lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Outcome writes waiting for the store to come back."""
+        return len(self._pending)
+
+    def _outcome(self, envelope: "Envelope", what: str, write: Callable[[], None]) -> None:
+        """Write an outcome; if the store fails, keep it and try again after the next write that works."""
+        try:
+            write()
+        except Exception as exc:
+            self._unavailable(envelope, what, exc)
+            with self._pending_lock:
+                self._pending.append((envelope, what, write))
+            return
+        self.flush()
+
+    def flush(self) -> int:
+        """Try the outcome writes kept during an outage, oldest first; stops at the first that fails."""
+        done = 0
+        while True:
+            with self._pending_lock:
+                if not self._pending:
+                    break
+                envelope, what, write = self._pending.popleft()
+            try:
+                write()
+            except Exception:
+                with self._pending_lock:
+                    self._pending.appendleft((envelope, what, write))
+                break
+            done += 1
+            log.info("job state of %s %s caught up (%s)", envelope.job, envelope.id, what,
+                     extra={"action": "state_reconciled", "job": envelope.job, "job_id": envelope.id, "what": what})
+        return done
 
     def _store(self) -> "StateStore | None":
         return getattr(self._owner.client, "state_store", None)
@@ -102,13 +142,16 @@ class StateTracker:
         if store is None:
             return RUN
         etag = envelope.options.get(ETAG_OPTION) if envelope.options else None
+        if self._pending:
+            self.flush()  # first: a kept SUCCESSFUL write may be this very job's
         try:
-            return store.start(envelope, message_id=info.message_id, dequeue_count=info.dequeue_count,
-                               worker_id=getattr(info, "worker_id", None) or worker_id(),
-                               etag=etag if isinstance(etag, str) else None)
+            start = store.start(envelope, message_id=info.message_id, dequeue_count=info.dequeue_count,
+                                worker_id=getattr(info, "worker_id", None) or worker_id(),
+                                etag=etag if isinstance(etag, str) else None)
         except Exception as exc:
             self._unavailable(envelope, "running", exc)
             return RUN
+        return start
 
     def finished(self, envelope: "Envelope | None") -> bool:
         """True if the record says SUCCESSFUL (checked before a redelivery is dead-lettered)."""
@@ -129,10 +172,7 @@ class StateTracker:
         store = self._store()
         if store is None:
             return
-        try:
-            store.succeeded(envelope, value)
-        except Exception as exc:
-            self._unavailable(envelope, "successful", exc)
+        self._outcome(envelope, "successful", lambda: store.succeeded(envelope, value))
 
     def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int) -> None:
         if not self._tracked(envelope):
@@ -140,10 +180,8 @@ class StateTracker:
         store = self._store()
         if store is None:
             return
-        try:
-            store.retrying(envelope, error_of(error), next_attempt)
-        except Exception as exc:
-            self._unavailable(envelope, "retrying", exc)
+        recorded = error_of(error)
+        self._outcome(envelope, "retrying", lambda: store.retrying(envelope, recorded, next_attempt))
 
     def dead_lettered(self, envelope: "Envelope | None", info: "MessageInfo", error_info: "ErrorInfo",
                       error: BaseException | None) -> None:
@@ -156,10 +194,9 @@ class StateTracker:
         status = JobStatus.FAILED if error_info.reason in ("job_failed", "fail") else JobStatus.DEAD_LETTERED
         recorded = error_of(error) if error is not None else error_of(
             None, class_path=error_info.type, message=error_info.message, traceback=error_info.traceback)
-        try:
-            store.dead_lettered(envelope, recorded, status, info.message_id)
-        except Exception as exc:
-            self._unavailable(envelope, status.value.lower(), exc)
+        message_id = info.message_id
+        self._outcome(envelope, status.value.lower(),
+                      lambda: store.dead_lettered(envelope, recorded, status, message_id))
 
 
 __all__ = ["ENV_FLAG", "StateTracker", "enable", "enabled", "is_tracked", "worker_id"]
