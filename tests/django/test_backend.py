@@ -166,3 +166,23 @@ def test_a_non_json_argument_fails_in_the_caller_and_sends_nothing(site):
     with pytest.raises(TypeError):
         tasks.add.enqueue(object(), 2)
     assert envelopes(site.queue(site.default)) == [] and site.signals() == []
+
+
+def test_a_naive_run_after_without_use_tz_is_in_the_projects_time_zone(site):
+    from shop import tasks
+
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Tokyo"):  # UTC+9, no daylight saving
+        local_now = datetime.now(timezone(timedelta(hours=9))).replace(tzinfo=None)
+        # 30 minutes ago in Tokyo; read as UTC it would be 8.5 hours ahead
+        result = tasks.add.using(run_after=local_now - timedelta(minutes=30)).enqueue(3, 4)
+        assert result.enqueued_at.tzinfo is None  # Django's naive times, as USE_TZ = False wants
+        task_backends["default"].close()
+    assert [e.id for e in envelopes(site.queue(site.default))] == [result.id]
+
+
+def test_check_warns_when_azure_web_jobs_storage_is_not_set(site, monkeypatch, tmp_path):
+    monkeypatch.delenv("AzureWebJobsStorage", raising=False)
+    monkeypatch.chdir(tmp_path)  # no local.settings.json here
+    messages = AzureQueueBackend("local", {"OPTIONS": {"results": False}}).check()
+    assert [m.id for m in messages] == ["azjobs.W001"]
+    assert "Azurite" in messages[0].msg

@@ -90,3 +90,17 @@ def test_dash_p_worker_processes_each_set_django_up_and_run_the_tasks(site):
     assert [r.return_value for r in fetched] == [2 * i for i in range(6)]
     workers = {worker for r in fetched for worker in r.worker_ids}
     assert workers and all(worker.split(":")[-1].isdigit() for worker in workers)
+
+
+def test_a_system_check_error_stops_the_worker_before_it_works_anything(monkeypatch):
+    monkeypatch.setenv("DJSITE_EXTRA_QUEUES", "Reports_Q")  # in QUEUES, declared by no task, not an Azure name
+    done = manage("azjobs_worker", "--burst")
+    assert done.returncode == 2
+    assert "azjobs.E001" in done.stderr and "Reports_Q" in done.stderr
+
+
+def test_a_task_whose_queue_maps_to_an_invalid_azure_name_fails_where_it_is_declared(monkeypatch):
+    monkeypatch.setenv("DJSITE_QUEUE_PREFIX", "Bad_")  # "Bad_default": every task's queue is invalid
+    done = manage("azjobs_worker", "--burst")
+    assert done.returncode == 1
+    assert "InvalidTask: Queue 'default' maps to an invalid Azure queue name" in done.stderr

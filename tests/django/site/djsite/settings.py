@@ -27,7 +27,7 @@ TIME_ZONE = "UTC"
 TASKS = {
     "default": {
         "BACKEND": "azjobs.contrib.django.AzureQueueBackend",
-        "QUEUES": ["default", "emails"],
+        "QUEUES": ["default", "emails", *filter(None, os.environ.get("DJSITE_EXTRA_QUEUES", "").split(","))],
         "OPTIONS": {
             "queue_prefix": os.environ.get("DJSITE_QUEUE_PREFIX", "djsite-"),
             # A failed attempt is retried once, at once: the tests see attempt 2 without waiting.
