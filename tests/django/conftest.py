@@ -21,13 +21,31 @@ os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
 os.environ["DJANGO_SETTINGS_MODULE"] = "djsite.settings"
 _DB = Path(os.environ.setdefault("DJSITE_DB", str(Path(__import__("tempfile").mkdtemp()) / "djsite.sqlite3")))
 
-import django  # noqa: E402
-
-django.setup()
 
 
-@pytest.fixture(scope="session")
-def database():
+@pytest.fixture(scope="package", autouse=True)
+def django_project():
+    """Django set up for these tests; afterwards the registry forgets the project's tasks and queues, so
+    tests run after these in the same session see azjobs' registry as it was."""
+    import django
+
+    from azjobs.registry import registry
+
+    jobs, queues, closed = set(registry._jobs), set(registry._extra_queues), dict(registry._closed)
+    django.setup()
+    yield
+    for name in set(registry._jobs) - jobs:
+        registry.unregister(name)
+    registry._extra_queues.intersection_update(queues)
+    registry._closed.clear()
+    registry._closed.update(closed)
+    from azjobs.contrib.django.discovery import _forget_all
+
+    _forget_all()
+
+
+@pytest.fixture(scope="package")
+def database(django_project):
     """The project's SQLite database, with its tables (shared by in-process tests and workers)."""
     from django.core.management import call_command
 
