@@ -63,6 +63,7 @@ MAX_WORKER_IDS = 50
 # A RUNNING entity whose lease this long ago is treated as a crashed run (the host's message lease).
 RUNNING_LEASE = timedelta(minutes=10)
 OUTAGE_PAUSE_S = 5.0
+POOL_SIZE = 32
 START_TRIES = 5
 
 
@@ -172,11 +173,13 @@ class StateStore:
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
-        from ..client import CONNECT_TIMEOUT_S
+        from ..client import CONNECT_TIMEOUT_S, http_session
 
         table = table or default_table()
-        service = connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
-                                           connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
+        # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
+        service = connection.table_service(session=http_session(POOL_SIZE), retry_total=2, retry_connect=1,
+                                           retry_backoff_factor=0.3, connection_timeout=CONNECT_TIMEOUT_S,
+                                           read_timeout=10)
         if payloads is None:
             from ..payload import PayloadStore
 
@@ -369,8 +372,8 @@ class StateStore:
         running = self._identity(envelope, now)
         running.update(Status=JobStatus.RUNNING.value, LastAttemptedAt=now, Attempt=envelope.attempt,
                        MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
-        if etag:
-            # The READY entity as enqueued: nothing ran yet.
+        if etag and envelope.attempt == 1:
+            # The READY entity as enqueued: nothing ran yet. (A retry copy carries the same ETag, surely stale.)
             fast = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
                 answer = self._call("update_entity", fast, mode=_merge(), etag=etag,
