@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class JobContext:
     trace: Mapping[str, str] = field(default_factory=dict)
     scheduled_at: str | None = None  # a periodic job's tick (UTC ISO 8601)
     past_due: bool = False  # that tick fired late (missed while no worker ran, or the host's IsPastDue)
+    # The per-call options the message carries (``Envelope.options``), e.g. a Django task's backend.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_retry(self) -> bool:

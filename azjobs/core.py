@@ -504,7 +504,8 @@ def _context(step: Prepared) -> JobContext:
     env, info = step.envelope, step.info
     return JobContext(job=env.job, id=env.id, attempt=env.attempt, queue=info.queue, enqueued_at=env.enqueued_at,
                       message_id=info.message_id, dequeue_count=info.dequeue_count, trace=dict(env.trace),
-                      scheduled_at=env.scheduled_at, past_due=env.past_due)
+                      scheduled_at=env.scheduled_at, past_due=env.past_due,
+                      options=dict(env.options))
 
 
 def _as_bytes(body: bytes | str) -> bytes:

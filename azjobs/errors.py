@@ -60,3 +60,12 @@ class EnqueueError(AzjobsError):
 
 class Fail(Exception):
     """Raise inside a job to give up now: no retry, straight to the poison queue."""
+
+
+class UndiscoveredJobError(UnknownJobError, Fail):
+    """A message names a job in a closed namespace (``Registry.close_namespace``) that is not registered:
+    it is dead-lettered at once, with no retry (it is also a ``Fail``)."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(name)
+        self.args = (f"no job named {name!r} is registered: {why}",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Iterator
 
-from .errors import ConfigurationError, UnknownJobError
+from .errors import ConfigurationError, UndiscoveredJobError, UnknownJobError
 
 if TYPE_CHECKING:
     from .job import JobDefinition
@@ -17,6 +17,8 @@ class Registry:
     def __init__(self) -> None:
         self._jobs: dict[str, "JobDefinition"] = {}
         self._lock = threading.Lock()
+        self._extra_queues: set[str] = set()
+        self._closed: dict[str, str] = {}  # name prefix -> why an unknown name under it is final
 
     def register(self, definition: "JobDefinition") -> "JobDefinition":
         with self._lock:
@@ -37,7 +39,22 @@ class Registry:
         try:
             return self._jobs[name]
         except KeyError:
-            raise UnknownJobError(name) from None
+            raise self._unknown(name) from None
+
+    def close_namespace(self, prefix: str, why: str) -> None:
+        """Every job named ``prefix...`` that may run here is registered: a message naming another one
+        is dead-lettered at once (``UndiscoveredJobError``) instead of retried for a rolling deploy."""
+        self._closed[prefix] = why
+
+    def _unknown(self, name: str) -> UnknownJobError:
+        for prefix, why in self._closed.items():
+            if name.startswith(prefix):
+                return UndiscoveredJobError(name, why)
+        return UnknownJobError(name)
+
+    def add_queue(self, name: str) -> None:
+        """A queue worked even though no registered job declares it (e.g. a Django backend's QUEUES)."""
+        self._extra_queues.add(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._jobs
@@ -50,7 +67,7 @@ class Registry:
 
     def queues(self) -> list[str]:
         """The queues registered jobs declare, sorted."""
-        return sorted({definition.queue for definition in self})
+        return sorted({definition.queue for definition in self} | self._extra_queues)
 
     def jobs_for(self, queue: str) -> list["JobDefinition"]:
         return [definition for definition in self if definition.queue == queue]

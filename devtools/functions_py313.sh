@@ -5,6 +5,7 @@
 # bindings and the handler are checked against both. Creates .venv313 at the repo root
 # with pyenv's 3.13 on first use and reuses it afterwards (idempotent). Exits non-zero
 # if the venv cannot be built or any test fails. Extra arguments go to pytest.
+# The Django Tasks backend's tests (tests/django; Django 6 needs Python 3.12+) run here too.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,12 +36,12 @@ fi
 # Install (quietly) only when the venv is new or pyproject.toml / this script changed.
 STAMP="$VENV/.azjobs-py313-stamp"
 WANT="$(cat "$ROOT/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "import azure.functions, azjobs, pytest, opentelemetry.sdk" 2>/dev/null; then
+if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "import azure.functions, azjobs, pytest, opentelemetry.sdk, django" 2>/dev/null; then
     LOG="$VENV/pip-install.log"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
         "azure-functions>=2,<3" "azure-identity>=1.15" "pytest>=8" "hypothesis>=6.100" \
         "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" \
-        -e "$ROOT[dashboard]" >"$LOG" 2>&1; then
+        -e "$ROOT[dashboard,django]" >"$LOG" 2>&1; then
         tail -40 "$LOG" >&2
         echo "functions_py313: pip install failed (full log: $LOG)" >&2
         exit 1
@@ -59,7 +60,7 @@ if sys.version_info[:2] < (3, 13) or not v.startswith("2."):
 EOF
 
 cd "$ROOT"
-exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/unit/test_functions_bindings.py \
     tests/integration/test_functions_handler.py \
     tests/integration/test_parity.py \
@@ -68,3 +69,6 @@ exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     "tests/integration/test_schedules.py::test_a_functions_timer_handler_invoked_with_a_timer_request_enqueues_the_job" \
     tests/integration/test_dashboard_functions.py \
     "$@"
+# A session of its own: setting Django up registers the test project's tasks in azjobs' registry.
+echo "functions_py313: Django Tasks backend tests (tests/django)" >&2
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/django "$@"

@@ -1,0 +1,1 @@
+"""Integrations of azjobs with other frameworks (each in its own subpackage, imported on demand)."""

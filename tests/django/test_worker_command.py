@@ -1,0 +1,106 @@
+"""``python manage.py azjobs_worker``: the azjobs worker, with its flags, in the test project (subprocesses
+against Azurite)."""
+
+from __future__ import annotations
+
+import pytest
+from django.tasks.exceptions import TaskResultDoesNotExist
+
+from azjobs.message import Envelope
+from tests.django.support import envelopes, manage, poison_records
+
+
+def test_manage_py_worker_runs_the_tasks_of_installed_apps_from_every_backend_queue(site):
+    from django.db import transaction
+
+    from shop import tasks
+    from shop.models import Order
+
+    with transaction.atomic():
+        order = Order.objects.create(name="teapot")
+    added = tasks.add.enqueue(2, 3)
+    flaky = tasks.flaky.enqueue("w")
+    failing = tasks.always_fails.enqueue("no stock")
+    receipt = tasks.send_receipt.enqueue(order.pk)  # on the "emails" queue
+    asynchronous = tasks.async_add.enqueue(1, 2)
+    counted = tasks.count_orders.enqueue("widget")
+    stray = Envelope.build("django:extra_tasks.shout", ("hi",), queue=site.default)
+    site.backend.client.send(stray)
+
+    done = manage("azjobs_worker", "--burst", "-c", "2")  # no -q: every queue of the backend
+    assert done.returncode == 0, done.stderr
+
+    assert envelopes(site.queue(site.default)) == [] and envelopes(site.queue(site.emails)) == []
+    get = site.backend.get_result
+    assert get(added.id).return_value == 5
+    assert get(receipt.id).return_value == "receipt for teapot"
+    assert get(asynchronous.id).return_value == 3
+    assert get(counted.id).return_value == 1  # the worker used the project's database
+    assert Order.objects.filter(name="widget").count() == 1
+    retried = get(flaky.id)
+    assert retried.status == "SUCCESSFUL" and retried.attempts == 2
+    assert retried.return_value == {"attempt": 2, "workers": 2, "key": "w"}
+    assert all(worker.split(":")[-1].isdigit() for worker in retried.worker_ids)  # host:pid of the worker
+    dead = get(failing.id)
+    assert dead.status == "FAILED" and dead.attempts == 2
+    assert [e.exception_class_path for e in dead.errors] == ["builtins.ValueError"] * 2
+
+    poisoned = {record["job"]: record for record in poison_records(site.poison(site.default))}
+    assert set(poisoned) == {"django:shop.tasks.always_fails", "django:extra_tasks.shout"}
+    assert poisoned["django:extra_tasks.shout"]["attempts"] == 1  # not discovered: no retry, never run
+    started = {s["task"] for s in site.signals() if s["signal"] == "task_started"}
+    assert "extra_tasks.shout" not in started and "shop.tasks.add" in started
+    finished = [(s["task"], s["status"]) for s in site.signals() if s["signal"] == "task_finished"]
+    assert ("shop.tasks.always_fails", "FAILED") in finished and ("shop.tasks.flaky", "SUCCESSFUL") in finished
+
+
+def test_dash_i_adds_a_tasks_module_outside_installed_apps(site):
+    shout = Envelope.build("django:extra_tasks.shout", ("hi",), queue=site.default,
+                           options={"django": {"backend": "default", "queue": "default"}, "track": True})
+    site.backend.client.send(shout)
+    done = manage("azjobs_worker", "--burst", "-q", site.default, "-i", "extra_tasks")
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(TaskResultDoesNotExist):  # this process has not loaded extra_tasks: its path is not imported
+        site.backend.get_result(shout.id)
+    import extra_tasks  # noqa: F401  (as a view that enqueues it would)
+
+    assert site.backend.get_result(shout.id).return_value == "HI"
+    assert poison_records(site.poison(site.default)) == []
+
+
+def test_worker_takes_the_azjobs_flags_and_says_what_is_wrong():
+    shown = manage("azjobs_worker", "--help")
+    assert shown.returncode == 0
+    for flag in ("--queue", "--concurrency", "--fetch", "--include", "--burst", "--processes", "--timeout"):
+        assert flag in shown.stdout
+    missing = manage("azjobs_worker", "--burst", "-i", "no_such_tasks_module")
+    assert missing.returncode == 2
+    assert "cannot import 'no_such_tasks_module'" in missing.stderr
+    bad = manage("azjobs_worker", "-q", "Bad_Queue", "--burst")
+    assert bad.returncode == 2 and "-q Bad_Queue" in bad.stderr
+
+
+def test_dash_p_worker_processes_each_set_django_up_and_run_the_tasks(site):
+    from shop import tasks
+
+    results = [tasks.add.enqueue(i, i) for i in range(6)]
+    done = manage("azjobs_worker", "--burst", "-p", "2", "-q", site.default)
+    assert done.returncode == 0, done.stderr
+    fetched = [site.backend.get_result(result.id) for result in results]
+    assert [r.return_value for r in fetched] == [2 * i for i in range(6)]
+    workers = {worker for r in fetched for worker in r.worker_ids}
+    assert workers and all(worker.split(":")[-1].isdigit() for worker in workers)
+
+
+def test_a_system_check_error_stops_the_worker_before_it_works_anything(monkeypatch):
+    monkeypatch.setenv("DJSITE_EXTRA_QUEUES", "Reports_Q")  # in QUEUES, declared by no task, not an Azure name
+    done = manage("azjobs_worker", "--burst")
+    assert done.returncode == 2
+    assert "azjobs.E001" in done.stderr and "Reports_Q" in done.stderr
+
+
+def test_a_task_whose_queue_maps_to_an_invalid_azure_name_fails_where_it_is_declared(monkeypatch):
+    monkeypatch.setenv("DJSITE_QUEUE_PREFIX", "Bad_")  # "Bad_default": every task's queue is invalid
+    done = manage("azjobs_worker", "--burst")
+    assert done.returncode == 1
+    assert "InvalidTask: Queue 'default' maps to an invalid Azure queue name" in done.stderr
