@@ -25,6 +25,7 @@ from .registry import Registry, registry
 from .retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
 from .settings import QueueSettings
 from .version import __version__
+from .workflows import WorkflowFailed, WorkflowHandle, chain, group, sleep
 
 
 def blueprint(*args, **kwargs):
@@ -40,4 +41,5 @@ __all__ = [
     "NoRetry", "PayloadTooLargeError", "QueueNotFoundError", "QueueSettings", "Registry", "RetryDecision",
     "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "registry",
     "resolve_connection",
+    "WorkflowFailed", "WorkflowHandle", "chain", "group", "sleep",
 ]

@@ -1,0 +1,71 @@
+"""A handle on an enqueued workflow: its id, status and result (read from the history store)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import AzjobsError
+from .history import COMPLETED, FAILED, HistoryStore, summary
+
+
+class WorkflowFailed(AzjobsError):
+    """The workflow failed: ``error`` is the failing step's recorded error (type, message, traceback)."""
+
+    def __init__(self, workflow_id: str, error: str | None) -> None:
+        super().__init__(f"workflow {workflow_id} failed: {error}")
+        self.workflow_id = workflow_id
+        self.error = error
+
+
+class WorkflowTimeout(AzjobsError, TimeoutError):
+    """``result(timeout=...)`` ran out before the workflow finished."""
+
+
+class WorkflowHandle:
+    """``flow.enqueue()`` returns one; ``WorkflowHandle(id)`` finds a workflow again."""
+
+    def __init__(self, id: str, *, client: Any = None, queue: str | None = None, table: str | None = None) -> None:
+        self.id = id
+        self.queue = queue
+        self._client = client
+        self._table = table
+        self._store: HistoryStore | None = None
+
+    def __repr__(self) -> str:
+        return f"<workflow {self.id}>"
+
+    @property
+    def store(self) -> HistoryStore:
+        if self._store is None:
+            from ..client import default_client
+
+            self._store = HistoryStore.for_client(self._client or default_client(), self._table)
+        return self._store
+
+    def status(self) -> dict[str, Any]:
+        """Status, steps done/running/failed with results, history length, output or error.
+
+        ``status`` is ``Pending`` until a worker has started the workflow.
+        """
+        info = summary(self.store.load(self.id))
+        if info["status"] == "Unknown":
+            info["status"] = "Pending"
+        return info
+
+    def result(self, timeout: float | None = None, interval: float = 0.2) -> Any:
+        """Wait for the workflow's output; raise WorkflowFailed (its recorded error) or WorkflowTimeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            info = self.status()
+            if info["status"] == COMPLETED:
+                return info["output"]
+            if info["status"] == FAILED:
+                raise WorkflowFailed(self.id, info["error"])
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WorkflowTimeout(f"workflow {self.id} did not finish within {timeout}s "
+                                      f"(status {info['status']}, {info['done']} step(s) done)")
+            time.sleep(interval)
+
+
+__all__ = ["WorkflowFailed", "WorkflowHandle", "WorkflowTimeout"]
