@@ -301,6 +301,10 @@ class Executor:
 
     def finish(self, step: Prepared, run: JobRun) -> Result:
         """Decide and record the outcome of a run: success, retry copy or poison record."""
+        if step.envelope.workflow:  # a workflow step: its workflow retries it (azjobs/workflows/steps.py)
+            from .workflows.steps import report_step
+
+            return self._settled(report_step(self, step, run))
         if run.error is None:
             return self._succeeded(step, run.duration_s)
         return self._failed(step, run.error, run.duration_s)
@@ -402,6 +406,10 @@ class Executor:
         """Write the poison record, then run the job's on_dead_letter hook."""
         record = self.recorder.dead_letter(decision)
         info, envelope, error_info = decision.info, decision.envelope, decision.error
+        if envelope is not None and envelope.workflow:  # its workflow must hear it will never run
+            from .workflows.steps import report_dead_letter
+
+            report_dead_letter(self, envelope, error_info)
         log.error("job %s %s on %s dead-lettered (%s): %s", envelope.job if envelope else "(none)",
                   envelope.id if envelope else f"message {info.message_id}", info.queue, error_info.reason,
                   error_info.message,

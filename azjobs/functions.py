@@ -188,6 +188,8 @@ def blueprint(
     connection: str = DEFAULT_SETTING,
     executor: Optional[Executor] = None,
     host_json: Union[str, "os.PathLike[str]", None] = None,
+    workflows: bool = True,
+    workflows_queue: Optional[str] = None,
 ) -> func.Blueprint:
     """A Blueprint with one queue-triggered function per queue that registered jobs use.
 
@@ -198,6 +200,8 @@ def blueprint(
     use. ``host_json`` is the host.json the host reads (see ``host_json_path``); its
     ``extensions.queues`` (maxDequeueCount, messageEncoding) steer the core too.
     ``executor`` replaces the core built from those (tests, custom clients).
+    ``workflows`` adds the Durable Functions workflow functions (a start trigger on
+    ``workflows_queue``, one orchestrator, one activity; see azjobs/workflows/bindings.py).
     """
     registry = registry if registry is not None else default_registry
     if not isinstance(connection, str) or not connection.strip():
@@ -220,6 +224,10 @@ def blueprint(
         bp.function_name(name=name)(bp.queue_trigger(arg_name=BINDING_NAME, queue_name=queue, connection=connection)(handler))
         log.debug("generated function %s for queue %s", name, queue,
                   extra={"action": "functions_binding_generated", "function": name, "queue": queue})
+    if workflows:
+        from .workflows.bindings import add_workflow_functions
+
+        add_workflow_functions(bp, source, connection=connection, queue=workflows_queue)
     return bp
 
 

@@ -137,6 +137,9 @@ class Envelope:
     first_failed_at: str | None = None
     # Claim check: where the arguments live when they were too large for a message.
     payload_ref: str | None = None
+    # A workflow step: {"id": workflow id, "task": history id, "queue": workflows queue}; the core
+    # reports the step's outcome there instead of retrying it (azjobs/workflows/steps.py).
+    workflow: Mapping[str, Any] | None = None
 
     @classmethod
     def build(cls, job: str, args: tuple = (), kwargs: Mapping[str, Any] | None = None, **fields: Any) -> "Envelope":
@@ -168,6 +171,8 @@ class Envelope:
             data["options"] = dict(self.options)
         if self.trace:
             data["trace"] = dict(self.trace)
+        if self.workflow:
+            data["workflow"] = dict(self.workflow)
         return data
 
     def to_json(self) -> str:
@@ -216,6 +221,7 @@ class Envelope:
             trace=_field(data, "trace", dict, default={}),
             first_failed_at=_field(data, "first_failed_at", str, default=None),
             payload_ref=_field(data, "payload_ref", str, default=None),
+            workflow=_field(data, "workflow", dict, default=None),
         )
 
     @classmethod
