@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "does at functionTimeout (default: host.json functionTimeout, else 30 min; -1: none)")
     work.add_argument("--host-json", metavar="PATH",
                       help="host.json to read queue settings from (default: ./host.json if present)")
+    work.add_argument("--no-workflows", action="store_true",
+                      help="do not work the workflows queue (workflows of jobs; see README Workflows)")
+    work.add_argument("--workflows-queue", metavar="QUEUE",
+                      help="the workflows queue (default $AZJOBS_WORKFLOWS_QUEUE or azjobs-workflows)")
     work.add_argument("-p", "--processes", type=_positive_int(1, 64), metavar="N",
                       help="worker processes, 1..64: N > 1 runs N workers under a supervisor that restarts one "
                            "that dies (default: FUNCTIONS_WORKER_PROCESS_COUNT, else 1)")
@@ -536,6 +540,12 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
         client.close()
 
 
+def _workflows_queue(args: argparse.Namespace) -> str:
+    from .workflows.spec import workflows_queue
+
+    return workflows_queue(args.workflows_queue)
+
+
 def _declared_queue(definition: Any) -> str | None:
     """The queue a registered job works, its ``%AppSetting%`` resolved (None if it cannot be)."""
     from .queue_names import resolve_queue_name
@@ -581,6 +591,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         args.queue, client=client, executor=Executor(client=client, settings=settings),
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
+        workflows=None if args.no_workflows else _workflows_queue(args),
     )
     restore = _install_signals(worker)
     try:

@@ -49,10 +49,8 @@ def add_workflow_functions(bp: func.Blueprint, source: Any, *, connection: str, 
         bp.queue_trigger(arg_name="msg", queue_name=name, connection=connection)(
             bp.durable_client_input(client_name=CLIENT_BINDING)(azjobs_workflow_start)))
 
-    def azjobs_workflow(context):
-        return (yield from orchestrator(context))
-
-    bp.function_name(name=ORCHESTRATOR)(bp.orchestration_trigger(context_name=CONTEXT_BINDING)(azjobs_workflow))
+    # The very function the off-cloud driver replays (azjobs/workflows/driver.py).
+    bp.function_name(name=ORCHESTRATOR)(bp.orchestration_trigger(context_name=CONTEXT_BINDING)(orchestrator))
 
     async def azjobs_workflow_step(call: str) -> Any:
         return await run_activity(source.get(), json.loads(call) if isinstance(call, str) else call)

@@ -27,6 +27,7 @@ traceback) on the workflows queue's poison queue.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import uuid
@@ -226,15 +227,21 @@ class Driver:
 
     # -- what an episode asks for ------------------------------------------
     def _send(self, workflow_id: str, work: list[Work]) -> None:
+        steps = []
         for item in work:
             if item.activity is not None:
                 call = json.loads(item.input)
-                envelope = step_envelope(call).evolve(
+                steps.append(step_envelope(call).evolve(
                     id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"azjobs-workflow:{workflow_id}:{item.id}")),
-                    workflow={"id": workflow_id, "task": item.id, "queue": self.queue})
-                self.client.send(envelope)
+                    workflow={"id": workflow_id, "task": item.id, "queue": self.queue}))
             else:
                 self.send_timer(workflow_id, item.id, item.fire_at)
+        if len(steps) == 1:
+            self.client.send(steps[0])
+        elif steps:
+            failures = [r for r in self.client.send_many(steps) if isinstance(r, BaseException)]
+            if failures:  # the incoming message is redelivered and the unsent episode sent again
+                raise failures[0]
 
     def send_timer(self, workflow_id: str, timer_id: int, fire_at: datetime) -> None:
         remaining = (fire_at - self.clock()).total_seconds()
@@ -280,30 +287,58 @@ class WorkflowRunner:
         self.client = client
         self.queue = queue
         self.stopping = stopping
-        self.store = store or HistoryStore.for_client(client)
-        self.driver = Driver(client, self.store, queue)
+        self._store = store
+        self._driver: Driver | None = None
         self.lease_s = lease_s
         self.max_dequeue_count = max_dequeue_count
         self.max_poll_s = max_poll_s
         self.advanced = 0
+        self._ready = False
+
+    @property
+    def store(self) -> HistoryStore:
+        if self._store is None:
+            self._store = HistoryStore.for_client(self.client)
+        return self._store
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            self._driver = Driver(self.client, self.store, self.queue)
+        return self._driver
 
     def run(self) -> None:
-        delay = 0.05
+        try:
+            self.driver
+        except Exception as exc:  # no Table Storage in this connection (a queue-only SAS, say): a setting, not a fault
+            log.info("workflows queue %s is not worked: workflow history needs Table Storage in the same account (%s)",
+                     self.queue, describe(exc), extra={"action": "workflows_off", "queue": self.queue})
+            return
+        log.info("working workflows queue %s (history in table %s)", self.queue, self.store.table,
+                 extra={"action": "workflows_on", "queue": self.queue, "table": self.store.table})
+        delay, failing = 0.05, False
         while not self.stopping.is_set():
             try:
                 found = self.once()
-            except Exception as exc:
-                log.warning("workflows queue %s: %s", self.queue, describe(exc),
-                            extra={"action": "workflow_runner_error", "queue": self.queue})
-                found = 0
+                failing = False
+            except Exception as exc:  # storage problems: the worker's own receivers say them to the user
+                log.log(logging.DEBUG if failing else logging.INFO, "workflows queue %s: %s", self.queue,
+                        describe(exc), extra={"action": "workflow_runner_error", "queue": self.queue})
+                found, failing = 0, True
             delay = 0.05 if found else min(self.max_poll_s, delay * 2)
             if not found:
                 self.stopping.wait(delay)
 
     def once(self) -> int:
         """Receive one batch and work it; returns how many messages it received."""
-        self.client.ensure_queue(self.queue) if self.queue not in self.client._known_queues else None
-        self.store.ensure()
+        if not self._ready:
+            try:
+                self.client.ensure_queue(self.queue)
+            except Exception as exc:  # e.g. a SAS without create permission on an existing queue
+                log.debug("could not create workflows queue %s: %s", self.queue, describe(exc),
+                          extra={"action": "workflows_queue_create_failed", "queue": self.queue})
+            self.store.ensure()
+            self._ready = True
         messages = list(self.client.queue(self.queue).receive_messages(messages_per_page=32, max_messages=32,
                                                                          visibility_timeout=self.lease_s))
         by_workflow: dict[str, list[tuple[Any, Incoming]]] = {}
