@@ -40,7 +40,8 @@ POISON_COMMANDS = ("list", "show", "requeue", "purge")
 USAGE_TEXT = """\
 azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
-       azjobs poison {list,show,requeue,purge} QUEUE ..."""
+       azjobs poison {list,show,requeue,purge} QUEUE ...
+       azjobs workflow status ID [--json]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -48,7 +49,8 @@ Work azjobs jobs from Azure Storage queues (as the Functions host would), or man
 commands:
   azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
-  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)"""
+  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
+  azjobs workflow ...    workflows run by the worker: status ID [--json]"""
 
 EXAMPLES = """\
 examples:
@@ -451,6 +453,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
                   "(module azjobs.poison_cli is missing)", file=err)
             return USAGE
         return poison_cli.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "workflow":
+        from .workflows import cli as workflow_cli
+
+        return workflow_cli.main(argv[1:], out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:

@@ -164,3 +164,31 @@ def test_no_workflows_leaves_the_workflows_queue_alone(client, flows):
         assert wait_for(lambda: False, timeout=1.5) is False
     assert handle.status()["status"] == "Pending"
     assert client.queue(queue).get_queue_properties().approximate_message_count == 1
+
+
+def test_a_fan_out_of_200_steps_and_a_fan_in_completes(client, flows, test_dir):
+    steps, queue = flows
+    group = azjobs.group(*(wf.double.options(queue=steps).s(n, key="fan") for n in range(200)))
+    handle = azjobs.chain(group, wf.total.options(queue=steps).s()).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=60) == 2 * sum(range(200))
+    assert runs(test_dir, "fan") == 200 and runs(test_dir, "total") == 1
+    assert handle.status()["done"] == 201
+
+
+def test_workflow_status_command_shows_steps_and_results(client, flows, capsys):
+    from azjobs import cli
+
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2), wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        handle.result(timeout=30)
+    assert cli.main(["workflow", "status", handle.id, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["status"] == "Completed" and info["output"] == 6 and info["done"] == 2
+    assert [(s["job"], s["state"], s["result"]) for s in info["steps"]] == [("wf.add", "done", 3), ("wf.double", "done", 6)]
+    assert cli.main(["workflow", "status", handle.id]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"workflow {handle.id}: Completed\nsteps: 2 done, 0 running, 0 failed") and "output: 6" in text
+    assert cli.main(["workflow", "status", "no-such-workflow"]) == 1
+    assert "no workflow no-such-workflow" in capsys.readouterr().err

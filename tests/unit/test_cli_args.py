@@ -187,6 +187,7 @@ def test_help_lists_every_command_with_one_line(capsys):
         "  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)",
         "  azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)",
         "  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)",
+        "  azjobs workflow ...    workflows run by the worker: status ID [--json]",
     ]
     flat = " ".join(text.split())
     for flag in ("-q QUEUE, --queue QUEUE", "-c N, --concurrency N", "-f N, --fetch N", "-r SECONDS, --retry SECONDS",
