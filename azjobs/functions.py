@@ -13,7 +13,8 @@ has one outcome wherever it is worked:
   it to ``<queue>-poison`` once ``maxDequeueCount`` is reached.
 
 Retry copies and poison records go through the SDK, not output bindings: an output
-binding cannot delay a message. This is the only azjobs module that imports
+binding cannot delay a message. This module and azjobs/workflows/bindings.py (the Durable
+Functions workflow functions) are the only azjobs modules that import
 ``azure.functions``.
 """
 

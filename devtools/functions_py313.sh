@@ -39,7 +39,7 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "im
     LOG="$VENV/pip-install.log"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
         "azure-functions>=2,<3" "azure-identity>=1.15" "pytest>=8" "hypothesis>=6.100" \
-        -e "$ROOT" >"$LOG" 2>&1; then
+        -e "$ROOT[workflows]" >"$LOG" 2>&1; then
         tail -40 "$LOG" >&2
         echo "functions_py313: pip install failed (full log: $LOG)" >&2
         exit 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import azure.functions as func
 
+from ..errors import ConfigurationError
 from ..secrets import get_logger
 from .orchestrator import ACTIVITY, ORCHESTRATOR, START, orchestrator, run_activity
 from .spec import parse_message, workflows_queue
@@ -34,6 +35,12 @@ def add_workflow_functions(bp: func.Blueprint, source: Any, *, connection: str, 
 
     ``source`` gives the Executor (built on first use, so indexing never touches storage).
     """
+    try:
+        import azure.durable_functions  # noqa: F401
+    except ImportError:
+        raise ConfigurationError("azjobs.blueprint() generates the workflow functions on Durable Functions, which need "
+                                 "azure-functions-durable (pip install 'azjobs[workflows]', or add it to "
+                                 "requirements.txt); pass workflows=False to leave them out") from None
     name = workflows_queue(queue)
 
     async def azjobs_workflow_start(msg: func.QueueMessage, client) -> None:

@@ -309,6 +309,13 @@ class WorkflowRunner:
 
     def run(self) -> None:
         try:
+            import azure.durable_functions  # noqa: F401
+        except ImportError:
+            log.info("workflows queue %s is not worked: workflows need azure-functions-durable "
+                     "(pip install 'azjobs[workflows]'); --no-workflows turns this line off", self.queue,
+                     extra={"action": "workflows_off", "queue": self.queue})
+            return
+        try:
             self.driver
         except Exception as exc:  # no Table Storage in this connection (a queue-only SAS, say): a setting, not a fault
             log.info("workflows queue %s is not worked: workflow history needs Table Storage in the same account (%s)",

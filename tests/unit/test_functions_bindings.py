@@ -221,7 +221,7 @@ def test_root_function_app_has_one_trigger_per_example_queue(root_function_app):
 def test_root_function_app_does_not_leak_registrations(root_function_app):
     assert {d.name for d in azjobs.registry} == {
         "example_jobs.send_welcome_email", "example_jobs.notify_slack", "example_jobs.ResizeImage",
-        "example_jobs.sync_crm_contact", "example_jobs.charge_card",
+        "example_jobs.sync_crm_contact", "example_jobs.charge_card", "example_jobs.summarize_emails",
     }
 
 
