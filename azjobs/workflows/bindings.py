@@ -60,7 +60,7 @@ def add_workflow_functions(bp: func.Blueprint, source: Any, *, connection: str, 
     bp.function_name(name=ORCHESTRATOR)(bp.orchestration_trigger(context_name=CONTEXT_BINDING)(orchestrator))
 
     async def azjobs_workflow_step(call: str) -> Any:
-        return await run_activity(source.get(), json.loads(call) if isinstance(call, str) else call)
+        return await run_activity(source.get(), json.loads(call) if isinstance(call, str) else call, name)
 
     bp.function_name(name=ACTIVITY)(bp.activity_trigger(input_name=ACTIVITY_BINDING)(azjobs_workflow_step))
 

@@ -21,7 +21,8 @@ A step whose completion is in the history is never sent again, and a killed work
 loses nothing: the incoming message stays on the queue until its episode is committed
 and what it asked for sent, and a redelivered message finds its episode and only sends
 what was not yet marked sent. A workflow that fails gets a poison record (step, error,
-traceback) on the workflows queue's poison queue.
+traceback) on the workflows queue's poison queue, written where the generated activity writes
+it on Azure: the orchestrator calls the activity once more with the failure.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from ..secrets import describe, get_logger
 from . import replay as events
 from .history import (COMPLETED, FAILED, RUNNING, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED,
                       TIMER_FIRED, Episode, History, HistoryStore)
-from .orchestrator import ORCHESTRATOR, orchestrator, step_envelope
+from .orchestrator import ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
 from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, parse_message
 
 log = get_logger("azjobs.workflows")
@@ -201,7 +202,8 @@ class Driver:
                  status.lower(), extra={"action": "workflow_episode", "workflow_id": workflow_id, "status": status,
                                         "episode": episode.seq})
         if status == FAILED:
-            self._poison(workflow_id, history, new, replayed.state.get("error") or "")
+            log.error("workflow %s failed: %s", workflow_id, (replayed.state.get("error") or "").splitlines()[0],
+                      extra={"action": "workflow_failed", "workflow_id": workflow_id})
         return status
 
     def _resend_unsent(self, workflow_id: str, history: History, keys: list[str]) -> None:
@@ -231,6 +233,12 @@ class Driver:
         for item in work:
             if item.activity is not None:
                 call = json.loads(item.input)
+                if "failure" in call:  # the activity's other duty, done here: the failed workflow's record
+                    write_failure_record(self.client, self.queue, call["failure"])
+                    done = {"EventType": TASK_COMPLETED, "EventId": -1, "TaskScheduledId": item.id, "Result": "null"}
+                    self.client.send_text(self.queue, encode_text(event_message(workflow_id, done),
+                                                                  self.client.encoding))
+                    continue
                 steps.append(step_envelope(call).evolve(
                     id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"azjobs-workflow:{workflow_id}:{item.id}")),
                     workflow={"id": workflow_id, "task": item.id, "queue": self.queue}))
@@ -249,32 +257,6 @@ class Driver:
         event = {"EventType": TIMER_FIRED, "EventId": -1, "TimerId": timer_id, "FireAt": events.stamp(fire_at)}
         self.client.send_text(self.queue, encode_text(event_message(workflow_id, event), self.client.encoding),
                               visibility_timeout=hop)
-
-    def _poison(self, workflow_id: str, history: History, new: list[dict], error: str) -> None:
-        """The failed workflow's record on the workflows queue's poison queue: the failing step and its error."""
-        poison = poison_queue_name(self.queue)
-        scheduled = {e["EventId"]: e for e in history.events + new if e.get("EventType") == TASK_SCHEDULED}
-        failures = [e for e in history.events + new if e.get("EventType") == TASK_FAILED]
-        step = json.loads(scheduled[failures[-1]["TaskScheduledId"]]["Input"]) if failures else {}
-        details = failures[-1].get("Details", "") if failures else ""
-        reason = failures[-1].get("Reason", "") if failures else error
-        first_line = reason.splitlines()[0] if reason else "workflow failed"
-        kind, _, message = first_line.partition(": ")
-        record = PoisonRecord(queue=self.queue, error=ErrorInfo(type=kind if message else "WorkflowFailed",
-                                                                 message=message or first_line,
-                                                                 traceback=details or reason, reason="workflow_failed"),
-                              attempts=1, last_failed_at=format_time(self.clock()), message_id=workflow_id)
-        data = record.to_dict()
-        data["workflow"] = {"id": workflow_id, "step": step}
-        try:
-            self.client.send_text(poison, encode_text(json.dumps(data), self.client.encoding), create=True)
-        except Exception as exc:
-            log.error("workflow %s failed; could not write its poison record: %s", workflow_id, describe(exc),
-                      extra={"action": "workflow_poison_failed", "workflow_id": workflow_id})
-            return
-        log.error("workflow %s failed at step %s (%s): %s", workflow_id, step.get("path"), step.get("job"), first_line,
-                  extra={"action": "workflow_failed", "workflow_id": workflow_id, "job": step.get("job")})
-
 
 _CONFLICT = object()
 

@@ -28,17 +28,38 @@ START = "azjobs_workflow_start"
 
 
 def orchestrator(context: Any) -> Generator[Any, Any, Any]:
-    """The orchestrator function: run the spec's root node and return its value."""
+    """The orchestrator function: run the spec's root node and return its value.
+
+    A step out of attempts fails the workflow, after one more call of the activity that
+    writes the failure record (step, error, traceback) to the workflows queue's poison queue.
+    """
     spec = context.get_input()
     if isinstance(spec, str):
         spec = json.loads(spec)
-    value, _ = yield from _run(context, spec["root"], None, False, "0")
+    try:
+        value, _ = yield from _run(context, spec["root"], None, False, "0")
+    except StepOutOfAttempts as failed:
+        yield context.call_activity(ACTIVITY, {"failure": {"workflow": context.instance_id, "step": failed.step,
+                                                           "error": failed.error}})
+        raise
     return value
+
+
+class StepOutOfAttempts(Exception):
+    """A step (or one of a group's steps) failed its last attempt; ``step`` names it, ``error`` is its error."""
+
+    def __init__(self, step: dict, error: str) -> None:
+        super().__init__(error)
+        self.step = step
+        self.error = error
 
 
 def _run(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str):
     if "step" in node:
-        result = yield _call(context, node, value, has_value, path)
+        try:
+            result = yield _call(context, node, value, has_value, path)
+        except Exception as exc:
+            raise StepOutOfAttempts({"path": path, "job": node["step"]}, str(exc)) from None
         return result, True
     if "chain" in node:
         for index, child in enumerate(node["chain"]):
@@ -47,7 +68,11 @@ def _run(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, pat
     if "group" in node:
         tasks = [_call(context, child, value, has_value, f"{path}.{index}")
                  for index, child in enumerate(node["group"])]
-        results = yield context.task_all(tasks)
+        try:
+            results = yield context.task_all(tasks)
+        except Exception as exc:  # the first failure among the group's steps
+            raise StepOutOfAttempts({"path": path, "job": [child["step"] for child in node["group"]]},
+                                    str(exc)) from None
         return list(results), True
     if "sleep_s" in node:
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=node["sleep_s"]))
@@ -77,13 +102,16 @@ def step_envelope(call: Mapping[str, Any]) -> Envelope:
                           queue=call.get("queue"))
 
 
-async def run_activity(executor: Any, call: Mapping[str, Any] | str) -> Any:
+async def run_activity(executor: Any, call: Mapping[str, Any] | str, workflows: str) -> Any:
     """Run one step (the activity's body): the job's value, or StepFailed with its error and traceback."""
     from ..core import MessageInfo, Result
     from ..poison import ErrorInfo
 
     if isinstance(call, str):
         call = json.loads(call)
+    if "failure" in call:
+        await asyncio.to_thread(write_failure_record, executor.client, workflows, call["failure"])
+        return None
     definition = executor.registry.get(call["job"])  # UnknownJobError: Durable retries, then fails the step
     envelope = step_envelope(call)
     definition.check_arguments(envelope.args, envelope.kwargs)
@@ -101,4 +129,23 @@ async def run_activity(executor: Any, call: Mapping[str, Any] | str) -> Any:
         raise StepFailed(f"{type(exc).__name__}: {exc}") from None
 
 
-__all__ = ["ACTIVITY", "ORCHESTRATOR", "START", "StepFailed", "orchestrator", "run_activity", "step_envelope"]
+def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]) -> None:
+    """The failed workflow's poison record on ``<workflows>-poison``: which step, its error and traceback."""
+    from ..message import encode_text, format_time, utcnow
+    from ..poison import ErrorInfo, PoisonRecord
+    from ..queue_names import poison_queue_name
+
+    text = failure.get("error") or "the workflow failed"
+    reason, _, details = text.partition(" \n ")  # the SDK's "{Reason} \n {Details}" of a failed task
+    first = reason.splitlines()[0] if reason else "workflow failed"
+    kind, _, message = first.partition(": ")
+    error = ErrorInfo(type=kind if message else "WorkflowFailed", message=message or first,
+                      traceback=(details or reason).strip(), reason="workflow_failed")
+    record = PoisonRecord(queue=workflows, error=error, attempts=1, last_failed_at=format_time(utcnow()),
+                          message_id=failure.get("workflow"))
+    data = record.to_dict()
+    data["workflow"] = {"id": failure.get("workflow"), "step": failure.get("step")}
+    client.send_text(poison_queue_name(workflows), encode_text(json.dumps(data), client.encoding), create=True)
+
+
+__all__ = ["ACTIVITY", "ORCHESTRATOR", "START", "StepFailed", "StepOutOfAttempts", "write_failure_record", "orchestrator", "run_activity", "step_envelope"]

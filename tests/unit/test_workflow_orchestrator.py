@@ -221,10 +221,27 @@ def test_a_step_out_of_attempts_fails_the_workflow_with_its_error(orchestrator):
     [timer] = waiting_on(h.replay(orchestrator, "wf-fail", events), {0}, T0)
     assert timer.fire_at == T0  # no attempt left: the SDK's closing timer fires at once
     events = then(events + [h.timer_created(T0, 1, h.stamp(T0))], T0, h.timer_fired(T0, 1, h.stamp(T0)))
+    recording = h.replay(orchestrator, "wf-fail", events)
+    assert not recording.failed and not recording.done  # first the failure record, by the activity
+    failure = recording.actions[-1]
+    assert failure["actionType"] == 0 and failure["functionName"] == ACTIVITY
+    record = json.loads(failure["input"])["failure"]
+    assert record["workflow"] == "wf-fail" and record["step"] == {"path": "0.0", "job": "wfo.size"}
+    assert record["error"].startswith("builtins.ValueError: bad input")
+    events = then(events + [h.task_scheduled(T0, 2, ACTIVITY, {"failure": record})], T0, h.task_completed(T0, 2, None))
     failed = h.replay(orchestrator, "wf-fail", events)
     assert failed.failed and not failed.done
     assert "builtins.ValueError: bad input" in failed.state["error"]
     assert not calls(failed)[1:]  # total never called
+
+
+def test_a_failing_group_step_names_the_group_in_the_failure(orchestrator):
+    spec = azjobs.group(size.s("a"), total.s([1])).spec("wf-gfail")
+    events = start(spec) + [h.task_scheduled(T0, 0, ACTIVITY, {}), h.task_scheduled(T0, 1, ACTIVITY, {})]
+    events = then(events, T0, h.task_failed(T0, 1, "TypeError: nope", "tb"))
+    events = then(events + [h.timer_created(T0, 2, h.stamp(T0))], T0, h.timer_fired(T0, 2, h.stamp(T0)))
+    failure = h.replay(orchestrator, "wf-gfail", events).actions[-1]
+    assert json.loads(failure["input"])["failure"]["step"] == {"path": "0", "job": ["wfo.size", "wfo.total"]}
 
 
 def queue_message(body: str, dequeue_count: int) -> QueueMessage:
@@ -250,6 +267,23 @@ def test_the_activity_runs_the_job_by_name_through_the_core(app):
     assert "ValueError: cannot parse zz" in str(failed.value) and "Traceback" in str(failed.value)
     with pytest.raises(azjobs.UnknownJobError):
         asyncio.run(user(call=json.dumps({**call, "job": "nope"})))
+
+
+def test_the_activity_writes_a_failed_workflows_record_to_the_workflows_poison_queue():
+    client = RecordingClient()
+    application = func.FunctionApp()
+    application.register_functions(azjobs.blueprint(registry=REG, executor=RecordingExecutor(registry=REG,
+                                                                                              client=client)))
+    user = fn(application, ACTIVITY).get_user_function()
+    failure = {"workflow": "wf-9", "step": {"path": "0.1", "job": "wfo.size"},
+               "error": "ValueError: bad \n Traceback (most recent call last):\n  ..."}
+    assert asyncio.run(user(call=json.dumps({"failure": failure}))) is None
+    [write] = client.writes
+    assert write.queue == "azjobs-workflows-poison"
+    data = json.loads(decode_body(write.text, "base64"))
+    assert data["workflow"] == {"id": "wf-9", "step": {"path": "0.1", "job": "wfo.size"}}
+    assert data["error"]["type"] == "ValueError" and data["error"]["message"] == "bad"
+    assert data["error"]["traceback"].startswith("Traceback")
 
 
 def test_a_worker_step_reports_to_its_workflow_instead_of_retrying():
