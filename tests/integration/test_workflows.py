@@ -190,3 +190,16 @@ def test_workflow_status_command_shows_steps_and_results(client, flows, capsys):
     assert text.startswith(f"workflow {handle.id}: Completed\nsteps: 2 done, 0 running, 0 failed") and "output: 6" in text
     assert cli.main(["workflow", "status", "no-such-workflow"]) == 1
     assert "no workflow no-such-workflow" in capsys.readouterr().err
+
+
+def test_a_start_message_delivered_twice_runs_the_workflow_once(client, flows, test_dir):
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2), wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    [start] = client.queue(queue).peek_messages()
+    client.send_text(queue, start.content)  # the same start message again, as an at-least-once producer may
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == 6
+        assert wait_for(lambda: client.queue(queue).get_queue_properties().approximate_message_count == 0, 10)
+    assert (runs(test_dir, "add"), runs(test_dir, "double")) == (1, 1)
+    events = HistoryStore.for_client(client).load(handle.id).events
+    assert [e["EventType"] for e in events].count(0) == 1  # one ExecutionStarted
