@@ -300,3 +300,18 @@ def test_a_worker_step_reports_to_its_workflow_instead_of_retrying():
     assert reports[1]["event"]["EventType"] == 6 and reports[1]["event"]["TaskScheduledId"] == 7
     assert reports[1]["event"]["Reason"] == "ValueError: cannot parse abc"
     assert "Traceback" in reports[1]["event"]["Details"]
+
+
+def test_inside_a_function_app_status_comes_from_the_durable_client(monkeypatch):
+    from azure.durable_functions import DurableOrchestrationClient
+
+    hub = TaskHub().install(monkeypatch)
+    hub.instances["wf-s"] = {"name": ORCHESTRATOR, "instanceId": "wf-s", "runtimeStatus": "Completed", "output": 6,
+                             "createdTime": "2026-03-01T12:00:00Z", "lastUpdatedTime": "2026-03-01T12:00:05Z"}
+    handle = azjobs.WorkflowHandle("wf-s", durable_client=DurableOrchestrationClient(hub.binding))
+    info = asyncio.run(handle.status_async())
+    assert info["status"] == "Completed" and info["output"] == 6 and info["source"] == "durable"
+    assert info["updated"].startswith("2026-03-01T12:00:05")
+    pending = asyncio.run(azjobs.WorkflowHandle("nope", durable_client=DurableOrchestrationClient(hub.binding))
+                          .status_async())
+    assert pending["status"] == "Pending"
