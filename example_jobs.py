@@ -50,3 +50,10 @@ def charge_card(order_id: str, card: str) -> None:
     if card == "declined":
         raise azjobs.Fail(f"card declined for order {order_id}")
     print(f"[charge_card] charged order {order_id}", flush=True)
+
+
+@azjobs.job(queue="emails")
+def summarize_emails(messages: list) -> str:
+    """The demo workflow's fan-in step: it gets the list of the group's results, in order."""
+    words = sum(len(message.split()) for message in messages)
+    return f"{len(messages)} welcome emails sent, {words} words in all"

@@ -45,7 +45,8 @@ azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
        azjobs schedules [-i PATH ...] [--json]
-       azjobs dashboard [--port PORT] [--host ADDRESS]"""
+       azjobs dashboard [--port PORT] [--host ADDRESS]
+       azjobs workflow status ID [--json]"""
 
 DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
@@ -57,7 +58,8 @@ commands:
   azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
-  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)"""
+  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
+  azjobs workflow ...    workflows run by the worker: status ID [--json]"""
 
 EXAMPLES = """\
 examples:
@@ -215,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     work.add_argument("--stats-interval", type=_seconds(0), default=0.0, metavar="SECONDS",
                       help="log a summary line (jobs done per outcome, jobs/s, running, in flight) every SECONDS "
                            "(default 0: off)")
+    work.add_argument("--no-workflows", action="store_true",
+                      help="do not work the workflows queue (workflows of jobs; see README Workflows)")
+    work.add_argument("--workflows-queue", metavar="QUEUE",
+                      help="the workflows queue (default $AZJOBS_WORKFLOWS_QUEUE or azjobs-workflows)")
     work.add_argument("-p", "--processes", type=_positive_int(1, 64), metavar="N",
                       help="worker processes, 1..64: N > 1 runs N workers under a supervisor that restarts one "
                            "that dies (default: FUNCTIONS_WORKER_PROCESS_COUNT, else 1)")
@@ -480,6 +486,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from .schedules import listing
 
         return listing.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "workflow":
+        from .workflows import cli as workflow_cli
+
+        return workflow_cli.main(argv[1:], out=out, err=err)
 
     parser = build_parser()
     if argv and argv[0] in POISON_COMMANDS:
@@ -569,6 +579,12 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
         client.close()
 
 
+def _workflows_queue(args: argparse.Namespace) -> str:
+    from .workflows.spec import workflows_queue
+
+    return workflows_queue(args.workflows_queue)
+
+
 def _declared_queue(definition: Any) -> str | None:
     """The queue a registered job works, its ``%AppSetting%`` resolved (None if it cannot be)."""
     from .queue_names import resolve_queue_name
@@ -616,6 +632,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
         stats_interval=args.stats_interval or None,
         schedules=not args.no_schedules,
+        workflows=None if args.no_workflows else _workflows_queue(args),
     )
     restore = _install_signals(worker)
     try:

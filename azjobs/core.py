@@ -343,6 +343,10 @@ class Executor:
         return result
 
     def _finish(self, step: Prepared, run: JobRun) -> Result:
+        if step.envelope.workflow:  # a workflow step: its workflow retries it (azjobs/workflows/steps.py)
+            from .workflows.steps import report_step
+
+            return self._settled(report_step(self, step, run))
         if run.error is None:
             self.recorder.state.succeeded(step.envelope, step.definition, run.value)  # before the delete
             return self._succeeded(step, run.duration_s)
@@ -448,6 +452,10 @@ class Executor:
         record = self.recorder.dead_letter(decision)
         info, envelope, error_info = decision.info, decision.envelope, decision.error
         self.recorder.state.dead_lettered(envelope, info, error_info, error)  # after the poison record
+        if envelope is not None and envelope.workflow:  # its workflow must hear it will never run
+            from .workflows.steps import report_dead_letter
+
+            report_dead_letter(self, envelope, error_info)
         log.error("job %s %s on %s dead-lettered (%s): %s", envelope.job if envelope else "(none)",
                   envelope.id if envelope else f"message {info.message_id}", info.queue, error_info.reason,
                   error_info.message,

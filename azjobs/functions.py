@@ -14,7 +14,8 @@ has one outcome wherever it is worked:
 
 Retry copies and poison records go through the SDK, not output bindings: an output
 binding cannot delay a message. This is the only module of the core that imports
-``azure.functions`` (the dashboard's HTTP function, ``azjobs/dashboard/functions.py``, is the other).
+``azure.functions`` (the dashboard's HTTP function, ``azjobs/dashboard/functions.py``, and the
+Durable Functions workflow functions, ``azjobs/workflows/bindings.py``, are the others).
 """
 
 import asyncio
@@ -192,6 +193,8 @@ def blueprint(
     executor: Optional[Executor] = None,
     host_json: Union[str, "os.PathLike[str]", None] = None,
     schedules: bool = True,
+    workflows: bool = True,
+    workflows_queue: Optional[str] = None,
 ) -> func.Blueprint:
     """A Blueprint with one queue-triggered function per queue that registered jobs use.
 
@@ -203,6 +206,8 @@ def blueprint(
     ``extensions.queues`` (maxDequeueCount, messageEncoding) steer the core too.
     ``executor`` replaces the core built from those (tests, custom clients).
     ``schedules=False`` leaves out the timer triggers of periodic jobs (when workers fire them).
+    ``workflows`` adds the Durable Functions workflow functions (a start trigger on
+    ``workflows_queue``, one orchestrator, one activity; see azjobs/workflows/bindings.py).
     """
     registry = registry if registry is not None else default_registry
     if not isinstance(connection, str) or not connection.strip():
@@ -227,6 +232,10 @@ def blueprint(
                   extra={"action": "functions_binding_generated", "function": name, "queue": queue})
     if schedules:
         _add_timers(bp, registry, chosen, source, names)
+    if workflows:
+        from .workflows.bindings import add_workflow_functions
+
+        add_workflow_functions(bp, source, connection=connection, queue=workflows_queue)
     return bp
 
 

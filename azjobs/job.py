@@ -108,6 +108,15 @@ class JobDefinition:
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
         return await BoundCall(self, {}).enqueue_async(*args, **kwargs)
 
+    # -- workflows -------------------------------------------------------
+    def s(self, *args: Any, **kwargs: Any):
+        """A workflow step (``azjobs.chain``/``azjobs.group``): the previous result comes first."""
+        return BoundCall(self, {}).s(*args, **kwargs)
+
+    def si(self, *args: Any, **kwargs: Any):
+        """A workflow step that ignores the previous step's result."""
+        return BoundCall(self, {}).si(*args, **kwargs)
+
 
 class Call:
     """Arguments for one job call in ``enqueue_many``: ``azjobs.Call(1, to="x")``."""
@@ -260,6 +269,20 @@ class BoundCall:
         await sender.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
         return envelope.id
 
+    def s(self, *args: Any, **kwargs: Any):
+        """A workflow step on this call's queue (``queue=``/``max_retries=`` options apply)."""
+        from .workflows.spec import Step
+
+        return Step(self.definition, args, kwargs, queue=self._options.get("queue", self.definition.queue),
+                    max_retries=self._options.get("max_retries"))
+
+    def si(self, *args: Any, **kwargs: Any):
+        """A workflow step that ignores the previous step's result."""
+        from .workflows.spec import Step
+
+        return Step(self.definition, args, kwargs, queue=self._options.get("queue", self.definition.queue),
+                    ignore_input=True, max_retries=self._options.get("max_retries"))
+
 
 def _default_client():
     from .client import default_client
@@ -307,6 +330,12 @@ class JobFunction:
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
         return await self.job.enqueue_async(*args, **kwargs)
+
+    def s(self, *args: Any, **kwargs: Any):
+        return self.job.s(*args, **kwargs)
+
+    def si(self, *args: Any, **kwargs: Any):
+        return self.job.si(*args, **kwargs)
 
 
 def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDefinition:
@@ -432,3 +461,10 @@ class Job:
     async def enqueue_async(cls, *args: Any, **kwargs: Any) -> str:
         return await cls.job.enqueue_async(*args, **kwargs)
 
+    @classmethod
+    def s(cls, *args: Any, **kwargs: Any):
+        return cls.job.s(*args, **kwargs)
+
+    @classmethod
+    def si(cls, *args: Any, **kwargs: Any):
+        return cls.job.si(*args, **kwargs)

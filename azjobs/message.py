@@ -141,6 +141,9 @@ class Envelope:
     # no worker ran, or the host's IsPastDue).
     scheduled_at: str | None = None
     past_due: bool = False
+    # A workflow step: {"id": workflow id, "task": history id, "queue": workflows queue}; the core
+    # reports the step's outcome there instead of retrying it (azjobs/workflows/steps.py).
+    workflow: Mapping[str, Any] | None = None
 
     @classmethod
     def build(cls, job: str, args: tuple = (), kwargs: Mapping[str, Any] | None = None, **fields: Any) -> "Envelope":
@@ -176,6 +179,8 @@ class Envelope:
             data["scheduled_at"] = self.scheduled_at
         if self.past_due:
             data["past_due"] = True
+        if self.workflow:
+            data["workflow"] = dict(self.workflow)
         return data
 
     def to_json(self) -> str:
@@ -225,6 +230,7 @@ class Envelope:
             first_failed_at=_field(data, "first_failed_at", str, default=None),
             payload_ref=_field(data, "payload_ref", str, default=None),
             **_schedule_fields(data),
+            workflow=_field(data, "workflow", dict, default=None),
         )
 
     @classmethod

@@ -163,6 +163,7 @@ class Worker:
         origin: str | None = None,
         stats_interval: float | None = None,
         schedules: bool = True,
+        workflows: str | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -251,6 +252,8 @@ class Worker:
             from .schedules.scheduler import prepare_for
 
             self._scheduler = prepare_for(self)
+        # The workflows queue this worker also works (azjobs/workflows/driver.py), or None.
+        self.workflows = workflows
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -400,6 +403,8 @@ class Worker:
             self._watchdog.start()
         if self._summary is not None:
             self._summary.start()
+        if self.workflows:
+            self._start_workflows()
         for name in self.queues:
             busy = threading.Event()
             lead = threading.Thread(target=self._fetch_loop, args=(name, busy), name=f"azjobs-fetch-{name}",
@@ -421,6 +426,16 @@ class Worker:
                         "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst,
                         "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,
                         "connection": target.origin})
+
+    def _start_workflows(self) -> None:
+        from .workflows.driver import WorkflowRunner
+
+        runner = WorkflowRunner(self.client, self.workflows, self._stopping, lease_s=max(int(self.lease_s), 10),
+                                max_dequeue_count=self.settings.max_dequeue_count,
+                                max_poll_s=self.settings.max_polling_interval.total_seconds())
+        thread = threading.Thread(target=runner.run, name="azjobs-workflows", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def _start_job_thread(self) -> None:
         with self._cond:

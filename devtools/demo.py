@@ -107,7 +107,41 @@ def main() -> int:
         azjobs_cli("status", tracked, env=env)
         if periodic(env) != 0:
             return 1
+        if run_workflow(env) != 0:
+            return 1
         print(f"\nDone: {len(ids)} jobs enqueued and worked. Try `scripts/test` next.")
+    return 0
+
+
+def run_workflow(env: dict[str, str]) -> int:
+    """One workflow: two welcome emails in parallel, a 1 s sleep, then a fan-in step; its result printed."""
+    import signal
+
+    import azjobs
+    import example_jobs as jobs
+
+    step("a workflow: two emails in parallel (a group), a 1 s sleep, then a fan-in step")
+    flow = azjobs.chain(
+        azjobs.group(jobs.send_welcome_email.s("ada@example.com", name="Ada"),
+                     jobs.send_welcome_email.s("grace@example.com", name="Grace")),
+        azjobs.sleep(1),
+        jobs.summarize_emails.s(),
+    )
+    handle = flow.enqueue()
+    print(f"workflow {handle.id} enqueued on azjobs-workflows; a worker runs it (history in Table Storage)")
+    cmd = [sys.executable, "-m", "azjobs", "-i", "example_jobs", "-q", "emails"]
+    print("$ azjobs -i example_jobs -q emails   (works the workflows queue too)", flush=True)
+    worker = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    try:
+        result = handle.result(timeout=60)
+    except Exception as exc:
+        print(f"the workflow did not finish: {exc}")
+        return 1
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+    print(f"\nworkflow result: {result!r}")
+    azjobs_cli("workflow", "status", handle.id, env=env)
     return 0
 
 

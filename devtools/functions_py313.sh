@@ -41,7 +41,7 @@ if [[ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]] || ! "$VENV/bin/python" -c "im
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check \
         "azure-functions>=2,<3" "azure-identity>=1.15" "pytest>=8" "hypothesis>=6.100" \
         "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20" \
-        -e "$ROOT[dashboard,django]" >"$LOG" 2>&1; then
+        -e "$ROOT[dashboard,django,workflows]" >"$LOG" 2>&1; then
         tail -40 "$LOG" >&2
         echo "functions_py313: pip install failed (full log: $LOG)" >&2
         exit 1

@@ -52,6 +52,13 @@ def functions_of(app: func.FunctionApp) -> list:
     return _functions[app]
 
 
+def job_functions_of(app: func.FunctionApp) -> list:
+    """The generated job queue triggers: every function but the workflow ones (azjobs.workflows)."""
+    from azjobs.workflows.orchestrator import ACTIVITY, ORCHESTRATOR, START
+
+    return [f for f in functions_of(app) if f.get_function_name() not in (ACTIVITY, ORCHESTRATOR, START)]
+
+
 def function_for(app: func.FunctionApp, queue: str) -> Any:
     """The generated function whose queueTrigger watches ``queue`` (``%Setting%`` resolved)."""
     matches = []

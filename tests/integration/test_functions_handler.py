@@ -17,10 +17,10 @@ from tests.functions_support import (
     HostAction,
     RecordingExecutor,
     fresh_app,
-    functions_of,
     host_like_settle,
     invoke,
     invoke_async,
+    job_functions_of,
     queue_message_from,
     receive_one,
 )
@@ -210,7 +210,7 @@ def test_default_executor_uses_the_named_connection_and_host_json(client, raw_qu
     host_json = tmp_path / "host.json"
     host_json.write_text(json.dumps({"version": "2.0", "extensions": {"queues": {"messageEncoding": "none"}}}))
     app = fresh_app(registry=reg, connection="AzjobsTestStorage", host_json=host_json)
-    (binding,) = [json.loads(f.get_function_json())["bindings"][0] for f in functions_of(app)]
+    (binding,) = [json.loads(f.get_function_json())["bindings"][0] for f in job_functions_of(app)]
     assert binding["connection"] == "AzjobsTestStorage"
     qc = QueueClient.from_connection_string(second_connection_string, q)  # where the trigger reads
     assert qc.account_name != raw_queue(q).account_name

@@ -213,7 +213,7 @@ def test_blueprint_generates_one_timer_trigger_per_periodic_job(reg):
     job = azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="example.Reports.daily")(report)
     azjobs.periodic("%EU_REPORT%", job, args=("eu",), name="report-eu")
     app = func.FunctionApp()
-    app.register_functions(azjobs.blueprint(registry=reg))
+    app.register_functions(azjobs.blueprint(registry=reg, workflows=False))
     timers = {}
     for function in functions_of(app):
         doc = json.loads(function.get_function_json())
@@ -229,7 +229,7 @@ def test_blueprint_generates_one_timer_trigger_per_periodic_job(reg):
 
 def test_blueprint_schedules_false_leaves_the_timers_out(reg):
     azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="r")(report)
-    app = fresh_app(registry=reg, schedules=False)
+    app = fresh_app(registry=reg, schedules=False, workflows=False)
     assert [f.get_function_name() for f in functions_of(app)] == ["azjobs_reports"]
 
 
@@ -244,7 +244,7 @@ def test_timer_function_names_are_host_valid():
 def test_blueprint_queues_restricts_timers_too(reg):
     azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="r")(report)
     azjobs.job(queue="emails", registry=reg, name="e")(report)
-    app = fresh_app(["emails"], registry=reg)
+    app = fresh_app(["emails"], registry=reg, workflows=False)
     assert [f.get_function_name() for f in functions_of(app)] == ["azjobs_emails"]
 
 

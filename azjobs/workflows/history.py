@@ -1,0 +1,206 @@
+"""Workflow history kept durably in Table Storage, in the Durable extension's own event format.
+
+One table (default ``azjobsworkflows``); a workflow is a partition (its id) and each
+orchestrator episode one row, ``RowKey`` = the episode's sequence number (zero-padded).
+An episode row is written with an insert (``create_entity``), so it commits atomically
+and only once: two workers that replay the same workflow at the same time cannot both
+append episode N; the loser reloads and replays again. A row holds the episode's
+history events as JSON (split over ``d0``, ``d1``, ... since a property holds at most
+32K characters), which incoming events it consumed (``sources``: so a redelivered
+completion or start is recognised), whether the messages it asked for were sent
+(``sent``) and the workflow's status after it (``status``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..secrets import get_logger
+
+log = get_logger("azjobs.workflows")
+
+DEFAULT_TABLE = "azjobsworkflows"
+TABLE_SETTING = "AZJOBS_WORKFLOWS_TABLE"
+CHUNK_CHARS = 30_000
+MAX_PARTS = 30  # keeps a row under the service's 1 MiB entity limit (UTF-16: 2 bytes a character)
+
+# History event types (DurableTask HistoryEventType).
+EXECUTION_STARTED = 0
+EXECUTION_COMPLETED = 1
+TASK_SCHEDULED = 4
+TASK_COMPLETED = 5
+TASK_FAILED = 6
+TIMER_CREATED = 10
+TIMER_FIRED = 11
+ORCHESTRATOR_STARTED = 12
+ORCHESTRATOR_COMPLETED = 13
+
+RUNNING, COMPLETED, FAILED = "Running", "Completed", "Failed"
+
+
+def table_name(name: str | None = None) -> str:
+    return name or os.environ.get(TABLE_SETTING) or DEFAULT_TABLE
+
+
+class HistoryTooLarge(Exception):
+    """One episode's events do not fit in a table row."""
+
+
+@dataclass
+class Episode:
+    seq: int
+    events: list[dict[str, Any]]
+    sources: list[str]
+    sent: bool
+    status: str
+
+
+@dataclass
+class History:
+    workflow_id: str
+    episodes: list[Episode] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [event for episode in self.episodes for event in episode.events]
+
+    @property
+    def sources(self) -> set[str]:
+        return {key for episode in self.episodes for key in episode.sources}
+
+    @property
+    def next_seq(self) -> int:
+        return self.episodes[-1].seq + 1 if self.episodes else 0
+
+    @property
+    def status(self) -> str | None:
+        return self.episodes[-1].status if self.episodes else None
+
+    def episode_of(self, source: str) -> Episode | None:
+        for episode in self.episodes:
+            if source in episode.sources:
+                return episode
+        return None
+
+
+class HistoryStore:
+    """Reads and appends workflow histories in one table of the account."""
+
+    def __init__(self, table_service: Any, table: str | None = None) -> None:
+        self.service = table_service
+        self.table = table_name(table)
+        self._client = None
+        self._ready = False
+
+    @classmethod
+    def for_client(cls, client: Any, table: str | None = None) -> "HistoryStore":
+        return cls(client.connection.table_service(), table)
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self.service.get_table_client(self.table)
+        return self._client
+
+    def ensure(self) -> None:
+        if not self._ready:
+            self.service.create_table_if_not_exists(self.table)
+            self._ready = True
+
+    def load(self, workflow_id: str) -> History:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        history = History(workflow_id)
+        try:
+            rows = self.client.query_entities("PartitionKey eq @pk", parameters={"pk": workflow_id})
+            for row in sorted(rows, key=lambda r: r["RowKey"]):
+                parts = int(row.get("parts", 1))
+                text = "".join(row.get(f"d{i}", "") for i in range(parts))
+                history.episodes.append(Episode(seq=int(row["RowKey"]), events=json.loads(text),
+                                                sources=json.loads(row.get("sources", "[]")),
+                                                sent=bool(row.get("sent", False)), status=row.get("status", RUNNING)))
+        except ResourceNotFoundError:
+            pass  # no table yet: no workflow has run
+        return history
+
+    def commit(self, workflow_id: str, episode: Episode) -> bool:
+        """Insert the episode row; False when another worker committed that episode first."""
+        from azure.core.exceptions import ResourceExistsError
+
+        text = json.dumps(episode.events, separators=(",", ":"), ensure_ascii=False)
+        chunks = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+        if len(chunks) > MAX_PARTS:
+            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {len(text):,} characters of "
+                                  f"history, more than one table row holds; pass references, not large values")
+        entity = {"PartitionKey": workflow_id, "RowKey": f"{episode.seq:08d}", "parts": len(chunks),
+                  "sources": json.dumps(episode.sources), "sent": episode.sent, "status": episode.status}
+        for i, chunk in enumerate(chunks):
+            entity[f"d{i}"] = chunk
+        self.ensure()
+        try:
+            self.client.create_entity(entity)
+        except ResourceExistsError:
+            return False
+        return True
+
+    def mark_sent(self, workflow_id: str, seq: int) -> None:
+        from azure.data.tables import UpdateMode
+
+        self.client.upsert_entity({"PartitionKey": workflow_id, "RowKey": f"{seq:08d}", "sent": True},
+                                  mode=UpdateMode.MERGE)
+
+
+def summary(history: History) -> dict[str, Any]:
+    """What ``azjobs workflow status`` and ``handle.status()`` show: steps, results, output or error."""
+    scheduled: dict[int, dict[str, Any]] = {}
+    done: dict[int, Any] = {}
+    failed: dict[int, dict[str, Any]] = {}
+    output: Any = None
+    error: str | None = None
+    timers = 0
+    for event in history.events:
+        kind = event.get("EventType")
+        if kind == TASK_SCHEDULED:
+            scheduled[event["EventId"]] = json.loads(event.get("Input") or "null") or {}
+        elif kind == TASK_COMPLETED:
+            done[event["TaskScheduledId"]] = json.loads(event.get("Result") or "null")
+        elif kind == TASK_FAILED:
+            failed[event["TaskScheduledId"]] = {"reason": event.get("Reason"), "details": event.get("Details")}
+        elif kind == TIMER_CREATED:
+            timers += 1
+        elif kind == EXECUTION_COMPLETED:
+            if event.get("OrchestrationStatus") == COMPLETED:
+                output = json.loads(event.get("Result") or "null")
+            else:
+                error = event.get("Reason")
+
+    def step(task_id: int) -> dict[str, Any]:
+        call = scheduled[task_id]
+        entry = {"task": task_id, "job": call.get("job"), "step": call.get("path")}
+        if task_id in done:
+            entry.update(state="done", result=done[task_id])
+        elif task_id in failed:
+            entry.update(state="failed", error=failed[task_id]["reason"])
+        else:
+            entry.update(state="running")
+        return entry
+
+    steps = [step(task_id) for task_id in sorted(scheduled)]
+    return {
+        "id": history.workflow_id,
+        "status": history.status or "Unknown",
+        "steps": steps,
+        "done": sum(1 for s in steps if s["state"] == "done"),
+        "running": sum(1 for s in steps if s["state"] == "running"),
+        "failed": sum(1 for s in steps if s["state"] == "failed"),
+        "timers": timers,
+        "history_length": len(history.events),
+        "output": output,
+        "error": error,
+    }
+
+
+__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "summary", "table_name"]

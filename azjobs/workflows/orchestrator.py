@@ -1,0 +1,151 @@
+"""The one orchestrator: interprets a workflow spec, deterministically, with the Durable API.
+
+The same generator function is the body of the generated orchestration trigger on Azure
+Functions and what the off-cloud driver replays (azjobs/workflows/driver.py). It reads
+only its input and the context: each step is ``call_activity_with_retry`` of the one
+activity (``ACTIVITY``) with the step job's retry policy as ``RetryOptions``; a group is
+``task_all`` of its steps; a sleep is ``create_timer`` at ``current_utc_datetime`` plus
+the delay (the SDK splits timers longer than the host's maximum itself).
+
+The activity runs any registered job by name through the execution core
+(``Executor.begin`` and ``run_async``, as every other path does); its retries are the
+orchestrator's (Durable's), so the core does not write retry copies for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any, Generator, Mapping
+
+from ..errors import ArgumentError
+from ..message import Envelope, to_json_value
+
+ORCHESTRATOR = "azjobs_workflow"
+ACTIVITY = "azjobs_workflow_step"
+START = "azjobs_workflow_start"
+
+
+def orchestrator(context: Any) -> Generator[Any, Any, Any]:
+    """The orchestrator function: run the spec's root node and return its value.
+
+    A step out of attempts fails the workflow, after one more call of the activity that
+    writes the failure record (step, error, traceback) to the workflows queue's poison queue.
+    """
+    spec = context.get_input()
+    if isinstance(spec, str):
+        spec = json.loads(spec)
+    try:
+        value, _ = yield from _run(context, spec["root"], None, False, "0")
+    except StepOutOfAttempts as failed:
+        yield context.call_activity(ACTIVITY, {"failure": {"workflow": context.instance_id, "step": failed.step,
+                                                           "error": failed.error}})
+        raise
+    return value
+
+
+class StepOutOfAttempts(Exception):
+    """A step (or one of a group's steps) failed its last attempt; ``step`` names it, ``error`` is its error."""
+
+    def __init__(self, step: dict, error: str) -> None:
+        super().__init__(error)
+        self.step = step
+        self.error = error
+
+
+def _run(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str):
+    if "step" in node:
+        try:
+            result = yield _call(context, node, value, has_value, path)
+        except Exception as exc:
+            raise StepOutOfAttempts({"path": path, "job": node["step"]}, str(exc)) from None
+        return result, True
+    if "chain" in node:
+        for index, child in enumerate(node["chain"]):
+            value, has_value = yield from _run(context, child, value, has_value, f"{path}.{index}")
+        return value, has_value
+    if "group" in node:
+        tasks = [_call(context, child, value, has_value, f"{path}.{index}")
+                 for index, child in enumerate(node["group"])]
+        try:
+            results = yield context.task_all(tasks)
+        except Exception as exc:  # the first failure among the group's steps
+            raise StepOutOfAttempts({"path": path, "job": [child["step"] for child in node["group"]]},
+                                    str(exc)) from None
+        return list(results), True
+    if "sleep_s" in node:
+        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=node["sleep_s"]))
+        return value, has_value
+    raise ValueError(f"unknown workflow node {node!r}")
+
+
+def _call(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str):
+    from azure.durable_functions import RetryOptions
+
+    args = list(node.get("args", []))
+    if has_value and not node.get("ignore_input"):
+        args.insert(0, value)
+    retry = node["retry"]
+    call = {"job": node["step"], "args": args, "kwargs": dict(node.get("kwargs", {})), "queue": node.get("queue"),
+            "path": path, "workflow": context.instance_id}
+    return context.call_activity_with_retry(ACTIVITY, RetryOptions(retry["first_retry_ms"], retry["attempts"]), call)
+
+
+class StepFailed(Exception):
+    """A workflow step's job raised: the message names its type and text; the traceback follows."""
+
+
+def step_envelope(call: Mapping[str, Any]) -> Envelope:
+    """The envelope one step call runs as (its queue is the step job's queue)."""
+    return Envelope.build(call["job"], tuple(call.get("args", [])), call.get("kwargs") or {},
+                          queue=call.get("queue"))
+
+
+async def run_activity(executor: Any, call: Mapping[str, Any] | str, workflows: str) -> Any:
+    """Run one step (the activity's body): the job's value, or StepFailed with its error and traceback."""
+    from ..core import MessageInfo, Result
+    from ..poison import ErrorInfo
+
+    if isinstance(call, str):
+        call = json.loads(call)
+    if "failure" in call:
+        await asyncio.to_thread(write_failure_record, executor.client, workflows, call["failure"])
+        return None
+    definition = executor.registry.get(call["job"])  # UnknownJobError: Durable retries, then fails the step
+    envelope = step_envelope(call)
+    definition.check_arguments(envelope.args, envelope.kwargs)
+    info = MessageInfo(queue=envelope.queue or definition.queue, message_id=f"{call.get('workflow')}:{call.get('path')}")
+    step = await asyncio.to_thread(executor.begin, envelope.to_json(), info, encoded=False)
+    if isinstance(step, Result):  # pragma: no cover - begin only settles unknown jobs and bad arguments, checked above
+        raise StepFailed(f"step {call['job']} did not run: {step.outcome.value} {step.detail}")
+    run = await executor.run_async(step)
+    if run.error is not None:
+        error = ErrorInfo.from_exception(run.error)
+        raise StepFailed(f"{error.type}: {error.message}\n{error.traceback}")
+    try:
+        return to_json_value(run.value, f"the return value of {call['job']}")
+    except ArgumentError as exc:
+        raise StepFailed(f"{type(exc).__name__}: {exc}") from None
+
+
+def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]) -> None:
+    """The failed workflow's poison record on ``<workflows>-poison``: which step, its error and traceback."""
+    from ..message import encode_text, format_time, utcnow
+    from ..poison import ErrorInfo, PoisonRecord
+    from ..queue_names import poison_queue_name
+
+    text = failure.get("error") or "the workflow failed"
+    reason, _, details = text.partition(" \n ")  # the SDK's "{Reason} \n {Details}" of a failed task
+    first = reason.splitlines()[0] if reason else "workflow failed"
+    kind, _, message = first.partition(": ")
+    error = ErrorInfo(type=kind if message else "WorkflowFailed", message=message or first,
+                      traceback=(details or reason).strip(), reason="workflow_failed")
+    record = PoisonRecord(queue=workflows, error=error, attempts=1, last_failed_at=format_time(utcnow()),
+                          message_id=failure.get("workflow"))
+    data = record.to_dict()
+    data["workflow"] = {"id": failure.get("workflow"), "step": failure.get("step")}
+    client.send_text(poison_queue_name(workflows), encode_text(json.dumps(data), client.encoding), create=True)
+
+
+__all__ = ["ACTIVITY", "ORCHESTRATOR", "START", "StepFailed", "StepOutOfAttempts", "write_failure_record", "orchestrator", "run_activity", "step_envelope"]

@@ -1,0 +1,205 @@
+"""Workflows end to end against Azurite: the worker drives the generated orchestrator over Table Storage history.
+
+Each test has its own step queue, workflows queue and history table. Jobs leave one line
+per completed run (tests.jobs.workflow_jobs), so "no completed step ran twice" is counted,
+not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import timedelta
+
+import pytest
+
+import azjobs
+from azjobs import QueueSettings
+from azjobs.message import decode_body
+from azjobs.worker import Worker
+from azjobs.workflows import WorkflowFailed, WorkflowHandle
+from azjobs.workflows.history import HistoryStore
+from tests.conftest import unique_queue
+from tests.integration.worker_support import Background, log_of, spawn, wait_for
+from tests.jobs import workflow_jobs as wf
+
+FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
+
+
+@pytest.fixture
+def flows(client, test_dir, monkeypatch, raw_queue):
+    """(step queue, workflows queue) for one test, with its own history table."""
+    table = f"wf{uuid.uuid4().hex[:16]}"
+    monkeypatch.setenv("AZJOBS_WORKFLOWS_TABLE", table)
+    steps, queue = unique_queue("wfs"), unique_queue("wfq")
+    for name in (steps, queue, f"{queue}-poison", f"{steps}-poison"):
+        raw_queue(name)  # deleted at teardown
+    client.ensure_queue(steps)
+    yield steps, queue
+    try:
+        client.connection.table_service().delete_table(table)
+    except Exception:
+        pass
+
+
+def worker(client, steps, queue):
+    return Background(Worker([steps], client=client, settings=FAST, lease=2, workflows=queue))
+
+
+def empty_or_missing(queue_client) -> bool:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return queue_client.peek_messages() == []
+    except ResourceNotFoundError:
+        return True
+
+
+def runs(test_dir, key):
+    return len(wf.runs(test_dir, key))
+
+
+def test_chain_passes_each_result_to_the_next_step(client, flows, test_dir):
+    steps, queue = flows
+    on = {"queue": steps}
+    flow = azjobs.chain(wf.add.options(**on).s(1, 2), wf.double.options(**on).s(), wf.double.options(**on).s(key="d2"))
+    handle = flow.enqueue(queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == 12
+    assert (runs(test_dir, "add"), runs(test_dir, "double"), runs(test_dir, "d2")) == (1, 1, 1)
+    status = WorkflowHandle(handle.id).status()
+    assert status["status"] == "Completed" and status["done"] == 3 and status["output"] == 12
+    assert [s["result"] for s in status["steps"]] == [3, 6, 12]
+
+
+def test_group_then_step_fans_out_and_in(client, flows, test_dir):
+    steps, queue = flows
+    on = {"queue": steps}
+    group = azjobs.group(*(wf.double.options(**on).s(n, key=f"g{n}") for n in range(5)))
+    handle = azjobs.chain(group, wf.total.options(**on).s()).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == 2 * sum(range(5))
+    assert [runs(test_dir, f"g{n}") for n in range(5)] == [1] * 5 and runs(test_dir, "total") == 1
+
+
+def test_a_group_alone_returns_its_results_in_order(client, flows):
+    steps, queue = flows
+    handle = azjobs.group(*(wf.double.options(queue=steps).s(n) for n in (3, 1, 2))).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == [6, 2, 4]
+
+
+def test_a_short_sleep_waits_then_passes_the_value_on(client, flows, test_dir):
+    steps, queue = flows
+    on = {"queue": steps}
+    handle = azjobs.chain(wf.add.options(**on).s(2, 3), azjobs.sleep(1.5), wf.double.options(**on).s()).enqueue(
+        queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == 10
+    history = HistoryStore.for_client(client).load(handle.id).events
+    created = [e for e in history if e["EventType"] == 10]
+    fired = [e for e in history if e["EventType"] == 11]
+    assert len(created) == len(fired) == 1
+    # The second step was scheduled only in an episode after the timer fired.
+    kinds = [e["EventType"] for e in history]
+    assert kinds.index(11) < max(i for i, k in enumerate(kinds) if k == 4)
+
+
+def test_a_step_failing_once_is_retried_by_the_workflow_then_succeeds(client, flows, test_dir):
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 1), wf.flaky.options(queue=steps).s(key="fl")).enqueue(
+        queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == 20
+    assert len(wf.starts(test_dir, "fl")) == 2 and runs(test_dir, "fl") == 1 and runs(test_dir, "add") == 1
+    events = HistoryStore.for_client(client).load(handle.id).events
+    assert [e["EventType"] for e in events if e["EventType"] in (4, 5, 6, 10, 11)] == [4, 5, 4, 6, 10, 11, 4, 5]
+
+
+def test_a_step_out_of_retries_fails_the_workflow_with_a_poison_record(client, flows, test_dir, raw_queue):
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 1), wf.broken.options(queue=steps).s(key="br"),
+                          wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        with pytest.raises(WorkflowFailed) as failed:
+            handle.result(timeout=30)
+    assert "ValueError: broken step got 2" in str(failed.value)
+    assert len(wf.starts(test_dir, "br")) == 2 and runs(test_dir, "double") == 0  # max_retries=1: two attempts
+    [record] = raw_queue(f"{queue}-poison").receive_messages()  # written before the workflow is Failed
+    data = json.loads(decode_body(record.content, "base64"))
+    assert data["workflow"] == {"id": handle.id, "step": {"path": "0.1", "job": "wf.broken"}}
+    assert data["error"]["type"] == "ValueError" and "Traceback" in data["error"]["traceback"]
+    assert empty_or_missing(raw_queue(f"{steps}-poison"))  # the step's own queue poisons nothing
+
+
+def test_kill_9_mid_workflow_resumes_from_history(connection_string, client, flows, test_dir, processes):
+    steps, queue = flows
+    on = {"queue": steps}
+    flow = azjobs.chain(wf.slow.options(**on).s(0, key="s0", seconds=0.2), wf.slow.options(**on).s(key="s1", seconds=4),
+                        wf.slow.options(**on).s(key="s2", seconds=0.2))
+    handle = flow.enqueue(queue=queue)
+    args = ("-i", "tests.jobs.workflow_jobs", "-q", steps, "--workflows-queue", queue, "-r", "2")
+    first = spawn(connection_string, test_dir, *args, name="killed")
+    processes.append(first)
+    assert wait_for(lambda: wf.starts(test_dir, "s1"), timeout=30), log_of(test_dir, "killed")
+    first.kill()  # SIGKILL while the second step runs
+    first.wait(10)
+    assert runs(test_dir, "s0") == 1 and runs(test_dir, "s1") == 0
+    second = spawn(connection_string, test_dir, *args, name="resumed")
+    processes.append(second)
+    assert handle.result(timeout=60) == 3, log_of(test_dir, "resumed")
+    # Nothing lost, and the step completed before the kill was not run again.
+    assert (runs(test_dir, "s0"), runs(test_dir, "s1"), runs(test_dir, "s2")) == (1, 1, 1)
+    assert len(wf.starts(test_dir, "s1")) == 2  # the killed run, then its redelivery
+    assert os.environ.get("AZJOBS_WORKFLOWS_TABLE")  # the subprocesses used this test's table
+
+
+def test_no_workflows_leaves_the_workflows_queue_alone(client, flows):
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).enqueue(queue=queue)
+    with Background(Worker([steps], client=client, settings=FAST, lease=2)):
+        assert wait_for(lambda: False, timeout=1.5) is False
+    assert handle.status()["status"] == "Pending"
+    assert client.queue(queue).get_queue_properties().approximate_message_count == 1
+
+
+def test_a_fan_out_of_200_steps_and_a_fan_in_completes(client, flows, test_dir):
+    steps, queue = flows
+    group = azjobs.group(*(wf.double.options(queue=steps).s(n, key="fan") for n in range(200)))
+    handle = azjobs.chain(group, wf.total.options(queue=steps).s()).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        assert handle.result(timeout=60) == 2 * sum(range(200))
+    assert runs(test_dir, "fan") == 200 and runs(test_dir, "total") == 1
+    assert handle.status()["done"] == 201
+
+
+def test_workflow_status_command_shows_steps_and_results(client, flows, capsys):
+    from azjobs import cli
+
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2), wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        handle.result(timeout=30)
+    assert cli.main(["workflow", "status", handle.id, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["status"] == "Completed" and info["output"] == 6 and info["done"] == 2
+    assert [(s["job"], s["state"], s["result"]) for s in info["steps"]] == [("wf.add", "done", 3), ("wf.double", "done", 6)]
+    assert cli.main(["workflow", "status", handle.id]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"workflow {handle.id}: Completed\nsteps: 2 done, 0 running, 0 failed") and "output: 6" in text
+    assert cli.main(["workflow", "status", "no-such-workflow"]) == 1
+    assert "no workflow no-such-workflow" in capsys.readouterr().err
+
+
+def test_a_start_message_delivered_twice_runs_the_workflow_once(client, flows, test_dir):
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2), wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    [start] = client.queue(queue).peek_messages()
+    client.send_text(queue, start.content)  # the same start message again, as an at-least-once producer may
+    with worker(client, steps, queue):
+        assert handle.result(timeout=30) == 6
+        assert wait_for(lambda: client.queue(queue).get_queue_properties().approximate_message_count == 0, 10)
+    assert (runs(test_dir, "add"), runs(test_dir, "double")) == (1, 1)
+    events = HistoryStore.for_client(client).load(handle.id).events
+    assert [e["EventType"] for e in events].count(0) == 1  # one ExecutionStarted
