@@ -10,7 +10,8 @@ READY record, the worker writes RUNNING and SUCCESSFUL; nothing else changes.
 
 - **Storage calls per job**: counting proxies in front of Azurite's queue port *and* its table
   port (``benchmarks.proxy.CountingProxy``); enqueue side and drain side, divided by the jobs.
-- **Throughput**: a burst drain of no-op jobs and of 50 ms sleeping jobs (``-c 16``), state
+- **Throughput**: a burst drain of no-op jobs, of 50 ms sleeping jobs (``-c 16``) and of
+  about 20 ms CPU-bound jobs (``--only cpu``, not in the default set), state
   off and on alternately in each round (the order flips every round, so load drifting on a
   shared machine does not favour one side); the enqueue (``enqueue_many``) is timed too.
   Ratios are on / off of the medians, with the per-round range.
@@ -29,7 +30,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from . import azjobs_side, jobs
@@ -55,10 +55,6 @@ def say(text: str) -> None:
 
 def _redirect(connection_string: str, endpoint: str, port: int) -> str:
     return re.sub(rf"({endpoint}=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{port}", connection_string)
-
-
-def _table_kinds(counts: Counter) -> Counter:
-    return counts
 
 
 class TableCounter(CountingProxy):
@@ -125,7 +121,7 @@ def _cpu_s(pid: int) -> float:
 def one_drain(azurite, workdir: Path, n: int, state: bool, scenario: str) -> dict:
     """Enqueue and drain jobs/s, duplicates, and CPU ms per job of the worker and of Azurite in the drain."""
     cs = azurite.connection_string
-    base = jobs.noop if scenario == "noop" else jobs.sleep50
+    base = {"noop": jobs.noop, "sleep": jobs.sleep50, "cpu": jobs.cpu20}[scenario]
     job = Tracked(base) if state else base
     queue = f"bs-{scenario}-{'on' if state else 'off'}-{uuid.uuid4().hex[:10]}"
     enqueue_s = azjobs_side.enqueue_many(cs, queue, n, job=job)
@@ -149,10 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs per drain (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each drain, state off and on (default 3)")
     parser.add_argument("--cost-jobs", type=int, default=300, help="jobs in the call count (default 300)")
-    parser.add_argument("--only", action="append", choices=["cost", "noop", "sleep"],
+    parser.add_argument("--only", action="append", choices=["cost", "noop", "sleep", "cpu"],
                         help="run only these parts (repeatable)")
     args = parser.parse_args(argv)
     only = set(args.only or ["cost", "noop", "sleep"])
+    if "cpu" in only:
+        from . import workload
+
+        say(f"the CPU-bound job costs {workload.calibrate() * 1000:.1f} ms of CPU here")
     os.chdir(ROOT)
     logging.basicConfig(level=logging.WARNING)
     from devtools.azurite import Azurite
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             out.append(table(["", "enqueue: queue", "enqueue: table", "drain: queue", "drain: table", "all"], rows))
             out.append(f"\nextra calls per job with state on: {extra:.2f} (target: at most 3); table calls by "
                        f"method with state on: {costs[True]['table_kinds']}")
-        for scenario in ("noop", "sleep"):
+        for scenario in ("noop", "sleep", "cpu"):
             if scenario not in only:
                 continue
             rates: dict[bool, list[float]] = {False: [], True: []}
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"worker {got['worker_cpu_ms']:.2f} Azurite {got['azurite_cpu_ms']:.2f}; "
                         f"load {os.getloadavg()[0]:.1f}")
             ratios = [on / off for on, off in zip(rates[True], rates[False])]
-            label = "no-op jobs" if scenario == "noop" else "50 ms sleeping jobs, -c 16"
+            label = {"noop": "no-op jobs", "sleep": "50 ms sleeping jobs, -c 16",
+                     "cpu": "20 ms CPU-bound jobs (benchmarks/workload.py)"}[scenario]
             out.append(f"\n### Drain of {args.jobs} {label} (burst worker at host defaults), {args.rounds} round(s)\n")
             rows = []
             for state in (False, True):

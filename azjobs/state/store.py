@@ -32,7 +32,7 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -205,7 +205,9 @@ class StateStore:
         except Exception as exc:
             if _is(exc, 404, 409, 412):
                 raise
-            if _status_code(exc) is None or _is(exc, 408, 500, 502, 503, 504):
+            from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+            if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or _is(exc, 408, 500, 502, 503, 504):
                 self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
             raise StateUnavailable(f"state table {self.table_name!r}: {describe(exc)}") from exc
 
@@ -307,7 +309,11 @@ class StateStore:
         value = _loads(entity.get("ReturnValue"), None)
         ref = entity.get("ReturnValueRef")
         if ref and self.payloads is not None:
-            value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+            try:
+                value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+            except Exception as exc:  # the record still says what happened; only the value is unreadable
+                log.warning("return value of job %s unreadable at %s: %s", entity["PartitionKey"], ref, describe(exc),
+                            extra={"action": "state_return_value_unreadable", "job_id": entity["PartitionKey"]})
         arguments = _loads(entity.get("Arguments"), {})
         try:
             status = JobStatus(entity.get("Status", "READY"))
@@ -461,7 +467,7 @@ class StateStore:
         """SUCCESSFUL with the JSON return value (merged whatever the entity says: the job did succeed)."""
         now = self.clock()
         entity = self._identity(envelope, now)
-        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LastAttemptedAt=now, LeaseUntil=now)
+        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
         entity.update(self._return_value(envelope.id, value))
         self._write("upsert_entity", entity, mode=_merge())
 

@@ -22,7 +22,6 @@ from azjobs.settings import QueueSettings
 from azjobs.state import tracker
 from azjobs.state.record import JobStatus
 from devtools.proxy import FaultProxy
-from tests.conftest import unique_queue
 from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
                                      receive_one)
 
@@ -301,3 +300,31 @@ def test_status_and_prune_commands(state_client, state_table, queue_name):
     with pytest.raises(SystemExit) as usage:
         run("state", "prune", "--older-than", "soon")
     assert usage.value.code == 2
+
+
+def test_recent_and_prune_on_table_storage(connection_string, state_table):
+    """The store's queries as Table Storage answers them: a datetime and a status filter, expiry."""
+    from datetime import datetime, timezone
+
+    from azjobs.connection import Connection
+    from azjobs.state import StateStore
+
+    store = StateStore.from_connection(Connection(connection_string=connection_string), state_table,
+                                       retention=timedelta(seconds=1))
+    try:
+        first, second = (Envelope.build("state.quick", (key,), queue="q") for key in ("a", "b"))
+        store.enqueued(first)
+        time.sleep(0.05)
+        between = datetime.now(timezone.utc)
+        time.sleep(0.05)
+        store.enqueued(second)
+        store.succeeded(second, "B")
+        assert [r.id for r in store.recent()] == [second.id, first.id]
+        assert [r.id for r in store.recent(since=between)] == [second.id]
+        assert [r.id for r in store.recent(status=JobStatus.READY)] == [first.id]
+        assert store.prune() == 0
+        time.sleep(1.2)
+        assert store.prune() == 2 and store.recent() == []
+    finally:
+        store.table.delete_table()
+        store.close()
