@@ -31,7 +31,7 @@ from typing import Any
 
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskResult, TaskResultStatus
-from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
 
 from ...connection import DEFAULT_SETTING, Connection, connection_from_string, resolve_connection
