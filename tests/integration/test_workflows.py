@@ -203,3 +203,33 @@ def test_a_start_message_delivered_twice_runs_the_workflow_once(client, flows, t
     assert (runs(test_dir, "add"), runs(test_dir, "double")) == (1, 1)
     events = HistoryStore.for_client(client).load(handle.id).events
     assert [e["EventType"] for e in events].count(0) == 1  # one ExecutionStarted
+
+
+def test_an_episode_whose_sends_failed_sends_them_when_its_message_comes_again(client, flows, monkeypatch):
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    store = HistoryStore.for_client(client)
+    spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2), wf.double.options(queue=steps).s()).spec()
+    start = Incoming("start", "start", spec=spec)
+    real_send = client.send
+
+    def send_fails(envelope, **kwargs):
+        raise ConnectionError("storage went away after the commit")
+
+    monkeypatch.setattr(client, "send", send_fails)
+    with pytest.raises(ConnectionError):
+        Driver(client, store, queue).advance(spec["id"], [start])  # the message stays on the queue
+    [episode] = store.load(spec["id"]).episodes
+    assert episode.sources == ["start"] and not episode.sent
+    assert empty_or_missing(client.queue(steps))
+    monkeypatch.setattr(client, "send", real_send)
+    Driver(client, store, queue).advance(spec["id"], [start])  # the start message, redelivered
+    history = store.load(spec["id"])
+    assert len(history.episodes) == 1 and history.episodes[0].sent  # no second start, the step sent once
+    [message] = client.queue(steps).peek_messages(max_messages=32)
+    step = azjobs.Envelope.decode(message.content)
+    assert step.job == "wf.add" and step.args == (1, 2) and step.workflow == {"id": spec["id"], "task": 0,
+                                                                             "queue": queue}
+    Driver(client, store, queue).advance(spec["id"], [start])  # once more: marked sent, nothing sent again
+    assert len(client.queue(steps).peek_messages(max_messages=32)) == 1
