@@ -60,6 +60,7 @@ EOF
 cd "$ROOT"
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/unit/test_functions_bindings.py \
+    tests/unit/test_workflow_orchestrator.py \
     tests/integration/test_functions_handler.py \
     tests/integration/test_parity.py \
     "$@"

@@ -233,3 +233,45 @@ def test_an_episode_whose_sends_failed_sends_them_when_its_message_comes_again(c
                                                                              "queue": queue}
     Driver(client, store, queue).advance(spec["id"], [start])  # once more: marked sent, nothing sent again
     assert len(client.queue(steps).peek_messages(max_messages=32)) == 1
+
+
+def test_two_workers_on_one_workflows_queue_run_each_step_once(client, flows, test_dir):
+    steps, queue = flows
+    group = azjobs.group(*(wf.double.options(queue=steps).s(n, key=f"two{n}") for n in range(40)))
+    handle = azjobs.chain(group, wf.total.options(queue=steps).s(key="two-total")).enqueue(queue=queue)
+    with worker(client, steps, queue), worker(client, steps, queue):
+        assert handle.result(timeout=60) == 2 * sum(range(40))
+    assert [runs(test_dir, f"two{n}") for n in range(40)] == [1] * 40 and runs(test_dir, "two-total") == 1
+    history = HistoryStore.for_client(client).load(handle.id)
+    scheduled = [e["EventId"] for e in history.events if e["EventType"] == 4]
+    assert len(scheduled) == len(set(scheduled)) == 41  # each step scheduled once, whoever committed
+
+
+def test_a_worker_that_commits_second_replays_on_the_winners_history(client, flows):
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    store = HistoryStore.for_client(client)
+    spec = azjobs.group(wf.double.options(queue=steps).s(1), wf.double.options(queue=steps).s(2)).spec()
+    wid = spec["id"]
+    Driver(client, store, queue).advance(wid, [Incoming("start", "start", spec=spec)])
+    stale = store.load(wid)  # what a second worker read before the first one committed
+
+    def done(task_id, value):
+        event = {"EventType": 5, "EventId": -1, "TaskScheduledId": task_id, "Result": json.dumps(value)}
+        return Incoming(f"task:{task_id}", "event", event=event)
+
+    assert Driver(client, store, queue).advance(wid, [done(0, 2)]) == "Running"
+    late = HistoryStore.for_client(client)
+    reads = []
+
+    def load(workflow_id):
+        reads.append(workflow_id)
+        return stale if len(reads) == 1 else HistoryStore.load(late, workflow_id)
+
+    late.load = load
+    assert Driver(client, late, queue).advance(wid, [done(1, 4)]) == "Completed"
+    assert len(reads) == 2  # its first commit lost (episode 1 existed), it reloaded and replayed
+    history = store.load(wid)
+    assert [e.sources for e in history.episodes] == [["start"], ["task:0"], ["task:1"]]
+    assert WorkflowHandle(wid).result(timeout=1) == [2, 4]
