@@ -17,6 +17,11 @@ it keeps the history in Table Storage (azjobs/workflows/history.py) and, per epi
    so the execution core reports its outcome to the workflows queue), each timer as a
    message to the workflows queue, visible when it fires (in hops of at most 7 days).
 
+Which ids the orchestrator waits on is read from the replayed context (its open tasks, and
+for ``call_activity_with_retry`` the retry task's attempt count and options): internals of
+azure-functions-durable, one more reason its minor version is pinned; the unit tests
+(tests/unit/test_workflow_orchestrator.py) pin the behaviour this relies on.
+
 A step whose completion is in the history is never sent again, and a killed worker
 loses nothing: the incoming message stays on the queue until its episode is committed
 and what it asked for sent, and a redelivered message finds its episode and only sends
