@@ -275,3 +275,21 @@ def test_a_worker_that_commits_second_replays_on_the_winners_history(client, flo
     history = store.load(wid)
     assert [e.sources for e in history.episodes] == [["start"], ["task:0"], ["task:1"]]
     assert WorkflowHandle(wid).result(timeout=1) == [2, 4]
+
+
+def test_history_too_large_for_a_table_row_fails_the_workflow_and_says_why(client, flows, monkeypatch, raw_queue):
+    from azjobs.workflows import history as history_module
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    monkeypatch.setattr(history_module, "CHUNK_CHARS", 300)
+    monkeypatch.setattr(history_module, "MAX_PARTS", 2)  # a row holds 600 characters here
+    spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).spec()
+    store = HistoryStore.for_client(client)
+    assert Driver(client, store, queue).advance(spec["id"], [Incoming("start", "start", spec=spec)]) == "Failed"
+    with pytest.raises(WorkflowFailed) as failed:
+        WorkflowHandle(spec["id"]).result(timeout=1)
+    assert "more than one table row holds" in str(failed.value)
+    assert empty_or_missing(client.queue(steps))  # nothing ran
+    [record] = raw_queue(f"{queue}-poison").receive_messages()
+    assert json.loads(decode_body(record.content, "base64"))["workflow"]["id"] == spec["id"]
