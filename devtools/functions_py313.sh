@@ -62,6 +62,7 @@ EOF
 cd "$ROOT"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
     tests/unit/test_functions_bindings.py \
+    tests/unit/test_workflow_orchestrator.py \
     tests/integration/test_functions_handler.py \
     tests/integration/test_parity.py \
     tests/integration/test_tracing.py \

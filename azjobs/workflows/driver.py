@@ -17,6 +17,11 @@ it keeps the history in Table Storage (azjobs/workflows/history.py) and, per epi
    so the execution core reports its outcome to the workflows queue), each timer as a
    message to the workflows queue, visible when it fires (in hops of at most 7 days).
 
+Which ids the orchestrator waits on is read from the replayed context (its open tasks, and
+for ``call_activity_with_retry`` the retry task's attempt count and options): internals of
+azure-functions-durable, one more reason its minor version is pinned; the unit tests
+(tests/unit/test_workflow_orchestrator.py) pin the behaviour this relies on.
+
 A step whose completion is in the history is never sent again, and a killed worker
 loses nothing: the incoming message stays on the queue until its episode is committed
 and what it asked for sent, and a redelivered message finds its episode and only sends
@@ -43,7 +48,7 @@ from ..queue_names import poison_queue_name
 from ..secrets import describe, get_logger
 from . import replay as events
 from .history import (COMPLETED, FAILED, RUNNING, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED,
-                      TIMER_FIRED, Episode, History, HistoryStore)
+                      TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge)
 from .orchestrator import ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
 from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, parse_message
 
@@ -192,7 +197,11 @@ class Driver:
         new.append(events.orchestrator_completed(now))
         episode = Episode(seq=history.next_seq, events=new, sources=[item.key for item in fresh], sent=not work,
                           status=status)
-        if not self.store.commit(workflow_id, episode):
+        try:
+            committed = self.store.commit(workflow_id, episode)
+        except HistoryTooLarge as exc:  # it could never be committed: the workflow fails, and says why
+            return self._too_large(workflow_id, history, fresh, now, str(exc))
+        if not committed:
             return _CONFLICT
         if work:
             self._send(workflow_id, work)
@@ -205,6 +214,18 @@ class Driver:
             log.error("workflow %s failed: %s", workflow_id, (replayed.state.get("error") or "").splitlines()[0],
                       extra={"action": "workflow_failed", "workflow_id": workflow_id})
         return status
+
+    def _too_large(self, workflow_id: str, history: History, fresh: list[Incoming], now: datetime, why: str) -> Any:
+        failed = [events.orchestrator_started(now), events.execution_completed(now, FAILED, reason=why),
+                  events.orchestrator_completed(now)]
+        episode = Episode(seq=history.next_seq, events=failed, sources=[item.key for item in fresh], sent=True,
+                          status=FAILED)
+        if not self.store.commit(workflow_id, episode):
+            return _CONFLICT
+        write_failure_record(self.client, self.queue, {"workflow": workflow_id, "step": None, "error": why})
+        log.error("workflow %s failed: %s", workflow_id, why, extra={"action": "workflow_failed",
+                                                                     "workflow_id": workflow_id})
+        return FAILED
 
     def _resend_unsent(self, workflow_id: str, history: History, keys: list[str]) -> None:
         """A redelivered message whose episode committed but whose sends were not all confirmed."""

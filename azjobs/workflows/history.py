@@ -25,7 +25,7 @@ log = get_logger("azjobs.workflows")
 DEFAULT_TABLE = "azjobsworkflows"
 TABLE_SETTING = "AZJOBS_WORKFLOWS_TABLE"
 CHUNK_CHARS = 30_000
-MAX_PARTS = 30  # keeps a row under the service's 1 MiB entity limit (UTF-16: 2 bytes a character)
+MAX_PARTS = 15  # 450K characters: a row stays under the service's 1 MiB entity limit (strings count 2 bytes a character)
 
 # History event types (DurableTask HistoryEventType).
 EXECUTION_STARTED = 0

@@ -141,8 +141,10 @@ def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]
     kind, _, message = first.partition(": ")
     error = ErrorInfo(type=kind if message else "WorkflowFailed", message=message or first,
                       traceback=(details or reason).strip(), reason="workflow_failed")
+    step = failure.get("step") or {}
+    job = step.get("job") if isinstance(step.get("job"), str) else None
     record = PoisonRecord(queue=workflows, error=error, attempts=1, last_failed_at=format_time(utcnow()),
-                          message_id=failure.get("workflow"))
+                          message_id=failure.get("workflow"), job_name=job)
     data = record.to_dict()
     data["workflow"] = {"id": failure.get("workflow"), "step": failure.get("step")}
     client.send_text(poison_queue_name(workflows), encode_text(json.dumps(data), client.encoding), create=True)

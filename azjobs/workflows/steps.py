@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, PayloadTooLargeError
 from ..message import Envelope, encode_text, to_json_value
 from ..poison import ErrorInfo
 from ..secrets import get_logger
@@ -40,7 +40,12 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
     if error is None:
         event = {"EventType": TASK_COMPLETED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
                  "Result": json.dumps(value)}
-    else:
+        try:
+            _encode(executor, env, event)
+        except PayloadTooLargeError as exc:  # the value cannot travel back: the step fails, and says why
+            error = PayloadTooLargeError(f"the return value of workflow step {env.job} is too large for its report "
+                                         f"message ({exc}); return a reference (a blob name, a row id) instead")
+    if error is not None:
         info = ErrorInfo.from_exception(error)
         event = {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
                  "Reason": f"{info.type}: {info.message}", "Details": info.traceback}
@@ -62,10 +67,14 @@ def report_dead_letter(executor: "Executor", envelope: Envelope, error: ErrorInf
                                "Reason": f"{error.type}: {error.message}", "Details": error.traceback})
 
 
-def _send(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> None:
+def _encode(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> str:
     from .driver import event_message
 
-    text = encode_text(event_message(envelope.workflow["id"], event), executor.settings.message_encoding)
+    return encode_text(event_message(envelope.workflow["id"], event), executor.settings.message_encoding)
+
+
+def _send(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> None:
+    text = _encode(executor, envelope, event)
     executor.recorder.write(envelope.workflow["queue"], text, 0, None, envelope, "workflow step report")
 
 

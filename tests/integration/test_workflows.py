@@ -203,3 +203,93 @@ def test_a_start_message_delivered_twice_runs_the_workflow_once(client, flows, t
     assert (runs(test_dir, "add"), runs(test_dir, "double")) == (1, 1)
     events = HistoryStore.for_client(client).load(handle.id).events
     assert [e["EventType"] for e in events].count(0) == 1  # one ExecutionStarted
+
+
+def test_an_episode_whose_sends_failed_sends_them_when_its_message_comes_again(client, flows, monkeypatch):
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    store = HistoryStore.for_client(client)
+    spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2), wf.double.options(queue=steps).s()).spec()
+    start = Incoming("start", "start", spec=spec)
+    real_send = client.send
+
+    def send_fails(envelope, **kwargs):
+        raise ConnectionError("storage went away after the commit")
+
+    monkeypatch.setattr(client, "send", send_fails)
+    with pytest.raises(ConnectionError):
+        Driver(client, store, queue).advance(spec["id"], [start])  # the message stays on the queue
+    [episode] = store.load(spec["id"]).episodes
+    assert episode.sources == ["start"] and not episode.sent
+    assert empty_or_missing(client.queue(steps))
+    monkeypatch.setattr(client, "send", real_send)
+    Driver(client, store, queue).advance(spec["id"], [start])  # the start message, redelivered
+    history = store.load(spec["id"])
+    assert len(history.episodes) == 1 and history.episodes[0].sent  # no second start, the step sent once
+    [message] = client.queue(steps).peek_messages(max_messages=32)
+    step = azjobs.Envelope.decode(message.content)
+    assert step.job == "wf.add" and step.args == (1, 2) and step.workflow == {"id": spec["id"], "task": 0,
+                                                                             "queue": queue}
+    Driver(client, store, queue).advance(spec["id"], [start])  # once more: marked sent, nothing sent again
+    assert len(client.queue(steps).peek_messages(max_messages=32)) == 1
+
+
+def test_two_workers_on_one_workflows_queue_run_each_step_once(client, flows, test_dir):
+    steps, queue = flows
+    group = azjobs.group(*(wf.double.options(queue=steps).s(n, key=f"two{n}") for n in range(40)))
+    handle = azjobs.chain(group, wf.total.options(queue=steps).s(key="two-total")).enqueue(queue=queue)
+    with worker(client, steps, queue), worker(client, steps, queue):
+        assert handle.result(timeout=60) == 2 * sum(range(40))
+    assert [runs(test_dir, f"two{n}") for n in range(40)] == [1] * 40 and runs(test_dir, "two-total") == 1
+    history = HistoryStore.for_client(client).load(handle.id)
+    scheduled = [e["EventId"] for e in history.events if e["EventType"] == 4]
+    assert len(scheduled) == len(set(scheduled)) == 41  # each step scheduled once, whoever committed
+
+
+def test_a_worker_that_commits_second_replays_on_the_winners_history(client, flows):
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    store = HistoryStore.for_client(client)
+    spec = azjobs.group(wf.double.options(queue=steps).s(1), wf.double.options(queue=steps).s(2)).spec()
+    wid = spec["id"]
+    Driver(client, store, queue).advance(wid, [Incoming("start", "start", spec=spec)])
+    stale = store.load(wid)  # what a second worker read before the first one committed
+
+    def done(task_id, value):
+        event = {"EventType": 5, "EventId": -1, "TaskScheduledId": task_id, "Result": json.dumps(value)}
+        return Incoming(f"task:{task_id}", "event", event=event)
+
+    assert Driver(client, store, queue).advance(wid, [done(0, 2)]) == "Running"
+    late = HistoryStore.for_client(client)
+    reads = []
+
+    def load(workflow_id):
+        reads.append(workflow_id)
+        return stale if len(reads) == 1 else HistoryStore.load(late, workflow_id)
+
+    late.load = load
+    assert Driver(client, late, queue).advance(wid, [done(1, 4)]) == "Completed"
+    assert len(reads) == 2  # its first commit lost (episode 1 existed), it reloaded and replayed
+    history = store.load(wid)
+    assert [e.sources for e in history.episodes] == [["start"], ["task:0"], ["task:1"]]
+    assert WorkflowHandle(wid).result(timeout=1) == [2, 4]
+
+
+def test_history_too_large_for_a_table_row_fails_the_workflow_and_says_why(client, flows, monkeypatch, raw_queue):
+    from azjobs.workflows import history as history_module
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    monkeypatch.setattr(history_module, "CHUNK_CHARS", 300)
+    monkeypatch.setattr(history_module, "MAX_PARTS", 2)  # a row holds 600 characters here
+    spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).spec()
+    store = HistoryStore.for_client(client)
+    assert Driver(client, store, queue).advance(spec["id"], [Incoming("start", "start", spec=spec)]) == "Failed"
+    with pytest.raises(WorkflowFailed) as failed:
+        WorkflowHandle(spec["id"]).result(timeout=1)
+    assert "more than one table row holds" in str(failed.value)
+    assert empty_or_missing(client.queue(steps))  # nothing ran
+    [record] = raw_queue(f"{queue}-poison").receive_messages()
+    assert json.loads(decode_body(record.content, "base64"))["workflow"]["id"] == spec["id"]

@@ -52,6 +52,11 @@ def broken(text: str) -> None:
     raise ValueError(f"cannot parse {text}")
 
 
+@azjobs.job(queue="wfo-parse", registry=REG, name="wfo.huge", retry=azjobs.NoRetry())
+def huge(n: int) -> str:
+    return "x" * n
+
+
 @pytest.fixture(scope="module")
 def app():
     client = RecordingClient()
@@ -315,3 +320,15 @@ def test_inside_a_function_app_status_comes_from_the_durable_client(monkeypatch)
     pending = asyncio.run(azjobs.WorkflowHandle("nope", durable_client=DurableOrchestrationClient(hub.binding))
                           .status_async())
     assert pending["status"] == "Pending"
+
+
+def test_a_step_value_too_large_to_report_fails_the_step_and_says_why():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = Envelope.build("wfo.huge", (60_000,), queue="wfo-parse",
+                              workflow={"id": "wf-big", "task": 3, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    [write] = client.writes
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert event["EventType"] == 6 and event["TaskScheduledId"] == 3
+    assert "too large for its report message" in event["Reason"] and "return a reference" in event["Reason"]
