@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 from . import azjobs_side, jobs
@@ -56,10 +55,6 @@ def say(text: str) -> None:
 
 def _redirect(connection_string: str, endpoint: str, port: int) -> str:
     return re.sub(rf"({endpoint}=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{port}", connection_string)
-
-
-def _table_kinds(counts: Counter) -> Counter:
-    return counts
 
 
 class TableCounter(CountingProxy):

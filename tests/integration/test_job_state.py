@@ -22,7 +22,6 @@ from azjobs.settings import QueueSettings
 from azjobs.state import tracker
 from azjobs.state.record import JobStatus
 from devtools.proxy import FaultProxy
-from tests.conftest import unique_queue
 from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
                                      receive_one)
 
