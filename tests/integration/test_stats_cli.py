@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import azjobs
 from azjobs import QueueSettings, stats_cli
@@ -20,7 +19,6 @@ from azjobs.core import Executor
 from azjobs.worker import Worker
 from tests.conftest import unique_queue
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 
 
