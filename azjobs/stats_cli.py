@@ -308,7 +308,10 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
 
     try:
         connection = resolve_connection(args.connection)
-        service = connection.queue_service(connection_timeout=5, read_timeout=30)
+        from .client import CONNECT_TIMEOUT_S, sdk_retry
+
+        service = connection.queue_service(retry_policy=sdk_retry(), connection_timeout=CONNECT_TIMEOUT_S,
+                                           read_timeout=30)
     except ConfigurationError as exc:
         print(f"azjobs stats: {exc}", file=err)
         return USAGE

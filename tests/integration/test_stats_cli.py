@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 import azjobs
 from azjobs import QueueSettings, stats_cli
@@ -20,7 +19,6 @@ from azjobs.core import Executor
 from azjobs.worker import Worker
 from tests.conftest import unique_queue
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 
 
@@ -166,3 +164,25 @@ def test_stats_with_job_state_adds_recent_throughput_and_failure_counts(connecti
         except Exception:
             pass
         client.close()
+
+
+def test_stats_with_a_wrong_key_or_storage_not_running_says_so_in_one_line(azurite, connection_string, tmp_path):
+    from devtools.azurite import free_port
+    from tests.integration.test_operator_errors import AZURITE_KEY, WRONG_KEY, with_key
+
+    env = {**os.environ, "AzureWebJobsStorage": with_key(connection_string, WRONG_KEY)}
+    done = subprocess.run([sys.executable, "-m", "azjobs", "stats", "-q", "emails"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2  # rejected credentials: a configuration error, as for the worker
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("azjobs stats: ") and "rejected the credentials (403 AuthenticationFailed)" in line
+    assert WRONG_KEY not in done.stderr + done.stdout and AZURITE_KEY not in done.stderr + done.stdout
+    port = free_port()
+    env["AzureWebJobsStorage"] = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_KEY};"
+                                  f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1")
+    done = subprocess.run([sys.executable, "-m", "azjobs", "stats", "-q", "emails"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert f"cannot reach storage account devstoreaccount1 at http://127.0.0.1:{port}/devstoreaccount1" in line
+    assert "connection refused" in line and "Traceback" not in done.stderr
