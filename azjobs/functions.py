@@ -262,7 +262,9 @@ def _make_timer_handler(item, source: _ExecutorSource) -> Callable[[func.TimerRe
         tick = timer_tick(item, now, status)
         past_due = bool(timer.past_due)
         client = source.get().client
-        envelope = item.envelope(tick, past_due=past_due)
+        from .telemetry import tracing
+
+        envelope = tracing.produced(item.envelope(tick, past_due=past_due))  # each tick starts a trace
         await asyncio.to_thread(client.send, envelope)
         log.log(30 if past_due else 20, "schedule %s: tick %s enqueued job %s %s%s", item.name,
                 envelope.scheduled_at, item.job.name, envelope.id, " (past due)" if past_due else "",

@@ -108,7 +108,9 @@ class Periodic:
         """Enqueue the job for ``tick``; returns the envelope sent."""
         from ..client import default_client
 
-        envelope = self.envelope(tick, past_due=past_due)
+        from ..telemetry import tracing
+
+        envelope = tracing.produced(self.envelope(tick, past_due=past_due))  # each tick starts a trace
         (client or default_client()).send(envelope)
         return envelope
 

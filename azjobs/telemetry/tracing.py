@@ -56,19 +56,29 @@ def produced(envelope: "Envelope") -> "Envelope":
     Unchanged without OpenTelemetry, when the caller gave ``trace=`` explicitly, or when
     there is nothing to propagate (no SDK configured and no current trace).
     """
-    otel = api()
-    if otel is None or envelope.trace or not configured():
+    if envelope.trace:
         return envelope
-    queue = envelope.queue or ""
+    carrier = produced_trace(envelope.queue or "", envelope.job, envelope.id, envelope.attempt)
+    return envelope.evolve(trace=carrier) if carrier else envelope
+
+
+def produced_trace(queue: str, job: str, job_id: str, attempt: int = 1) -> dict[str, str]:
+    """The W3C context of a new ``create <queue>`` PRODUCER span under the current one ({} without an SDK).
+
+    For a message that is not an envelope: a workflow's start message carries it in its spec,
+    and each of the workflow's steps continues it.
+    """
+    otel = api()
+    if otel is None or not configured():
+        return {}
     span = tracer().start_span(f"create {queue}", kind=otel.SpanKind.PRODUCER, attributes={
-        SYSTEM_ATTR: SYSTEM, OPERATION: "create", QUEUE: queue, JOB_NAME: envelope.job, JOB_ID: envelope.id,
-        ATTEMPT: envelope.attempt})
+        SYSTEM_ATTR: SYSTEM, OPERATION: "create", QUEUE: queue, JOB_NAME: job, JOB_ID: job_id, ATTEMPT: attempt})
     try:
         carrier: dict[str, str] = {}
         otel.propagate.inject(carrier, context=otel.trace.set_span_in_context(span))
     finally:
         span.end()
-    return envelope.evolve(trace=carrier) if carrier else envelope
+    return carrier
 
 
 def parent_context(trace: Mapping[str, str] | None) -> Any:

@@ -37,7 +37,7 @@ def orchestrator(context: Any) -> Generator[Any, Any, Any]:
     if isinstance(spec, str):
         spec = json.loads(spec)
     try:
-        value, _ = yield from _run(context, spec["root"], None, False, "0")
+        value, _ = yield from _run(context, spec["root"], None, False, "0", spec.get("trace"))
     except StepOutOfAttempts as failed:
         yield context.call_activity(ACTIVITY, {"failure": {"workflow": context.instance_id, "step": failed.step,
                                                            "error": failed.error}})
@@ -54,19 +54,19 @@ class StepOutOfAttempts(Exception):
         self.error = error
 
 
-def _run(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str):
+def _run(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str, trace: Any = None):
     if "step" in node:
         try:
-            result = yield _call(context, node, value, has_value, path)
+            result = yield _call(context, node, value, has_value, path, trace)
         except Exception as exc:
             raise StepOutOfAttempts({"path": path, "job": node["step"]}, str(exc)) from None
         return result, True
     if "chain" in node:
         for index, child in enumerate(node["chain"]):
-            value, has_value = yield from _run(context, child, value, has_value, f"{path}.{index}")
+            value, has_value = yield from _run(context, child, value, has_value, f"{path}.{index}", trace)
         return value, has_value
     if "group" in node:
-        tasks = [_call(context, child, value, has_value, f"{path}.{index}")
+        tasks = [_call(context, child, value, has_value, f"{path}.{index}", trace)
                  for index, child in enumerate(node["group"])]
         try:
             results = yield context.task_all(tasks)
@@ -80,7 +80,7 @@ def _run(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, pat
     raise ValueError(f"unknown workflow node {node!r}")
 
 
-def _call(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str):
+def _call(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, path: str, trace: Any = None):
     from azure.durable_functions import RetryOptions
 
     args = list(node.get("args", []))
@@ -89,6 +89,8 @@ def _call(context: Any, node: Mapping[str, Any], value: Any, has_value: bool, pa
     retry = node["retry"]
     call = {"job": node["step"], "args": args, "kwargs": dict(node.get("kwargs", {})), "queue": node.get("queue"),
             "path": path, "workflow": context.instance_id}
+    if trace:  # the enqueuer's trace context (azjobs.telemetry): each step's job span continues it
+        call["trace"] = trace
     return context.call_activity_with_retry(ACTIVITY, RetryOptions(retry["first_retry_ms"], retry["attempts"]), call)
 
 
@@ -98,8 +100,9 @@ class StepFailed(Exception):
 
 def step_envelope(call: Mapping[str, Any]) -> Envelope:
     """The envelope one step call runs as (its queue is the step job's queue)."""
+    trace = call.get("trace")
     return Envelope.build(call["job"], tuple(call.get("args", [])), call.get("kwargs") or {},
-                          queue=call.get("queue"))
+                          queue=call.get("queue"), trace=dict(trace) if isinstance(trace, dict) else {})
 
 
 async def run_activity(executor: Any, call: Mapping[str, Any] | str, workflows: str) -> Any:

@@ -93,6 +93,11 @@ class Flow:
         client = client or default_client()
         spec = self.spec(id)
         name = workflows_queue(queue)
+        from ..telemetry import tracing
+
+        trace = tracing.produced_trace(name, "azjobs.workflow", spec["id"])  # every step continues it
+        if trace:
+            spec["trace"] = trace
         text = encode_text(start_message(spec), client.encoding)
         client.send_text(name, text)
         return WorkflowHandle(spec["id"], client=client, queue=name)

@@ -151,3 +151,58 @@ def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(clie
     # maxDequeueCount 1: the timed-out delivery itself is poisoned, as the host would
     assert poisoned.attributes[tracing.MESSAGE_ID] == hung.attributes[tracing.MESSAGE_ID]
     assert otel.total("azjobs.jobs.dead_lettered", queue) == 1
+
+
+def test_every_workflow_step_continues_the_trace_the_workflow_was_enqueued_in(client, raw_queue, otel, test_dir,
+                                                                               monkeypatch):
+    import uuid
+
+    from tests.integration.worker_support import Background
+    from tests.jobs import workflow_jobs as wf
+
+    table = f"wf{uuid.uuid4().hex[:16]}"
+    monkeypatch.setenv("AZJOBS_WORKFLOWS_TABLE", table)
+    steps, queue = unique_queue("tws"), unique_queue("twq")
+    for name in (steps, queue, f"{queue}-poison", f"{steps}-poison"):
+        raw_queue(name)  # deleted at teardown
+    client.ensure_queue(steps)
+    on = {"queue": steps}
+    flow = azjobs.chain(azjobs.group(wf.add.options(**on).s(1, 2), wf.add.options(**on).s(3, 4)),
+                        wf.total.options(**on).s())
+    with otel.tracer.start_as_current_span("request") as request:
+        handle = flow.enqueue(queue=queue)
+    try:
+        with Background(Worker([steps], client=client, settings=FAST, lease=2, workflows=queue)):
+            assert handle.result(timeout=30) == 10
+    finally:
+        client.connection.table_service().delete_table(table)
+
+    spans = otel.spans(trace_id=request.get_span_context().trace_id)
+    (producer,) = [s for s in spans if s.name == f"create {queue}"]
+    assert producer.kind is SpanKind.PRODUCER and producer.parent.span_id == request.get_span_context().span_id
+    runs = [s for s in spans if s.name == f"process {steps}"]
+    assert sorted(s.attributes[tracing.JOB_NAME] for s in runs) == ["wf.add", "wf.add", "wf.total"]
+    assert all(s.kind is SpanKind.CONSUMER and s.parent.span_id == producer.context.span_id for s in runs)
+    assert all(s.attributes[tracing.OUTCOME] == "succeeded" for s in runs)
+
+
+def test_a_scheduled_run_starts_a_trace_that_its_job_span_continues(client, otel):
+    from datetime import datetime, timezone
+
+    queue = unique_queue("tsc")
+    registry = azjobs.Registry()
+    job = azjobs.job(queue=queue, registry=registry, name="tick_job")(step_two)
+    item = azjobs.periodic("*/5 * * * * *", job, args=("tick",), name=f"tick-{queue}")
+    client.ensure_queue(queue)
+    envelope = item.fire(datetime.now(timezone.utc).replace(microsecond=0), client=client)
+    assert envelope.trace["traceparent"]
+
+    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+                   burst=True).run()
+    assert stats.succeeded == 1
+    spans = otel.spans(queue=queue)
+    (producer,) = [s for s in spans if s.name == f"create {queue}"]
+    (run,) = [s for s in spans if s.name == f"process {queue}"]
+    assert producer.kind is SpanKind.PRODUCER and producer.attributes[tracing.JOB_ID] == envelope.id
+    assert run.context.trace_id == producer.context.trace_id and run.parent.span_id == producer.context.span_id
+    assert run.attributes[tracing.JOB_NAME] == "tick_job" and run.attributes[tracing.OUTCOME] == "succeeded"
