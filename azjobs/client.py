@@ -18,7 +18,7 @@ from .errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoun
 from .message import Envelope, format_time, utcnow
 from .payload import DEFAULT_CONTAINER, PayloadStore
 from .settings import QueueSettings
-from .state.store import DEFAULT_RETENTION, DEFAULT_TABLE
+from .state.store import DEFAULT_RETENTION, default_table
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
@@ -285,7 +285,7 @@ class Client:
         pool_size: int = 32,
         payload_container: str = DEFAULT_CONTAINER,
         state: bool | None = None,
-        state_table: str = DEFAULT_TABLE,
+        state_table: str | None = None,
         state_retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
         if isinstance(connection, str):
@@ -306,7 +306,7 @@ class Client:
         self._payloads: PayloadStore | None = None
         # Job state (azjobs.state): None follows the process (azjobs.configure(state=...), AZJOBS_STATE).
         self.state = state
-        self.state_table = state_table
+        self.state_table = state_table or default_table()  # AZJOBS_STATE_TABLE, else azjobsstate
         self.state_retention = state_retention
         self._state_store: Any = None
 

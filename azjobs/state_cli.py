@@ -18,7 +18,7 @@ from .errors import AzjobsError, ConfigurationError
 from .secrets import RedactingStream
 from .state.errors import StateUnavailable
 from .state.record import JobRecord
-from .state.store import DEFAULT_TABLE, StateStore
+from .state.store import DEFAULT_TABLE, TABLE_SETTING, StateStore, default_table
 
 OK, FAILED, USAGE = 0, 1, 2
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -37,7 +37,8 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
                         help="app setting holding the storage connection (default AzureWebJobsStorage)")
-    common.add_argument("--table", default=DEFAULT_TABLE, help=f"the state table (default {DEFAULT_TABLE})")
+    common.add_argument("--table", default=None,
+                        help=f"the state table (default: ${TABLE_SETTING}, else {DEFAULT_TABLE})")
     return common
 
 
@@ -95,7 +96,7 @@ def show(record: JobRecord, out: Any) -> None:
 def _store(args: argparse.Namespace, store: StateStore | None) -> StateStore:
     if store is not None:
         return store
-    return StateStore.from_connection(resolve_connection(args.connection), args.table)
+    return StateStore.from_connection(resolve_connection(args.connection), args.table or default_table())
 
 
 def _storage_failure(prog: str, store: StateStore | None, exc: BaseException, err: Any) -> int:

@@ -476,6 +476,7 @@ class Worker:
                     thread.join(timeout=5)
         if self._start_failed:
             return  # it never started: the caller reports why, in one line
+        self.executor.recorder.state.flush()  # job state outcomes kept during a Table outage (azjobs.state)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
                  "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "

@@ -56,6 +56,9 @@ def main() -> int:
         ]
         bulk = example_jobs.ResizeImage.enqueue_many([(f"photo-{i}.jpg",) for i in range(5)])
         ids += bulk.ids
+        # Job state (Table Storage) for this one: its record says what became of it.
+        tracked = example_jobs.send_welcome_email.options(track=True).enqueue("linus@example.com", name="Linus")
+        ids.append(tracked)
         print(f"enqueued {len(ids)} jobs (one delayed by 1 s, one flaky, one that gives up, five with enqueue_many)")
 
         step("working them with the local runner until the queues are empty")
@@ -80,6 +83,8 @@ def main() -> int:
             print(f"queue {queue:8s}: {props.approximate_message_count} message(s) left")
         print("\nThe job that gave up is in emails-poison, with its error and traceback:")
         azjobs_cli("poison", "list", "emails", env=env)
+        print("\nOne job was enqueued with job state on (track=True); its record:")
+        azjobs_cli("status", tracked, env=env)
         print(f"\nDone: {len(ids)} jobs enqueued and worked. Try `scripts/test` next.")
     return 0
 

@@ -99,15 +99,32 @@ def queue_message_from(sdk_message: Any, encoding: str = "base64") -> QueueMessa
     )
 
 
-def _call(function: Any, qmsg: QueueMessage) -> Any:
+class InvocationContext(func.Context):
+    """The ``context`` the Python worker passes to a function that declares it (its invocation id)."""
+
+    def __init__(self, invocation_id: str, function_name: str = "") -> None:
+        self._invocation_id = invocation_id
+        self._function_name = function_name
+
+    invocation_id = property(lambda self: self._invocation_id)
+    function_name = property(lambda self: self._function_name)
+    function_directory = property(lambda self: "")
+    thread_local_storage = property(lambda self: None)
+    trace_context = property(lambda self: None)
+    retry_context = property(lambda self: None)
+
+
+def _call(function: Any, qmsg: QueueMessage, context: Any = None) -> Any:
     user_function = function.get_user_function()
     binding = function.get_trigger().name
-    return user_function(**{binding: qmsg})
+    extra = {"context": context} if context is not None else {}
+    return user_function(**{binding: qmsg}, **extra)
 
 
-def invoke(app: func.FunctionApp, queue: str, qmsg: QueueMessage) -> Any:
-    """Call the function for ``queue`` with ``qmsg`` as the worker does; returns or raises as it does."""
-    value = _call(function_for(app, queue), qmsg)
+def invoke(app: func.FunctionApp, queue: str, qmsg: QueueMessage, context: Any = None) -> Any:
+    """Call the function for ``queue`` with ``qmsg`` (and ``context``, as the worker passes it) as the worker does;
+    returns or raises as it does."""
+    value = _call(function_for(app, queue), qmsg, context)
     if inspect.isawaitable(value):
         value = asyncio.run(value)
     return value
@@ -166,6 +183,7 @@ def host_like_settle(
     queue_client: QueueClient,
     sdk_message: Any,
     settings: QueueSettings | None = None,
+    context: Any = None,
 ) -> HostDelivery:
     """Deliver one received message through the app as the Functions host would, and settle it.
 
@@ -188,7 +206,7 @@ def host_like_settle(
         _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
         return HostDelivery(HostAction.POISONED)
     try:
-        invoke(app, queue_client.queue_name, qmsg)
+        invoke(app, queue_client.queue_name, qmsg, context)
     except Exception as error:
         if sdk_message.dequeue_count >= settings.max_dequeue_count:
             _poison_raw(queue_client, content)

@@ -32,7 +32,7 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = get_logger("azjobs.state")
 
 DEFAULT_TABLE = "azjobsstate"
+TABLE_SETTING = "AZJOBS_STATE_TABLE"  # an app setting naming another table
 DEFAULT_RETENTION = timedelta(days=7)
 ROW = "job"
 UNIQUE_ROW = "unique"
@@ -62,6 +63,7 @@ MAX_WORKER_IDS = 50
 # A RUNNING entity whose lease this long ago is treated as a crashed run (the host's message lease).
 RUNNING_LEASE = timedelta(minutes=10)
 OUTAGE_PAUSE_S = 5.0
+POOL_SIZE = 32
 START_TRIES = 5
 
 
@@ -133,6 +135,13 @@ def error_of(error: BaseException | None, *, class_path: str = "", message: str 
     return JobError(redact(class_path), redact(message)[:2_000], redact(traceback))
 
 
+def default_table() -> str:
+    """The state table: the ``AZJOBS_STATE_TABLE`` setting, else ``azjobsstate``."""
+    import os
+
+    return os.environ.get(TABLE_SETTING, "").strip() or DEFAULT_TABLE
+
+
 def unique_partition(key: str) -> str:
     return UNIQUE_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
@@ -160,14 +169,17 @@ class StateStore:
         self._outage_until = 0.0
 
     @classmethod
-    def from_connection(cls, connection: "Connection", table: str = DEFAULT_TABLE,
+    def from_connection(cls, connection: "Connection", table: str | None = None,
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
-        from ..client import CONNECT_TIMEOUT_S
+        from ..client import CONNECT_TIMEOUT_S, http_session
 
-        service = connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
-                                           connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
+        table = table or default_table()
+        # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
+        service = connection.table_service(session=http_session(POOL_SIZE), retry_total=2, retry_connect=1,
+                                           retry_backoff_factor=0.3, connection_timeout=CONNECT_TIMEOUT_S,
+                                           read_timeout=10)
         if payloads is None:
             from ..payload import PayloadStore
 
@@ -193,7 +205,9 @@ class StateStore:
         except Exception as exc:
             if _is(exc, 404, 409, 412):
                 raise
-            if _status_code(exc) is None or _is(exc, 408, 500, 502, 503, 504):
+            from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+            if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or _is(exc, 408, 500, 502, 503, 504):
                 self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
             raise StateUnavailable(f"state table {self.table_name!r}: {describe(exc)}") from exc
 
@@ -295,7 +309,11 @@ class StateStore:
         value = _loads(entity.get("ReturnValue"), None)
         ref = entity.get("ReturnValueRef")
         if ref and self.payloads is not None:
-            value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+            try:
+                value = _loads(self.payloads.get(ref).decode("utf-8"), None)
+            except Exception as exc:  # the record still says what happened; only the value is unreadable
+                log.warning("return value of job %s unreadable at %s: %s", entity["PartitionKey"], ref, describe(exc),
+                            extra={"action": "state_return_value_unreadable", "job_id": entity["PartitionKey"]})
         arguments = _loads(entity.get("Arguments"), {})
         try:
             status = JobStatus(entity.get("Status", "READY"))
@@ -360,8 +378,8 @@ class StateStore:
         running = self._identity(envelope, now)
         running.update(Status=JobStatus.RUNNING.value, LastAttemptedAt=now, Attempt=envelope.attempt,
                        MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
-        if etag:
-            # The READY entity as enqueued: nothing ran yet.
+        if etag and envelope.attempt == 1:
+            # The READY entity as enqueued: nothing ran yet. (A retry copy carries the same ETag, surely stale.)
             fast = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
                 answer = self._call("update_entity", fast, mode=_merge(), etag=etag,
@@ -449,7 +467,7 @@ class StateStore:
         """SUCCESSFUL with the JSON return value (merged whatever the entity says: the job did succeed)."""
         now = self.clock()
         entity = self._identity(envelope, now)
-        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LastAttemptedAt=now, LeaseUntil=now)
+        entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
         entity.update(self._return_value(envelope.id, value))
         self._write("upsert_entity", entity, mode=_merge())
 

@@ -19,7 +19,6 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..secrets import describe, get_logger
-from .errors import StateUnavailable
 from .record import JobStatus
 from .store import Start, error_of
 

@@ -250,3 +250,38 @@ def test_when_nothing_can_be_written_both_paths_release_the_message(client, raw_
     for queue in (fn_queue, run_queue):
         again = receive_one(raw_queue(queue))
         assert again is not None and again.dequeue_count == 2 and again.content == text
+
+
+STATE_EXPECTED = {"succeeds": "SUCCESSFUL", "fails_and_retries": "RETRYING", "fails_for_good": "FAILED",
+                  "bad_arguments": "DEAD_LETTERED"}
+
+
+@pytest.mark.parametrize("scenario", sorted(STATE_EXPECTED))
+def test_job_state_is_recorded_the_same_on_both_paths(scenario, connection_string, raw_queue):
+    """Job state (azjobs.state): the same tracked message leaves the same record on both paths."""
+    import uuid
+
+    table = f"par{uuid.uuid4().hex[:16]}"
+    state_client = azjobs.Client(connection_string, state_table=table)
+    store = state_client.state_store
+    records = {}
+    try:
+        for path, run in (("functions", run_functions_path), ("runner", run_runner_path)):
+            envelope = Envelope.decode(SCENARIOS[scenario]())  # a new job id for each path
+            etag = store.enqueued(envelope.evolve(options={"track": True}))
+            text = envelope.evolve(options={"track": True, "state_etag": etag}).encode("base64")
+            run(state_client, raw_queue, text)
+            record = store.get(envelope.id)
+            records[path] = {
+                "status": record.status.value, "attempts": record.attempts, "workers": len(record.worker_ids),
+                "return_value": record.return_value, "finished": record.finished_at is not None,
+                "errors": [(e.exception_class_path, e.message) for e in record.errors],
+                "job": record.job, "args": record.args,
+            }
+    finally:
+        state_client.connection.table_service().delete_table(table)
+        state_client.close()
+    assert records["functions"] == records["runner"]
+    assert records["runner"]["status"] == STATE_EXPECTED[scenario]
+    if scenario == "succeeds":
+        assert records["runner"]["return_value"] == 42 and records["runner"]["attempts"] == 1

@@ -1,0 +1,330 @@
+"""Job state in Table Storage, against Azurite: both paths, reading, unique jobs, a Table outage, the CLI.
+
+Each test has its own table (``state_table``) and queue; nothing here depends on another test's records.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+
+import azjobs
+from azjobs.client import Client
+from azjobs.core import Executor, Outcome
+from azjobs.message import Envelope
+from azjobs.settings import QueueSettings
+from azjobs.state import tracker
+from azjobs.state.record import JobStatus
+from devtools.proxy import FaultProxy
+from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
+                                     receive_one)
+
+SETTINGS = QueueSettings(max_dequeue_count=5, visibility_timeout=timedelta(0))
+release = threading.Event()
+runs: dict[str, int] = {}
+runs_lock = threading.Lock()
+
+
+def _ran(key: str) -> None:
+    with runs_lock:
+        runs[key] = runs.get(key, 0) + 1
+
+
+def blocking(key: str) -> dict:
+    """Runs until the test lets it finish, so the test can see it RUNNING."""
+    _ran(key)
+    assert release.wait(30), "the test never released the job"
+    return {"key": key, "done": True}
+
+
+def quick(key: str, seconds: float = 0.0) -> str:
+    _ran(key)
+    if seconds:
+        time.sleep(seconds)
+    return key.upper()
+
+
+def broken(key: str) -> None:
+    _ran(key)
+    raise KeyError(f"no such thing: {key}")
+
+
+def registry_for(queue: str) -> azjobs.Registry:
+    reg = azjobs.Registry()
+    azjobs.job(queue=queue, registry=reg, name="state.blocking")(blocking)
+    azjobs.job(queue=queue, registry=reg, name="state.quick")(quick)
+    azjobs.job(queue=queue, registry=reg, name="state.broken", max_retries=1, retry=azjobs.Fixed(0, max_retries=1))(
+        broken)
+    return reg
+
+
+@pytest.fixture(autouse=True)
+def reset():
+    release.clear()
+    runs.clear()
+    yield
+    release.set()
+    tracker._process_state = None
+
+
+@pytest.fixture
+def state_table():
+    return f"st{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def state_client(connection_string, state_table):
+    """The process default client, with job state on and a table of this test's own."""
+    client = azjobs.configure(connection_string, state=True, state_table=state_table)
+    yield client
+    try:
+        client.connection.table_service().delete_table(state_table)
+    except Exception:
+        pass
+    client.close()
+
+
+def _until(condition, timeout_s: float = 20.0, pause_s: float = 0.05):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(pause_s)
+    raise AssertionError(f"not reached within {timeout_s}s")
+
+
+def _status(job_id: str) -> JobStatus:
+    return azjobs.result(job_id).status
+
+
+# -- both paths ------------------------------------------------------------------------------
+def test_worker_path_moves_ready_running_successful(state_client, queue_name):
+    from azjobs.worker import drain
+
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("w1")
+    ready = azjobs.result(job_id)
+    assert ready.status is JobStatus.READY and ready.args == ["w1"] and ready.queue == queue_name
+    executor = Executor(registry=reg, client=state_client, settings=SETTINGS)
+    worker = threading.Thread(target=drain, args=(state_client, [queue_name]),
+                              kwargs={"executor": executor, "fetch": 4, "lease_s": 30})
+    worker.start()
+    try:
+        running = _until(lambda: (r := azjobs.result(job_id)).status is JobStatus.RUNNING and r)
+        assert running.started_at is not None and running.finished_at is None and running.attempts == 1
+    finally:
+        release.set()
+        worker.join(30)
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.return_value == {"key": "w1", "done": True}
+    assert record.worker_ids == [tracker.worker_id()] and record.attempts == 1
+    assert record.enqueued_at <= record.started_at <= record.finished_at
+    assert azjobs.wait(job_id, timeout=5) == {"key": "w1", "done": True}
+
+
+def test_functions_path_moves_ready_running_successful_with_the_invocation_id(state_client, queue_name, raw_queue):
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("f1")
+    executor = RecordingExecutor(registry=reg, client=state_client, settings=SETTINGS)
+    app = fresh_app([queue_name], registry=reg, executor=executor)
+    queue = raw_queue(queue_name)
+    message = receive_one(queue)
+    outcome: list = []
+    host = threading.Thread(target=lambda: outcome.append(
+        host_like_settle(app, queue, message, SETTINGS, InvocationContext("inv-5f0c2a"))))
+    host.start()
+    try:
+        _until(lambda: _status(job_id) is JobStatus.RUNNING)
+    finally:
+        release.set()
+        host.join(30)
+    assert outcome[0].action is HostAction.DELETED
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.return_value == {"key": "f1", "done": True}
+    assert record.worker_ids == ["inv-5f0c2a"]
+
+
+@pytest.mark.parametrize("path", ["runner", "functions"])
+def test_a_failed_job_records_its_errors_and_wait_raises_them(path, state_client, queue_name, raw_queue):
+    from tests.integration.drivers import DRIVERS
+
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.broken").options(queue=queue_name).enqueue("nope")
+    driver = DRIVERS[path](state_client, queue_name, reg)
+    driver.run_until(lambda: any(r.outcome is Outcome.DEAD_LETTERED for r in driver.results))
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.FAILED and record.attempts == 2 and runs == {"nope": 2}
+    assert [e.exception_class_path for e in record.errors] == ["builtins.KeyError", "builtins.KeyError"]
+    assert "no such thing: nope" in record.errors[-1].message
+    assert 'raise KeyError(f"no such thing: {key}")' in record.errors[-1].traceback
+    with pytest.raises(azjobs.JobFailedError, match="builtins.KeyError") as raised:
+        azjobs.wait(job_id, timeout=5)
+    assert raised.value.record.status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize("path", ["runner", "functions"])
+def test_a_redelivered_message_of_a_successful_job_is_deleted_without_running(path, state_client, queue_name,
+                                                                               raw_queue):
+    """The parity check: the same duplicate (a copy of a finished job's message) ends the same on both paths."""
+    from tests.integration.drivers import DRIVERS
+
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.quick").options(queue=queue_name).enqueue("dup")
+    queue = raw_queue(queue_name)
+    (sent,) = queue.peek_messages(max_messages=1)
+    driver = DRIVERS[path](state_client, queue_name, reg)
+    driver.run_until(lambda: runs.get("dup") == 1)
+    queue.send_message(sent.content)  # what a failed delete leaves: the same message again
+    driver.run_until(lambda: len(driver.results) == 2)
+    assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED, Outcome.SKIPPED]
+    assert runs == {"dup": 1} and queue.get_queue_properties().approximate_message_count == 0
+    assert azjobs.result(job_id).attempts == 1 and azjobs.wait(job_id, timeout=1) == "DUP"
+
+
+# -- unique jobs ---------------------------------------------------------------------------------
+def test_unique_enqueue_from_8_threads_at_once_sends_one_message(state_client, queue_name, raw_queue):
+    reg = registry_for(queue_name)
+    call = reg.get("state.quick").options(queue=queue_name, unique_key="order-42")
+    state_client.ensure_queue(queue_name)
+    barrier = threading.Barrier(8)
+    ids: list[str] = []
+
+    def one() -> None:
+        barrier.wait()
+        ids.append(call.enqueue("order-42"))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    queue = raw_queue(queue_name)
+    messages = queue.peek_messages(max_messages=32)
+    assert len(ids) == 8 and len(set(ids)) == 1
+    assert len(messages) == 1 and Envelope.decode(messages[0].content).id == ids[0]
+    assert azjobs.result(ids[0]).status is JobStatus.READY
+
+
+# -- a Table outage --------------------------------------------------------------------------------
+def test_a_table_outage_mid_drain_loses_nothing_and_the_records_catch_up(azurite, connection_string, state_table,
+                                                                        queue_name, raw_queue, monkeypatch, caplog):
+    import logging
+    import re
+
+    from azjobs.state import store as store_module
+    from azjobs.worker import drain
+
+    monkeypatch.setattr(store_module, "OUTAGE_PAUSE_S", 0.5)
+    proxy = FaultProxy(azurite.table_port).start()
+    try:
+        through_proxy = re.sub(r"(TableEndpoint=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{proxy.port}",
+                               connection_string)
+        client = Client(through_proxy, state=True, state_table=state_table)
+        reg = registry_for(queue_name)
+        keys = [f"k{i:02d}" for i in range(24)]
+
+        def work(key: str, seconds: float = 0.0) -> str:
+            if key == "k08":
+                proxy.cut()  # the Table endpoint goes away while the drain is under way
+            return quick(key, seconds)
+
+        reg.register(azjobs.JobDefinition(name="state.cutting", queue=queue_name, call=work, signature_of=work,
+                                          target_id="state.cutting"))
+        call = reg.get("state.cutting").options(queue=queue_name, client=client)
+        ids = dict(zip(keys, call.enqueue_many([azjobs.Call(k, 0.02) for k in keys]).raise_for_failures().ids))
+        executor = Executor(registry=reg, client=client, settings=SETTINGS)
+        with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+            drain(client, [queue_name], executor=executor, fetch=4, lease_s=30)
+        assert proxy.is_cut
+        assert runs == {key: 1 for key in keys}  # every job ran, once
+        assert raw_queue(queue_name).get_queue_properties().approximate_message_count == 0
+        unavailable = [r for r in caplog.records if getattr(r, "action", None) == "state_unavailable"]
+        assert unavailable, "the outage was not noticed: the test proved nothing"
+        lagging = executor.recorder.state.pending
+        assert lagging > 0
+
+        proxy.restore()
+        time.sleep(0.6)  # past the pause after a failed connect
+        call.enqueue("after", 0.0)
+        drain(client, [queue_name], executor=executor, fetch=4, lease_s=30)
+        assert executor.recorder.state.pending == 0
+        store = client.state_store
+        assert {key: store.get(job_id).status for key, job_id in ids.items()} == \
+            {key: JobStatus.SUCCESSFUL for key in keys}
+        assert {key: store.get(job_id).return_value for key, job_id in ids.items()} == {k: k.upper() for k in keys}
+        client.close()
+    finally:
+        proxy.stop()
+        try:
+            azjobs.Client(connection_string).connection.table_service().delete_table(state_table)
+        except Exception:
+            pass
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def test_status_and_prune_commands(state_client, state_table, queue_name):
+    from azjobs import cli
+    from tests.integration.drivers import RunnerDriver
+
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.quick").options(queue=queue_name).enqueue("cli")
+    RunnerDriver(state_client, queue_name, reg).run_until(lambda: runs.get("cli") == 1)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(list(argv), stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, err = run("status", job_id, "--json", "--table", state_table)
+    assert (code, err) == (0, "")
+    shown = json.loads(out)
+    assert shown["status"] == "SUCCESSFUL" and shown["return_value"] == "CLI" and shown["id"] == job_id
+    code, out, _ = run("status", job_id, "--table", state_table)
+    assert code == 0 and "status        SUCCESSFUL" in out and 'return value  "CLI"' in out
+    code, out, err = run("status", "no-such-job", "--table", state_table)
+    assert code == 1 and out == "" and "no record of job 'no-such-job'" in err
+    code, out, _ = run("state", "prune", "--table", state_table)
+    assert (code, out) == (0, f"pruned 0 record(s) past their retention from table {state_table}\n")
+    code, out, _ = run("state", "prune", "--older-than", "1s", "--table", state_table)
+    time.sleep(1.1)
+    code, out, _ = run("state", "prune", "--older-than", "1s", "--table", state_table)
+    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01")
+    assert run("status", job_id, "--table", state_table)[0] == 1
+    with pytest.raises(SystemExit) as usage:
+        run("state", "prune", "--older-than", "soon")
+    assert usage.value.code == 2
+
+
+def test_recent_and_prune_on_table_storage(connection_string, state_table):
+    """The store's queries as Table Storage answers them: a datetime and a status filter, expiry."""
+    from datetime import datetime, timezone
+
+    from azjobs.connection import Connection
+    from azjobs.state import StateStore
+
+    store = StateStore.from_connection(Connection(connection_string=connection_string), state_table,
+                                       retention=timedelta(seconds=1))
+    try:
+        first, second = (Envelope.build("state.quick", (key,), queue="q") for key in ("a", "b"))
+        store.enqueued(first)
+        time.sleep(0.05)
+        between = datetime.now(timezone.utc)
+        time.sleep(0.05)
+        store.enqueued(second)
+        store.succeeded(second, "B")
+        assert [r.id for r in store.recent()] == [second.id, first.id]
+        assert [r.id for r in store.recent(since=between)] == [second.id]
+        assert [r.id for r in store.recent(status=JobStatus.READY)] == [first.id]
+        assert store.prune() == 0
+        time.sleep(1.2)
+        assert store.prune() == 2 and store.recent() == []
+    finally:
+        store.table.delete_table()
+        store.close()
