@@ -3,7 +3,8 @@
 Pages: the queues with their depths and a depth-over-time chart; one queue with its poison
 messages; one poison message with its traceback; confirmation pages for requeue and purge
 (their POSTs need the admin-key session, its CSRF token and a same-origin request, see
-``auth``); and the jobs of the state store when one is given.
+``auth``); the jobs of the state store when one is given; and a workflow's status from the
+worker's workflow history (``workflows``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class Dashboard:
 
     def __init__(self, reader: StorageReader, guard: Guard, history: DepthHistory, *, base_path: str = "",
                  require_principal: bool = False, allowed_principals: Iterable[str] | None = None,
-                 allowed_origins: Iterable[str] = (), state_store: Any = None) -> None:
+                 allowed_origins: Iterable[str] = (), state_store: Any = None,
+                 workflows_table: str | None = None) -> None:
         self.reader = reader
         self.guard = guard
         self.history = history
@@ -53,6 +55,21 @@ class Dashboard:
         self.allowed_principals = {p.lower() for p in allowed_principals} if allowed_principals else None
         self.allowed_origins = tuple(allowed_origins)
         self.state_store = state_store
+        self.workflows_table = workflows_table
+        self._workflow_store = None
+
+    @property
+    def workflow_store(self):
+        """The workflow history store (``azjobs.workflows.history``), built at first use."""
+        if self._workflow_store is None:
+            from ..client import CONNECT_TIMEOUT_S
+            from ..workflows.history import HistoryStore
+
+            service = self.reader.client.connection.table_service(retry_total=2, retry_connect=1,
+                                                                  retry_backoff_factor=0.3,
+                                                                  connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
+            self._workflow_store = HistoryStore(service, self.workflows_table)
+        return self._workflow_store
 
     # -- request plumbing -------------------------------------------------------------
     def principal(self, request: Request) -> str | None:
@@ -316,7 +333,7 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
                sample_interval_s: float = DEFAULT_INTERVAL_S, background_sampling: bool = True,
                require_principal: bool = False, allowed_principals: Iterable[str] | None = None,
                allowed_origins: Iterable[str] = (), client: Client | None = None, state: Any = None,
-               state_table: str | None = None) -> Starlette:
+               state_table: str | None = None, workflows_table: str | None = None) -> Starlette:
     """The dashboard ASGI app.
 
     ``connection``: a Connection, a connection string, or None for the AzureWebJobsStorage
@@ -325,7 +342,8 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
     prefix it is served under. ``require_principal``: refuse requests without the Entra ID
     user that App Service Authentication adds (``allowed_principals`` narrows who).
     ``state``: True (or a ``StateStore``) adds the jobs pages over the job state store
-    (``state_table`` names its table; default the store's).
+    (``state_table`` names its table; default the store's). ``workflows_table``: the workflow
+    history table for the workflow pages (default ``$AZJOBS_WORKFLOWS_TABLE`` or ``azjobsworkflows``).
     """
     if base_path and (not base_path.startswith("/") or base_path.endswith("/")):
         raise ConfigurationError(f"base_path must start with '/' and not end with one, got {base_path!r}")
@@ -344,8 +362,10 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
     dash = Dashboard(StorageReader(client, queues), Guard(admin_key), DepthHistory(sample_interval_s),
                      base_path=base_path, require_principal=require_principal,
                      allowed_principals=allowed_principals, allowed_origins=allowed_origins,
-                     state_store=state_store)
-    routes = list(ROUTES)
+                     state_store=state_store, workflows_table=workflows_table)
+    from .workflows import ROUTES as WORKFLOW_ROUTES
+
+    routes = list(ROUTES) + WORKFLOW_ROUTES
     if state_store is not None:
         from .jobs import ROUTES as JOB_ROUTES
 

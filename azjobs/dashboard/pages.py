@@ -93,6 +93,7 @@ def layout(ctx: Context, title: str, body: str, *, script: str = "") -> str:
     nav = [f'<a href="{ctx.url("/")}">azjobs</a>', f'<a href="{ctx.url("/")}">Queues</a>']
     if ctx.state_enabled:
         nav.append(f'<a href="{ctx.url("/jobs")}">Jobs</a>')
+    nav.append(f'<a href="{ctx.url("/workflows")}">Workflows</a>')
     tag = f'<script nonce="{ctx.nonce}">{script}</script>' if script else ""
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{text(title)} · azjobs</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{STYLE}</style></head>'

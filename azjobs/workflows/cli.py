@@ -31,7 +31,7 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     from ..client import storage_error_text
     from ..connection import resolve_connection
     from ..errors import ConfigurationError
-    from .history import HistoryStore, summary
+    from .history import HistoryStore, find
 
     try:
         connection = resolve_connection(args.connection)
@@ -40,12 +40,12 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
         print(f"azjobs: {exc}", file=err)
         return USAGE
     try:
-        info = summary(store.load(args.id))
+        info = find(store, args.id)
     except Exception as exc:
         print(f"azjobs: could not read workflow {args.id} from table {store.table}: "
               f"{storage_error_text(exc, connection)}", file=err)
         return FAILED
-    if not info["history_length"]:
+    if info is None:
         print(f"azjobs: no workflow {args.id} in table {store.table} (not started yet by a worker, or another "
               "table/account)", file=err)
         return FAILED

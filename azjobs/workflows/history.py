@@ -164,7 +164,10 @@ def summary(history: History) -> dict[str, Any]:
     for event in history.events:
         kind = event.get("EventType")
         if kind == TASK_SCHEDULED:
-            scheduled[event["EventId"]] = json.loads(event.get("Input") or "null") or {}
+            call = json.loads(event.get("Input") or "null") or {}
+            if isinstance(call, dict) and "failure" in call:
+                continue  # the failed workflow's poison-record activity, not a step
+            scheduled[event["EventId"]] = call
         elif kind == TASK_COMPLETED:
             done[event["TaskScheduledId"]] = json.loads(event.get("Result") or "null")
         elif kind == TASK_FAILED:
@@ -203,4 +206,11 @@ def summary(history: History) -> dict[str, Any]:
     }
 
 
-__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "summary", "table_name"]
+def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:
+    """The ``summary`` of a workflow's history in ``store``; None when it has none (not started by a worker yet,
+    or another table/account). Storage errors propagate. Used by ``azjobs workflow status`` and the dashboard."""
+    info = summary(store.load(workflow_id))
+    return info if info["history_length"] else None
+
+
+__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "summary", "table_name"]
