@@ -1,4 +1,4 @@
-"""The dashboard's workflow pages over a real workflow history on Azurite: served over HTTP and by the Functions blueprint.
+"""The dashboard's workflow pages over a real workflow history on Azurite, over HTTP and by the Functions blueprint.
 
 The workflows are run by the real worker (``Worker(..., workflows=queue)``) with their own
 step queue, workflows queue and history table (``AZJOBS_WORKFLOWS_TABLE``), as in

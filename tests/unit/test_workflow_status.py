@@ -31,6 +31,7 @@ def test_the_failure_record_activity_is_not_counted_as_a_step():
 
 def test_the_status_command_renders_a_failed_workflow():
     text = cli.render(summary(failed_history()))
-    assert text.splitlines()[:3] == ["workflow w1: Failed", "steps: 0 done, 0 running, 1 failed; 0 timer(s); history 5 events",
-                                     "  0.0      wf.broken                      failed   !! ValueError: broken step got 2"]
+    assert text.splitlines()[:3] == [
+        "workflow w1: Failed", "steps: 0 done, 0 running, 1 failed; 0 timer(s); history 5 events",
+        "  0.0      wf.broken                      failed   !! ValueError: broken step got 2"]
     assert text.endswith("error: ValueError: broken step got 2")
