@@ -152,8 +152,12 @@ def test_a_plain_json_body_read_as_base64_hints_at_the_encoding():
     with pytest.raises(EnvelopeError) as info:
         Envelope.decode(body, "base64")
     assert info.value.reason == "not_base64"
-    assert str(info.value) == (
-        "message body is not valid base64: Only base64 data is allowed; the body is plain JSON: this looks like a "
+    # binascii's own reason in the middle differs between Python versions ("Only base64 data is allowed" on
+    # 3.11+, "Non-base64 digit found" on 3.10); what azjobs says around it does not.
+    text = str(info.value)
+    assert text.startswith("message body is not valid base64: ")
+    assert text.endswith(
+        "; the body is plain JSON: this looks like a "
         "message sent with messageEncoding=none, read with messageEncoding=base64; producers and workers must agree "
         "(host.json extensions.queues.messageEncoding, azjobs.configure(message_encoding=...))")
 
