@@ -296,8 +296,9 @@ def test_a_worker_reading_base64_hints_at_a_plain_json_producer(setup, connectio
     setup.run_until(lambda: bool(setup.results))
     assert setup.results[0].extra["reason"] == "not_base64"
     record = PoisonRecord.decode(only_message(setup.client, setup.queue + "-poison").content)
-    assert record.error.message == f"message body is not valid base64: Only base64 data is allowed; " \
-                                   f"{HINT_NONE_READ_AS_BASE64}"
+    # binascii's reason in the middle is worded differently on Python 3.10; azjobs' text around it is not.
+    assert record.error.message.startswith("message body is not valid base64: ")
+    assert record.error.message.endswith(f"; {HINT_NONE_READ_AS_BASE64}")
     code, text, err = run_full(setup.client, "requeue", setup.queue, "--all")
     assert code == 0 and err == ""
     back = Envelope.decode(only_message(setup.client, setup.queue).content, "base64")
