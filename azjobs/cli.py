@@ -615,6 +615,7 @@ def _jobs_registered(args: argparse.Namespace, err: TextIO) -> bool:
 
 
 def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err: TextIO) -> int:
+    from . import supervisor
     from .core import Executor
     from .registry import registry
     from .worker import Worker
@@ -631,6 +632,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
         stats_interval=args.stats_interval or None,
+        processes=supervisor.shared_by(),
         schedules=not args.no_schedules,
         workflows=None if args.no_workflows else _workflows_queue(args),
     )

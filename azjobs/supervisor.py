@@ -55,6 +55,7 @@ from .secrets import get_logger
 log = get_logger("azjobs.supervisor")
 
 CHILD_ENV = "AZJOBS_PROCESS_SLOT"  # set in every child: its slot, 0..N-1; a child never supervises
+SHARE_ENV = "AZJOBS_PROCESSES"  # set in every child: N, the processes sharing the instance's batch limits
 COUNT_ENV = "FUNCTIONS_WORKER_PROCESS_COUNT"
 MAX_PROCESSES = 64
 USAGE_ERROR = 2
@@ -613,7 +614,20 @@ def supervise(args: argparse.Namespace, argv: Sequence[str], parser: argparse.Ar
     except (ConfigurationError, ValueError) as exc:
         print(f"azjobs: {exc}", file=err)
         return USAGE_ERROR
+    os.environ[SHARE_ENV] = str(processes)  # inherited by every child (spawn_worker copies the environment)
     return Supervisor(worker_argv, processes, burst=args.burst, grace=args.grace).run()
+
+
+def shared_by(environ: Mapping[str, str] | None = None) -> int:
+    """In a worker process: how many processes share the instance's batch limits (1 outside a supervisor)."""
+    env = os.environ if environ is None else environ
+    if env.get(CHILD_ENV) is None:
+        return 1
+    try:
+        value = int(env.get(SHARE_ENV, "1"))
+    except ValueError:
+        return 1
+    return value if 1 <= value <= MAX_PROCESSES else 1
 
 
 class _ChildTag(logging.Filter):
@@ -640,5 +654,5 @@ def tag_child_logs(handler: logging.Handler, fmt: str, environ: Mapping[str, str
 
 
 __all__ = ["Backoff", "CHILD_ENV", "COUNT_ENV", "MAX_PROCESSES", "RestartPolicy", "Supervisor", "child_argv",
-           "classify", "describe_exit", "process_count", "read_memory", "spawn_worker", "strip_option", "supervise",
+           "classify", "describe_exit", "process_count", "read_memory", "shared_by", "spawn_worker", "strip_option", "supervise",
            "tag_child_logs"]

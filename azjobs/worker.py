@@ -162,6 +162,7 @@ class Worker:
         burst_timeout: float | None = BURST_TIMEOUT_S,
         origin: str | None = None,
         stats_interval: float | None = None,
+        processes: int = 1,
         schedules: bool = True,
         workflows: str | None = None,
     ) -> None:
@@ -187,6 +188,15 @@ class Worker:
         # (fewer receive calls, each of which sorts the queue on Azurite; the host's default is 16),
         # and never to more than an explicit -c: a worker told to run 4 jobs at once does not hold 16 leases.
         batch = settings.batch_size if settings.batch_size_set else MAX_FETCH
+        # The host's batch rules are per instance, shared by its FUNCTIONS_WORKER_PROCESS_COUNT language
+        # workers: with -p N each process takes 1/N of them (at defaults), so N processes hold the leases
+        # one instance would, and none is left with a backlog of leased jobs while another has none.
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
+        self.processes = processes
+        split = processes > 1 and concurrency is None and fetch is None
+        if split:
+            batch = -(-batch // processes)
         self.fetch = fetch or (batch if concurrency is None else min(batch, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
@@ -196,6 +206,8 @@ class Worker:
         # in-flight work drops to -c, so one batch waits while -c jobs run, and -c (plus that
         # batch) caps all queues together.
         threshold = settings.threshold(batch_size=self.fetch) if concurrency is None else concurrency
+        if split and settings.new_batch_threshold is not None:
+            threshold = -(-threshold // processes)  # an explicit newBatchThreshold is the instance's too
         limits = QueueLimits(self.fetch, threshold)
         self.concurrency = concurrency or limits.most * len(self.queues)
         self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
@@ -419,11 +431,12 @@ class Worker:
         timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
         target = self.target
         log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
-                 "max polling interval %.1fs%s", ", ".join(self.queues), target.where, target.origin,
+                 "max polling interval %.1fs%s%s", ", ".join(self.queues), target.where, target.origin,
                  self.concurrency, self.fetch, self.lease_s, timeout,
                  self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
+                 f" (the instance's batch limits shared by {self.processes} processes)" if self.processes > 1 else "",
                  extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
-                        "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst,
+                        "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst, "processes": self.processes,
                         "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,
                         "connection": target.origin})
 

@@ -95,3 +95,25 @@ def test_a_message_carrying_max_retries_for_a_custom_policy_follows_the_policy_n
     body = Envelope.build("custom", (), options={"max_retries": 2}).encode()
     result = core.execute(body, MessageInfo("custom-policy"))
     assert result.outcome is Outcome.RETRY_SCHEDULED and result.retry_in_s == 1
+
+
+def test_worker_processes_share_one_instances_batch_limits_at_defaults():
+    client = RecordingClient(settings=QueueSettings(new_batch_threshold=8))
+    one = Worker(["aaa"], client=client)  # type: ignore[arg-type]
+    two = Worker(["aaa"], client=client, processes=2)  # type: ignore[arg-type]
+    assert (one.fetch, one.inflight.limits["aaa"].most) == (32, 40)
+    assert (two.fetch, two.inflight.limits["aaa"].most) == (16, 20)  # two of them lease what one instance would
+    unset = RecordingClient(settings=QueueSettings())
+    assert Worker(["aaa"], client=unset, processes=2).concurrency == \
+        Worker(["aaa"], client=unset).concurrency // 2  # type: ignore[arg-type]
+    # -c and -f are the operator's own numbers, per process: not split
+    assert Worker(["aaa"], client=client, processes=2, concurrency=6).concurrency == 6  # type: ignore[arg-type]
+    assert Worker(["aaa"], client=client, processes=2, fetch=32).fetch == 32  # type: ignore[arg-type]
+
+
+def test_a_supervised_worker_learns_how_many_processes_share_the_instance():
+    from azjobs.supervisor import CHILD_ENV, SHARE_ENV, shared_by
+
+    assert shared_by({}) == 1 and shared_by({SHARE_ENV: "4"}) == 1  # not a child: the whole instance
+    assert shared_by({CHILD_ENV: "0", SHARE_ENV: "4"}) == 4
+    assert shared_by({CHILD_ENV: "1", SHARE_ENV: "many"}) == 1
