@@ -137,8 +137,12 @@ class CountingProxy:
             if name.strip().lower() == "content-length":
                 length = int(value.strip() or 0)
         with self._lock:
-            self.counts[classify(method, target)] += 1
+            self.counts[self._kind(method, target)] += 1
         return length
+
+    def _kind(self, method: str, target: str) -> str:
+        """What one request counts as: a queue operation (send, receive, delete, update, other)."""
+        return classify(method, target)
 
 
 def total(counts: Counter[str]) -> int:
