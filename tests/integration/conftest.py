@@ -1,8 +1,11 @@
 """Fixtures shared by the worker tests."""
 
 import os
+import uuid
 
 import pytest
+
+from tests.conftest import unique_queue
 
 # Workers started by these tests run in folders without host.json: like `func start`, they are a
 # Development environment, where the host caps idle polling at 2 s instead of 1 min.
@@ -25,3 +28,19 @@ def processes():
         if process.poll() is None:
             process.kill()
             process.wait(10)
+
+
+@pytest.fixture
+def flows(client, test_dir, monkeypatch, raw_queue):
+    """(step queue, workflows queue) for one test, with its own history table."""
+    table = f"wf{uuid.uuid4().hex[:16]}"
+    monkeypatch.setenv("AZJOBS_WORKFLOWS_TABLE", table)
+    steps, queue = unique_queue("wfs"), unique_queue("wfq")
+    for name in (steps, queue, f"{queue}-poison", f"{steps}-poison"):
+        raw_queue(name)  # deleted at teardown
+    client.ensure_queue(steps)
+    yield steps, queue
+    try:
+        client.connection.table_service().delete_table(table)
+    except Exception:
+        pass

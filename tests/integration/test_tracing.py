@@ -153,29 +153,18 @@ def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(clie
     assert otel.total("azjobs.jobs.dead_lettered", queue) == 1
 
 
-def test_every_workflow_step_continues_the_trace_the_workflow_was_enqueued_in(client, raw_queue, otel, test_dir,
-                                                                               monkeypatch):
-    import uuid
-
+def test_every_workflow_step_continues_the_trace_the_workflow_was_enqueued_in(client, otel, test_dir, flows):
     from tests.integration.worker_support import Background
     from tests.jobs import workflow_jobs as wf
 
-    table = f"wf{uuid.uuid4().hex[:16]}"
-    monkeypatch.setenv("AZJOBS_WORKFLOWS_TABLE", table)
-    steps, queue = unique_queue("tws"), unique_queue("twq")
-    for name in (steps, queue, f"{queue}-poison", f"{steps}-poison"):
-        raw_queue(name)  # deleted at teardown
-    client.ensure_queue(steps)
+    steps, queue = flows
     on = {"queue": steps}
     flow = azjobs.chain(azjobs.group(wf.add.options(**on).s(1, 2), wf.add.options(**on).s(3, 4)),
                         wf.total.options(**on).s())
     with otel.tracer.start_as_current_span("request") as request:
         handle = flow.enqueue(queue=queue)
-    try:
-        with Background(Worker([steps], client=client, settings=FAST, lease=2, workflows=queue)):
-            assert handle.result(timeout=30) == 10
-    finally:
-        client.connection.table_service().delete_table(table)
+    with Background(Worker([steps], client=client, settings=FAST, lease=2, workflows=queue)):
+        assert handle.result(timeout=30) == 10
 
     spans = otel.spans(trace_id=request.get_span_context().trace_id)
     (producer,) = [s for s in spans if s.name == f"create {queue}"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -20,27 +19,10 @@ from azjobs.message import decode_body
 from azjobs.worker import Worker
 from azjobs.workflows import WorkflowFailed, WorkflowHandle
 from azjobs.workflows.history import HistoryStore
-from tests.conftest import unique_queue
 from tests.integration.worker_support import Background, log_of, spawn, wait_for
 from tests.jobs import workflow_jobs as wf
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
-
-
-@pytest.fixture
-def flows(client, test_dir, monkeypatch, raw_queue):
-    """(step queue, workflows queue) for one test, with its own history table."""
-    table = f"wf{uuid.uuid4().hex[:16]}"
-    monkeypatch.setenv("AZJOBS_WORKFLOWS_TABLE", table)
-    steps, queue = unique_queue("wfs"), unique_queue("wfq")
-    for name in (steps, queue, f"{queue}-poison", f"{steps}-poison"):
-        raw_queue(name)  # deleted at teardown
-    client.ensure_queue(steps)
-    yield steps, queue
-    try:
-        client.connection.table_service().delete_table(table)
-    except Exception:
-        pass
 
 
 def worker(client, steps, queue):
