@@ -120,6 +120,7 @@ class FaultProxy:
         self.faults: Counter[str] = Counter()  # requests a rule failed, by method
         self.resets = 0  # connections reset while cut
         self._rules: tuple[Rule, ...] = ()
+        self._remaining: dict[str, int] = {}  # rules limited to a number of requests: how many are left
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,19 +212,26 @@ class FaultProxy:
         return self._cut
 
     def fail(self, method: str, mode: str = "error", *, for_s: float | None = None, status: int = 500,
-             path_contains: str = "") -> None:
-        """Fail ``method`` requests (optionally only paths containing ``path_contains``) for ``for_s`` s, or until ``heal``."""
+             path_contains: str = "", times: int | None = None) -> None:
+        """Fail ``method`` requests (optionally only paths containing ``path_contains``) for ``for_s`` s, or until
+        ``heal``; with ``times``, only the next ``times`` of them."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if times is not None and times < 1:
+            raise ValueError(f"times must be at least 1, got {times!r}")
         until = None if for_s is None else time.monotonic() + for_s
         rule = Rule(method.upper(), mode, status, path_contains, until)
         with self._lock:
             self._rules = tuple(r for r in self._rules if r.method != rule.method) + (rule,)
+            self._remaining.pop(rule.method, None)
+            if times is not None:
+                self._remaining[rule.method] = times
 
     def heal(self, method: str | None = None) -> None:
         """Stop failing ``method`` (every method if None)."""
         with self._lock:
             self._rules = tuple(r for r in self._rules if method is not None and r.method != method.upper())
+            self._remaining = {m: n for m, n in self._remaining.items() if method is not None and m != method.upper()}
 
     # -- serving -------------------------------------------------------------
     def _reset_all(self) -> None:
@@ -234,9 +242,15 @@ class FaultProxy:
 
     def _rule_for(self, method: str, path: str) -> Rule | None:
         now = time.monotonic()
-        for rule in self._rules:
-            if rule.matches(method, path, now):
-                return rule
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path, now):
+                    left = self._remaining.get(rule.method)
+                    if left is not None:
+                        if left <= 0:
+                            continue
+                        self._remaining[rule.method] = left - 1
+                    return rule
         return None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

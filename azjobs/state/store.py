@@ -1,7 +1,11 @@
 """The job state store: one Table Storage entity per job id.
 
-PartitionKey is the job id and RowKey ``"job"``, so every read is a point read and every
-transition an ETag-conditional write on one entity. The entity holds the status, the job
+RowKey is the job id and PartitionKey one of ``PARTITIONS`` shards (``jobs-0`` to ``jobs-7``,
+by a hash of the id), so every read is a point read, every transition an ETag-conditional
+write on one entity, and the writes of concurrent jobs can share a transaction: the RUNNING
+and SUCCESSFUL writes go through ``azjobs.state.writer``, which sends those waiting for one
+partition as one request. Eight partitions keep Table Storage's per-partition target (2,000
+entities a second) above what one storage account's request target leaves for tracked jobs. The entity holds the status, the job
 and queue, the times, attempts and worker ids, the JSON return value (in Blob Storage,
 beside claim-checked arguments, when it is over a Table property's 32K characters) and the
 errors of failed attempts (redacted). Unique-job keys live in the same table under their own
@@ -32,14 +36,17 @@ import hashlib
 import json
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..message import parse_time, to_json_value, utcnow
 from ..secrets import describe, get_logger, redact
+from .batch import Write, transactions_for
 from .errors import StateUnavailable
 from .record import FINISHED, JobError, JobRecord, JobStatus
+from .writer import StateWriter
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -51,7 +58,8 @@ log = get_logger("azjobs.state")
 DEFAULT_TABLE = "azjobsstate"
 TABLE_SETTING = "AZJOBS_STATE_TABLE"  # an app setting naming another table
 DEFAULT_RETENTION = timedelta(days=7)
-ROW = "job"
+PARTITIONS = 8
+PARTITION_PREFIX = "jobs-"
 UNIQUE_ROW = "unique"
 UNIQUE_PREFIX = "unique-"
 # A string property holds at most 64 KiB of UTF-16: 32K characters.
@@ -65,6 +73,11 @@ RUNNING_LEASE = timedelta(minutes=10)
 OUTAGE_PAUSE_S = 5.0
 POOL_SIZE = 32
 START_TRIES = 5
+OWN_WRITE = "this delivery's own RUNNING write is there (its answer was lost)"
+
+
+_RUNNING_CHANGES = ("PartitionKey", "RowKey", "UpdatedAt", "ExpiresAt", "Status", "LastAttemptedAt", "Attempt",
+                    "MessageId", "DequeueCount", "LeaseUntil")
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,11 @@ def default_table() -> str:
     return os.environ.get(TABLE_SETTING, "").strip() or DEFAULT_TABLE
 
 
+def partition_of(job_id: str) -> str:
+    """The partition of a job's record: a stable hash of its id over ``PARTITIONS`` shards."""
+    return f"{PARTITION_PREFIX}{zlib.crc32(job_id.encode('utf-8')) % PARTITIONS}"
+
+
 def unique_partition(key: str) -> str:
     return UNIQUE_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
@@ -167,6 +185,8 @@ class StateStore:
         self._lock = threading.Lock()
         self._table_ready = False
         self._outage_until = 0.0
+        self._transactions = transactions_for(table)
+        self.writer = StateWriter(self._send)
 
     @classmethod
     def from_connection(cls, connection: "Connection", table: str | None = None,
@@ -187,6 +207,7 @@ class StateStore:
         return cls(service.get_table_client(table), payloads=payloads, retention=retention, service=service)
 
     def close(self) -> None:
+        self.writer.close()
         for closable in (self.table, self._service):
             close = getattr(closable, "close", None)
             if close is not None:
@@ -198,18 +219,35 @@ class StateStore:
     # -- calls -------------------------------------------------------------
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One table call. 404/409/412 come back as they are; anything else is ``StateUnavailable``."""
+        return self._guarded(getattr(self.table, method), *args, **kwargs)
+
+    def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if time.monotonic() < self._outage_until:
             raise StateUnavailable("the state table was unreachable a moment ago; not trying again yet")
         try:
-            return getattr(self.table, method)(*args, **kwargs)
+            return call(*args, **kwargs)
         except Exception as exc:
-            if _is(exc, 404, 409, 412):
+            if _is(exc, 404, 409, 412) or isinstance(exc, StateUnavailable):
                 raise
             from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
             if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or _is(exc, 408, 500, 502, 503, 504):
                 self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
             raise StateUnavailable(f"state table {self.table_name!r}: {describe(exc)}") from exc
+
+    def _send(self, writes: Any) -> list[Any]:
+        """One transaction (the writer's thread calls this), guarded as every call is."""
+        return self._guarded(self._transactions.send, writes)
+
+    def _merge(self, entity: dict[str, Any], etag: str | None = None) -> str | None:
+        """Merge ``entity`` (insert it if missing, unless ``etag`` is given) through the writer."""
+        try:
+            return self.writer.write(Write(entity, etag))
+        except Exception as exc:
+            if not _table_missing(exc):
+                raise
+        self.ensure_table()
+        return self.writer.write(Write(entity, etag))
 
     def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A write that creates the table first when it is missing."""
@@ -232,7 +270,10 @@ class StateStore:
                     raise
             self._table_ready = True
 
-    def _get(self, partition: str, row: str = ROW) -> Any | None:
+    def _get(self, job_id: str) -> Any | None:
+        return self._get_key(partition_of(job_id), job_id)
+
+    def _get_key(self, partition: str, row: str) -> Any | None:
         try:
             return self._call("get_entity", partition, row)
         except Exception as exc:
@@ -256,8 +297,8 @@ class StateStore:
         Table Storage has no index but the key: this scans the table (fine for a dashboard over
         a week's retention; a very busy app should keep ``since`` recent).
         """
-        parts = ["RowKey eq @row"]
-        parameters: dict[str, Any] = {"row": ROW}
+        parts = ["PartitionKey ge @first", "PartitionKey lt @after"]
+        parameters: dict[str, Any] = {"first": PARTITION_PREFIX, "after": PARTITION_PREFIX[:-1] + "."}
         if since is not None:
             parts.append("UpdatedAt ge @since")
             parameters["since"] = since.astimezone(timezone.utc)
@@ -312,15 +353,15 @@ class StateStore:
             try:
                 value = _loads(self.payloads.get(ref).decode("utf-8"), None)
             except Exception as exc:  # the record still says what happened; only the value is unreadable
-                log.warning("return value of job %s unreadable at %s: %s", entity["PartitionKey"], ref, describe(exc),
-                            extra={"action": "state_return_value_unreadable", "job_id": entity["PartitionKey"]})
+                log.warning("return value of job %s unreadable at %s: %s", entity["RowKey"], ref, describe(exc),
+                            extra={"action": "state_return_value_unreadable", "job_id": entity["RowKey"]})
         arguments = _loads(entity.get("Arguments"), {})
         try:
             status = JobStatus(entity.get("Status", "READY"))
         except ValueError:
             status = JobStatus.READY
         return JobRecord(
-            id=entity["PartitionKey"], job=entity.get("Job", ""), queue=entity.get("Queue") or None,
+            id=entity["RowKey"], job=entity.get("Job", ""), queue=entity.get("Queue") or None,
             status=status, enqueued_at=_aware(entity.get("EnqueuedAt")), started_at=_aware(entity.get("StartedAt")),
             finished_at=_aware(entity.get("FinishedAt")),
             last_attempted_at=_aware(entity.get("LastAttemptedAt")), attempts=int(entity.get("Attempts") or 0),
@@ -333,7 +374,7 @@ class StateStore:
     # -- transitions ---------------------------------------------------------
     def _identity(self, envelope: "Envelope", now: datetime) -> dict[str, Any]:
         """What every write carries, so any one of them can (re)create a whole entity after an outage."""
-        entity: dict[str, Any] = {"PartitionKey": envelope.id, "RowKey": ROW, "Job": envelope.job,
+        entity: dict[str, Any] = {"PartitionKey": partition_of(envelope.id), "RowKey": envelope.id, "Job": envelope.job,
                                   "Queue": envelope.queue or "", "UpdatedAt": now, "ExpiresAt": self._expires(now)}
         try:
             entity["EnqueuedAt"] = parse_time(envelope.enqueued_at)
@@ -364,7 +405,7 @@ class StateStore:
 
         kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
-            self._call("delete_entity", job_id, ROW, **kwargs)
+            self._call("delete_entity", partition_of(job_id), job_id, **kwargs)
         except Exception as exc:
             if not _is(exc, 404, 412):
                 raise
@@ -380,11 +421,11 @@ class StateStore:
                        MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
         if etag and envelope.attempt == 1:
             # The READY entity as enqueued: nothing ran yet. (A retry copy carries the same ETag, surely stale.)
-            fast = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
+            # The ETag proves that entity is there, with the job's identity: only what changes is sent.
+            fast = {key: running[key] for key in _RUNNING_CHANGES}
+            fast.update(StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
-                answer = self._call("update_entity", fast, mode=_merge(), etag=etag,
-                                    match_condition=MatchConditions.IfNotModified)
-                return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None)
+                return Start("run", etag=self._merge(fast, etag))
             except Exception as exc:
                 if not _is(exc, 404, 412):
                     raise
@@ -402,6 +443,8 @@ class StateStore:
             decision = self._decide(entity, envelope, message_id, dequeue_count, now)
             if decision.action != "run":
                 return decision
+            if decision.why == OWN_WRITE:  # already RUNNING for this delivery: nothing more to write
+                return Start("run", why=OWN_WRITE, etag=entity.metadata["etag"])
             workers = list(_loads(entity.get("WorkerIds"), []))[-(MAX_WORKER_IDS - 1):] + [worker_id]
             update = dict(running, Attempts=int(entity.get("Attempts") or 0) + 1, WorkerIds=_dumps(workers))
             if not entity.get("StartedAt"):
@@ -432,8 +475,13 @@ class StateStore:
         if status == JobStatus.RUNNING.value:
             if envelope.attempt > recorded_attempt:
                 return Start("run", why="a retry copy of an attempt that ended (its RETRYING write was lost)")
-            if same_message and dequeue_count > int(entity.get("DequeueCount") or 0):
+            recorded_count = int(entity.get("DequeueCount") or 0)
+            if same_message and dequeue_count > recorded_count:
                 return Start("run", why="the previous delivery of this message lost its lease (its worker stopped)")
+            if same_message and dequeue_count == recorded_count:
+                # One receive gives one (message id, dequeue count): this delivery wrote that RUNNING
+                # itself, and the answer was lost (a timeout after the service applied the write).
+                return Start("run", why=OWN_WRITE)
             lease_until = _aware(entity.get("LeaseUntil"))
             if lease_until is not None and lease_until > now:
                 wait_s = max(1, int((lease_until - now).total_seconds()) + 1)
@@ -469,7 +517,7 @@ class StateStore:
         entity = self._identity(envelope, now)
         entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
         entity.update(self._return_value(envelope.id, value))
-        self._write("upsert_entity", entity, mode=_merge())
+        self._merge(entity)
 
     def _return_value(self, job_id: str, value: Any) -> dict[str, Any]:
         try:
@@ -541,7 +589,7 @@ class StateStore:
             except Exception as exc:
                 if not _is(exc, 409):
                     raise
-            held = self._get(partition, UNIQUE_ROW)
+            held = self._get_key(partition, UNIQUE_ROW)
             if held is None:
                 continue
             holder = held.get("JobId", "")
@@ -563,7 +611,7 @@ class StateStore:
         """Free ``key`` if ``job_id`` still holds it (its message was never sent)."""
         from azure.core import MatchConditions
 
-        held = self._get(unique_partition(key), UNIQUE_ROW)
+        held = self._get_key(unique_partition(key), UNIQUE_ROW)
         if held is None or held.get("JobId") != job_id:
             return
         try:
@@ -609,4 +657,5 @@ def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any]) -> str
                                   ensure_ascii=False)
 
 
-__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "Start", "StateStore", "error_of", "unique_key_for"]
+__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Start", "StateStore", "error_of", "partition_of",
+           "unique_key_for"]

@@ -57,9 +57,16 @@ def enabled() -> bool:
     return os.environ.get(ENV_FLAG, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_worker_id: tuple[int, str] | None = None
+
+
 def worker_id() -> str:
-    """``host:pid`` of this process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid`` of this process (looked up once per process)."""
+    global _worker_id
+    pid = os.getpid()
+    if _worker_id is None or _worker_id[0] != pid:
+        _worker_id = (pid, f"{socket.gethostname()}:{pid}")
+    return _worker_id[1]
 
 
 def is_tracked(envelope: "Envelope | None", definition: "JobDefinition | None" = None, client: Any = None) -> bool:

@@ -74,3 +74,17 @@ def test_only_loopback_is_accepted():
         FaultProxy(10001, upstream_host="10.0.0.1")
     with pytest.raises(ValueError):
         FaultProxy(10001, listen_host="0.0.0.0")
+
+
+def test_a_fault_limited_by_times_fails_only_that_many_requests(proxy, through_proxy):
+    proxy.fail("PUT", "error", times=2)  # the queue's metadata PUT: any method with a harmless call does
+    failed = 0
+    for _ in range(4):
+        try:
+            through_proxy.set_queue_metadata({"n": "1"})
+        except HttpResponseError as error:
+            assert error.status_code == 500
+            failed += 1
+    assert failed == 2 and proxy.faults["PUT"] == 2
+    with pytest.raises(ValueError, match="times must be at least 1"):
+        proxy.fail("PUT", times=0)

@@ -23,7 +23,7 @@ from azjobs.message import Envelope
 from azjobs.registry import Registry
 from azjobs.state import tracker
 from azjobs.state.record import JobError, JobRecord, JobStatus
-from azjobs.state.store import RUNNING_LEASE, StateStore
+from azjobs.state.store import RUNNING_LEASE, StateStore, partition_of
 from azjobs.state.testing import MemoryTable, memory_store
 from azjobs.testing import RecordingClient
 
@@ -444,7 +444,7 @@ def test_a_return_value_over_a_property_goes_to_blob_storage():
     client, executor = setup()
     job_id = enqueue(client, big)
     executor.execute(*delivery(client))
-    entity = client.state_store.table.entities[(job_id, "job")][0]
+    entity = client.state_store.table.entities[(partition_of(job_id), job_id)][0]
     assert entity["ReturnValueRef"].endswith(f"results/{job_id}.json") and entity["ReturnValue"] == ""
     assert client.state_store.get(job_id).return_value == "x" * 40_000
     assert client.state_store.prune(timedelta(0)) == 1
@@ -574,3 +574,20 @@ def test_a_unique_job_whose_send_failed_frees_its_key():
         enqueue(client, add, 1, 2, unique_key="k")
     job_id = enqueue(client, add, 1, 2, unique_key="k")
     assert len(client.sent) == 1 and client.sent[0][0].id == job_id
+
+
+def test_a_delivery_whose_own_running_write_was_applied_but_unanswered_runs():
+    # The RUNNING write reached the table but its answer was lost (a timeout after the write):
+    # the same delivery, trying again, finds its own message id and dequeue count there.
+    client, executor = setup()
+    job_id = enqueue(client, add, 1, 2)
+    body, info = delivery(client, message_id="m-1", dequeue_count=1)
+    envelope = client.sent[0][0]
+    first = client.state_store.start(envelope, message_id="m-1", dequeue_count=1, worker_id=tracker.worker_id(),
+                                     etag=envelope.options["state_etag"])
+    assert first.action == "run"
+    result = executor.execute(body, info)  # the READY ETag no longer matches: the slow path decides
+    assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
+    assert client.state_store.get(job_id).status is JobStatus.SUCCESSFUL
+    record = client.state_store.get(job_id)
+    assert record.attempts == 1 and record.worker_ids == [tracker.worker_id()]  # one start, written once
