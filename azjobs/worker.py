@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from .client import Client, default_client, http_session
 from .core import Executor, Prepared, Redeliver, Result
@@ -51,6 +52,8 @@ from .polling import PollingBackoff
 from .recorder import describe
 from .secrets import get_logger
 from .settings import QueueSettings
+from .deletes import with_direct_deletes
+from .direct_http import Connections
 from .settlement import Delivery, Settlement
 from .settler import Settler
 from .timeouts import Watchdog, Watched
@@ -272,7 +275,10 @@ class Worker:
         """Work until stopped (or drained, in burst mode); returns what was done."""
         service = _worker_queue_service(
             self.client, pool=max(8, len(self.queues) * self.receivers + DELETE_THREADS + 12))
-        self._queue_clients = {name: service.get_queue_client(name) for name in self.queues}
+        # Deletes (one per job) on connections of their own; every other call through the SDK.
+        deletes = Connections(f"{service.scheme}://{urlsplit(service.url).netloc}")
+        self._queue_clients = {name: with_direct_deletes(service.get_queue_client(name), deletes)
+                               for name in self.queues}
         try:
             self._check_queues()
             if self._stopping.is_set():

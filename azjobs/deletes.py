@@ -1,0 +1,106 @@
+"""The worker's message deletes on its own connections: the call it makes once per job.
+
+A delete through ``QueueClient.delete_message`` costs the worker about 1.1 ms of CPU (the
+SDK's request pipeline, ``requests`` and ``urllib3``); the same request on a keep-alive
+``http.client`` connection (``azjobs.direct_http``), signed ``SharedKeyLite`` with the account
+key or carrying a SAS, about 0.25 ms. ``with_direct_deletes(queue_client)`` wraps a queue
+client so its ``delete_message`` goes that way and every other call stays the SDK's; for an
+Entra ID credential it returns the client unchanged.
+
+A refused delete raises what the SDK raises for it (``ResourceNotFoundError`` for
+``MessageNotFound``, ``HttpResponseError`` with ``status_code`` and ``error_code`` for a
+pop-receipt mismatch), so the settler reads the outcome the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .direct_http import Connections, signature
+
+API_VERSION = "2021-02-12"
+_XML_FIELD = re.compile(r"<(Code|Message)>(.*?)</\1>", re.S)
+
+
+def _error(status: int, code: str, body: bytes) -> Exception:
+    from azure.core import exceptions
+
+    fields = dict(_XML_FIELD.findall(body.decode("utf-8", "replace")))
+    code = code or fields.get("Code", "")
+    message = fields.get("Message", "").split("\n", 1)[0]
+    kind = {404: exceptions.ResourceNotFoundError, 409: exceptions.ResourceExistsError}.get(
+        status, exceptions.HttpResponseError)
+    error = kind(message=f"{status} {code}: {message}".strip())
+    error.status_code = status
+    error.error_code = code
+    return error
+
+
+class DirectDeletes:
+    """``delete_message`` for one queue, on this process's own connections."""
+
+    def __init__(self, base_url: str, queue: str, *, account: str | None = None, key: str | None = None,
+                 sas: str | None = None, connections: Connections | None = None) -> None:
+        if (key is None) == (sas is None):
+            raise ValueError("DirectDeletes needs exactly one of an account key and a SAS")
+        if key is not None and not account:
+            raise ValueError("signing with an account key needs the account name")
+        parts = urlsplit(base_url)
+        self.connections = connections or Connections(f"{parts.scheme}://{parts.netloc}")
+        self._prefix = f"{parts.path.rstrip('/')}/{queue}/messages/"
+        self._account = account
+        self._key = base64.b64decode(key) if key is not None else None
+        self._sas = sas.lstrip("?") if sas else ""
+
+    def delete_message(self, message: Any, pop_receipt: str | None = None, **_: Any) -> None:
+        message_id = message if isinstance(message, str) else message.id
+        receipt = pop_receipt if pop_receipt is not None else getattr(message, "pop_receipt", None)
+        if not receipt:
+            raise ValueError("pop_receipt must be present")
+        path = self._prefix + quote(message_id, safe="")
+        query = f"popreceipt={quote(receipt, safe='')}" + (f"&{self._sas}" if self._sas else "")
+        date = formatdate(usegmt=True)
+        headers = {"x-ms-date": date, "x-ms-version": API_VERSION, "Content-Length": "0"}
+        if self._key is not None:
+            signed = signature(self._key, f"DELETE\n\n\n\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n"
+                                          f"/{self._account}{path}")
+            headers["Authorization"] = f"SharedKeyLite {self._account}:{signed}"
+        status, answer, body = self.connections.send("DELETE", f"{path}?{query}", None, headers)
+        if status != 204:
+            raise _error(status, answer.get("x-ms-error-code", "") or "", body)
+
+
+class DirectDeleteQueue:
+    """A ``QueueClient`` whose ``delete_message`` is a ``DirectDeletes``; every other call is the client's."""
+
+    def __init__(self, queue_client: Any, deletes: DirectDeletes) -> None:
+        self._queue_client = queue_client
+        self._deletes = deletes
+
+    def delete_message(self, message: Any, pop_receipt: str | None = None, **kwargs: Any) -> None:
+        self._deletes.delete_message(message, pop_receipt, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue_client, name)
+
+
+def with_direct_deletes(queue_client: Any, connections: Connections | None = None) -> Any:
+    """``queue_client`` deleting on direct connections when it holds an account key or a SAS."""
+    base_url = f"{queue_client.scheme}://{queue_client.primary_hostname}"
+    credential = getattr(queue_client, "credential", None)
+    account, key = getattr(credential, "account_name", None), getattr(credential, "account_key", None)
+    if account and key:
+        return DirectDeleteQueue(queue_client, DirectDeletes(base_url, queue_client.queue_name, account=account,
+                                                             key=key, connections=connections))
+    query = (getattr(queue_client, "_query_str", "") or "").lstrip("?")
+    if credential is None and "sig=" in query:
+        return DirectDeleteQueue(queue_client, DirectDeletes(base_url, queue_client.queue_name, sas=query,
+                                                             connections=connections))
+    return queue_client
+
+
+__all__ = ["DirectDeleteQueue", "DirectDeletes", "with_direct_deletes"]

@@ -1,0 +1,97 @@
+"""Keep-alive HTTP connections of our own, one per thread, for azjobs' two hottest storage calls.
+
+A worker deletes every message it finishes, and with job state on it sends a table
+transaction for a few of them. Through the SDK's pipeline (``azure.core`` policies, then
+``requests``, then ``urllib3``) each of those costs the worker about 1.1–1.3 ms of CPU; the
+same request on an ``http.client`` connection costs 0.2–0.5 ms. ``azjobs.deletes`` and
+``azjobs.state.direct`` send them here, signed with the account key (``SharedKeyLite``) or
+carrying a SAS; an Entra ID credential keeps the SDK's pipeline, which refreshes its tokens.
+
+A connection the service closed while idle (Azurite closes them after 5 s) is opened again
+and the request sent once more, as ``urllib3`` does; any other failure is raised as
+``ServiceRequestError`` (not sent) or ``ServiceResponseError`` (sent, no answer), the
+exceptions the SDK raises for the same faults.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import threading
+from typing import Mapping
+from urllib.parse import urlsplit
+
+TIMEOUT_S = 10.0
+
+
+def signature(key: bytes, text: str) -> str:
+    """Base64 HMAC-SHA256 of ``text`` with the account key (the Shared Key schemes)."""
+    return base64.b64encode(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()).decode("ascii")
+
+
+class Connections:
+    """Per-thread keep-alive connections to one storage endpoint (``base_url``: scheme and host)."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = TIMEOUT_S) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"not a storage endpoint URL: {base_url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.netloc
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        self.reopened = 0  # connections the service had closed while idle, opened again for a request
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            connection = self._local.connection = kind(self._host, timeout=self._timeout_s)
+        return connection
+
+    def _drop(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def send(self, method: str, target: str, body: bytes | None,
+             headers: Mapping[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request (``target``: path and query); its status, headers and body."""
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+        for attempt in (1, 2):
+            reused = getattr(self._local, "connection", None) is not None
+            connection = self._connection()
+            try:
+                connection.request(method, target, body=body, headers=dict(headers))
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                if reused and attempt == 1:
+                    self.reopened += 1
+                    continue  # the service closed the idle connection: nothing was sent
+                raise ServiceRequestError(f"could not send to storage: {exc!r}") from None
+            try:
+                response = connection.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._drop()
+                if reused and attempt == 1:
+                    self.reopened += 1
+                    continue  # closed before it read the request, as an idle connection is
+                raise ServiceResponseError(f"no answer from storage: {exc!r}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise ServiceResponseError(f"no answer from storage: {exc!r}") from None
+            if response.will_close:
+                self._drop()
+            return response.status, response.headers, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._drop()
+
+
+__all__ = ["Connections", "signature"]
