@@ -37,11 +37,12 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
             value = to_json_value(run.value, f"the return value of {env.job}")
         except ArgumentError as exc:
             error = exc
+    text = None
     if error is None:
         event = {"EventType": TASK_COMPLETED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
                  "Result": json.dumps(value)}
         try:
-            _encode(executor, env, event)
+            text = _encode(executor, env, event)
         except PayloadTooLargeError as exc:  # the value cannot travel back: the step fails, and says why
             error = PayloadTooLargeError(f"the return value of workflow step {env.job} is too large for its report "
                                          f"message ({exc}); return a reference (a blob name, a row id) instead")
@@ -49,7 +50,8 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
         info = ErrorInfo.from_exception(error)
         event = {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
                  "Reason": f"{info.type}: {info.message}", "Details": info.traceback}
-    _send(executor, env, event)
+        text = _encode(executor, env, event)
+    _write(executor, env, text)
     outcome = "succeeded" if error is None else "failed"
     log.info("workflow %s step %s %s %s in %.3fs (attempt reported to %s)", env.workflow.get("id"), env.job, env.id,
              outcome, run.duration_s, env.workflow.get("queue"),
@@ -74,7 +76,10 @@ def _encode(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> 
 
 
 def _send(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> None:
-    text = _encode(executor, envelope, event)
+    _write(executor, envelope, _encode(executor, envelope, event))
+
+
+def _write(executor: "Executor", envelope: Envelope, text: str) -> None:
     executor.recorder.write(envelope.workflow["queue"], text, 0, None, envelope, "workflow step report")
 
 
