@@ -226,6 +226,13 @@ def fast_connect_retry(base: type) -> type:
     return FastConnectRetry
 
 
+def table_service(connection: Any, **kwargs: Any):
+    """A ``TableServiceClient`` for ``connection``'s account with short retries (2, 0.3 s apart) and
+    timeouts: a table that cannot be reached is reported in seconds (job state, workflow pages)."""
+    return connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
+                                    connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10, **kwargs)
+
+
 def sdk_retry():
     """Short SDK retries (about 1, 3, 5 s) instead of the default 15 s, 18 s, 42 s back-off; a refused
     connection is retried once after 0.5 s, so it fails in about a second."""

@@ -14,47 +14,30 @@ pop-receipt mismatch), so the settler reads the outcome the same way.
 
 from __future__ import annotations
 
-import base64
 import re
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from .direct_http import Connections, signature
+from .direct_http import Connections, Signing, storage_error
 
 API_VERSION = "2021-02-12"
 _XML_FIELD = re.compile(r"<(Code|Message)>(.*?)</\1>", re.S)
 
 
 def _error(status: int, code: str, body: bytes) -> Exception:
-    from azure.core import exceptions
-
     fields = dict(_XML_FIELD.findall(body.decode("utf-8", "replace")))
-    code = code or fields.get("Code", "")
-    message = fields.get("Message", "").split("\n", 1)[0]
-    kind = {404: exceptions.ResourceNotFoundError, 409: exceptions.ResourceExistsError}.get(
-        status, exceptions.HttpResponseError)
-    error = kind(message=f"{status} {code}: {message}".strip())
-    error.status_code = status
-    error.error_code = code
-    return error
+    return storage_error(status, code or fields.get("Code", ""), fields.get("Message", "").split("\n", 1)[0])
 
 
 class DirectDeletes:
-    """``delete_message`` for one queue, on this process's own connections."""
+    """``delete_message`` for one queue on this process's own connections, authorized by ``signing``."""
 
-    def __init__(self, base_url: str, queue: str, *, account: str | None = None, key: str | None = None,
-                 sas: str | None = None, connections: Connections | None = None) -> None:
-        if (key is None) == (sas is None):
-            raise ValueError("DirectDeletes needs exactly one of an account key and a SAS")
-        if key is not None and not account:
-            raise ValueError("signing with an account key needs the account name")
+    def __init__(self, base_url: str, queue: str, signing: Signing, *, connections: Connections | None = None) -> None:
         parts = urlsplit(base_url)
         self.connections = connections or Connections(f"{parts.scheme}://{parts.netloc}")
         self._prefix = f"{parts.path.rstrip('/')}/{queue}/messages/"
-        self._account = account
-        self._key = base64.b64decode(key) if key is not None else None
-        self._sas = sas.lstrip("?") if sas else ""
+        self.signing = signing
 
     def delete_message(self, message: Any, pop_receipt: str | None = None, **_: Any) -> None:
         message_id = message if isinstance(message, str) else message.id
@@ -62,13 +45,13 @@ class DirectDeletes:
         if not receipt:
             raise ValueError("pop_receipt must be present")
         path = self._prefix + quote(message_id, safe="")
-        query = f"popreceipt={quote(receipt, safe='')}" + (f"&{self._sas}" if self._sas else "")
+        query = f"popreceipt={quote(receipt, safe='')}" + (f"&{self.signing.sas}" if self.signing.sas else "")
         date = formatdate(usegmt=True)
         headers = {"x-ms-date": date, "x-ms-version": API_VERSION, "Content-Length": "0"}
-        if self._key is not None:
-            signed = signature(self._key, f"DELETE\n\n\n\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n"
-                                          f"/{self._account}{path}")
-            headers["Authorization"] = f"SharedKeyLite {self._account}:{signed}"
+        authorization = self.signing.authorization(
+            f"DELETE\n\n\n\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n/{self.signing.account}{path}")
+        if authorization:
+            headers["Authorization"] = authorization
         status, answer, body = self.connections.send("DELETE", f"{path}?{query}", None, headers)
         if status != 204:
             raise _error(status, answer.get("x-ms-error-code", "") or "", body)
@@ -94,11 +77,11 @@ def with_direct_deletes(queue_client: Any, connections: Connections | None = Non
     credential = getattr(queue_client, "credential", None)
     account, key = getattr(credential, "account_name", None), getattr(credential, "account_key", None)
     if account and key:
-        return DirectDeleteQueue(queue_client, DirectDeletes(base_url, queue_client.queue_name, account=account,
-                                                             key=key, connections=connections))
+        return DirectDeleteQueue(queue_client, DirectDeletes(base_url, queue_client.queue_name,
+                                                             Signing(account=account, key=key), connections=connections))
     query = (getattr(queue_client, "_query_str", "") or "").lstrip("?")
     if credential is None and "sig=" in query:
-        return DirectDeleteQueue(queue_client, DirectDeletes(base_url, queue_client.queue_name, sas=query,
+        return DirectDeleteQueue(queue_client, DirectDeletes(base_url, queue_client.queue_name, Signing(sas=query),
                                                              connections=connections))
     return queue_client
 

@@ -26,9 +26,36 @@ from urllib.parse import urlsplit
 TIMEOUT_S = 10.0
 
 
-def signature(key: bytes, text: str) -> str:
-    """Base64 HMAC-SHA256 of ``text`` with the account key (the Shared Key schemes)."""
-    return base64.b64encode(hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()).decode("ascii")
+class Signing:
+    """How a direct request is authorized: signed ``SharedKeyLite`` with the account key, or a SAS query."""
+
+    def __init__(self, *, account: str | None = None, key: str | None = None, sas: str | None = None) -> None:
+        if (key is None) == (sas is None):
+            raise ValueError("a direct request needs exactly one of an account key and a SAS")
+        if key is not None and not account:
+            raise ValueError("signing with an account key needs the account name")
+        self.account = account
+        self.key = base64.b64decode(key) if key is not None else None
+        self.sas = sas.lstrip("?") if sas else ""  # the SAS query, without "?"
+
+    def authorization(self, string_to_sign: str) -> str | None:
+        """The ``Authorization`` header for ``string_to_sign`` (None with a SAS: the query carries it)."""
+        if self.key is None:
+            return None
+        signed = base64.b64encode(hmac.new(self.key, string_to_sign.encode("utf-8"), hashlib.sha256).digest())
+        return f"SharedKeyLite {self.account}:{signed.decode('ascii')}"
+
+
+def storage_error(status: int, code: str, message: str) -> Exception:
+    """The exception the SDK raises for a refused request: by status, with ``status_code`` and ``error_code``."""
+    from azure.core import exceptions
+
+    kind = {404: exceptions.ResourceNotFoundError, 409: exceptions.ResourceExistsError,
+            412: exceptions.ResourceModifiedError}.get(status, exceptions.HttpResponseError)
+    error = kind(message=f"{status} {code}: {message}".strip())
+    error.status_code = status
+    error.error_code = code
+    return error
 
 
 class Connections:
@@ -94,4 +121,4 @@ class Connections:
         self._drop()
 
 
-__all__ = ["Connections", "signature"]
+__all__ = ["Connections", "Signing", "storage_error"]

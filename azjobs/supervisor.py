@@ -654,5 +654,5 @@ def tag_child_logs(handler: logging.Handler, fmt: str, environ: Mapping[str, str
 
 
 __all__ = ["Backoff", "CHILD_ENV", "COUNT_ENV", "MAX_PROCESSES", "RestartPolicy", "Supervisor", "child_argv",
-           "classify", "describe_exit", "process_count", "read_memory", "shared_by", "spawn_worker", "strip_option", "supervise",
-           "tag_child_logs"]
+           "classify", "describe_exit", "process_count", "read_memory", "shared_by", "spawn_worker", "strip_option",
+           "supervise", "tag_child_logs"]

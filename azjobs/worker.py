@@ -44,6 +44,8 @@ from urllib.parse import urlsplit
 
 from .client import Client, default_client, http_session
 from .core import Executor, Prepared, Redeliver, Result
+from .deletes import with_direct_deletes
+from .direct_http import Connections
 from .errors import AzjobsError, ConfigurationError, QueueNotFoundError
 from .inflight import InFlight, QueueLimits
 from .lease import LeaseKeeper
@@ -52,8 +54,6 @@ from .polling import PollingBackoff
 from .recorder import describe
 from .secrets import get_logger
 from .settings import QueueSettings
-from .deletes import with_direct_deletes
-from .direct_http import Connections
 from .settlement import Delivery, Settlement
 from .settler import Settler
 from .timeouts import Watchdog, Watched

@@ -62,13 +62,10 @@ class Dashboard:
     def workflow_store(self):
         """The workflow history store (``azjobs.workflows.history``), built at first use."""
         if self._workflow_store is None:
-            from ..client import CONNECT_TIMEOUT_S
+            from ..client import table_service
             from ..workflows.history import HistoryStore
 
-            service = self.reader.client.connection.table_service(retry_total=2, retry_connect=1,
-                                                                  retry_backoff_factor=0.3,
-                                                                  connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10)
-            self._workflow_store = HistoryStore(service, self.workflows_table)
+            self._workflow_store = HistoryStore(table_service(self.reader.client.connection), self.workflows_table)
         return self._workflow_store
 
     # -- request plumbing -------------------------------------------------------------
@@ -98,6 +95,13 @@ class Dashboard:
 
     def respond(self, ctx: pages.Context, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status_code=status, headers=security_headers(ctx.nonce))
+
+    def looked_up(self, request: Request, section: str) -> Response | None:
+        """A lookup box's ``?id=``, sent on to that id's page under ``section`` (None without one)."""
+        wanted = request.query_params.get("id", "").strip()
+        if not wanted:
+            return None
+        return RedirectResponse(f"{self.base}{section}/{pages.q(wanted)}", status_code=303)
 
     async def sample(self) -> list:
         depths = await run_in_threadpool(self.reader.depths)

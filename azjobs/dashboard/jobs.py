@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import pages
@@ -133,9 +133,9 @@ def job_page(ctx: pages.Context, r: Any) -> str:
 async def jobs_list(dash, request: Request) -> Response:
     from ..state import JobStatus
 
-    wanted = request.query_params.get("id", "").strip()
-    if wanted:
-        return RedirectResponse(f"{dash.base}/jobs/{q(wanted)}", status_code=303)
+    lookup = dash.looked_up(request, "/jobs")
+    if lookup is not None:
+        return lookup
     status = request.query_params.get("status") or None
     names = [s.value for s in JobStatus]
     if status is not None and status not in names:

@@ -14,12 +14,12 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from . import pages
 from .app import _plain, page
-from .pages import q, text
+from .pages import text
 
 STATE_CLASS = {"done": "ok-text", "failed": "bad", "running": "run"}
 STATUS_CLASS = {"Completed": "ok-text", "Failed": "bad", "Running": "run"}
@@ -76,9 +76,9 @@ def workflow_page(ctx: pages.Context, info: dict[str, Any], table: str) -> str:
 
 @page
 async def workflows_list(dash, request: Request) -> Response:
-    wanted = request.query_params.get("id", "").strip()
-    if wanted:
-        return RedirectResponse(f"{dash.base}/workflows/{q(wanted)}", status_code=303)
+    lookup = dash.looked_up(request, "/workflows")
+    if lookup is not None:
+        return lookup
     ctx = dash.context(request)
     return dash.respond(ctx, workflows_page(ctx))
 

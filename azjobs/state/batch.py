@@ -24,6 +24,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
+from urllib.parse import quote
+
+from ..direct_http import storage_error
 
 MAX_WRITES = 100  # the service's limit per transaction
 RETRY = object()
@@ -44,8 +47,6 @@ class Write:
 
 
 def _key(value: str) -> str:
-    from urllib.parse import quote
-
     return quote(value.replace("'", "''"), safe="")
 
 
@@ -92,17 +93,6 @@ def build(base_url: str, table: str, writes: Sequence[Write]) -> tuple[str, byte
     return f"multipart/mixed; boundary={batch}", b"".join(parts)
 
 
-def _error(status: int, code: str, message: str) -> Exception:
-    from azure.core import exceptions
-
-    kind = {404: exceptions.ResourceNotFoundError, 409: exceptions.ResourceExistsError,
-            412: exceptions.ResourceModifiedError}.get(status, exceptions.HttpResponseError)
-    error = kind(message=f"{status} {code}: {message}".strip())
-    error.status_code = status
-    error.error_code = code
-    return error
-
-
 def _odata_error(text: str) -> tuple[str, str]:
     start = text.find("{")
     try:  # the JSON is followed by the multipart's closing boundaries
@@ -120,7 +110,7 @@ def parse(status: int, body: bytes, count: int, error_code: str = "") -> list[An
     """
     if status != 202:
         code, message = _odata_error(body.decode("utf-8", "replace"))
-        raise _error(status, code or error_code or "", message)
+        raise storage_error(status, code or error_code or "", message)
     text = body.decode("utf-8", "replace")
     found = list(_STATUS.finditer(body))
     answers: list[Any] = []
@@ -142,12 +132,12 @@ def parse(status: int, body: bytes, count: int, error_code: str = "") -> list[An
             index = int(headers["content-id"]) - 1
         elif re.match(r"^\d+:", message):
             index = int(message.split(":", 1)[0])
-        error = _error(code, error_code, message)
+        error = storage_error(code, error_code, message)
         if index is None or not 0 <= index < count:
             raise error  # the service refused the transaction without saying which write
         return [error if i == index else RETRY for i in range(count)]
     if len(answers) != count:
-        raise _error(502, "BadBatchResponse", f"{len(answers)} answers to {count} writes: {text[:300]!r}")
+        raise storage_error(502, "BadBatchResponse", f"{len(answers)} answers to {count} writes: {text[:300]!r}")
     return answers
 
 

@@ -15,34 +15,27 @@ which refreshes tokens.
 
 from __future__ import annotations
 
-import base64
 from email.utils import formatdate
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from ..direct_http import Connections, signature
+from ..direct_http import Connections, Signing
 from .batch import Write, build, parse
 
 API_VERSION = "2019-02-02"
 
 
 class DirectTransactions:
-    """Sends transactions for one table with a key (``key``) or a SAS (``sas``, the query without ``?``)."""
+    """Sends transactions for one table, authorized by ``signing`` (the account key or a SAS)."""
 
-    def __init__(self, base_url: str, table: str, *, account: str | None = None, key: str | None = None,
-                 sas: str | None = None, timeout_s: float = 10.0) -> None:
-        if (key is None) == (sas is None):
-            raise ValueError("DirectTransactions needs exactly one of an account key and a SAS")
-        if key is not None and not account:
-            raise ValueError("signing with an account key needs the account name")
+    def __init__(self, base_url: str, table: str, signing: Signing, *, timeout_s: float = 10.0) -> None:
         parts = urlsplit(base_url)
         self.base_url = base_url.rstrip("/")
         self.table = table
         self.connections = Connections(f"{parts.scheme}://{parts.netloc}", timeout_s=timeout_s)
         self._path = parts.path.rstrip("/") + "/$batch"
-        self._account = account
-        self._key = base64.b64decode(key) if key is not None else None
-        self._query = f"?{sas.lstrip('?')}" if sas else ""
+        self.signing = signing
+        self._query = f"?{signing.sas}" if signing.sas else ""
 
     @property
     def reopened(self) -> int:
@@ -56,22 +49,22 @@ class DirectTransactions:
         base_url = f"{table_client.scheme}://{table_client._primary_hostname}"
         credential = getattr(table_client, "credential", None)
         if isinstance(credential, AzureNamedKeyCredential):
-            return cls(base_url, table_client.table_name, account=credential.named_key.name,
-                       key=credential.named_key.key)
+            return cls(base_url, table_client.table_name,
+                       Signing(account=credential.named_key.name, key=credential.named_key.key))
         if isinstance(credential, AzureSasCredential):
-            return cls(base_url, table_client.table_name, sas=credential.signature)
+            return cls(base_url, table_client.table_name, Signing(sas=credential.signature))
         query = (getattr(table_client, "_query_str", "") or "").lstrip("?")
         if credential is None and "sig=" in query:
-            return cls(base_url, table_client.table_name, sas=query)
+            return cls(base_url, table_client.table_name, Signing(sas=query))
         return None
 
     def _headers(self, content_type: str) -> dict[str, str]:
         date = formatdate(usegmt=True)
         headers = {"Content-Type": content_type, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
                    "Accept": "application/json", "x-ms-version": API_VERSION, "x-ms-date": date}
-        if self._key is not None:
-            signed = signature(self._key, f"{date}\n/{self._account}{self._path}")
-            headers["Authorization"] = f"SharedKeyLite {self._account}:{signed}"
+        authorization = self.signing.authorization(f"{date}\n/{self.signing.account}{self._path}")
+        if authorization:
+            headers["Authorization"] = authorization
         return headers
 
     def send(self, writes: Sequence[Write]) -> list[Any]:

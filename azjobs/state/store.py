@@ -5,10 +5,11 @@ by a hash of the id), so every read is a point read, every transition an ETag-co
 write on one entity, and the writes of concurrent jobs can share a transaction: the RUNNING
 and SUCCESSFUL writes go through ``azjobs.state.writer``, which sends those waiting for one
 partition as one request. Eight partitions keep Table Storage's per-partition target (2,000
-entities a second) above what one storage account's request target leaves for tracked jobs. The entity holds the status, the job
-and queue, the times, attempts and worker ids, the JSON return value (in Blob Storage,
-beside claim-checked arguments, when it is over a Table property's 32K characters) and the
-errors of failed attempts (redacted). Unique-job keys live in the same table under their own
+entities a second) above what one storage account's request target leaves for tracked jobs.
+
+The entity holds the status, the job and queue, the times, attempts and worker ids, the JSON
+return value (in Blob Storage, beside claim-checked arguments, when it is over a Table
+property's 32K characters) and the errors of failed attempts (redacted). Unique-job keys live in the same table under their own
 partition (``unique-<sha256>``).
 
 Entities carry ``ExpiresAt``: ``prune()`` deletes those past it (Table Storage has no TTL of
@@ -193,13 +194,11 @@ class StateStore:
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
-        from ..client import CONNECT_TIMEOUT_S, http_session
+        from ..client import http_session, table_service
 
         table = table or default_table()
         # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
-        service = connection.table_service(session=http_session(POOL_SIZE), retry_total=2, retry_connect=1,
-                                           retry_backoff_factor=0.3, connection_timeout=CONNECT_TIMEOUT_S,
-                                           read_timeout=10)
+        service = table_service(connection, session=http_session(POOL_SIZE))
         if payloads is None:
             from ..payload import PayloadStore
 
@@ -241,23 +240,21 @@ class StateStore:
 
     def _merge(self, entity: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge ``entity`` (insert it if missing, unless ``etag`` is given) through the writer."""
-        try:
-            return self.writer.write(Write(entity, etag))
-        except Exception as exc:
-            if not _table_missing(exc):
-                raise
-        self.ensure_table()
-        return self.writer.write(Write(entity, etag))
+        return self._creating_table(lambda: self.writer.write(Write(entity, etag)))
 
     def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A write that creates the table first when it is missing."""
+        """A single write call."""
+        return self._creating_table(lambda: self._call(method, *args, **kwargs))
+
+    def _creating_table(self, write: Callable[[], Any]) -> Any:
+        """``write()``, after creating the table if the first try says it is missing."""
         try:
-            return self._call(method, *args, **kwargs)
+            return write()
         except Exception as exc:
             if not _table_missing(exc):
                 raise
         self.ensure_table()
-        return self._call(method, *args, **kwargs)
+        return write()
 
     def ensure_table(self) -> None:
         with self._lock:

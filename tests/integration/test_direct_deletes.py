@@ -67,7 +67,7 @@ def test_a_sas_delete_carries_the_signature_and_works(azurite, sdk_queue, queue_
     endpoint = f"http://127.0.0.1:{azurite.queue_port}/{ACCOUNT}"
     client = QueueClient.from_connection_string(f"QueueEndpoint={endpoint};SharedAccessSignature={sas}", queue_name)
     queue = with_direct_deletes(client)
-    assert isinstance(queue, DirectDeleteQueue) and queue._deletes._key is None
+    assert isinstance(queue, DirectDeleteQueue) and queue._deletes.signing.key is None
     (message,) = _received(sdk_queue, 1)
     queue.delete_message(message.id, message.pop_receipt)
     assert sdk_queue.get_queue_properties().approximate_message_count == 0

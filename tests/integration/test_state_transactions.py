@@ -174,7 +174,7 @@ def test_a_sas_connection_string_sends_transactions_with_its_signature(azurite, 
                                                 table_name=table_name)
     store = StateStore(client)
     try:
-        assert isinstance(store._transactions, DirectTransactions) and store._transactions._key is None
+        assert isinstance(store._transactions, DirectTransactions) and store._transactions.signing.key is None
         store.ensure_table()
         envelope = _enqueued(store, 1)[0]
         assert _start(store, envelope).action == "run"
