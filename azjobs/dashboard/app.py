@@ -4,7 +4,8 @@ Pages: the queues with their depths and a depth-over-time chart; one queue with 
 messages; one poison message with its traceback; confirmation pages for requeue and purge
 (their POSTs need the admin-key session, its CSRF token and a same-origin request, see
 ``auth``); the jobs of the state store when one is given; and a workflow's status from the
-worker's workflow history (``workflows``).
+worker's workflow history (``workflows``). Every request, to a page or not, is answered 400
+unless its ``Host`` is one the dashboard answers to (``auth.HostNames``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -25,19 +27,18 @@ from starlette.routing import Mount, Route
 from ..client import Client
 from ..connection import Connection, resolve_connection
 from ..errors import AzjobsError, ConfigurationError
-from ..secrets import describe, get_logger
+from ..secrets import describe, get_logger, redact
 from ..settings import QueueSettings
 from . import pages
-from .auth import COOKIE, Guard, Refused
+from .auth import (COOKIE, PRINCIPAL_HEADER, Guard, HostNames, Principal, Refused, Session, SignInRequired,
+                   check_origin, client_principal, require_app_service_auth, served_over_https)
 from .history import DEFAULT_INTERVAL_S, DepthHistory
+from .sessions import TableSessions
 from .storage import StorageReader
 
 log = get_logger("azjobs.dashboard")
 
 REFRESH_S = 5.0
-# Entra ID sign-in (App Service Authentication) puts the signed-in user in these request headers.
-PRINCIPAL_NAME = "x-ms-client-principal-name"
-PRINCIPAL_ID = "x-ms-client-principal-id"
 
 
 class Dashboard:
@@ -69,29 +70,32 @@ class Dashboard:
         return self._workflow_store
 
     # -- request plumbing -------------------------------------------------------------
-    def principal(self, request: Request) -> str | None:
-        """The signed-in Entra ID user, checked when sign-in is required; Refused otherwise."""
-        name = request.headers.get(PRINCIPAL_NAME) or request.headers.get(PRINCIPAL_ID)
+    def principal(self, request: Request) -> Principal | None:
+        """The signed-in Entra ID user when sign-in is required (None otherwise: no header is read).
+
+        SignInRequired (401) without a readable ``x-ms-client-principal``; Refused (403) for a
+        user outside ``allowed_principals`` or signed in with another provider.
+        """
         if not self.require_principal:
-            return name
-        if not name:
-            raise PermissionError("sign-in required: this dashboard expects App Service Authentication (Entra ID) "
-                                  "in front of it")
-        if self.allowed_principals is not None:
-            ids = {(request.headers.get(PRINCIPAL_NAME) or "").lower(), (request.headers.get(PRINCIPAL_ID) or "").lower()}
-            if not ids & self.allowed_principals:
-                raise Refused(f"{name} is not allowed to use this dashboard")
-        return name
+            return None
+        principal = client_principal(request.headers.get(PRINCIPAL_HEADER))
+        if self.allowed_principals is not None and not principal.identities() & self.allowed_principals:
+            raise Refused(f"{principal.shown} is not allowed to use this dashboard")
+        return principal
+
+    async def resolve_session(self, request: Request) -> None:
+        """Look the request's session up once (a table read when it carries a signed cookie): ``context`` uses it."""
+        cookie = request.cookies.get(COOKIE)
+        request.state.session = await run_in_threadpool(self.guard.session, cookie) if cookie else None
 
     def context(self, request: Request) -> pages.Context:
-        session = self.guard.session(request.cookies.get(COOKIE))
+        session = getattr(request.state, "session", None)
+        principal = getattr(request.state, "principal", None)
         return pages.Context(
             base=self.base, account=self.reader.client.connection.account_name or "?",
             actions_enabled=self.guard.actions_enabled, logged_in=session is not None,
             csrf=self.guard.csrf_token(session) if session else None, nonce=_secrets.token_urlsafe(16),
-            # Only shown when sign-in is required: without App Service Authentication anyone can send the header.
-            principal=request.headers.get(PRINCIPAL_NAME) if self.require_principal else None,
-            state_enabled=self.state_store is not None)
+            principal=principal.shown if principal else None, state_enabled=self.state_store is not None)
 
     def respond(self, ctx: pages.Context, body: str, status: int = 200) -> HTMLResponse:
         return HTMLResponse(body, status_code=status, headers=security_headers(ctx.nonce))
@@ -114,12 +118,11 @@ class Dashboard:
         body = (await request.body()).decode("utf-8", "replace")
         return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
 
-    async def check_action(self, request: Request) -> dict[str, str]:
-        """The posted form, if this request may act; Refused (403) otherwise, before anything changes."""
+    async def check_action(self, request: Request) -> Session:
+        """The session allowed to act for this request; Refused (403) otherwise, before anything changes."""
         form = await self.form(request)
-        self.guard.check_action(request.cookies.get(COOKIE), form.get("csrf"), request.headers,
-                                request.headers.get("host"), self.allowed_origins)
-        return form
+        return await run_in_threadpool(self.guard.check_action, request.cookies.get(COOKIE), form.get("csrf"),
+                                       request.headers, request.headers.get("host"), self.allowed_origins)
 
 
 def security_headers(nonce: str) -> dict[str, str]:
@@ -137,6 +140,34 @@ def security_headers(nonce: str) -> dict[str, str]:
 Handler = Callable[[Dashboard, Request], Awaitable[Response]]
 
 
+class HostCheck:
+    """ASGI middleware: 400 for a request whose ``Host`` is not one of ``names`` (DNS rebinding), before routing."""
+
+    def __init__(self, app, names: HostNames) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            hosts = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"]
+            host = hosts[0] if len(hosts) == 1 else None  # none, or two (ambiguous): refused
+            if not self.names.allows(host):
+                shown = redact(repr(host if len(hosts) < 2 else hosts)[:200])
+                log.warning("dashboard refused Host %s on %s (it answers to %s)", shown, scope.get("path"),
+                            ", ".join(sorted(self.names.names)), extra={"action": "dashboard_host_refused"})
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = (f"400 Bad Request: this dashboard does not answer to Host {shown} (a guard against DNS "
+                        "rebinding). Use the address it was started with, or allow the name: --origin for "
+                        "azjobs dashboard, allowed_origins for create_app and the Functions blueprint.\n")
+                response = Response(body, status_code=400, media_type="text/plain; charset=utf-8",
+                                    headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """One error convention for every page: 404 bad queue, 403 refused, 401 not signed in, 503 storage."""
 
@@ -144,12 +175,14 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         dash: Dashboard = request.app.state.dashboard
         try:
-            dash.principal(request)  # raises when sign-in is required and missing, or the user is not allowed
-        except PermissionError as exc:
+            # raises when sign-in is required and missing or unreadable, or the user is not allowed
+            request.state.principal = dash.principal(request)
+        except SignInRequired as exc:
             return _plain(dash, request, 401, str(exc))
         except Refused as exc:
             return _plain(dash, request, 403, str(exc))
         try:
+            await dash.resolve_session(request)
             return await handler(dash, request)
         except Refused as exc:
             log.warning("dashboard refused %s %s: %s", request.method, request.url.path, exc,
@@ -291,28 +324,28 @@ async def login(dash: Dashboard, request: Request) -> Response:
     if request.method == "GET":
         return dash.respond(ctx, pages.login_page(ctx, _safe_next(dash, request.query_params.get("next"))))
     form = await dash.form(request)
-    from .auth import check_origin
-
     check_origin(request.headers, request.headers.get("host"), dash.allowed_origins)
     target = _safe_next(dash, form.get("next"))
     if not dash.guard.key_matches(form.get("key")):
         log.warning("dashboard login refused: wrong admin key", extra={"action": "dashboard_login_failed"})
         await asyncio.sleep(0.5)  # slows guessing
         return dash.respond(ctx, pages.login_page(ctx, target, "That is not the admin key."), 403)
-    _, cookie = dash.guard.new_session()
+    _, cookie = await run_in_threadpool(dash.guard.new_session)  # recorded in the sessions table
     log.info("dashboard login", extra={"action": "dashboard_login"})
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, cookie, max_age=dash.guard.session_s, path=home_path(dash), httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+                        samesite="strict", secure=served_over_https(request.headers, request.url.scheme))
     return response
 
 
 @page
 async def logout(dash: Dashboard, request: Request) -> Response:
-    await dash.check_action(request)
+    session = await dash.check_action(request)
+    await run_in_threadpool(dash.guard.end_session, session)  # every copy of the cookie stops working, everywhere
+    log.info("dashboard logout", extra={"action": "dashboard_logout"})
     response = RedirectResponse(dash.base + "/", status_code=303)
     response.delete_cookie(COOKIE, path=home_path(dash), httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+                           secure=served_over_https(request.headers, request.url.scheme))
     return response
 
 
@@ -336,21 +369,30 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
                queues: Iterable[str] | None = None, base_path: str = "", host_json: str | None = None,
                sample_interval_s: float = DEFAULT_INTERVAL_S, background_sampling: bool = True,
                require_principal: bool = False, allowed_principals: Iterable[str] | None = None,
-               allowed_origins: Iterable[str] = (), client: Client | None = None, state: Any = None,
-               state_table: str | None = None, workflows_table: str | None = None) -> Starlette:
+               allowed_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = (), client: Client | None = None,
+               state: Any = None, state_table: str | None = None, workflows_table: str | None = None,
+               sessions_table: str | None = None) -> Starlette:
     """The dashboard ASGI app.
 
     ``connection``: a Connection, a connection string, or None for the AzureWebJobsStorage
     convention. ``admin_key``: the key that allows actions (None: read-only). ``queues``:
     show only these job queues (default: every queue in the account). ``base_path``: the URL
     prefix it is served under. ``require_principal``: refuse requests without the Entra ID
-    user that App Service Authentication adds (``allowed_principals`` narrows who).
-    ``state``: True (or a ``StateStore``) adds the jobs pages over the job state store
-    (``state_table`` names its table; default the store's). ``workflows_table``: the workflow
+    user that App Service Authentication adds (``allowed_principals`` narrows who); refused
+    with ConfigurationError unless ``WEBSITE_AUTH_ENABLED`` says App Service Authentication is on.
+    ``allowed_origins``: other origins (``https://ops.example.com``) whose pages may post actions;
+    their hosts and ``allowed_hosts`` are answered besides 127.0.0.1, localhost and [::1] (any other
+    ``Host`` gets 400). ``state``: True (or a ``StateStore``) adds the jobs pages over the job state
+    store (``state_table`` names its table; default the store's). ``workflows_table``: the workflow
     history table for the workflow pages (default ``$AZJOBS_WORKFLOWS_TABLE`` or ``azjobsworkflows``).
+    ``sessions_table``: where logins are kept (default ``$AZJOBS_DASHBOARD_TABLE`` or ``azjobsdashboard``).
     """
     if base_path and (not base_path.startswith("/") or base_path.endswith("/")):
         raise ConfigurationError(f"base_path must start with '/' and not end with one, got {base_path!r}")
+    if require_principal:
+        require_app_service_auth()
+    allowed_origins = tuple(allowed_origins)
+    host_names = HostNames(allowed_hosts, allowed_origins)
     if client is None:
         if isinstance(connection, str):
             from ..connection import connection_from_string
@@ -363,7 +405,8 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
         from ..state import DEFAULT_TABLE, StateStore
 
         state_store = StateStore.from_connection(client.connection, state_table or DEFAULT_TABLE)
-    dash = Dashboard(StorageReader(client, queues), Guard(admin_key), DepthHistory(sample_interval_s),
+    sessions = TableSessions.for_connection(client.connection, sessions_table) if admin_key else None
+    dash = Dashboard(StorageReader(client, queues), Guard(admin_key, sessions), DepthHistory(sample_interval_s),
                      base_path=base_path, require_principal=require_principal,
                      allowed_principals=allowed_principals, allowed_origins=allowed_origins,
                      state_store=state_store, workflows_table=workflows_table)
@@ -386,8 +429,10 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = Starlette(routes=[Mount(base_path, routes=routes)] if base_path else routes, lifespan=lifespan)
+    app = Starlette(routes=[Mount(base_path, routes=routes)] if base_path else routes, lifespan=lifespan,
+                    middleware=[Middleware(HostCheck, names=host_names)])
     app.state.dashboard = dash
+    app.state.host_names = host_names
     return app
 
 

@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show only this job queue (repeatable; default: every queue in the account)")
     parser.add_argument("--admin-key", metavar="KEY", help=f"the key that allows actions (default ${KEY_ENV})")
     parser.add_argument("--origin", action="append", dest="origins", default=[], metavar="URL",
-                        help="also accept actions from pages served at this origin (e.g. https://ops.example.com "
-                             "behind a reverse proxy that changes the Host header; repeatable)")
+                        help="also answer requests for this origin's host and accept actions from its pages (e.g. "
+                             "https://ops.example.com behind a reverse proxy; repeatable). Requests with any other "
+                             "Host than 127.0.0.1, localhost, [::1] and --host are answered 400")
     parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
                         help="app setting holding the storage connection (default AzureWebJobsStorage)")
     parser.add_argument("--host-json", metavar="PATH", help="host.json to read messageEncoding from")
@@ -101,13 +102,15 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
         connection = resolve_connection(args.connection)
         app = create_app(connection, admin_key=key or None, queues=args.queues, host_json=args.host_json,
                          sample_interval_s=args.sample_interval, state=_state_wanted(args.state),
-                         state_table=args.state_table, allowed_origins=args.origins)
+                         state_table=args.state_table, allowed_origins=args.origins, allowed_hosts=[args.host])
     except ConfigurationError as exc:
         print(f"azjobs dashboard: {exc}", file=err)
         return USAGE
     if not _loopback(args.host):
         print(f"azjobs dashboard: warning: listening on {args.host}: anyone who can reach it can read the queues and "
-              "poison messages (over plain HTTP); put it behind TLS and sign-in, or keep --host 127.0.0.1", file=err)
+              "poison messages (over plain HTTP); put it behind TLS and sign-in, or keep --host 127.0.0.1. It answers "
+              f"only Host {', '.join(sorted(app.state.host_names.names))}: add the name you browse to with --origin",
+              file=err)
     mode = "actions allowed with the admin key" if key else f"read-only (no admin key: --admin-key or ${KEY_ENV})"
     if app.state.dashboard.state_store is not None:
         mode += f"; jobs from state table {app.state.dashboard.state_store.table_name}"

@@ -1,23 +1,33 @@
-"""The dashboard over real HTTP (uvicorn on a free port) against Azurite: pages, actions, refusals, the CLI."""
+"""The dashboard over real HTTP (uvicorn on a free port) against Azurite: pages, actions, refusals, the Host
+check, sessions that a logout ends everywhere, the CLI."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from azjobs.connection import AZURITE_KEY
 from azjobs.dashboard import create_app
+from azjobs.dashboard.auth import COOKIE, SESSION_S
 from azjobs.message import Envelope, decode_body
 from tests.conftest import ROOT, unique_queue
-from tests.integration.dashboard_support import ADMIN_KEY, Browserless, Served, count, poison
+from tests.integration.dashboard_support import sessions_table  # noqa: F401 (a fixture)
+from tests.integration.dashboard_support import ADMIN_KEY, Browserless, Served, count, poison, route_paths, session_rows
 from tests.integration.drivers import drop_queues
 from tests.jobs import failure_jobs
+
+pytestmark = pytest.mark.usefixtures("sessions_table")
 
 
 @pytest.fixture
@@ -229,3 +239,241 @@ def test_azjobs_dashboard_refuses_an_origin_that_is_not_scheme_and_host(connecti
     result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--origin", "ops.example.com/path"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "--origin 'ops.example.com/path': give scheme and host only" in result.stderr
+
+
+# -- the Host check (DNS rebinding) -------------------------------------------------------------
+@pytest.fixture
+def state_table(connection_string):
+    table = f"dashstate{uuid.uuid4().hex[:16]}"
+    yield table
+    from azjobs.connection import connection_from_string
+
+    try:
+        connection_from_string(connection_string, "argument").table_service().delete_table(table)
+    except Exception:
+        pass
+
+
+def test_every_route_answers_a_foreign_host_400_and_shows_nothing_even_with_a_session(client, queues, state_table):
+    busy, _ = queues
+    ids = poison_ids(client, busy)
+    before = (count(client, busy), sorted(ids))
+    app = create_app(client.connection, admin_key=ADMIN_KEY, queues=list(queues), background_sampling=False,
+                     state=True, state_table=state_table)
+    paths = route_paths(app, {"queue": busy, "id": ids[0]})
+    # Every page of the app: overview, login, logout, queue, poison, requeue, purge, jobs and workflows.
+    assert {"/", "/login", "/logout", f"/queues/{busy}", f"/queues/{busy}/poison/{ids[0]}", "/jobs", "/workflows",
+            f"/queues/{busy}/poison/purge"} <= set(paths) and len(paths) == len(set(paths)) >= 12
+    with Served(app) as server:
+        operator = Browserless(server.port)
+        operator.login()
+        token = operator.csrf()
+        foreign = f"attacker.example:{server.port}"
+        for path in paths + ["/no-such-page"]:
+            for method in ("GET", "POST"):
+                # What a DNS-rebinding page at http://attacker.example:<port>/ sends: its own Host and Origin (this
+                # test even adds the operator's cookie and CSRF token, which the browser would not send there).
+                refused = operator.request(method, path, form={"csrf": token} if method == "POST" else None,
+                                           headers={"Host": foreign}, origin=f"http://{foreign}")
+                assert refused.status == 400, (method, path, refused.status)
+                assert "does not answer to Host 'attacker.example:" in refused.text, (method, path)
+                assert "set-cookie" not in refused.headers and "dash-" not in refused.text and busy not in refused.text
+                # The same request under the dashboard's own name is not refused for its Host (no CSRF token:
+                # no action is done).
+                own = operator.request(method, path, form={} if method == "POST" else None)
+                assert own.status != 400, (method, path, own.status)
+    assert (count(client, busy), sorted(poison_ids(client, busy))) == before
+
+
+def test_a_dns_rebinding_read_of_a_poison_message_gets_400_not_the_message(served, client, queues):
+    busy, _ = queues
+    message_id = poison_ids(client, busy)[0]
+    path = f"/queues/{busy}/poison/{message_id}"
+    # curl -H "Host: attacker.example:8080" http://127.0.0.1:8080/queues/<q>/poison/<id>
+    reply = Browserless(served.port).get(path, headers={"Host": f"attacker.example:{served.port}"})
+    assert reply.status == 400 and reply.headers["content-type"].startswith("text/plain")
+    assert "Traceback" not in reply.text and "cannot ever work" not in reply.text
+    assert Browserless(served.port).get(path).status == 200
+
+
+def test_the_dashboards_own_names_are_answered_with_or_without_port_in_any_case(served):
+    port = served.port
+    browser = Browserless(port)
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", "localhost", f"localhost:{port}", f"LocalHost:{port}",
+                 f"localhost.:{port}", "[::1]", f"[::1]:{port}", f"[0:0:0:0:0:0:0:1]:{port}"):
+        assert browser.get("/", headers={"Host": host}).status == 200, host
+    for host in (f"127.0.0.1.attacker.example:{port}", f"localhost.attacker.example:{port}",
+                 f"attacker.example@127.0.0.1:{port}", f"127.0.0.1:{port}@attacker.example",
+                 f"attacker.example:{port}#@127.0.0.1", f"127.0.0.2:{port}", "attacker.example", f"::1:{port}"):
+        assert browser.get("/", headers={"Host": host}).status == 400, host
+    # X-Forwarded-Host is not trusted either way: anyone can send it.
+    assert browser.get("/", headers={"Host": f"attacker.example:{port}", "X-Forwarded-Host": f"127.0.0.1:{port}"}
+                       ).status == 400
+    assert browser.get("/", headers={"X-Forwarded-Host": f"attacker.example:{port}"}).status == 200
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def asgi_get(app, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """One GET / straight into the ASGI app, headers exactly as given (an HTTP server might refuse them first)."""
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/", "raw_path": b"/", "root_path": "", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080)}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_request_without_a_host_or_with_two_is_refused(served, client, queues):
+    no_host = raw_request(served.port, b"GET / HTTP/1.0\r\n\r\n")  # HTTP/1.0 may omit Host
+    assert no_host.startswith(b"HTTP/1.1 400") and b"does not answer to Host None" in no_host
+    # Two Host headers (uvicorn's parser refuses them itself; another server might not): refused by the app too.
+    app = create_app(client.connection, queues=list(queues), background_sampling=False)
+    status, body = asgi_get(app, [(b"host", b"127.0.0.1:8080"), (b"host", b"attacker.example")])
+    assert status == 400 and b"does not answer to Host ['127.0.0.1:8080', 'attacker.example']" in body
+    assert asgi_get(app, [(b"host", b"127.0.0.1:8080")])[0] == 200
+
+
+def test_azjobs_dashboard_answers_its_host_and_origin_names_only(connection_string, client, queues, tmp_path):
+    busy, _ = queues
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "azjobs", "dashboard", "--port", "0", "--queue", busy,
+                                "--host", "127.0.0.2", "--origin", "https://ops.example.com"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"on http://127\.0\.0\.2:(\d+)/", line)
+        assert match, line + (process.stderr.read() if process.poll() is not None else "")
+        port = int(match.group(1))
+        browser = Browserless(port, address="127.0.0.2")
+        for host in (f"127.0.0.2:{port}", "ops.example.com", f"OPS.example.com:{port}", f"localhost:{port}"):
+            page = browser.get("/", headers={"Host": host})
+            assert page.status == 200 and f'data-queue="{busy}"' in page.text, host
+        for host in (f"attacker.example:{port}", f"ops.example.com.attacker.example:{port}", "example.com"):
+            assert browser.get("/", headers={"Host": host}).status == 400, host
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "dashboard refused Host 'attacker.example:" in err
+
+
+def test_a_proxy_name_can_be_allowed_with_an_origin_and_actions_from_it_work(client, queues):
+    busy, _ = queues
+    app = create_app(client.connection, admin_key=ADMIN_KEY, queues=[busy], background_sampling=False,
+                     allowed_origins=["https://ops.example.com"])
+    with Served(app) as server:
+        # A TLS-terminating proxy that keeps the public Host and sends no X-Forwarded-Proto: the https origin of
+        # the login page is what says the browser is on https.
+        proxied = {"Host": "ops.example.com"}
+        operator = Browserless(server.port)
+        login = operator.post("/login", {"key": ADMIN_KEY, "next": "/"}, headers=proxied,
+                              origin="https://ops.example.com")
+        assert login.status == 303 and "; secure" in login.headers["set-cookie"].lower()
+        page = operator.get(f"/queues/{busy}/poison/purge", headers=proxied)
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        done = operator.post(f"/queues/{busy}/poison/purge", {"csrf": token}, headers=proxied,
+                             origin="https://ops.example.com")
+        assert done.status == 200 and poison_ids(client, busy) == []
+
+
+# -- sessions: a logout ends every copy of the cookie, on every instance -------------------------------
+def test_a_copied_session_cookie_is_refused_after_logout(served, client, queues, sessions_table):
+    busy, _ = queues
+    operator = Browserless(served.port)
+    assert operator.login().status == 303
+    copied = dict(operator.cookies)
+    token = operator.csrf()
+    [row] = session_rows(client, sessions_table)
+    assert row["RowKey"] in copied[COOKIE] and ADMIN_KEY not in str(row)
+    expires = row["Expires"]
+    assert abs((expires - datetime.now(timezone.utc)).total_seconds() - SESSION_S) < 600
+    assert operator.post("/logout", {"csrf": token}).status == 303 and not operator.cookies
+    assert session_rows(client, sessions_table) == []
+    thief = Browserless(served.port, cookies=copied)  # the copy taken before the logout
+    confirm = thief.get(f"/queues/{busy}/poison/purge")
+    assert confirm.status == 200 and 'name="csrf"' not in confirm.text and "Log in" in confirm.text
+    refused = thief.post(f"/queues/{busy}/poison/purge", {"csrf": token})
+    assert refused.status == 403 and "log in with the admin key" in refused.text
+    assert thief.post("/logout", {"csrf": token}).status == 403
+    assert len(poison_ids(client, busy)) == 2
+
+
+def test_a_logout_on_one_instance_ends_the_session_on_another(client, queues):
+    busy, _ = queues
+
+    def instance():
+        return Served(create_app(client.connection, admin_key=ADMIN_KEY, queues=[busy], background_sampling=False))
+
+    with instance() as first, instance() as second:
+        on_first = Browserless(first.port)
+        on_first.login()
+        # The same cookie, sent to the other instance (another process, or another Functions instance).
+        on_second = Browserless(second.port, cookies=dict(on_first.cookies))
+        token = on_second.csrf()
+        assert token == on_first.csrf()
+        assert on_first.post("/logout", {"csrf": token}).status == 303
+        refused = on_second.post(f"/queues/{busy}/poison/purge", {"csrf": token})
+        assert refused.status == 403 and "log in with the admin key" in refused.text
+        assert 'name="csrf"' not in on_second.get("/").text
+    assert len(poison_ids(client, busy)) == 2
+
+
+def test_expired_sessions_rows_are_deleted_at_the_next_login(served, client, sessions_table):
+    Browserless(served.port).login()  # creates the table
+    table = client.connection.table_service().get_table_client(sessions_table)
+    table.create_entity({"PartitionKey": "session", "RowKey": "expired-long-ago",
+                         "Expires": datetime.now(timezone.utc) - timedelta(hours=1)})
+    Browserless(served.port).login()
+    keys = [r["RowKey"] for r in session_rows(client, sessions_table)]
+    assert len(keys) == 2 and "expired-long-ago" not in keys
+
+
+def test_the_session_cookie_is_secure_only_over_https(client, queues):
+    # uvicorn's own X-Forwarded-Proto handling off, as behind a proxy it does not trust (or another ASGI server).
+    app = create_app(client.connection, admin_key=ADMIN_KEY, queues=list(queues), background_sampling=False)
+    with Served(app, proxy_headers=False) as served:
+        plain = Browserless(served.port).login()
+        assert plain.status == 303 and "secure" not in plain.headers["set-cookie"].lower()
+        forwarded = Browserless(served.port).post("/login", {"key": ADMIN_KEY, "next": "/"},
+                                                  headers={"X-Forwarded-Proto": "https"})
+        assert forwarded.status == 303 and "; secure" in forwarded.headers["set-cookie"].lower()
+        operator = Browserless(served.port)
+        operator.login()
+        out = operator.post("/logout", {"csrf": operator.csrf()}, headers={"X-Forwarded-Proto": "https"})
+        assert out.status == 303 and "; secure" in out.headers["set-cookie"].lower()
+        assert "max-age=0" in out.headers["set-cookie"].lower()
+
+
+def test_a_deleted_sessions_table_ends_every_session(served, client, sessions_table):
+    """Sessions fail closed: without its row (here, without the whole table) a signed cookie proves nothing."""
+    operator = Browserless(served.port)
+    operator.login()
+    assert 'name="csrf"' in operator.get("/").text
+    client.connection.table_service().delete_table(sessions_table)
+    page = operator.get("/")
+    assert page.status == 200 and 'name="csrf"' not in page.text and "Log in" in page.text
+
+
+def test_an_admin_key_without_table_storage_is_a_clear_configuration_error():
+    from azjobs.connection import Connection
+    from azjobs.errors import ConfigurationError
+
+    queues_only = Connection(queue_service_uri="https://acct.queue.core.windows.net", source="AzureWebJobsStorage")
+    with pytest.raises(ConfigurationError, match="admin key needs Table Storage, where logins are kept"):
+        create_app(queues_only, admin_key=ADMIN_KEY, background_sampling=False)
+    assert create_app(queues_only, background_sampling=False)  # read-only needs no table

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -26,22 +27,27 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def launch_chromium(playwright):
+def launch_chromium(playwright, *extra_args: str):
     """Debian's chromium with a fresh profile (Playwright makes a temporary user-data-dir for each launch)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: the dashboard's browser tests need Debian's chromium "
                     "(scripts/setup installs it with apt-get)", pytrace=False)
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + list(extra_args), headless=True)
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = launch_chromium(playwright)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,7 @@ def dashboard(connection_string, tmp_path_factory):
     """``azjobs dashboard`` on a free port with the admin key; yields its base URL."""
     cwd = tmp_path_factory.mktemp("dashboard")
     env = dict(os.environ, AzureWebJobsStorage=connection_string, AZJOBS_DASHBOARD_KEY=ADMIN_KEY,
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), AZJOBS_DASHBOARD_TABLE=f"dashsess{uuid.uuid4().hex[:16]}")
     process = subprocess.Popen([sys.executable, "-m", "azjobs", "dashboard", "--port", "0", "--sample-interval", "1"],
                                cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = process.stdout.readline()
@@ -146,3 +152,54 @@ def test_requeue_from_the_browser_moves_the_job_back_and_a_worker_runs_it(page, 
     page.goto(dashboard + "/")
     assert row(page, broken).locator("td.depth").inner_text() == "0"
     assert row(page, broken).locator("td.poison-depth").inner_text() == "0"
+
+
+def test_a_copy_of_the_session_cookie_is_refused_after_logout(browser, page, dashboard, client, jobs):
+    broken, _ = jobs
+    page.goto(dashboard + "/login")
+    page.fill("#key", ADMIN_KEY)
+    page.click("#login")
+    assert "actions allowed" in page.locator("header").inner_text()
+    copied = page.context.cookies()
+    assert [c["name"] for c in copied] == ["azjobs_dashboard_session"] and copied[0]["httpOnly"]
+    token = page.locator('header input[name="csrf"]').get_attribute("value")
+    page.click("header button")  # Log out
+    assert "Log in to act" in page.locator("header").inner_text() and page.context.cookies() == []
+
+    # Someone who copied the cookie before the logout (another browser) gets nothing from it.
+    other = browser.new_context()
+    try:
+        other.add_cookies(copied)
+        thief = other.new_page()
+        thief.goto(f"{dashboard}/queues/{broken}/poison/purge")
+        assert thief.locator("form #confirm").count() == 0 and thief.locator("a.button", has_text="Log in").count() == 1
+        status = thief.evaluate("""async ([url, csrf]) => {
+            const r = await fetch(url, {method: "POST", body: new URLSearchParams({csrf})});
+            return r.status; }""", [f"{dashboard}/queues/{broken}/poison/purge", token])
+        assert status == 403
+    finally:
+        other.close()
+    assert count(client, broken + "-poison") == 1
+
+
+def test_a_dns_rebinding_page_gets_400_from_every_page(playwright, dashboard, client, jobs):
+    broken, _ = jobs
+    port = dashboard.rsplit(":", 1)[1]
+    message_id = client.queue(broken + "-poison").peek_messages()[0].id
+    # The attack: attacker.example resolves to 127.0.0.1, so its page reaches the dashboard as same-origin.
+    rebinding = launch_chromium(playwright, "--host-resolver-rules=MAP attacker.example 127.0.0.1")
+    try:
+        page = rebinding.new_page()
+        for path in ("/", f"/queues/{broken}", f"/queues/{broken}/poison/{message_id}", "/login"):
+            response = page.goto(f"http://attacker.example:{port}{path}")
+            assert response.status == 400, path
+            body = page.locator("body").inner_text()
+            assert "does not answer to Host 'attacker.example:" in body and "browser-job" not in body
+        # The page's own script reading the dashboard, as a rebinding page would: 400, nothing to read.
+        read = page.evaluate("""async (url) => {
+            const r = await fetch(url); return [r.status, await r.text()]; }""", f"/queues/{broken}/poison/{message_id}")
+        assert read[0] == 400 and "browser-job" not in read[1]
+        # The same browser under the dashboard's own name is served.
+        assert page.goto(f"{dashboard}/queues/{broken}/poison/{message_id}").status == 200
+    finally:
+        rebinding.close()

@@ -23,7 +23,7 @@ from azjobs.worker import Worker
 from azjobs.workflows import WorkflowFailed
 from tests.conftest import unique_queue
 from tests.integration.dashboard_support import Browserless, Served
-from tests.integration.test_dashboard_functions import call, indexed, the_dashboard
+from tests.integration.test_dashboard_functions import HOST, call, indexed, the_dashboard
 from tests.integration.worker_support import Background
 from tests.jobs import workflow_jobs as wf
 
@@ -135,7 +135,8 @@ def test_unreachable_storage_is_a_503_on_the_workflow_page(client):
     assert "Traceback" not in reply.text and AZURITE_KEY not in reply.text
 
 
-def test_the_functions_blueprint_serves_the_workflow_page(ran):
+def test_the_functions_blueprint_serves_the_workflow_page(ran, monkeypatch):
+    monkeypatch.setenv("WEBSITE_HOSTNAME", HOST)
     _, bad, _, _ = ran
     function = the_dashboard(indexed(azjobs.dashboard.blueprint()))
     page = call(function, "GET", f"/api/dashboard/workflows/{bad}")
