@@ -19,8 +19,8 @@ What differs from Unix cron, and what this module does as NCrontab does:
 Near a daylight-saving change the fire times are worked out from the change itself (when it
 happens, the offsets before and after; found once per zone and day and cached), not by reading
 every matching wall time of the hours around it: for an every-second schedule that is ~20,000
-wall times per call. A zone with more than one change within a day of the moment (none does
-today) is read wall time by wall time as before.
+wall times per call. Around a zone with more than one change within a day of the moment, or
+one that moves the clock more than 3 hours, wall times are still read one by one.
 """
 
 from __future__ import annotations
