@@ -186,8 +186,9 @@ class Hold:
     failed without an answer is tried again every RENEW_RETRY_S until the lease could have run out.
     """
 
-    def __init__(self, name: str, lease: Any, *, lease_s: float = LEASE_S, renew_after_s: float = RENEW_AFTER_S,
-                 min_left_s: float = MIN_LEFT_S, clock: Any = time.monotonic) -> None:
+    def __init__(self, name: str, lease: Any, *, since: float | None = None, lease_s: float = LEASE_S,
+                 renew_after_s: float = RENEW_AFTER_S, min_left_s: float = MIN_LEFT_S,
+                 clock: Any = time.monotonic) -> None:
         self.name = name
         self.lease = lease
         self.lease_s = lease_s
@@ -196,7 +197,8 @@ class Hold:
         self.clock = clock
         self.renewals = 0
         self.lost = False
-        self._confirmed = clock()  # the lease runs until lease_s after this, at least
+        # The lease runs until lease_s after this, at least: when it was asked for (``since``), or now.
+        self._confirmed = clock() if since is None else since
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._keep, name="azjobs-schedule-lease", daemon=True)
         self._thread.start()
@@ -308,18 +310,20 @@ class TickStore:
 
         self.ensure(name)
         blob = self.blob(name)
+        asked = time.monotonic()
         try:
             lease = blob.acquire_lease(lease_duration=LEASE_S)
         except ResourceNotFoundError:
             self._known.discard(name)
             self.ensure(name)
+            asked = time.monotonic()
             lease = blob.acquire_lease(lease_duration=LEASE_S)
         except HttpResponseError as exc:
             if exc.status_code == 409:  # LeaseAlreadyPresent: another worker has this tick
                 yield None
                 return
             raise
-        hold = Hold(name, lease)
+        hold = Hold(name, lease, since=asked)
         try:
             yield hold
         finally:
