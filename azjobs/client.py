@@ -19,6 +19,7 @@ from .message import Envelope, format_time, utcnow
 from .payload import DEFAULT_CONTAINER, PayloadStore
 from .settings import QueueSettings
 from .state.store import DEFAULT_RETENTION, default_table
+from .telemetry import tracing
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
@@ -507,11 +508,18 @@ _default: Client | None = None
 _default_lock = threading.Lock()
 
 
-def configure(connection: Connection | str | None = None, **options: Any) -> Client:
-    """Set the process-wide client used by ``job.enqueue`` (connection, host.json settings, ...)."""
+def configure(connection: Connection | str | None = None, *, propagate_baggage: bool | None = None,
+              **options: Any) -> Client:
+    """Set the process-wide client used by ``job.enqueue`` (connection, host.json settings, ...).
+
+    ``propagate_baggage=True`` carries W3C Baggage in messages and reads it from them, for the whole
+    process (azjobs.telemetry.tracing; off unless set here or by ``AZJOBS_PROPAGATE_BAGGAGE=1``).
+    """
     global _default
     with _default_lock:
         client = Client(connection, **options)  # a bad connection string fails here, the old client stays
+        if propagate_baggage is not None:
+            tracing.propagate_baggage(propagate_baggage)
         if options.get("state") is not None:
             from .state.tracker import enable
 

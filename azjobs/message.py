@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from .errors import ArgumentError, EnvelopeError, PayloadTooLargeError
+from .telemetry.tracing import carried
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "azjobs"
@@ -131,7 +132,8 @@ class Envelope:
     due_at: str | None = None
     # Per-call overrides of job options that must travel (e.g. max_retries).
     options: Mapping[str, Any] = field(default_factory=dict)
-    # Trace context (W3C traceparent/tracestate) and other propagation headers.
+    # Trace context: W3C traceparent/tracestate (and baggage when opted in), as azjobs.telemetry.tracing.carried
+    # reads it: what does not fit is dropped on decode.
     trace: Mapping[str, str] = field(default_factory=dict)
     # Time of the first failed attempt, kept across retries for the poison record.
     first_failed_at: str | None = None
@@ -226,7 +228,7 @@ class Envelope:
             queue=_field(data, "queue", str, default=None),
             due_at=_field(data, "due_at", str, default=None),
             options=_field(data, "options", dict, default={}),
-            trace=_field(data, "trace", dict, default={}),
+            trace=carried(data.get("trace")),  # telemetry: dropped, not refused, when it does not fit
             first_failed_at=_field(data, "first_failed_at", str, default=None),
             payload_ref=_field(data, "payload_ref", str, default=None),
             **_schedule_fields(data),

@@ -8,7 +8,8 @@ Azurite, then breaks the path on purpose:
 - ``fail("DELETE", mode=...)`` answers matching requests with an error for a while:
   ``"error"`` answers 500 without forwarding, ``"drop"`` closes the connection without
   forwarding, ``"drop_after"`` forwards the request and then closes the connection without
-  passing the answer on (the call happened, the caller cannot know).
+  passing the answer on (the call happened, the caller cannot know), ``"delay"`` holds the
+  request for ``delay_s`` seconds and then forwards it (a slow network or service).
 
 It speaks just enough HTTP/1.1 to find request boundaries on keep-alive connections
 (Content-Length and chunked bodies), so one rule can hit one kind of call. It runs an
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-MODES = ("error", "drop", "drop_after")
+MODES = ("error", "drop", "drop_after", "delay")
 ERROR_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><Error><Code>InternalError</Code>'
     b"<Message>fault injected by devtools.proxy</Message></Error>"
@@ -45,6 +46,7 @@ class Rule:
     status: int = 500
     path_contains: str = ""
     until: Optional[float] = None  # time.monotonic() after which the rule no longer applies
+    delay_s: float = 0.0  # "delay": how long a matching request is held before it is forwarded
 
     def matches(self, method: str, path: str, now: float) -> bool:
         if self.until is not None and now >= self.until:
@@ -212,15 +214,17 @@ class FaultProxy:
         return self._cut
 
     def fail(self, method: str, mode: str = "error", *, for_s: float | None = None, status: int = 500,
-             path_contains: str = "", times: int | None = None) -> None:
+             path_contains: str = "", times: int | None = None, delay_s: float = 0.0) -> None:
         """Fail ``method`` requests (optionally only paths containing ``path_contains``) for ``for_s`` s, or until
-        ``heal``; with ``times``, only the next ``times`` of them."""
+        ``heal``; with ``times``, only the next ``times`` of them. ``mode="delay"`` holds each for ``delay_s``."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if times is not None and times < 1:
             raise ValueError(f"times must be at least 1, got {times!r}")
+        if (mode == "delay") != (delay_s > 0):
+            raise ValueError(f"delay_s goes with mode='delay' and must be positive, got {mode!r} and {delay_s!r}")
         until = None if for_s is None else time.monotonic() + for_s
-        rule = Rule(method.upper(), mode, status, path_contains, until)
+        rule = Rule(method.upper(), mode, status, path_contains, until, delay_s)
         with self._lock:
             self._rules = tuple(r for r in self._rules if r.method != rule.method) + (rule,)
             self._remaining.pop(rule.method, None)
@@ -273,6 +277,10 @@ class FaultProxy:
                     return
                 method, path = (request_line.split(" ") + ["", ""])[:2]
                 rule = self._rule_for(method, path)
+                if rule is not None and rule.mode == "delay":
+                    self.faults[method] += 1
+                    await asyncio.sleep(rule.delay_s)
+                    rule = None  # then forwarded and answered as usual
                 if rule is not None and rule.mode in ("error", "drop"):
                     self.faults[method] += 1
                     if rule.mode == "drop":

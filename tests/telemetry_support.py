@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
-from opentelemetry import metrics, trace
+from opentelemetry import baggage, metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -34,12 +34,31 @@ class Switched(trace.TracerProvider):
         return self.sdk.get_tracer(*args, **kwargs) if self.active else trace.NoOpTracer()
 
 
+class ParentBaggage(SpanProcessor):
+    """Records the baggage of each span's parent context, as a span processor sees it when the span starts.
+
+    That is where OpenTelemetry's ``BaggageSpanProcessor`` copies baggage into span attributes (and so into
+    the exported telemetry): whatever baggage a span is started under is trusted by such processors.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[int, dict[str, object]] = {}
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.seen[span.context.span_id] = dict(baggage.get_all(parent_context))
+
+
 @dataclass
 class Otel:
     tracer_provider: TracerProvider
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
     switch: Switched
+    parents: ParentBaggage
+
+    def parent_baggage(self, span: ReadableSpan) -> dict[str, object]:
+        """The baggage ``span`` was started under (what a baggage span processor would copy into it)."""
+        return self.parents.seen[span.context.span_id]
 
     @property
     def tracer(self) -> Any:
@@ -83,6 +102,8 @@ def installed() -> Otel:
         exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
+        parents = ParentBaggage()
+        provider.add_span_processor(parents)
         switch = Switched(provider)
         trace.set_tracer_provider(switch)
         reader = InMemoryMetricReader()
@@ -90,7 +111,7 @@ def installed() -> Otel:
         metrics.set_meter_provider(meters)
         if trace.get_tracer_provider() is not switch or metrics.get_meter_provider() is not meters:
             raise AssertionError("another OpenTelemetry provider was installed before the tests' one")
-        _otel = Otel(provider, exporter, reader, switch)
+        _otel = Otel(provider, exporter, reader, switch, parents)
     return _otel
 
 

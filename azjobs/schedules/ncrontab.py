@@ -15,11 +15,18 @@ What differs from Unix cron, and what this module does as NCrontab does:
   clocks go forward fires at the same distance past the gap (02:30 becomes 03:30); when clocks go
   back an "interval" schedule (``*``, ``-`` or ``/`` in its seconds, minutes or hours) fires in
   both passes of the repeated hour and a point-in-time schedule only in the first.
+
+Near a daylight-saving change the fire times are worked out from the change itself (when it
+happens, the offsets before and after; found once per zone and day and cached), not by reading
+every matching wall time of the hours around it: for an every-second schedule that is ~20,000
+wall times per call. Around a zone with more than one change within a day of the moment, or
+one that moves the clock more than 3 hours, wall times are still read one by one.
 """
 
 from __future__ import annotations
 
 import calendar
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Iterator
@@ -44,6 +51,7 @@ _SHIFT = timedelta(hours=3)
 _SECOND = timedelta(seconds=1)
 # Far enough for any expression that can fire (Feb 29 on a given weekday recurs within 40 years).
 _HORIZON_YEARS = 400
+_DAY = timedelta(days=1)
 
 
 class ScheduleError(ConfigurationError):
@@ -149,8 +157,18 @@ class Expression:
         if moment.tzinfo is None:
             raise ValueError("naive datetime: give a timezone-aware moment")
         now = moment.astimezone(timezone.utc)
-        local = now.astimezone(zone).replace(tzinfo=None, microsecond=0)
         near = _near_transition(now, zone)
+        if near:
+            change = _change_near(now, zone)
+            if change is not None:
+                found = self._next_across(now, change)
+                if found is not None and found - now <= _DAY:
+                    return found
+        return self._next_scan(now, zone, near)
+
+    def _next_scan(self, now: datetime, zone: tzinfo, near: bool) -> datetime | None:
+        """``next_after`` by reading matching wall times in order (near a change: every one within its reach)."""
+        local = now.astimezone(zone).replace(tzinfo=None, microsecond=0)
         start = local - _SHIFT if near else local
         best: datetime | None = None
         best_wall: datetime | None = None
@@ -169,8 +187,18 @@ class Expression:
         if moment.tzinfo is None:
             raise ValueError("naive datetime: give a timezone-aware moment")
         now = moment.astimezone(timezone.utc)
-        local = now.astimezone(zone).replace(tzinfo=None, microsecond=0)
         near = _near_transition(now, zone)
+        if near:
+            change = _change_near(now, zone)
+            if change is not None:
+                found = self._previous_across(now, change)
+                if found is not None and now - found <= _DAY:
+                    return found
+        return self._previous_scan(now, zone, near)
+
+    def _previous_scan(self, now: datetime, zone: tzinfo, near: bool) -> datetime | None:
+        """``previous_at_or_before`` by reading matching wall times backwards."""
+        local = now.astimezone(zone).replace(tzinfo=None, microsecond=0)
         start = local + _SHIFT if near else local
         best: datetime | None = None
         best_wall: datetime | None = None
@@ -183,6 +211,44 @@ class Expression:
             if best is not None and not near:
                 break
         return best
+
+    # -- across one offset change (the cached DST window) ----------------------
+    # With one change at UTC instant T from offset o1 to o2, a matching wall time w fires at
+    #   w - o1 when w < T + max(o1, o2): before the change, and (fold=0) a skipped time, which fires
+    #     as far past the gap as it was into it, and the first pass of a repeated one;
+    #   w - o2 when w >= T + o2 (an interval schedule: the second pass of a repeated hour too), or
+    #     w >= T + max(o1, o2) (a point-in-time schedule: after the repeated hour).
+    # Both runs rise with w, so the next (previous) fire time is the nearer of each run's first
+    # (last) matching wall time past the moment: what ``_next_scan`` finds reading every wall time.
+    def _runs(self, change: "_Change") -> tuple[datetime, datetime]:
+        """(end of the walls firing at ``w - o1``, start of those firing at ``w - o2``), naive walls."""
+        at = change.at.replace(tzinfo=None)
+        later = at + max(change.before, change.after)
+        return later, (at + change.after if self.interval else later)
+
+    def _next_across(self, now: datetime, change: "_Change") -> datetime | None:
+        first_end, second_start = self._runs(change)
+        bare = now.replace(tzinfo=None, microsecond=0)
+        found = []
+        wall = next(self._walls_from(bare + change.before + _SECOND), None)
+        if wall is not None and wall < first_end:
+            found.append(wall - change.before)
+        wall = next(self._walls_from(max(bare + change.after + _SECOND, second_start)), None)
+        if wall is not None:
+            found.append(wall - change.after)
+        return min(found).replace(tzinfo=timezone.utc) if found else None
+
+    def _previous_across(self, now: datetime, change: "_Change") -> datetime | None:
+        first_end, second_start = self._runs(change)
+        bare = now.replace(tzinfo=None, microsecond=0)
+        found = []
+        wall = next(self._walls_back_from(min(bare + change.before, first_end - _SECOND)), None)
+        if wall is not None:
+            found.append(wall - change.before)
+        wall = next(self._walls_back_from(bare + change.after), None)
+        if wall is not None and wall >= second_start:
+            found.append(wall - change.after)
+        return max(found).replace(tzinfo=timezone.utc) if found else None
 
     def upcoming(self, moment: datetime, count: int, zone: tzinfo = timezone.utc) -> list[datetime]:
         """The next ``count`` fire times after ``moment``, in UTC."""
@@ -204,6 +270,55 @@ def _exists(aware: datetime) -> bool:
     """False for a wall time skipped when clocks go forward."""
     back = aware.astimezone(timezone.utc).astimezone(aware.tzinfo)
     return back.replace(tzinfo=None) == aware.replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class _Change:
+    """A change of a zone's UTC offset: from ``at`` (UTC) the offset is ``after``, ``before`` until then."""
+
+    at: datetime
+    before: timedelta
+    after: timedelta
+
+
+def _offset(instant: datetime, zone: tzinfo) -> timedelta:
+    return instant.astimezone(zone).utcoffset() or timedelta(0)
+
+
+@functools.lru_cache(maxsize=128)
+def _changes(zone: tzinfo, day: int) -> tuple[_Change, ...]:
+    """The zone's offset changes from the UTC day before ``day`` (a proleptic ordinal) to the end of the day after.
+
+    The DST window cache: found once per zone and day by reading the offset every hour and pinning
+    each change to the second (tz data changes offsets on whole seconds).
+    """
+    start = datetime.fromordinal(day).replace(tzinfo=timezone.utc) - _DAY
+    changes = []
+    before = _offset(start, zone)
+    for hour in range(1, 73):
+        offset = _offset(start + timedelta(hours=hour), zone)
+        if offset == before:
+            continue
+        low, high = (hour - 1) * 3600, hour * 3600  # seconds from start: the change is in (low, high]
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _offset(start + timedelta(seconds=middle), zone) == before:
+                low = middle
+            else:
+                high = middle
+        at = start + timedelta(seconds=high)
+        changes.append(_Change(at, _offset(at - _SECOND, zone), _offset(at, zone)))
+        before = offset
+    return tuple(changes)
+
+
+def _change_near(now: datetime, zone: tzinfo) -> _Change | None:
+    """The zone's one offset change within a day of ``now``; None when there is none or more than one, or it
+    moves the clock more than ``_SHIFT`` (then wall times are read one by one)."""
+    near = [change for change in _changes(zone, now.toordinal()) if abs(change.at - now) <= _DAY]
+    if len(near) != 1 or abs(near[0].after - near[0].before) > _SHIFT:
+        return None
+    return near[0]
 
 
 def _near_transition(now: datetime, zone: tzinfo) -> bool:

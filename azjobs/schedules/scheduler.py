@@ -7,8 +7,10 @@ job with the tick in its envelope. At start-up it first looks for ticks that fir
 worker ran and fires them once, past due, as the host's ``useMonitor`` does.
 
 Log ``action`` keys: ``schedules_started``, ``schedule_fired``, ``schedule_past_due``,
-``schedule_tick_taken`` (debug: another worker had the lease), ``schedule_failed``,
-``schedule_behind``, ``schedules_stopped``.
+``schedule_tick_taken`` (debug: another worker had the lease), ``schedule_lease_renewed``
+(debug: firing outlasted half the lease), ``schedule_lease_lost`` (stopped firing: the lease
+was lost or could not be renewed in time), ``schedule_failed``, ``schedule_behind``,
+``schedules_stopped``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Callable
 from ..message import format_time
 from ..secrets import get_logger
 from .declarations import Periodic, time_zone
-from .ticks import Status, TickStore, decide, worker_identity
+from .ticks import MAX_FIRES_PER_HOLD, Status, TickStore, decide, worker_identity
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -45,8 +47,10 @@ class Scheduler:
     """Fires ``items`` until ``stop()``; ``start()`` runs it on a daemon thread."""
 
     def __init__(self, items: list[Periodic], client: "Client", *, store: TickStore | None = None,
-                 clock: Callable[[], datetime] = _utcnow, zone: tzinfo | None = None) -> None:
+                 clock: Callable[[], datetime] = _utcnow, zone: tzinfo | None = None,
+                 max_fires: int = MAX_FIRES_PER_HOLD) -> None:
         self.items = list(items)
+        self.max_fires = max_fires
         self.client = client
         self.store = store or TickStore(client.connection)
         self.clock = clock
@@ -127,38 +131,58 @@ class Scheduler:
                 self._stop.wait(min(delay, 60.0))
 
     def _attempt(self, item: Periodic, tick: datetime | None, now: datetime) -> bool:
-        """Take the lease and do what ``decide`` says; False after a storage error (logged)."""
-        expression = self.expressions[item.name]
+        """Take the lease and do what ``decide`` says; False after a storage error (logged).
+
+        At most ``max_fires`` ticks are fired per hold of the lease: then the cursor is recorded and
+        the lease taken again for the rest (decided again, with the same ``now``).
+        """
         try:
-            with self.store.lease(item.name) as lease:
-                if lease is None:
-                    log.debug("tick %s of %s: another worker holds the lease", format_time(tick or now), item.name,
-                              extra={"action": "schedule_tick_taken", "schedule": item.name})
-                    return True
-                status = self.store.read(item.name)
-                decision = decide(status, expression, self.zone, tick=tick, now=now)
-                if decision.nothing:
-                    return True
-                last = status.last if status is not None else None
-                sent = []
-                try:
-                    for fire in decision.fires:
-                        envelope = item.fire(fire.tick, past_due=fire.past_due, client=self.client)
-                        last = {"tick": format_time(fire.tick), "fired_at": format_time(self.clock()),
-                                "job_id": envelope.id, "past_due": fire.past_due, "by": self.identity}
-                        sent.append((fire, envelope.id))
-                    self.store.write(item.name, Status(schedule=expression.text, cursor=decision.cursor, last=last),
-                                     lease)
-                finally:
-                    for fire, job_id in sent:  # said once the status holds them (or the write failed)
-                        self._fired(item, fire, job_id)
-                return True
+            while self._hold(item, tick, now) and not self._stop.is_set():
+                pass
+            return True
         except Exception as exc:
             from ..recorder import describe
 
             log.error("schedule %s: tick %s not handled: %s", item.name, format_time(tick or now), describe(exc),
                       extra={"action": "schedule_failed", "schedule": item.name})
             return False
+
+    def _hold(self, item: Periodic, tick: datetime | None, now: datetime) -> bool:
+        """One hold of the schedule's lease; True when ticks are left for another one."""
+        expression = self.expressions[item.name]
+        with self.store.lease(item.name) as hold:
+            if hold is None:
+                log.debug("tick %s of %s: another worker holds the lease", format_time(tick or now), item.name,
+                          extra={"action": "schedule_tick_taken", "schedule": item.name})
+                return False
+            status = self.store.read(item.name)
+            decision = decide(status, expression, self.zone, tick=tick, now=now)
+            if decision.nothing:
+                return False
+            fires = decision.fires[:self.max_fires]
+            last = status.last if status is not None else None
+            cursor = decision.cursor if not fires else None
+            sent = []
+            try:
+                for fire in fires:
+                    if not hold.held:  # the lease was lost, or may have run out: another worker may be firing
+                        log.warning("schedule %s: stopped firing after %d of %d tick(s): its lease was lost or could "
+                                    "not be renewed in time; the rest are left to the worker that holds it next",
+                                    item.name, len(sent), len(fires),
+                                    extra={"action": "schedule_lease_lost", "schedule": item.name})
+                        break
+                    envelope = item.fire(fire.tick, past_due=fire.past_due, client=self.client)
+                    last = {"tick": format_time(fire.tick), "fired_at": format_time(self.clock()),
+                            "job_id": envelope.id, "past_due": fire.past_due, "by": self.identity}
+                    sent.append((fire, envelope.id))
+                    cursor = fire.cursor
+                if cursor is not None and not hold.lost:  # the service refuses the write if the lease is gone
+                    self.store.write(item.name, Status(schedule=expression.text, cursor=cursor, last=last),
+                                     hold.lease)
+            finally:
+                for fire, job_id in sent:  # said once the status holds them (or the write failed)
+                    self._fired(item, fire, job_id)
+            return len(sent) == len(fires) < len(decision.fires)
 
     def _fired(self, item: Periodic, fire, job_id: str) -> None:
         self.fired += 1

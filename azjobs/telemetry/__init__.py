@@ -35,12 +35,13 @@ _COUNTED = {"succeeded": "succeeded", "retry_scheduled": "retried", "dead_letter
 class Watch:
     """The telemetry of one delivery: its span (once opened) and what metrics need."""
 
-    __slots__ = ("info", "start_ns", "span", "opened", "attributes", "ended", "_lock")
+    __slots__ = ("info", "start_ns", "span", "baggage", "opened", "attributes", "ended", "_lock")
 
     def __init__(self, info: "MessageInfo") -> None:
         self.info = info
         self.start_ns = time.time_ns()
         self.span: Any = None
+        self.baggage: dict[str, Any] = {}  # the message's baggage, when this process propagates it
         self.opened = False
         self.attributes: dict[str, Any] = {tracing.QUEUE: info.queue}
         self.ended = False
@@ -69,8 +70,10 @@ class Watch:
         current = otel.trace.get_current_span().get_span_context()
         if current.is_valid:
             links.append(otel.trace.Link(current))
+        parent = tracing.parent_context(envelope.trace if envelope else None)
+        self.baggage = dict(otel.baggage.get_all(parent))
         self.span = tracing.tracer().start_span(
-            f"process {info.queue}", context=tracing.parent_context(envelope.trace if envelope else None),
+            f"process {info.queue}", context=parent,
             kind=otel.SpanKind.CONSUMER, attributes=attributes, links=links, start_time=self.start_ns)
 
     def end(self, outcome: str, error: BaseException | None = None, failed: str = "") -> None:
@@ -138,12 +141,18 @@ def raised(watch: Watch | None, envelope: "Envelope | None", error: BaseExceptio
 
 @contextlib.contextmanager
 def active(watch: Watch | None) -> Iterator[None]:
-    """Make the delivery's span the current span (the job's own spans and enqueues nest under it)."""
+    """Make the delivery's span the current span (the job's own spans and enqueues nest under it).
+
+    The message's baggage, carried only when this process propagates baggage, is current too.
+    """
     if watch is None or watch.span is None:
         yield
         return
     otel = api()
-    token = otel.context.attach(otel.trace.set_span_in_context(watch.span))
+    context = otel.context.get_current()
+    for name, value in watch.baggage.items():
+        context = otel.baggage.set_baggage(name, value, context)
+    token = otel.context.attach(otel.trace.set_span_in_context(watch.span, context))
     try:
         yield
     finally:

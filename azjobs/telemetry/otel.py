@@ -17,19 +17,25 @@ _api: Any = None  # None: not tried yet; False: not installed; else the namespac
 
 
 def api() -> SimpleNamespace | None:
-    """The OpenTelemetry API modules (``context``, ``propagate``, ``trace``, ``metrics``), or None."""
+    """The OpenTelemetry API modules (``baggage``, ``context``, ``trace``, ``metrics``) and W3C propagators, or None."""
     global _api
     if _api is None:
         with _lock:
             if _api is None:
                 try:
-                    from opentelemetry import context, metrics, propagate, trace
+                    from opentelemetry import baggage, context, metrics, trace
+                    from opentelemetry.baggage.propagation import W3CBaggagePropagator
                     from opentelemetry.trace import SpanKind, Status, StatusCode
+                    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
                 except ImportError:
                     _api = False
                 else:
-                    _api = SimpleNamespace(context=context, metrics=metrics, propagate=propagate, trace=trace,
-                                           SpanKind=SpanKind, Status=Status, StatusCode=StatusCode)
+                    # The envelope's trace field is W3C: these two propagators, never the global one
+                    # (OTEL_PROPAGATORS), which by default adds the caller's baggage (azjobs.telemetry.tracing).
+                    _api = SimpleNamespace(baggage=baggage, context=context, metrics=metrics, trace=trace,
+                                           SpanKind=SpanKind, Status=Status, StatusCode=StatusCode,
+                                           trace_context=TraceContextTextMapPropagator(),
+                                           baggage_propagator=W3CBaggagePropagator())
     return _api or None
 
 

@@ -1,5 +1,6 @@
 """Periodic jobs against Azurite: several workers fire each tick once, a missed tick fires once past due,
-and a generated Functions timer handler enqueues the job."""
+a generated Functions timer handler enqueues the job, and a scheduler keeps its lease while sends are slow
+(renewed, progress recorded per hold) and stops firing when it loses it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -21,7 +23,7 @@ from azure.functions import meta
 from azure.functions.timer import TimerRequestConverter
 
 import azjobs
-from azjobs.message import Envelope, parse_time
+from azjobs.message import Envelope, format_time, parse_time
 from azjobs.schedules.declarations import schedules
 from tests.conftest import unique_queue
 from tests.functions_support import functions_of, host_like_settle, receive_one
@@ -194,3 +196,153 @@ def test_a_functions_timer_handler_invoked_with_a_timer_request_enqueues_the_job
     # The scheduled run goes through the generated queue trigger like any job.
     delivery = host_like_settle(app, queue_client, message)
     assert delivery.ran and CALLS == [("eu", envelope.scheduled_at, True)]
+
+
+def _sent_ticks(connection_string: str, queue: str) -> list[str]:
+    """The ``scheduled_at`` of every message on ``queue`` (received, so each is read once)."""
+    from azure.storage.queue import QueueClient
+
+    client = QueueClient.from_connection_string(connection_string, queue)
+    ticks = []
+    while batch := list(client.receive_messages(max_messages=32, messages_per_page=32, visibility_timeout=300)):
+        ticks += [Envelope.decode(message.content).scheduled_at for message in batch]
+    return ticks
+
+
+def test_a_tick_whose_send_outlasts_the_schedule_lease_is_fired_once_by_two_schedulers(connection_string, azurite,
+                                                                                       monkeypatch):
+    from devtools.proxy import FaultProxy
+    from azjobs.schedules.declarations import Periodic
+    from azjobs.schedules.scheduler import Scheduler
+    from azjobs.schedules.ticks import LEASE_S
+
+    monkeypatch.delenv("WEBSITE_TIME_ZONE", raising=False)
+    queue, registry = unique_queue("slowtick"), azjobs.Registry()
+    job = azjobs.job(queue=queue, registry=registry, name="slow_tick")(nightly)
+    item = Periodic(name=f"slow-{uuid.uuid4().hex[:12]}", schedule="* * * * * *", job=job)
+    with FaultProxy(azurite.queue_port, reconnect_upstream=True) as proxy:
+        slow = azjobs.Client(proxy.connection_string(connection_string))  # its sends go through the proxy
+        fast = azjobs.Client(connection_string)
+        fast.ensure_queue(queue)
+        first = Scheduler([item], slow).start()
+        second = None
+        try:
+            assert wait_for(lambda: first.fired >= 2, 30)
+            # The first scheduler's next send is held longer than the schedule's lease, by the network.
+            delay_s = LEASE_S + 8
+            proxy.fail("POST", "delay", delay_s=delay_s, times=1)
+            second = Scheduler([item], fast).start()
+            assert wait_for(lambda: proxy.faults["POST"] == 1, 30)
+            held_from = time.monotonic()
+            fired = first.fired
+            # Until the held send is through, and the first scheduler (or the second) fired more ticks after it.
+            assert wait_for(lambda: time.monotonic() - held_from > delay_s and first.fired + second.fired > fired + 3,
+                            delay_s + 60)
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()
+            slow.close()
+            fast.close()
+    ticks = _sent_ticks(connection_string, queue)
+    assert len(ticks) >= 5
+    assert len(ticks) == len(set(ticks)), f"a tick fired twice: {sorted(ticks)}"
+
+
+class Firing:
+    """One schedule firing its late ticks in one call: ``cursor`` is set ``late`` seconds before the tick, so the
+    scheduler holding the lease fires the ``late`` ticks after it and the tick itself, one send each."""
+
+    def __init__(self, connection_string: str, late: int, *, store_connection: str | None = None,
+                 send_connection: str | None = None, **scheduler_options) -> None:
+        from azjobs.schedules.declarations import Periodic
+        from azjobs.schedules.scheduler import Scheduler
+        from azjobs.schedules.ticks import Status, TickStore
+
+        self.queue = unique_queue("late")
+        self.registry = azjobs.Registry()
+        job = azjobs.job(queue=self.queue, registry=self.registry, name="late_tick")(nightly)
+        self.item = Periodic(name=f"late-{uuid.uuid4().hex[:12]}", schedule="* * * * * *", job=job)
+        self.direct = TickStore(azjobs.Client(connection_string).connection)
+        self.tick = datetime.now(timezone.utc).replace(microsecond=0)
+        self.start = self.tick - timedelta(seconds=late)
+        self.direct.ensure(self.item.name)
+        self.direct.blob(self.item.name).upload_blob(Status("* * * * * *", self.start).to_json().encode(),
+                                                     overwrite=True)
+        self.client = azjobs.Client(send_connection or connection_string)
+        self.client.ensure_queue(self.queue)
+        store = TickStore(azjobs.Client(store_connection or connection_string).connection)
+        self.scheduler = Scheduler([self.item], self.client, store=store, zone=timezone.utc, **scheduler_options)
+        self.writes: list[datetime] = []
+        write = store.write
+        store.write = lambda name, status, lease: (write(name, status, lease), self.writes.append(status.cursor))
+
+    def fire(self) -> bool:
+        return self.scheduler._attempt(self.item, self.tick, self.tick)
+
+    def cursor(self) -> datetime:
+        return self.direct.read(self.item.name).cursor
+
+    def close(self) -> None:
+        self.client.close()
+        self.scheduler.store.close()
+        self.direct.close()
+
+
+def test_a_scheduler_records_its_progress_after_each_hold_of_at_most_max_fires_ticks(connection_string):
+    firing = Firing(connection_string, 12, max_fires=4)
+    try:
+        assert firing.fire()
+        # 12 ticks: the oldest (more than 10 s late) once past due, ten late ones each on its own, then the tick
+        ticks = sorted(_sent_ticks(connection_string, firing.queue))
+        assert ticks == [format_time(firing.start + timedelta(seconds=n)) for n in range(1, 13)]
+        assert firing.writes == [firing.start + timedelta(seconds=n) for n in (4, 8, 12)]  # three holds of 4 fires
+        assert firing.scheduler.fired == 12 and firing.cursor() == firing.tick
+    finally:
+        firing.close()
+
+
+def test_a_scheduler_whose_lease_is_taken_while_it_fires_stops_firing_and_records_nothing(connection_string, azurite,
+                                                                                       caplog):
+    from azure.storage.blob import BlobLeaseClient
+    from devtools.proxy import FaultProxy
+
+    with FaultProxy(azurite.queue_port, reconnect_upstream=True) as proxy:
+        firing = Firing(connection_string, 9, send_connection=proxy.connection_string(connection_string))
+        try:
+            proxy.fail("POST", "delay", delay_s=3)  # each send takes 3 s: ten of them outlast the lease twice over
+
+            def taken() -> None:  # an operator breaks the lease and another worker takes the schedule
+                blob = firing.direct.blob(firing.item.name)
+                BlobLeaseClient(blob).break_lease(lease_break_period=0)
+                blob.acquire_lease(lease_duration=60)
+
+            threading.Timer(1.0, taken).start()
+            assert firing.fire()
+        finally:
+            firing.close()
+    sent = _sent_ticks(connection_string, firing.queue)
+    assert 1 <= len(sent) < 10, sent  # it stopped at its first renewal (after 7.5 s), refused
+    assert firing.writes == [] and firing.cursor() == firing.start  # the schedule is the new holder's to record
+    assert any(getattr(r, "action", "") == "schedule_lease_lost" for r in caplog.records)
+
+
+def test_a_scheduler_that_cannot_renew_its_lease_stops_firing_before_it_may_have_run_out(connection_string, azurite,
+                                                                                        caplog):
+    from devtools.proxy import FaultProxy
+
+    with FaultProxy(azurite.queue_port, reconnect_upstream=True) as queue_proxy, \
+            FaultProxy(azurite.blob_port, reconnect_upstream=True) as blob_proxy:
+        to_blobs = re.sub(r"BlobEndpoint=http://[^/;]+", f"BlobEndpoint={blob_proxy.endpoint}", connection_string)
+        firing = Firing(connection_string, 9, store_connection=to_blobs,
+                        send_connection=queue_proxy.connection_string(connection_string))
+        try:
+            queue_proxy.fail("POST", "delay", delay_s=3)
+            threading.Timer(1.0, blob_proxy.cut).start()  # the blob endpoint is unreachable: no renewal gets through
+            assert not firing.fire()  # nor the status write: a storage error, logged
+        finally:
+            firing.close()
+    sent = _sent_ticks(connection_string, firing.queue)
+    # A tick is fired only while 5 s of the 15 s lease are confirmed: sends start at 0, 3, 6 and 9 s at the latest.
+    assert 1 <= len(sent) <= 4, sent
+    assert any(getattr(r, "action", "") == "schedule_lease_lost" for r in caplog.records)

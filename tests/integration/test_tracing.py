@@ -5,6 +5,7 @@ and a job enqueued by a job."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import azjobs
 from azjobs import QueueSettings
 from azjobs.core import Executor
+from azjobs.message import Envelope
 from azjobs.telemetry import tracing
 from azjobs.worker import Worker
 from tests.conftest import unique_queue
@@ -195,3 +197,163 @@ def test_a_scheduled_run_starts_a_trace_that_its_job_span_continues(client, otel
     assert producer.kind is SpanKind.PRODUCER and producer.attributes[tracing.JOB_ID] == envelope.id
     assert run.context.trace_id == producer.context.trace_id and run.parent.span_id == producer.context.span_id
     assert run.attributes[tracing.JOB_NAME] == "tick_job" and run.attributes[tracing.OUTCOME] == "succeeded"
+
+
+# -- baggage: W3C trace context only, unless the process opts in ------------------------------------------
+
+EMAIL = "ada@example.com"
+EMAIL_ON_THE_WIRE = "user.email=ada%40example.com"  # as OpenTelemetry's W3C Baggage propagator writes it
+SEEN_BAGGAGE: dict[str, list] = {}  # per queue: the baggage current in each run of ``mail_receipt``
+
+
+def mail_receipt(order: str) -> None:
+    """Fails every attempt (a retry copy, then a poison record), noting the baggage it ran under."""
+    from opentelemetry import baggage
+
+    SEEN_BAGGAGE[azjobs.current_job().queue].append(dict(baggage.get_all()))
+    raise RuntimeError("the mail server is down")
+
+
+def _mail_job(queue: str) -> tuple[azjobs.Registry, azjobs.JobDefinition]:
+    SEEN_BAGGAGE[queue] = []
+    registry = azjobs.Registry()
+    job = azjobs.job(queue=queue, registry=registry, name="mail_receipt",
+                     retry=azjobs.Fixed(0, max_retries=1))(mail_receipt)
+    return registry, job
+
+
+@contextlib.contextmanager
+def _user_baggage(otel):
+    """The caller's context as an app sets it: baggage with the user's e-mail address, under a request span."""
+    from opentelemetry import baggage, context, propagate
+
+    token = context.attach(baggage.set_baggage("user.email", EMAIL))
+    try:
+        with otel.tracer.start_as_current_span("request") as request:
+            # The global propagators are OpenTelemetry's defaults (tracecontext and baggage): they do carry it.
+            headers: dict[str, str] = {}
+            propagate.inject(headers)
+            assert headers["baggage"] == EMAIL_ON_THE_WIRE
+            yield request
+    finally:
+        context.detach(token)
+
+
+def _work_through_functions(registry: azjobs.Registry, qc) -> list[str]:
+    """Deliver the queue's messages through the generated handler until it is empty; each body's JSON as received."""
+    app = fresh_app(registry=registry)
+    bodies = []
+    while (message := receive_one(qc, visibility_timeout=30)) is not None:
+        bodies.append(base64.b64decode(message.content).decode("utf-8"))
+        assert host_like_settle(app, qc, message).action is HostAction.DELETED
+    return bodies
+
+
+def _poison_text(raw_queue, queue: str) -> str:
+    (record,) = raw_queue(f"{queue}-poison").peek_messages(max_messages=2)
+    return base64.b64decode(record.content).decode("utf-8")
+
+
+def test_an_enqueue_under_baggage_sends_only_the_trace_context_in_the_message_its_retry_and_its_poison_record(
+        client, raw_queue, otel):
+    queue = unique_queue("trbag")
+    registry, job = _mail_job(queue)
+    with _user_baggage(otel) as request:
+        job.enqueue("order-1")
+    trace_id = request.get_span_context().trace_id
+    qc = raw_queue(queue)
+    (sent,) = qc.peek_messages(max_messages=2)
+    first = base64.b64decode(sent.content).decode("utf-8")
+    assert "user.email" not in first and "ada" not in first
+    assert list(json.loads(first)["trace"]) == ["traceparent"]
+
+    original, retry = _work_through_functions(registry, qc)
+    record = _poison_text(raw_queue, queue)
+    for text in (original, retry, record):
+        assert "user.email" not in text and "ada%40example.com" not in text and EMAIL not in text
+    assert json.loads(retry)["attempt"] == 2 and list(json.loads(retry)["trace"]) == ["traceparent"]
+    assert list(json.loads(record)["envelope"]["trace"]) == ["traceparent"]
+    # the trace itself still travels: both attempts continue the request's trace
+    runs = [s for s in otel.spans(trace_id=trace_id) if s.name == f"process {queue}"]
+    assert len(runs) == 2
+    assert SEEN_BAGGAGE[queue] == [{}, {}]
+
+
+def test_baggage_from_an_older_producer_reaches_neither_the_job_its_span_its_retry_nor_its_poison_record(
+        client, raw_queue, otel):
+    queue = unique_queue("trold")
+    registry, _ = _mail_job(queue)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    envelope = Envelope.build("mail_receipt", ("order-1",), queue=queue,
+                              trace={"traceparent": parent, "baggage": EMAIL_ON_THE_WIRE})
+    qc = raw_queue(queue)
+    qc.create_queue()
+    qc.send_message(base64.b64encode(envelope.to_json().encode()).decode())  # what an azjobs before the fix sent
+
+    original, retry = _work_through_functions(registry, qc)
+    assert EMAIL_ON_THE_WIRE in original
+    record = _poison_text(raw_queue, queue)
+    for text in (retry, record):
+        assert "user.email" not in text and "ada%40example.com" not in text
+    assert json.loads(retry)["trace"] == {"traceparent": parent}
+    assert SEEN_BAGGAGE[queue] == [{}, {}]
+    runs = sorted(otel.spans(queue=queue), key=lambda s: s.start_time)
+    assert [s.attributes[tracing.ATTEMPT] for s in runs] == [1, 2]
+    for span in runs:  # the trace context is still honoured, the baggage is not
+        assert span.parent.span_id == 0xb7ad6b7169203331 and span.context.trace_id == 0x0af7651916cd43dd8448eb211c80319c
+        assert otel.parent_baggage(span) == {}
+
+
+def test_with_baggage_propagation_on_the_message_its_retry_and_the_job_carry_the_baggage(
+        connection_string, raw_queue, otel, monkeypatch):
+    monkeypatch.setattr(tracing, "_baggage", None)  # restored after the test: off again
+    on = azjobs.configure(connection_string, propagate_baggage=True)
+    try:
+        queue = unique_queue("tron")
+        registry, job = _mail_job(queue)
+        with _user_baggage(otel):
+            job.enqueue("order-1")
+        original, retry = _work_through_functions(registry, raw_queue(queue))
+        record = _poison_text(raw_queue, queue)
+    finally:
+        on.close()
+    for text in (original, retry):
+        assert json.loads(text)["trace"]["baggage"] == EMAIL_ON_THE_WIRE
+    assert json.loads(record)["envelope"]["trace"]["baggage"] == EMAIL_ON_THE_WIRE
+    assert SEEN_BAGGAGE[queue] == [{"user.email": EMAIL}, {"user.email": EMAIL}]
+    runs = otel.spans(queue=queue)
+    assert [otel.parent_baggage(s) for s in runs if s.name == f"process {queue}"] == [{"user.email": EMAIL}] * 2
+
+
+def test_a_trace_field_that_is_malformed_or_oversized_is_dropped_and_the_job_still_runs(client, raw_queue, otel):
+    queue = unique_queue("trodd")
+    registry = azjobs.Registry()
+    azjobs.job(queue=queue, registry=registry, name="step_two")(step_two)
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    fields = {
+        # a valid traceparent beside thousands of other keys, an oversized tracestate and a nested baggage
+        "crowded": {"traceparent": parent, "tracestate": "vendor=" + "x" * 600, "baggage": {"user.email": EMAIL},
+                    **{f"x-header-{i}": "v" for i in range(1800)}},
+        "not an object": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "a list": [parent],
+        "non-string values": {"traceparent": 12345, "tracestate": None},
+        "a huge traceparent": {"traceparent": "00-" + "a" * 30_000},
+        "too many tracestate members": {"traceparent": parent, "tracestate": ",".join(f"k{i}=v" for i in range(33))},
+    }
+    qc = raw_queue(queue)
+    qc.create_queue()
+    for name, trace in fields.items():
+        data = Envelope.build("step_two", (name,), queue=queue).to_dict()
+        data["trace"] = trace
+        body = base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+        assert len(body) < 64 * 1024
+        qc.send_message(body)
+    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+                   burst=True).run()
+    assert (stats.succeeded, stats.dead_lettered) == (len(fields), 0)
+    runs = [s for s in otel.spans(queue=queue) if s.name == f"process {queue}"]
+    assert len(runs) == len(fields) and all(s.attributes[tracing.OUTCOME] == "succeeded" for s in runs)
+    continued = [s for s in runs if s.parent is not None]
+    # the crowded field's traceparent and the one with 33 tracestate members still continue the trace
+    assert len(continued) == 2 and all(s.parent.span_id == 0xb7ad6b7169203331 for s in continued)
+    assert all(s.context.trace_state.to_header() == "" for s in continued)

@@ -88,3 +88,20 @@ def test_a_fault_limited_by_times_fails_only_that_many_requests(proxy, through_p
     assert failed == 2 and proxy.faults["PUT"] == 2
     with pytest.raises(ValueError, match="times must be at least 1"):
         proxy.fail("PUT", times=0)
+
+
+def test_a_delay_holds_matching_requests_then_forwards_them(proxy, through_proxy, raw_queue, queue_name):
+    import time
+
+    proxy.fail("POST", "delay", delay_s=1.5, times=1)
+    started = time.monotonic()
+    through_proxy.send_message("slow")
+    slow = time.monotonic() - started
+    started = time.monotonic()
+    through_proxy.send_message("fast")
+    fast = time.monotonic() - started
+    assert slow >= 1.5 and fast < slow  # only the first was held
+    assert sorted(m.content for m in raw_queue(queue_name).peek_messages(max_messages=5)) == ["fast", "slow"]
+    assert proxy.faults["POST"] == 1
+    with pytest.raises(ValueError, match="delay_s goes with mode='delay'"):
+        proxy.fail("POST", "delay")

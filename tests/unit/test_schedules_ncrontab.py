@@ -6,11 +6,12 @@ Expected times are written by hand from a calendar, not computed by the code und
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from azjobs.schedules import ncrontab
 from azjobs.schedules.ncrontab import ScheduleError, parse
 
 UTC = timezone.utc
@@ -130,3 +131,62 @@ def test_interval_schedules_are_told_apart_as_the_host_does():
 def test_a_naive_clock_is_refused():
     with pytest.raises(ValueError):
         parse("* * * * * *").next_after(datetime(2026, 1, 1))
+
+
+# -- near a daylight-saving change: worked out from the cached change, same answers as reading every wall time ----
+
+def _changes_in(zone: ZoneInfo, year: int) -> list[datetime]:
+    """The instants (UTC) the zone's offset changes in ``year``, found by reading it every 10 minutes."""
+    out, moment = [], datetime(year, 1, 1, tzinfo=UTC)
+    before = moment.astimezone(zone).utcoffset()
+    while moment.year == year:
+        moment += timedelta(minutes=10)
+        offset = moment.astimezone(zone).utcoffset()
+        if offset != before:
+            out.append(moment)
+            before = offset
+    return out
+
+
+# Zones whose changes are unlike each other: an hour at 01:00 UTC, at 02:00 local, at midnight (a skipped
+# 00:xx), half an hour (Lord Howe), at 02:45 local (Chatham), two hours (Troll), a skipped whole day (Apia, 2011).
+DST_ZONES = [("Europe/London", 2026), ("America/New_York", 2026), ("America/Sao_Paulo", 2017),
+             ("America/Havana", 2026), ("Australia/Lord_Howe", 2026), ("Pacific/Chatham", 2026),
+             ("Antarctica/Troll", 2026), ("Pacific/Apia", 2011)]
+DST_EXPRESSIONS = ["0 * * * * *", "0 */5 * * * *", "0 0,30 * * * *", "0 30 2 * * *", "0 0 0 * * *", "0 15,45 1,2 * * *",
+                   "0 50 0-3 * * *", "*/20 58,59,0,1 * * * *", "0 0 2 1-10 * Sun"]
+
+
+@pytest.mark.parametrize("name, year", DST_ZONES)
+def test_fire_times_near_an_offset_change_match_a_reading_of_every_wall_time(name, year):
+    zone = ZoneInfo(name)
+    changes = _changes_in(zone, year)
+    assert changes, name
+    checked = 0
+    for change in changes:
+        moments = [change + timedelta(seconds=k * 1433, microseconds=250_000 * (k % 2)) for k in range(-18, 19)]
+        moments += [change - timedelta(seconds=1), change + timedelta(seconds=1)]
+        for text in DST_EXPRESSIONS:
+            expression = parse(text)
+            for moment in moments:
+                near = ncrontab._near_transition(moment, zone)
+                assert expression.next_after(moment, zone) == expression._next_scan(moment, zone, near), \
+                    (text, moment)
+                assert expression.previous_at_or_before(moment, zone) == expression._previous_scan(
+                    moment, zone, near), (text, moment)
+                checked += near
+    assert checked > 100  # most of those moments are near the change, where the cached change is used
+
+
+def test_next_fire_times_near_a_dst_change_come_from_the_cached_change_not_from_every_wall_time(monkeypatch):
+    # New York springs forward at 07:00 UTC on 2026-03-08: an every-second schedule across the gap.
+    ncrontab._changes.cache_clear()
+    read = []
+    instants = ncrontab.Expression._instants
+    monkeypatch.setattr(ncrontab.Expression, "_instants", lambda self, *a: read.append(a) or instants(self, *a))
+    start = utc(2026, 3, 8, 6, 58, 20)
+    ticks = parse("* * * * * *").upcoming(start, 300, NEW_YORK)
+    assert ticks == [start + timedelta(seconds=n) for n in range(1, 301)]  # every second once, the gap included
+    assert read == []  # no wall time was read one by one (each call used to read ~20,000 of them)
+    cached = ncrontab._changes.cache_info()
+    assert (cached.misses, cached.hits) == (1, 299)  # the change was found once, for the day

@@ -13,7 +13,7 @@ from azjobs.message import Envelope
 from azjobs.schedules import declarations
 from azjobs.schedules.ncrontab import ScheduleError, parse
 from azjobs.schedules.declarations import schedules, time_zone, timer_tick
-from azjobs.schedules.ticks import Fire, Status, decide
+from azjobs.schedules.ticks import LEASE_S, MIN_LEFT_S, Fire, Hold, Status, decide
 from tests.functions_support import fresh_app, functions_of
 
 UTC = timezone.utc
@@ -194,6 +194,8 @@ def test_ticks_missed_past_the_late_limit_fire_once_together():
     assert decision.fires[0] == Fire(utc(2026, 1, 1, 10, 0, 1), past_due=True, missed=9)  # 10:00:01 .. 10:00:09
     assert [f.tick.second for f in decision.fires[1:]] == list(range(10, 21))
     assert all(f.past_due for f in decision.fires[1:-1]) and not decision.fires[-1].past_due
+    # Each fire says where the cursor stands once it is sent (a hold that stops after it records that much).
+    assert [f.cursor.second for f in decision.fires] == list(range(9, 21))
 
 
 def test_a_changed_expression_starts_over_without_past_due():
@@ -315,3 +317,41 @@ def test_schedules_listing_shows_next_fire_times_and_the_last_fire(reg, monkeypa
             "  last      tick 2026-11-27T07:00:00.000Z (past due), fired 2026-11-27T07:00:00.120Z by host:1, job j1\n"
             ) in text
     assert "names app setting 'UNSET_SCHEDULE_X', which is not set" in text and "last      unknown: " in text
+
+
+class FakeLease:
+    """A blob lease whose renewals raise ``errors`` in turn, then succeed."""
+
+    def __init__(self, errors=()) -> None:
+        self.errors = list(errors)
+        self.renewed = 0
+
+    def renew(self) -> None:
+        self.renewed += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def test_a_hold_fires_only_while_enough_of_its_lease_is_confirmed():
+    now = [1000.0]
+    hold = Hold("s", FakeLease(), renew_after_s=3600, clock=lambda: now[0])
+    try:
+        assert hold.held
+        now[0] += LEASE_S - MIN_LEFT_S  # just enough left
+        assert hold.held
+        now[0] += 0.001  # less than MIN_LEFT_S left, unless a renewal got through: no new fire
+        assert not hold.held and not hold.lost
+    finally:
+        hold.close()
+
+
+def test_a_renewal_refused_by_the_service_loses_the_hold_for_good():
+    from azure.core.exceptions import HttpResponseError
+
+    refused = HttpResponseError(message="The lease ID specified did not match the lease ID for the blob.")
+    refused.status_code = 409
+    lease = FakeLease([refused])
+    hold = Hold("s", lease, renew_after_s=0.0)
+    hold._thread.join(10)
+    assert lease.renewed == 1 and hold.lost and not hold.held
+    hold.close()
