@@ -5,8 +5,9 @@ orchestrator episode one row, ``RowKey`` = the episode's sequence number (zero-p
 An episode row is written with an insert (``create_entity``), so it commits atomically
 and only once: two workers that replay the same workflow at the same time cannot both
 append episode N; the loser reloads and replays again. A row holds the episode's
-history events as JSON (split over ``d0``, ``d1``, ... since a property holds at most
-32K characters), which incoming events it consumed (``sources``: so a redelivered
+history events as JSON (split over ``d0``, ``d1``, ... since a string property holds at most
+64 KiB of UTF-16: 32K characters of plain text, fewer with emoji; see azjobs/table_rules.py),
+which incoming events it consumed (``sources``: so a redelivered
 completion or start is recognised), whether the messages it asked for were sent
 (``sent``) and the workflow's status after it (``status``).
 """
@@ -19,13 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..secrets import get_logger
+from ..table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, utf16_units
 
 log = get_logger("azjobs.workflows")
 
 DEFAULT_TABLE = "azjobsworkflows"
 TABLE_SETTING = "AZJOBS_WORKFLOWS_TABLE"
-CHUNK_CHARS = 30_000
-MAX_PARTS = 15  # 450K characters: a row stays under the service's 1 MiB entity limit (strings count 2 bytes a character)
+# One ``d<i>`` property: at most this many UTF-16 units (Azure's unit; an emoji takes two).
+CHUNK_UNITS = SAFE_STRING_UNITS
+# Parts per row: the row stays under the service's 1 MiB entity limit (a string costs 2 bytes a UTF-16
+# unit, plus a few bytes per property), with 64 KiB left for the keys and the other properties.
+MAX_PARTS = (MAX_ENTITY_BYTES - 64 * 1024) // (2 * CHUNK_UNITS + 64)  # 15: 480,000 units of history
 
 # History event types (DurableTask HistoryEventType).
 EXECUTION_STARTED = 0
@@ -131,10 +136,11 @@ class HistoryStore:
         from azure.core.exceptions import ResourceExistsError
 
         text = json.dumps(episode.events, separators=(",", ":"), ensure_ascii=False)
-        chunks = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+        chunks = split_units(text, CHUNK_UNITS)
         if len(chunks) > MAX_PARTS:
-            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {len(text):,} characters of "
-                                  f"history, more than one table row holds; pass references, not large values")
+            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {utf16_units(text):,} UTF-16 units "
+                                  f"of history, more than one table row holds ({MAX_PARTS * CHUNK_UNITS:,}); pass "
+                                  "references, not large values")
         entity = {"PartitionKey": workflow_id, "RowKey": f"{episode.seq:08d}", "parts": len(chunks),
                   "sources": json.dumps(episode.sources), "sent": episode.sent, "status": episode.status}
         for i, chunk in enumerate(chunks):
@@ -151,6 +157,23 @@ class HistoryStore:
 
         self.client.upsert_entity({"PartitionKey": workflow_id, "RowKey": f"{seq:08d}", "sent": True},
                                   mode=UpdateMode.MERGE)
+
+
+def split_units(text: str, units: int) -> list[str]:
+    """``text`` in pieces of at most ``units`` UTF-16 units each (never splitting a character); [""] for ""."""
+    if units < 2:
+        raise ValueError(f"a piece must hold at least 2 UTF-16 units (one character), not {units}")
+    chunks = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + units)  # a character is at least one unit
+        size = utf16_units(text[start:end])
+        while size > units:  # each character dropped from the end gives back one or two units
+            end -= max(1, (size - units) // 2)
+            size = utf16_units(text[start:end])
+        chunks.append(text[start:end])
+        start = end
+    return chunks or [""]
 
 
 def summary(history: History) -> dict[str, Any]:
@@ -213,4 +236,5 @@ def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:
     return info if info["history_length"] else None
 
 
-__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "summary", "table_name"]
+__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "split_units", "summary",
+           "table_name"]

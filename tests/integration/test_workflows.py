@@ -18,6 +18,7 @@ from azjobs import QueueSettings
 from azjobs.message import decode_body
 from azjobs.worker import Worker
 from azjobs.workflows import WorkflowFailed, WorkflowHandle
+from azjobs.table_rules import utf16_units
 from azjobs.workflows.history import HistoryStore
 from tests.integration.worker_support import Background, log_of, spawn, wait_for
 from tests.jobs import workflow_jobs as wf
@@ -264,8 +265,8 @@ def test_history_too_large_for_a_table_row_fails_the_workflow_and_says_why(clien
     from azjobs.workflows.driver import Driver, Incoming
 
     steps, queue = flows
-    monkeypatch.setattr(history_module, "CHUNK_CHARS", 300)
-    monkeypatch.setattr(history_module, "MAX_PARTS", 2)  # a row holds 600 characters here
+    monkeypatch.setattr(history_module, "CHUNK_UNITS", 300)
+    monkeypatch.setattr(history_module, "MAX_PARTS", 2)  # a row holds 600 UTF-16 units here
     spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).spec()
     store = HistoryStore.for_client(client)
     assert Driver(client, store, queue).advance(spec["id"], [Incoming("start", "start", spec=spec)]) == "Failed"
@@ -275,3 +276,42 @@ def test_history_too_large_for_a_table_row_fails_the_workflow_and_says_why(clien
     assert empty_or_missing(client.queue(steps))  # nothing ran
     [record] = raw_queue(f"{queue}-poison").receive_messages()
     assert json.loads(decode_body(record.content, "base64"))["workflow"]["id"] == spec["id"]
+
+
+# -- limits counted as Table Storage counts them (UTF-16 units) ----------------------------------------------
+
+def history_rows(client, workflow_id):
+    """The history table's entities of one workflow, as stored."""
+    store = HistoryStore.for_client(client)
+    return list(store.client.query_entities("PartitionKey eq @pk", parameters={"pk": workflow_id}))
+
+
+def string_units(rows):
+    """UTF-16 units of every string property of ``rows`` (what Table Storage limits to 32K)."""
+    return [utf16_units(value) for row in rows for value in row.values() if isinstance(value, str)]
+
+
+def test_a_history_row_is_split_by_utf16_units_as_table_storage_counts(client, flows):
+    """Three group steps fail in one batch with emoji in their errors: one episode of about 30,000 emoji.
+    Split every 30,000 Python characters, a part held 60,000 UTF-16 units and Azurite refused the row
+    (400 PropertyValueTooLarge), as Azure does."""
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    store = HistoryStore.for_client(client)
+    spec = azjobs.group(*(wf.double.options(queue=steps).s(n) for n in range(3))).spec()
+    wid = spec["id"]
+    driver = Driver(client, store, queue)
+    assert driver.advance(wid, [Incoming("start", "start", spec=spec)]) == "Running"
+    reason = "ValueError: " + "😀" * 5_000
+
+    def failed(task_id):
+        event = {"EventType": 6, "EventId": -1, "TaskScheduledId": task_id, "Reason": reason, "Details": reason}
+        return Incoming(f"task:{task_id}", "event", event=event)
+
+    assert driver.advance(wid, [failed(0), failed(1), failed(2)]) == "Running"  # the retry task's closing timer
+    rows = history_rows(client, wid)
+    assert len(rows) == 2 and max(string_units(rows)) <= 32_000
+    assert sum(string_units(rows)) > 60_000  # the emoji are all there, two units each
+    [_, episode] = store.load(wid).episodes
+    assert [e.get("Reason") for e in episode.events if e["EventType"] == 6] == [reason] * 3
