@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from ..errors import EnvelopeError
 from ..message import decode_body, encode_text, format_time, utcnow
+from ..payload import PayloadError
 from ..poison import ErrorInfo, PoisonRecord
 from ..queue_names import poison_queue_name
 from ..secrets import describe, get_logger
@@ -177,7 +178,7 @@ class Driver:
             if not fresh:
                 return history.status
             new = [events.orchestrator_started(now)]
-            new += [{**item.event, "Timestamp": events.stamp(now), "IsPlayed": False} for item in fresh]
+            new += [self._history_event(workflow_id, item.event, now) for item in fresh]
         past = history.events
         replayed = events.replay(self.fn, workflow_id, past + new)
         known = {e["EventId"] for e in past + new if e.get("EventType") in (TASK_SCHEDULED, TIMER_CREATED)}
@@ -203,6 +204,7 @@ class Driver:
             return self._too_large(workflow_id, history, fresh, now, str(exc))
         if not committed:
             return _CONFLICT
+        self._forget_values(fresh)  # the history holds them now
         if work:
             self._send(workflow_id, work)
             self.store.mark_sent(workflow_id, episode.seq)
@@ -226,6 +228,38 @@ class Driver:
         log.error("workflow %s failed: %s", workflow_id, why, extra={"action": "workflow_failed",
                                                                      "workflow_id": workflow_id})
         return FAILED
+
+    def _history_event(self, workflow_id: str, event: dict, now: datetime) -> dict:
+        """An incoming event as the history keeps it; a step value that waited in Blob Storage is read in."""
+        event = {**event, "Timestamp": events.stamp(now), "IsPlayed": False}
+        ref = event.pop("ResultRef", None)
+        if ref is None:
+            return event
+        try:
+            text = self.client.payloads.get(ref).decode("utf-8")
+            json.loads(text)
+        except (PayloadError, ValueError) as exc:  # gone, not ours, not JSON: the attempt failed (it may be retried)
+            log.error("workflow %s: the value of step %s could not be read from %s: %s", workflow_id,
+                      event.get("TaskScheduledId"), ref, describe(exc),
+                      extra={"action": "workflow_step_value_lost", "workflow_id": workflow_id})
+            return {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": event.get("TaskScheduledId"),
+                    "Timestamp": event["Timestamp"], "IsPlayed": False,
+                    "Reason": f"{type(exc).__name__}: the step's return value could not be read from {ref}: {exc}",
+                    "Details": ""}
+        event["Result"] = text
+        return event
+
+    def _forget_values(self, fresh: list[Incoming]) -> None:
+        """Delete the blobs of step values now in the history (a failed delete leaves a blob behind, nothing more)."""
+        for item in fresh:
+            ref = (item.event or {}).get("ResultRef")
+            if not ref:
+                continue
+            try:
+                self.client.payloads.delete(ref)
+            except Exception as exc:
+                log.warning("could not delete step value blob %s: %s", ref, describe(exc),
+                            extra={"action": "payload_delete_failed", "queue": self.queue})
 
     def _resend_unsent(self, workflow_id: str, history: History, keys: list[str]) -> None:
         """A redelivered message whose episode committed but whose sends were not all confirmed."""

@@ -7,23 +7,35 @@ owns them (``call_activity_with_retry``, as on Durable Functions). The report is
 ``TaskCompleted`` (the return value as JSON) or ``TaskFailed`` (error and traceback)
 history event sent to the workflows queue before the step message is deleted; a report
 that cannot be written releases the message for redelivery, like any failed settlement.
+
+A return value too large for the report message (48 KiB of JSON with base64) waits in Blob
+Storage (``workflow-results/<uuid>.json`` in the payload container) and the report carries
+``ResultRef`` instead of ``Result``: the worker that advances the workflow reads it into the
+history and deletes the blob. An error too large for the report is trimmed (its traceback
+first) so the workflow always hears of it.
 """
 
 from __future__ import annotations
 
-import json
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentError, PayloadTooLargeError
 from ..message import Envelope, encode_text, to_json_value
 from ..poison import ErrorInfo
-from ..secrets import get_logger
+from ..recorder import Redeliver
+from ..secrets import describe, get_logger
 from .history import TASK_COMPLETED, TASK_FAILED
+from .replay import json_text
 
 if TYPE_CHECKING:
     from ..core import Executor, JobRun, Prepared, Result
 
 log = get_logger("azjobs.workflows")
+
+RESULTS_PREFIX = "workflow-results/"  # step values too large for their report, in the payload container
+# How much of a failed step's error (Reason) and traceback (Details) its report keeps when it does not fit whole.
+_TRIMS = ((None, None), (16_000, 16_000), (4_000, 2_000), (500, 0))
 
 
 def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Result":
@@ -37,20 +49,10 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
             value = to_json_value(run.value, f"the return value of {env.job}")
         except ArgumentError as exc:
             error = exc
-    text = None
     if error is None:
-        event = {"EventType": TASK_COMPLETED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
-                 "Result": json.dumps(value)}
-        try:
-            text = _encode(executor, env, event)
-        except PayloadTooLargeError as exc:  # the value cannot travel back: the step fails, and says why
-            error = PayloadTooLargeError(f"the return value of workflow step {env.job} is too large for its report "
-                                         f"message ({exc}); return a reference (a blob name, a row id) instead")
-    if error is not None:
-        info = ErrorInfo.from_exception(error)
-        event = {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
-                 "Reason": f"{info.type}: {info.message}", "Details": info.traceback}
-        text = _encode(executor, env, event)
+        text = _completed_text(executor, env, value)
+    else:
+        text = _failed_text(executor, env, ErrorInfo.from_exception(error))
     _write(executor, env, text)
     outcome = "succeeded" if error is None else "failed"
     log.info("workflow %s step %s %s %s in %.3fs (attempt reported to %s)", env.workflow.get("id"), env.job, env.id,
@@ -65,18 +67,55 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
 
 def report_dead_letter(executor: "Executor", envelope: Envelope, error: ErrorInfo) -> None:
     """A step message the core dead-lettered without running it (unknown job, bad arguments)."""
-    _send(executor, envelope, {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": envelope.workflow["task"],
-                               "Reason": f"{error.type}: {error.message}", "Details": error.traceback})
+    _write(executor, envelope, _failed_text(executor, envelope, error))
+
+
+def _completed_text(executor: "Executor", env: Envelope, value: Any) -> str:
+    result = json_text(value)
+    event = {"EventType": TASK_COMPLETED, "EventId": -1, "TaskScheduledId": env.workflow["task"], "Result": result}
+    try:
+        return _encode(executor, env, event)
+    except PayloadTooLargeError:
+        pass
+    try:
+        ref = executor.payloads.put(f"{RESULTS_PREFIX}{uuid.uuid4()}.json", result.encode("utf-8"))
+    except Exception as exc:  # the step's message comes back and the job runs again: nothing is lost
+        raise Redeliver(f"could not store the return value of workflow step {env.job} in Blob Storage: "
+                        f"{describe(exc)}", env) from exc
+    log.info("workflow %s step %s: return value of %s characters kept in blob %s", env.workflow.get("id"), env.job,
+             f"{len(result):,}", ref, extra={"action": "workflow_step_value_offloaded", "job": env.job,
+                                              "job_id": env.id, "workflow_id": env.workflow.get("id")})
+    return _encode(executor, env, {"EventType": TASK_COMPLETED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
+                                   "ResultRef": ref})
+
+
+def _failed_text(executor: "Executor", env: Envelope, error: ErrorInfo) -> str:
+    """The TaskFailed report; an error too large for the message is trimmed (traceback first) until it fits."""
+    reason, details = f"{error.type}: {error.message}", error.traceback
+    for keep_reason, keep_details in _TRIMS:
+        event = {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
+                 "Reason": _head(reason, keep_reason), "Details": _tail(details, keep_details)}
+        try:
+            return _encode(executor, env, event)
+        except PayloadTooLargeError:
+            continue
+    raise PayloadTooLargeError(f"the failure report of workflow step {env.job} does not fit a message")  # pragma: no cover
+
+
+def _head(text: str, keep: int | None) -> str:
+    return text if keep is None or len(text) <= keep else text[:keep] + " … (trimmed to fit the report message)"
+
+
+def _tail(text: str, keep: int | None) -> str:
+    if keep is None or len(text) <= keep:
+        return text
+    return "… (trimmed to fit the report message)\n" + text[-keep:] if keep else "(trimmed to fit the report message)"
 
 
 def _encode(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> str:
     from .driver import event_message
 
     return encode_text(event_message(envelope.workflow["id"], event), executor.settings.message_encoding)
-
-
-def _send(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> None:
-    _write(executor, envelope, _encode(executor, envelope, event))
 
 
 def _write(executor: "Executor", envelope: Envelope, text: str) -> None:

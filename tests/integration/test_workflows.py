@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -315,3 +316,52 @@ def test_a_history_row_is_split_by_utf16_units_as_table_storage_counts(client, f
     assert sum(string_units(rows)) > 60_000  # the emoji are all there, two units each
     [_, episode] = store.load(wid).episodes
     assert [e.get("Reason") for e in episode.events if e["EventType"] == 6] == [reason] * 3
+
+
+@pytest.fixture
+def own_client(connection_string):
+    """A client whose payload container (claim checks, large step values) belongs to this test alone."""
+    container = f"wfp{uuid.uuid4().hex[:20]}"
+    own = azjobs.Client(connection_string, payload_container=container)
+    yield own
+    try:
+        own.payloads._client().delete_container()
+    except Exception:
+        pass
+    own.close()
+
+
+def blobs(client, prefix=""):
+    """Names of the blobs in ``client``'s payload container (None: the container was never created)."""
+    container = client.payloads._client()
+    if not container.exists():
+        return None
+    return [blob.name for blob in container.list_blobs(name_starts_with=prefix)]
+
+
+def test_a_step_value_too_large_for_its_report_message_travels_in_a_blob_and_the_workflow_completes(
+        own_client, flows):
+    """20,000 emoji: 80,000 bytes of UTF-8 (over the 48 KiB a report message holds) and 40,000 UTF-16 units in
+    the history (over one 32K property). The value waits in a blob, the history splits it, the blob goes."""
+    steps, queue = flows
+    handle = azjobs.chain(wf.emoji.options(queue=steps).s(20_000)).enqueue(queue=queue, client=own_client)
+    with worker(own_client, steps, queue):
+        assert handle.result(timeout=30) == "😀" * 20_000
+    assert handle.status()["steps"][0]["result"] == "😀" * 20_000
+    assert max(string_units(history_rows(own_client, handle.id))) <= 32_000
+    assert blobs(own_client, "workflow-results/") == []  # it was written (the container exists), then deleted
+
+
+def test_a_step_value_whose_blob_is_gone_fails_that_attempt_and_says_where(client, flows):
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    store = HistoryStore.for_client(client)
+    spec = azjobs.chain(wf.double.options(queue=steps).s(1)).spec()
+    driver = Driver(client, store, queue)
+    driver.advance(spec["id"], [Incoming("start", "start", spec=spec)])
+    ref = f"{client.payloads.container}/workflow-results/{uuid.uuid4()}.json"  # never written
+    report = {"EventType": 5, "EventId": -1, "TaskScheduledId": 0, "ResultRef": ref}
+    assert driver.advance(spec["id"], [Incoming("task:0", "event", event=report)]) == "Running"
+    [failed] = [e for e in store.load(spec["id"]).events if e["EventType"] == 6]
+    assert failed["TaskScheduledId"] == 0 and f"could not be read from {ref}" in failed["Reason"]

@@ -57,6 +57,11 @@ def huge(n: int) -> str:
     return "x" * n
 
 
+@azjobs.job(queue="wfo-parse", registry=REG, name="wfo.loud", retry=azjobs.NoRetry())
+def loud(n: int) -> None:
+    raise ValueError("😀" * n)
+
+
 @pytest.fixture(scope="module")
 def app():
     client = RecordingClient()
@@ -322,7 +327,7 @@ def test_inside_a_function_app_status_comes_from_the_durable_client(monkeypatch)
     assert pending["status"] == "Pending"
 
 
-def test_a_step_value_too_large_to_report_fails_the_step_and_says_why():
+def test_a_step_value_too_large_for_its_report_goes_to_a_blob_the_report_names():
     client = RecordingClient()
     executor = RecordingExecutor(registry=REG, client=client)
     envelope = Envelope.build("wfo.huge", (60_000,), queue="wfo-parse",
@@ -330,5 +335,20 @@ def test_a_step_value_too_large_to_report_fails_the_step_and_says_why():
     executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
     [write] = client.writes
     event = json.loads(decode_body(write.text, "base64"))["event"]
-    assert event["EventType"] == 6 and event["TaskScheduledId"] == 3
-    assert "too large for its report message" in event["Reason"] and "return a reference" in event["Reason"]
+    assert event["EventType"] == 5 and event["TaskScheduledId"] == 3 and "Result" not in event
+    assert event["ResultRef"].startswith("azjobs-payloads/workflow-results/")
+    assert json.loads(client.payloads.get(event["ResultRef"])) == "x" * 60_000
+
+
+def test_a_step_error_too_large_for_its_report_is_trimmed_so_the_workflow_hears_of_it():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = Envelope.build("wfo.loud", (20_000,), queue="wfo-parse",
+                              workflow={"id": "wf-loud", "task": 4, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    [write] = client.writes  # before: PayloadTooLargeError out of the core, the message redelivered for ever
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert event["EventType"] == 6 and event["TaskScheduledId"] == 4
+    assert event["Reason"].startswith("ValueError: 😀😀") and event["Reason"].endswith("(trimmed to fit the report message)")
+    assert event["Details"].startswith("… (trimmed to fit the report message)\n")
+    assert event["Details"].rstrip().endswith("😀")  # the traceback's last line: the error itself
