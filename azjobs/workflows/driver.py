@@ -50,8 +50,8 @@ from ..secrets import describe, get_logger
 from . import replay as events
 from .history import (COMPLETED, FAILED, RUNNING, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED,
                       TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge)
-from .orchestrator import ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
-from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, parse_message
+from .orchestrator import ACTIVITY, ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
+from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, load_spec, parse_message
 
 log = get_logger("azjobs.workflows")
 
@@ -67,11 +67,12 @@ class Incoming:
     kind: str  # "start" or "event"
     spec: dict | None = None
     event: dict | None = None
+    spec_ref: str | None = None  # a start whose spec waits in Blob Storage (too large for the message)
 
     @classmethod
     def from_message(cls, message: dict) -> "Incoming":
         if message["kind"] == "start":
-            return cls("start", "start", spec=message["spec"])
+            return cls("start", "start", spec=message.get("spec"), spec_ref=message.get("spec_ref"))
         event = message["event"]
         kind = event.get("EventType")
         if kind in (TASK_COMPLETED, TASK_FAILED) and isinstance(event.get("TaskScheduledId"), int):
@@ -172,7 +173,14 @@ class Driver:
                             extra={"action": "workflow_unknown", "workflow_id": workflow_id})
                 return None
             fresh = [start]
-            new = [events.orchestrator_started(now), events.execution_started(now, ORCHESTRATOR, start.spec)]
+            spec = start.spec
+            if spec is None:
+                try:
+                    spec = load_spec(self.client.payloads, start.spec_ref)
+                except (PayloadError, EnvelopeError) as exc:  # gone or not a spec: it can never start
+                    return self._fail_now(workflow_id, history, fresh, now,
+                                          f"the workflow's spec could not be read from {start.spec_ref}: {exc}")
+            new = [events.orchestrator_started(now), events.execution_started(now, ORCHESTRATOR, spec)]
         else:
             fresh = [item for item in fresh if item.kind == "event"]
             if not fresh:
@@ -201,7 +209,7 @@ class Driver:
         try:
             committed = self.store.commit(workflow_id, episode)
         except HistoryTooLarge as exc:  # it could never be committed: the workflow fails, and says why
-            return self._too_large(workflow_id, history, fresh, now, str(exc))
+            return self._fail_now(workflow_id, history, fresh, now, str(exc))
         if not committed:
             return _CONFLICT
         self._forget_values(fresh)  # the history holds them now
@@ -217,14 +225,22 @@ class Driver:
                       extra={"action": "workflow_failed", "workflow_id": workflow_id})
         return status
 
-    def _too_large(self, workflow_id: str, history: History, fresh: list[Incoming], now: datetime, why: str) -> Any:
-        failed = [events.orchestrator_started(now), events.execution_completed(now, FAILED, reason=why),
-                  events.orchestrator_completed(now)]
-        episode = Episode(seq=history.next_seq, events=failed, sources=[item.key for item in fresh], sent=True,
+    def _fail_now(self, workflow_id: str, history: History, fresh: list[Incoming], now: datetime, why: str) -> Any:
+        """Fail the workflow without its orchestrator, whose next episode can never be committed (or which can
+        never start): an episode that calls the failure-record activity and completes the execution as Failed,
+        then the record, as the orchestrator's own failure does (a crash in between: it is written when the
+        message comes again)."""
+        task_id = 1 + max((e["EventId"] for e in history.events
+                           if e.get("EventType") in (TASK_SCHEDULED, TIMER_CREATED)), default=-1)
+        failure = {"failure": {"workflow": workflow_id, "step": None, "error": why}}
+        failed = [events.orchestrator_started(now), events.task_scheduled(now, task_id, ACTIVITY, failure),
+                  events.execution_completed(now, FAILED, reason=why), events.orchestrator_completed(now)]
+        episode = Episode(seq=history.next_seq, events=failed, sources=[item.key for item in fresh], sent=False,
                           status=FAILED)
         if not self.store.commit(workflow_id, episode):
             return _CONFLICT
-        write_failure_record(self.client, self.queue, {"workflow": workflow_id, "step": None, "error": why})
+        write_failure_record(self.client, self.queue, failure["failure"])
+        self.store.mark_sent(workflow_id, episode.seq)
         log.error("workflow %s failed: %s", workflow_id, why, extra={"action": "workflow_failed",
                                                                      "workflow_id": workflow_id})
         return FAILED
@@ -250,9 +266,9 @@ class Driver:
         return event
 
     def _forget_values(self, fresh: list[Incoming]) -> None:
-        """Delete the blobs of step values now in the history (a failed delete leaves a blob behind, nothing more)."""
+        """Delete the blobs of specs and step values now in the history (a failed delete leaves a blob behind)."""
         for item in fresh:
-            ref = (item.event or {}).get("ResultRef")
+            ref = item.spec_ref or (item.event or {}).get("ResultRef")
             if not ref:
                 continue
             try:

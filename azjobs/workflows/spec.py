@@ -8,7 +8,9 @@ the step gets that list. ``azjobs.sleep(timedelta(days=3))`` waits (any length) 
 the previous value on.
 
 A workflow travels as one message on the workflows queue (default ``azjobs-workflows``):
-``{"azjobs_workflow": 1, "kind": "start", "id": ..., "spec": {"id": ..., "root": node}}``.
+``{"azjobs_workflow": 1, "kind": "start", "id": ..., "spec": {"id": ..., "root": node}}``; a spec
+too large for a message (large step arguments) waits in Blob Storage and the message carries
+``"spec_ref"`` (``<payload container>/workflow-specs/<uuid>.json``) instead of ``"spec"``.
 Nodes: ``{"step": job, "args", "kwargs", "queue", "ignore_input", "retry"}``,
 ``{"chain": [node, ...]}``, ``{"group": [step, ...]}``, ``{"sleep_s": seconds}``.
 Each step carries its job's retry policy as Durable ``RetryOptions`` fields, fixed when
@@ -23,7 +25,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ConfigurationError, EnvelopeError
+from ..errors import ConfigurationError, EnvelopeError, PayloadTooLargeError
 from ..message import encode_text, format_time, json_object, to_json_value, utcnow
 from ..queue_names import resolve_queue_name, validate_queue_name
 from ..retry import Backoff, Fixed, NoRetry
@@ -41,6 +43,7 @@ QUEUE_SETTING = "AZJOBS_WORKFLOWS_QUEUE"
 MIN_RETRY_MS = 1
 # A job with a custom retry policy: one attempt (its own limit cannot be expressed as RetryOptions).
 CUSTOM_POLICY_RETRY = {"first_retry_ms": 1000, "attempts": 1}
+SPECS_PREFIX = "workflow-specs/"  # specs too large for the start message, in the payload container
 
 
 def workflows_queue(name: str | None = None) -> str:
@@ -98,8 +101,19 @@ class Flow:
         trace = tracing.produced_trace(name, "azjobs.workflow", spec["id"])  # every step continues it
         if trace:
             spec["trace"] = trace
-        text = encode_text(start_message(spec), client.encoding)
-        client.send_text(name, text)
+        spec_ref = None
+        try:
+            text = encode_text(start_message(spec), client.encoding)
+        except PayloadTooLargeError:  # large step arguments: the spec waits in Blob Storage
+            spec_ref = client.payloads.put(f"{SPECS_PREFIX}{uuid.uuid4()}.json",
+                                           json.dumps(spec, ensure_ascii=False).encode("utf-8"))
+            text = encode_text(start_message(spec, spec_ref=spec_ref), client.encoding)
+        try:
+            client.send_text(name, text)
+        except BaseException:
+            if spec_ref is not None:
+                _forget(client, spec_ref)
+            raise
         return WorkflowHandle(spec["id"], client=client, queue=name)
 
 
@@ -201,9 +215,28 @@ def sleep(delay: float | timedelta) -> Sleep:
 
 
 # -- the start message -------------------------------------------------------
-def start_message(spec: Mapping[str, Any]) -> str:
-    return json.dumps({WORKFLOW_KEY: WORKFLOW_VERSION, "kind": "start", "id": spec["id"], "spec": dict(spec),
+def start_message(spec: Mapping[str, Any], *, spec_ref: str | None = None) -> str:
+    """The start message: the spec inline, or ``spec_ref`` naming the blob that holds it."""
+    carried = {"spec_ref": spec_ref} if spec_ref is not None else {"spec": dict(spec)}
+    return json.dumps({WORKFLOW_KEY: WORKFLOW_VERSION, "kind": "start", "id": spec["id"], **carried,
                        "enqueued_at": format_time(utcnow())}, separators=(",", ":"), ensure_ascii=False)
+
+
+def load_spec(payloads: Any, ref: str) -> dict[str, Any]:
+    """The spec a start message's ``spec_ref`` names; PayloadError (gone, not ours) or EnvelopeError (not a spec)."""
+    try:
+        spec = json.loads(payloads.get(ref).decode("utf-8"))
+    except ValueError as exc:
+        raise EnvelopeError(f"workflow spec blob {ref} does not hold JSON: {exc}", "bad_spec") from None
+    check_spec(spec)
+    return spec
+
+
+def _forget(client: Any, ref: str) -> None:
+    try:
+        client.payloads.delete(ref)
+    except Exception:  # an orphan blob, nothing more
+        pass
 
 
 def parse_message(data: bytes | str) -> dict[str, Any]:
@@ -218,7 +251,11 @@ def parse_message(data: bytes | str) -> dict[str, Any]:
         raise EnvelopeError("workflow message has no id", "not_workflow")
     kind = message.get("kind")
     if kind == "start":
-        check_spec(message.get("spec"))
+        if "spec_ref" in message:
+            if not isinstance(message["spec_ref"], str) or not message["spec_ref"]:
+                raise EnvelopeError("workflow start message has a spec_ref that is not a blob reference", "bad_spec")
+        else:
+            check_spec(message.get("spec"))
     elif kind != "event" or not isinstance(message.get("event"), dict):
         raise EnvelopeError(f"workflow message kind {kind!r} is not start or event", "not_workflow")
     return message
@@ -257,5 +294,5 @@ def step_count(node: Mapping[str, Any]) -> int:
     return sum(step_count(child) for child in node.get("chain", node.get("group", [])))
 
 
-__all__ = ["DEFAULT_QUEUE", "Chain", "Flow", "Group", "Sleep", "Step", "chain", "check_spec", "group",
+__all__ = ["DEFAULT_QUEUE", "Chain", "Flow", "Group", "Sleep", "Step", "chain", "check_spec", "group", "load_spec",
            "parse_message", "retry_options_for", "sleep", "start_message", "workflows_queue"]

@@ -266,9 +266,9 @@ def test_history_too_large_for_a_table_row_fails_the_workflow_and_says_why(clien
     from azjobs.workflows.driver import Driver, Incoming
 
     steps, queue = flows
-    monkeypatch.setattr(history_module, "CHUNK_UNITS", 300)
-    monkeypatch.setattr(history_module, "MAX_PARTS", 2)  # a row holds 600 UTF-16 units here
-    spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).spec()
+    monkeypatch.setattr(history_module, "CHUNK_UNITS", 1_000)
+    monkeypatch.setattr(history_module, "MAX_PARTS", 2)  # a row holds 2,000 UTF-16 units here
+    spec = azjobs.chain(wf.echo.options(queue=steps).s("x" * 2_000)).spec()
     store = HistoryStore.for_client(client)
     assert Driver(client, store, queue).advance(spec["id"], [Incoming("start", "start", spec=spec)]) == "Failed"
     with pytest.raises(WorkflowFailed) as failed:
@@ -365,3 +365,45 @@ def test_a_step_value_whose_blob_is_gone_fails_that_attempt_and_says_where(clien
     assert driver.advance(spec["id"], [Incoming("task:0", "event", event=report)]) == "Running"
     [failed] = [e for e in store.load(spec["id"]).events if e["EventType"] == 6]
     assert failed["TaskScheduledId"] == 0 and f"could not be read from {ref}" in failed["Reason"]
+
+
+def test_a_workflow_input_and_output_of_20000_emoji_complete(own_client, flows):
+    """The spec (its first step's argument) is over a start message: it waits in a blob; the argument, the step
+    values and the output go through the history in parts of at most 32K UTF-16 units; every blob is deleted."""
+    steps, queue = flows
+    value = "😀" * 20_000
+    flow = azjobs.chain(wf.echo.options(queue=steps).s(value), wf.echo.options(queue=steps).s())
+    handle = flow.enqueue(queue=queue, client=own_client)
+    [start] = own_client.queue(queue).peek_messages()
+    assert "spec_ref" in json.loads(decode_body(start.content, "base64"))
+    with worker(own_client, steps, queue):
+        assert handle.result(timeout=30) == value
+    assert max(string_units(history_rows(own_client, handle.id))) <= 32_000
+    assert wait_for(lambda: blobs(own_client, "workflow-") == [], timeout=10), blobs(own_client)
+
+
+def test_a_workflow_the_worker_fails_gets_its_record_even_if_the_worker_died_before_writing_it(
+        client, flows, monkeypatch, raw_queue):
+    from azjobs.workflows import driver as driver_module
+    from azjobs.workflows import history as history_module
+    from azjobs.workflows.driver import Driver, Incoming
+
+    steps, queue = flows
+    monkeypatch.setattr(history_module, "CHUNK_UNITS", 1_000)
+    monkeypatch.setattr(history_module, "MAX_PARTS", 2)
+    spec = azjobs.chain(wf.echo.options(queue=steps).s("x" * 2_000)).spec()
+    start = Incoming("start", "start", spec=spec)
+    store = HistoryStore.for_client(client)
+    real_write = driver_module.write_failure_record
+
+    def dies(*args, **kwargs):
+        raise ConnectionError("the worker died after the commit")
+
+    monkeypatch.setattr(driver_module, "write_failure_record", dies)
+    with pytest.raises(ConnectionError):
+        Driver(client, store, queue).advance(spec["id"], [start])
+    assert store.load(spec["id"]).status == "Failed"
+    monkeypatch.setattr(driver_module, "write_failure_record", real_write)
+    assert Driver(client, store, queue).advance(spec["id"], [start]) == "Failed"  # the start message, redelivered
+    [record] = raw_queue(f"{queue}-poison").receive_messages()
+    assert json.loads(decode_body(record.content, "base64"))["workflow"]["id"] == spec["id"]

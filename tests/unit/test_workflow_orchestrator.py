@@ -62,12 +62,14 @@ def loud(n: int) -> None:
     raise ValueError("😀" * n)
 
 
+APP_CLIENT = RecordingClient()  # the client of the module's function app (its payloads hold blobs in memory)
+
+
 @pytest.fixture(scope="module")
 def app():
-    client = RecordingClient()
     application = func.FunctionApp()
     application.register_functions(azjobs.blueprint(registry=REG, executor=RecordingExecutor(registry=REG,
-                                                                                              client=client)))
+                                                                                              client=APP_CLIENT)))
     return application
 
 
@@ -266,6 +268,19 @@ def test_a_redelivered_start_message_starts_one_orchestration(app, monkeypatch):
     asyncio.run(user(msg=queue_message(body, 1), client=hub.binding))
     asyncio.run(user(msg=queue_message(body, 2), client=hub.binding))  # the host delivered it again
     assert hub.starts == [(ORCHESTRATOR, "wf-once", spec)]
+
+
+def test_a_start_message_whose_spec_waits_in_a_blob_starts_with_that_spec_and_deletes_it(app, monkeypatch):
+    hub = TaskHub().install(monkeypatch)
+    spec = azjobs.chain(fetch.s("😀" * 20_000)).spec("wf-big-start")
+    executor_payloads = APP_CLIENT.payloads
+    ref = executor_payloads.put("workflow-specs/s1.json", json.dumps(spec).encode("utf-8"))
+    body = start_message(spec, spec_ref=ref)
+    assert len(body) < 1_000
+    user = fn(app, START).get_user_function()
+    asyncio.run(user(msg=queue_message(body, 1), client=hub.binding))
+    assert hub.starts == [(ORCHESTRATOR, "wf-big-start", spec)]
+    assert not executor_payloads.exists(ref)
 
 
 def test_the_activity_runs_the_job_by_name_through_the_core(app):
