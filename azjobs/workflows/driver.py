@@ -49,7 +49,7 @@ from ..queue_names import poison_queue_name
 from ..secrets import describe, get_logger
 from . import replay as events
 from .history import (COMPLETED, FAILED, RUNNING, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED,
-                      TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge)
+                      TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge, refused_for_good, table_answer)
 from .orchestrator import ACTIVITY, ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
 from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, load_spec, parse_message
 
@@ -210,6 +210,13 @@ class Driver:
             committed = self.store.commit(workflow_id, episode)
         except HistoryTooLarge as exc:  # it could never be committed: the workflow fails, and says why
             return self._fail_now(workflow_id, history, fresh, now, str(exc))
+        except Exception as exc:
+            if not refused_for_good(exc):
+                raise  # storage trouble: the message comes again
+            # Whatever the size checks missed (on Azure, an entity over 1 MiB): committing it again cannot succeed.
+            return self._fail_now(workflow_id, history, fresh, now,
+                                  f"Table Storage refused episode {episode.seq} of the workflow's history "
+                                  f"({table_answer(exc)}); pass references, not large values")
         if not committed:
             return _CONFLICT
         self._forget_values(fresh)  # the history holds them now

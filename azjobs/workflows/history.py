@@ -54,6 +54,34 @@ class HistoryTooLarge(Exception):
     """One episode's events do not fit in a table row."""
 
 
+# 4xx answers that mean something else (credentials, a missing table, a lost race, throttling) or may pass:
+# every other 4xx (400 PropertyValueTooLarge, EntityTooLarge, InvalidInput, 413 ...) refuses the data for good.
+_NOT_PERMANENT = (401, 403, 404, 408, 409, 412, 429)
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """True when Table Storage refused a write for good: the same write can never succeed."""
+    code = getattr(exc, "status_code", None)
+    return isinstance(code, int) and 400 <= code < 500 and code not in _NOT_PERMANENT
+
+
+def table_answer(exc: BaseException) -> str:
+    """Table Storage's answer in one line: ``400 PropertyValueTooLarge: The property value exceeds ...``."""
+    code, message = getattr(exc, "error_code", None), ""
+    text = str(exc)
+    start = text.find('{"odata.error"')
+    if start >= 0:
+        try:
+            detail = json.JSONDecoder().raw_decode(text[start:])[0]["odata.error"]
+            code = code or detail.get("code")
+            message = (detail.get("message") or {}).get("value") or ""
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    answer = f"{getattr(exc, 'status_code', '')} {code or getattr(exc, 'reason', '') or type(exc).__name__}".strip()
+    return f"{answer}: {first}" if first else answer
+
+
 @dataclass
 class Episode:
     seq: int
@@ -236,5 +264,5 @@ def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:
     return info if info["history_length"] else None
 
 
-__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "split_units", "summary",
-           "table_name"]
+__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "refused_for_good", "split_units",
+           "summary", "table_answer", "table_name"]

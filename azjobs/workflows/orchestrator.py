@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Generator, Mapping
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, PayloadTooLargeError
 from ..message import Envelope, to_json_value
 
 ORCHESTRATOR = "azjobs_workflow"
@@ -148,9 +149,29 @@ def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]
     job = step.get("job") if isinstance(step.get("job"), str) else None
     record = PoisonRecord(queue=workflows, error=error, attempts=1, last_failed_at=format_time(utcnow()),
                           message_id=failure.get("workflow"), job_name=job)
-    data = record.to_dict()
-    data["workflow"] = {"id": failure.get("workflow"), "step": failure.get("step")}
-    client.send_text(poison_queue_name(workflows), encode_text(json.dumps(data), client.encoding), create=True)
+    # An error too large for the poison message is trimmed, traceback first: the record is always written.
+    for keep_message, keep_traceback in ((None, None), (16_000, 16_000), (4_000, 2_000), (500, 0)):
+        trimmed = replace(error, message=_head(error.message, keep_message), traceback=_tail(error.traceback,
+                                                                                               keep_traceback))
+        data = replace(record, error=trimmed).to_dict()
+        data["workflow"] = {"id": failure.get("workflow"), "step": failure.get("step")}
+        try:
+            text = encode_text(json.dumps(data, ensure_ascii=False), client.encoding)
+        except PayloadTooLargeError:
+            continue
+        client.send_text(poison_queue_name(workflows), text, create=True)
+        return
+    raise PayloadTooLargeError(f"the failure record of workflow {failure.get('workflow')} does not fit a message")
+
+
+def _head(text: str, keep: int | None) -> str:
+    return text if keep is None or len(text) <= keep else text[:keep] + " … (trimmed to fit the poison message)"
+
+
+def _tail(text: str, keep: int | None) -> str:
+    if keep is None or len(text) <= keep:
+        return text
+    return "… (trimmed to fit the poison message)\n" + text[-keep:] if keep else "(trimmed to fit the poison message)"
 
 
 __all__ = ["ACTIVITY", "ORCHESTRATOR", "START", "StepFailed", "StepOutOfAttempts", "write_failure_record", "orchestrator", "run_activity", "step_envelope"]

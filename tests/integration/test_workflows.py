@@ -407,3 +407,23 @@ def test_a_workflow_the_worker_fails_gets_its_record_even_if_the_worker_died_bef
     assert Driver(client, store, queue).advance(spec["id"], [start]) == "Failed"  # the start message, redelivered
     [record] = raw_queue(f"{queue}-poison").receive_messages()
     assert json.loads(decode_body(record.content, "base64"))["workflow"]["id"] == spec["id"]
+
+
+def test_a_history_table_storage_refuses_for_good_fails_the_workflow_and_says_why(own_client, flows, monkeypatch,
+                                                                                   raw_queue):
+    """Parts of 40,000 UTF-16 units stand for whatever the size checks could miss (on Azure, an entity over
+    1 MiB, which Azurite does not check): Azurite answers 400 PropertyValueTooLarge, as Azure does. The
+    workflow fails with that answer; before, it stayed Running while its message was redelivered, then poisoned."""
+    from azjobs.workflows import history as history_module
+
+    steps, queue = flows
+    monkeypatch.setattr(history_module, "CHUNK_UNITS", 40_000)  # over the service's 32,768
+    handle = azjobs.chain(wf.emoji.options(queue=steps).s(20_000)).enqueue(queue=queue, client=own_client)
+    with worker(own_client, steps, queue):
+        with pytest.raises(WorkflowFailed) as failed:
+            handle.result(timeout=30)
+        assert wait_for(lambda: own_client.queue(queue).get_queue_properties().approximate_message_count == 0, 10)
+    assert "Table Storage refused episode 1 of the workflow's history (400 PropertyValueTooLarge: " in str(failed.value)
+    [record] = raw_queue(f"{queue}-poison").receive_messages(max_messages=32)  # its failure record, nothing poisoned
+    data = json.loads(decode_body(record.content, "base64"))
+    assert data["workflow"]["id"] == handle.id and data["error"]["reason"] == "workflow_failed"

@@ -311,6 +311,20 @@ def test_the_activity_writes_a_failed_workflows_record_to_the_workflows_poison_q
     assert data["error"]["traceback"].startswith("Traceback")
 
 
+def test_a_failure_record_whose_error_is_over_a_message_is_trimmed_and_written():
+    from azjobs.workflows.orchestrator import write_failure_record
+
+    client = RecordingClient()
+    error = "ValueError: " + "😀" * 6_000 + " \n Traceback (most recent call last):\n" + "  😀\n" * 6_000
+    write_failure_record(client, "azjobs-workflows", {"workflow": "wf-t", "step": {"path": "0", "job": "j"},
+                                                      "error": error})
+    [write] = client.writes  # before: PayloadTooLargeError, the workflow left Running
+    data = json.loads(decode_body(write.text, "base64"))
+    assert data["workflow"]["id"] == "wf-t" and data["error"]["type"] == "ValueError"
+    assert data["error"]["message"].startswith("😀😀") and "trimmed to fit the poison message" in data["error"]["message"]
+    assert data["error"]["traceback"].startswith("… (trimmed to fit the poison message)")
+
+
 def test_a_worker_step_reports_to_its_workflow_instead_of_retrying():
     client = RecordingClient()
     executor = RecordingExecutor(registry=REG, client=client)
