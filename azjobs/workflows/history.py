@@ -10,6 +10,12 @@ history events as JSON (split over ``d0``, ``d1``, ... since a string property h
 which incoming events it consumed (``sources``: so a redelivered
 completion or start is recognised), whether the messages it asked for were sent
 (``sent``) and the workflow's status after it (``status``).
+
+``flow.enqueue()`` first writes the workflow's ``pending`` row (RowKey ``pending``: the queue
+and the time it was enqueued), then sends its start message, so an id that has neither rows
+nor a ``pending`` row was never enqueued (``WorkflowNotFoundError``) rather than "not started
+yet". A workflow id is a PartitionKey: it may not hold ``/ \\ # ?`` or control characters and is
+at most 1 KiB (``id_problem``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..secrets import get_logger
-from ..table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, utf16_units
+from ..table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, key_problem, utf16_units
 
 log = get_logger("azjobs.workflows")
 
@@ -44,10 +50,17 @@ ORCHESTRATOR_STARTED = 12
 ORCHESTRATOR_COMPLETED = 13
 
 RUNNING, COMPLETED, FAILED = "Running", "Completed", "Failed"
+PENDING = "Pending"  # enqueued, not started by a worker yet
+PENDING_ROW = "pending"  # the RowKey of the row flow.enqueue() writes (episode rows are digits)
 
 
 def table_name(name: str | None = None) -> str:
     return name or os.environ.get(TABLE_SETTING) or DEFAULT_TABLE
+
+
+def id_problem(workflow_id: object) -> str | None:
+    """Why ``workflow_id`` can be no workflow's id (it keys the history table's partition); None when it can."""
+    return key_problem(workflow_id)
 
 
 class HistoryTooLarge(Exception):
@@ -95,6 +108,7 @@ class Episode:
 class History:
     workflow_id: str
     episodes: list[Episode] = field(default_factory=list)
+    enqueued: bool = False  # flow.enqueue() wrote its pending row
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -150,6 +164,9 @@ class HistoryStore:
         try:
             rows = self.client.query_entities("PartitionKey eq @pk", parameters={"pk": workflow_id})
             for row in sorted(rows, key=lambda r: r["RowKey"]):
+                if not row["RowKey"].isdigit():
+                    history.enqueued = history.enqueued or row["RowKey"] == PENDING_ROW
+                    continue
                 parts = int(row.get("parts", 1))
                 text = "".join(row.get(f"d{i}", "") for i in range(parts))
                 history.episodes.append(Episode(seq=int(row["RowKey"]), events=json.loads(text),
@@ -179,6 +196,19 @@ class HistoryStore:
         except ResourceExistsError:
             return False
         return True
+
+    def record_pending(self, workflow_id: str, queue: str, enqueued_at: Any) -> None:
+        """The row that says the workflow was enqueued (written before its start message is sent)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": workflow_id, "RowKey": PENDING_ROW, "queue": queue, "enqueued_at": enqueued_at}
+        try:
+            self.client.upsert_entity(entity, mode=UpdateMode.MERGE)
+        except ResourceNotFoundError:  # the first workflow of this table
+            self.service.create_table_if_not_exists(self.table)
+            self._ready = True
+            self.client.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def mark_sent(self, workflow_id: str, seq: int) -> None:
         from azure.data.tables import UpdateMode
@@ -245,7 +275,7 @@ def summary(history: History) -> dict[str, Any]:
     steps = [step(task_id) for task_id in sorted(scheduled)]
     return {
         "id": history.workflow_id,
-        "status": history.status or "Unknown",
+        "status": history.status or (PENDING if history.enqueued else "Unknown"),
         "steps": steps,
         "done": sum(1 for s in steps if s["state"] == "done"),
         "running": sum(1 for s in steps if s["state"] == "running"),
@@ -258,11 +288,16 @@ def summary(history: History) -> dict[str, Any]:
 
 
 def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:
-    """The ``summary`` of a workflow's history in ``store``; None when it has none (not started by a worker yet,
-    or another table/account). Storage errors propagate. Used by ``azjobs workflow status`` and the dashboard."""
-    info = summary(store.load(workflow_id))
-    return info if info["history_length"] else None
+    """The ``summary`` of a workflow in ``store`` (``Pending`` when enqueued but not started); None when it was
+    never enqueued there (or its id can be no workflow's: then no call is made). Storage errors propagate.
+    Used by ``azjobs workflow status``, ``WorkflowHandle.status()`` and the dashboard."""
+    if id_problem(workflow_id) is not None:
+        return None
+    history = store.load(workflow_id)
+    if not history.episodes and not history.enqueued:
+        return None
+    return summary(history)
 
 
-__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "refused_for_good", "split_units",
-           "summary", "table_answer", "table_name"]
+__all__ = ["DEFAULT_TABLE", "PENDING", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "id_problem",
+           "refused_for_good", "split_units", "summary", "table_answer", "table_name"]

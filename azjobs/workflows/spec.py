@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -29,11 +31,15 @@ from ..errors import ConfigurationError, EnvelopeError, PayloadTooLargeError
 from ..message import encode_text, format_time, json_object, to_json_value, utcnow
 from ..queue_names import resolve_queue_name, validate_queue_name
 from ..retry import Backoff, Fixed, NoRetry
+from ..secrets import describe, get_logger
+from .history import HistoryStore, id_problem
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..job import JobDefinition
     from .handle import WorkflowHandle
+
+log = get_logger("azjobs.workflows")
 
 WORKFLOW_KEY = "azjobs_workflow"
 WORKFLOW_VERSION = 1
@@ -83,13 +89,26 @@ class Flow:
         raise NotImplementedError  # pragma: no cover
 
     def spec(self, workflow_id: str | None = None) -> dict[str, Any]:
-        """The JSON spec the orchestrator interprets (arguments checked against each job)."""
+        """The JSON spec the orchestrator interprets (arguments checked against each job).
+
+        ``workflow_id`` (default: a new uuid4) keys the workflow's history in Table Storage:
+        ConfigurationError if it cannot (not a non-empty string; ``/ \\ # ?`` or a control
+        character; over 1 KiB of UTF-16)."""
+        if workflow_id is not None:
+            why = id_problem(workflow_id)
+            if why is not None:
+                raise ConfigurationError(f"workflow id {workflow_id!r} cannot be used: {why} (a workflow id keys its "
+                                         "history in Table Storage)")
         self._check(False)
-        return {"id": workflow_id or str(uuid.uuid4()), "root": self.to_node()}
+        return {"id": workflow_id if workflow_id is not None else str(uuid.uuid4()), "root": self.to_node()}
 
     def enqueue(self, *, client: "Client | None" = None, queue: str | None = None,
                 id: str | None = None) -> "WorkflowHandle":
-        """Send the workflow to the workflows queue; returns a handle (``.id``, ``.status()``, ``.result()``)."""
+        """Send the workflow to the workflows queue; returns a handle (``.id``, ``.status()``, ``.result()``).
+
+        The workflow is first recorded as Pending in the history table, so ``WorkflowHandle(id)``
+        tells it from an id that was never enqueued; a table that cannot be reached does not stop
+        the enqueue (logged as ``workflow_pending_unavailable``)."""
         from ..client import default_client
         from .handle import WorkflowHandle
 
@@ -108,13 +127,16 @@ class Flow:
             spec_ref = client.payloads.put(f"{SPECS_PREFIX}{uuid.uuid4()}.json",
                                            json.dumps(spec, ensure_ascii=False).encode("utf-8"))
             text = encode_text(start_message(spec, spec_ref=spec_ref), client.encoding)
+        _record_pending(client, spec["id"], name)
         try:
             client.send_text(name, text)
         except BaseException:
             if spec_ref is not None:
                 _forget(client, spec_ref)
             raise
-        return WorkflowHandle(spec["id"], client=client, queue=name)
+        handle = WorkflowHandle(spec["id"], client=client, queue=name)
+        handle._sent = True
+        return handle
 
 
 class Step(Flow):
@@ -232,6 +254,30 @@ def load_spec(payloads: Any, ref: str) -> dict[str, Any]:
     return spec
 
 
+_pending_stores: "weakref.WeakKeyDictionary[Any, HistoryStore]" = weakref.WeakKeyDictionary()
+_pending_lock = threading.Lock()
+
+
+def _record_pending(client: Any, workflow_id: str, queue: str) -> None:
+    """Write the workflow's pending row (see azjobs/workflows/history.py) before its start message is sent."""
+    try:
+        if hasattr(client, "workflow_history"):
+            store = client.workflow_history  # a test double's (azjobs.testing.RecordingClient): None for none
+        else:
+            with _pending_lock:
+                store = _pending_stores.get(client)
+                if store is None:
+                    from ..client import table_service
+
+                    store = _pending_stores[client] = HistoryStore(table_service(client.connection))
+        if store is not None:
+            store.record_pending(workflow_id, queue, utcnow())
+    except Exception as exc:  # a duplicate or a lookup that says "not found" is preferred to a lost workflow
+        log.warning("workflow %s: could not record it as Pending in the history table (%s); sending it anyway: "
+                    "WorkflowHandle(%r) will not find it until a worker starts it", workflow_id, describe(exc),
+                    workflow_id, extra={"action": "workflow_pending_unavailable", "workflow_id": workflow_id})
+
+
 def _forget(client: Any, ref: str) -> None:
     try:
         client.payloads.delete(ref)
@@ -249,6 +295,9 @@ def parse_message(data: bytes | str) -> dict[str, Any]:
                             f"(this azjobs reads {WORKFLOW_VERSION})", "unknown_version")
     if not isinstance(message.get("id"), str) or not message["id"]:
         raise EnvelopeError("workflow message has no id", "not_workflow")
+    why = id_problem(message["id"])
+    if why is not None:  # poisoned at once: it could never key a history
+        raise EnvelopeError(f"workflow id {message['id']!r} cannot be used: {why}", "bad_id")
     kind = message.get("kind")
     if kind == "start":
         if "spec_ref" in message:

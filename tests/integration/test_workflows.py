@@ -18,7 +18,7 @@ import azjobs
 from azjobs import QueueSettings
 from azjobs.message import decode_body
 from azjobs.worker import Worker
-from azjobs.workflows import WorkflowFailed, WorkflowHandle
+from azjobs.workflows import WorkflowFailed, WorkflowHandle, WorkflowTimeout
 from azjobs.table_rules import utf16_units
 from azjobs.workflows.history import HistoryStore
 from tests.integration.worker_support import Background, log_of, spawn, wait_for
@@ -172,8 +172,9 @@ def test_workflow_status_command_shows_steps_and_results(client, flows, capsys):
     assert cli.main(["workflow", "status", handle.id]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"workflow {handle.id}: Completed\nsteps: 2 done, 0 running, 0 failed") and "output: 6" in text
-    assert cli.main(["workflow", "status", "no-such-workflow"]) == 1
-    assert "no workflow no-such-workflow" in capsys.readouterr().err
+    assert cli.main(["workflow", "status", "no-such-workflow"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("azjobs: no workflow 'no-such-workflow' in table") and err.count("\n") == 1
 
 
 def test_a_start_message_delivered_twice_runs_the_workflow_once(client, flows, test_dir):
@@ -427,3 +428,68 @@ def test_a_history_table_storage_refuses_for_good_fails_the_workflow_and_says_wh
     [record] = raw_queue(f"{queue}-poison").receive_messages(max_messages=32)  # its failure record, nothing poisoned
     data = json.loads(decode_body(record.content, "base64"))
     assert data["workflow"]["id"] == handle.id and data["error"]["reason"] == "workflow_failed"
+
+
+
+# -- workflow ids: unknown ones are unknown, impossible ones are refused -----------------------------------
+
+def test_an_unknown_workflow_id_raises_not_found_and_an_enqueued_one_reads_pending(client, flows):
+    steps, queue = flows
+    with pytest.raises(azjobs.WorkflowNotFoundError) as missing:
+        WorkflowHandle("nope").status()  # before: {"status": "Pending", ...} for ever
+    assert "no workflow 'nope'" in str(missing.value) and "never enqueued" in str(missing.value)
+    with pytest.raises(azjobs.WorkflowNotFoundError):
+        WorkflowHandle("nope").result(timeout=30)  # at once, not after the timeout
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).enqueue(queue=queue)  # no worker: never started
+    info = WorkflowHandle(handle.id).status()  # a fresh handle: it reads the pending row enqueue wrote
+    assert info["status"] == "Pending" and info["steps"] == [] and info["history_length"] == 0
+    with pytest.raises(WorkflowTimeout):
+        WorkflowHandle(handle.id).result(timeout=0.5)
+
+
+def test_the_status_command_says_pending_not_found_and_impossible_ids_in_one_line(client, flows, capsys):
+    from azjobs import cli
+
+    steps, queue = flows
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).enqueue(queue=queue, id="order-42-" + uuid.uuid4().hex)
+    assert cli.main(["workflow", "status", handle.id]) == 0
+    assert capsys.readouterr().out.startswith(f"workflow {handle.id}: Pending\nsteps: 0 done, 0 running, 0 failed")
+    for impossible in ("order/42", "a#b"):
+        assert cli.main(["workflow", "status", impossible]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"azjobs: no workflow can have the id {impossible!r}: it contains") and err.count("\n") == 1
+
+
+def test_a_start_message_whose_id_cannot_key_a_history_is_poisoned_on_its_first_delivery(client, flows, raw_queue):
+    """A start message from elsewhere (written by hand, an older producer) with '/' in its id: before, every
+    delivery failed on Table Storage's 400 and the message was poisoned only after maxDequeueCount."""
+    from azjobs.message import encode_text
+    from azjobs.workflows.spec import start_message
+
+    steps, queue = flows
+    spec = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).spec()
+    client.send_text(queue, encode_text(start_message({**spec, "id": "order/42"}), client.encoding))
+    with worker(client, steps, queue):
+        assert wait_for(lambda: not empty_or_missing(raw_queue(f"{queue}-poison")), timeout=30)
+    [poisoned] = raw_queue(f"{queue}-poison").receive_messages()
+    record = json.loads(decode_body(poisoned.content, "base64"))
+    assert record["error"]["reason"] == "bad_id" and record["dequeue_count"] == 1
+    assert empty_or_missing(client.queue(steps))  # nothing ran
+
+
+def test_status_in_a_function_app_is_pending_for_an_enqueued_workflow_and_not_found_for_an_unknown_one(
+        client, flows, monkeypatch):
+    import asyncio
+
+    from azure.durable_functions import DurableOrchestrationClient
+
+    from azjobs.workflows.testing import TaskHub
+
+    steps, queue = flows
+    hub = TaskHub().install(monkeypatch)  # the start trigger has not run: the task hub knows neither
+    durable = DurableOrchestrationClient(hub.binding)
+    handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).enqueue(queue=queue)
+    info = asyncio.run(WorkflowHandle(handle.id, durable_client=durable, client=client).status_async())
+    assert info["status"] == "Pending" and info["source"] == "durable"
+    with pytest.raises(azjobs.WorkflowNotFoundError):
+        asyncio.run(WorkflowHandle("nope", durable_client=durable, client=client).status_async())
