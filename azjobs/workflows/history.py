@@ -54,6 +54,31 @@ PENDING = "Pending"  # enqueued, not started by a worker yet
 PENDING_ROW = "pending"  # the RowKey of the row flow.enqueue() writes (episode rows are digits)
 
 
+# A step's value that says it never ran and never will (its job is not registered where it was sent, or its
+# stored arguments no longer fit the job): its workflow fails at once, whatever attempts the step has left.
+# It travels as the step's value because that is the one thing a Durable activity can return without being
+# retried. Reserved: a job that returns an object whose only key is this one fails that attempt instead.
+CANNOT_RUN = "azjobs_step_cannot_run"
+CANNOT_RUN_REASONS = ("unknown_job", "bad_arguments")
+
+
+def cannot_run(reason: str, error_type: str, message: str) -> dict[str, Any]:
+    """The value a step reports when it can never run (``reason``: ``unknown_job`` or ``bad_arguments``)."""
+    return {CANNOT_RUN: {"reason": reason, "type": error_type, "message": message}}
+
+
+def cannot_run_of(value: Any) -> dict[str, Any] | None:
+    """The ``{"reason", "type", "message"}`` of a step value made by ``cannot_run``; None for any other value."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get(CANNOT_RUN), dict):
+        return value[CANNOT_RUN]
+    return None
+
+
+def cannot_run_error(step: dict[str, Any], why: dict[str, Any]) -> str:
+    """The workflow's error for a step that cannot run: ``<type>: step <path> (<job>) cannot run: <message>``."""
+    return f"{why.get('type')}: step {step.get('path')} ({step.get('job')}) cannot run: {why.get('message')}"
+
+
 def table_name(name: str | None = None) -> str:
     return name or os.environ.get(TABLE_SETTING) or DEFAULT_TABLE
 
@@ -264,7 +289,10 @@ def summary(history: History) -> dict[str, Any]:
     def step(task_id: int) -> dict[str, Any]:
         call = scheduled[task_id]
         entry = {"task": task_id, "job": call.get("job"), "step": call.get("path")}
-        if task_id in done:
+        why = cannot_run_of(done.get(task_id))
+        if why is not None:
+            entry.update(state="failed", error=cannot_run_error({"path": entry["step"], "job": entry["job"]}, why))
+        elif task_id in done:
             entry.update(state="done", result=done[task_id])
         elif task_id in failed:
             entry.update(state="failed", error=failed[task_id]["reason"])
@@ -299,5 +327,6 @@ def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:
     return summary(history)
 
 
-__all__ = ["DEFAULT_TABLE", "PENDING", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "id_problem",
-           "refused_for_good", "split_units", "summary", "table_answer", "table_name"]
+__all__ = ["CANNOT_RUN", "DEFAULT_TABLE", "PENDING", "Episode", "History", "HistoryStore", "HistoryTooLarge",
+           "cannot_run", "cannot_run_error", "cannot_run_of", "find", "id_problem", "refused_for_good", "split_units",
+           "summary", "table_answer", "table_name"]

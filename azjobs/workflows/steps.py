@@ -7,6 +7,8 @@ owns them (``call_activity_with_retry``, as on Durable Functions). The report is
 ``TaskCompleted`` (the return value as JSON) or ``TaskFailed`` (error and traceback)
 history event sent to the workflows queue before the step message is deleted; a report
 that cannot be written releases the message for redelivery, like any failed settlement.
+A step the core will not run is reported too (``report_not_run``): no poison record is
+written for a workflow step, whose workflow holds its failure.
 
 A return value too large for the report message (48 KiB of JSON with base64) waits in Blob
 Storage (``workflow-results/<uuid>.json`` in the payload container) and the report carries
@@ -25,11 +27,13 @@ from ..message import Envelope, encode_text, to_json_value
 from ..poison import ErrorInfo
 from ..recorder import Redeliver
 from ..secrets import describe, get_logger
-from .history import TASK_COMPLETED, TASK_FAILED
+from .history import CANNOT_RUN_REASONS, TASK_COMPLETED, TASK_FAILED, cannot_run, cannot_run_of
+from .orchestrator import reserved_value
 from .replay import json_text
 
 if TYPE_CHECKING:
     from ..core import Executor, JobRun, Prepared, Result
+    from ..recorder import DeadLetter
 
 log = get_logger("azjobs.workflows")
 
@@ -49,6 +53,9 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
             value = to_json_value(run.value, f"the return value of {env.job}")
         except ArgumentError as exc:
             error = exc
+        else:
+            if cannot_run_of(value) is not None:
+                error = ArgumentError(reserved_value(env.job))
     if error is None:
         text = _completed_text(executor, env, value)
     else:
@@ -65,9 +72,35 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
                   payload_ref=env.payload_ref)
 
 
-def report_dead_letter(executor: "Executor", envelope: Envelope, error: ErrorInfo) -> None:
-    """A step message the core dead-lettered without running it (unknown job, bad arguments)."""
-    _write(executor, envelope, _failed_text(executor, envelope, error))
+def report_not_run(executor: "Executor", decision: "DeadLetter", error: BaseException | None) -> "Result":
+    """A step message the core will not run; its workflow hears it and no poison record is written.
+
+    One that can never run (``unknown_job``: its job is not registered here; ``bad_arguments``: its
+    stored arguments no longer fit the job) reports ``history.cannot_run``, so its workflow fails at
+    once instead of retrying it. Any other (a worker that kept crashing on it, claim-checked
+    arguments that are gone) fails this attempt, which the workflow's retry policy may repeat: the
+    step is sent again from the workflow's history. The workflow's own failure record, on the
+    workflows queue's poison queue, holds the failure if the workflow fails.
+    """
+    from ..core import Outcome, Result
+
+    env, info = decision.envelope, decision.error
+    permanent = info.reason in CANNOT_RUN_REASONS
+    if permanent:
+        value = cannot_run(info.reason, info.type, info.message)
+        text = _encode(executor, env, {"EventType": TASK_COMPLETED, "EventId": -1,
+                                       "TaskScheduledId": env.workflow["task"], "Result": json_text(value)})
+    else:
+        text = _failed_text(executor, env, info)
+    _write(executor, env, text)
+    what = "can never run; its workflow fails" if permanent else "did not run; reported to its workflow as failed"
+    log.warning("workflow %s step %s %s %s (%s): %s", env.workflow.get("id"), env.job, env.id, what, info.reason,
+                info.message, extra={"action": "workflow_step_not_run", "job": env.job, "job_id": env.id,
+                                     "workflow_id": env.workflow.get("id"), "queue": decision.info.queue,
+                                     "reason": info.reason})
+    return Result(Outcome.DEAD_LETTERED, env, error=error, detail=f"workflow step {what}: {info.message}",
+                  extra={"poison_record": None, "reason": info.reason, "workflow": env.workflow.get("id")},
+                  payload_ref=env.payload_ref)
 
 
 def _completed_text(executor: "Executor", env: Envelope, value: Any) -> str:
@@ -122,4 +155,4 @@ def _write(executor: "Executor", envelope: Envelope, text: str) -> None:
     executor.recorder.write(envelope.workflow["queue"], text, 0, None, envelope, "workflow step report")
 
 
-__all__ = ["report_dead_letter", "report_step"]
+__all__ = ["report_not_run", "report_step"]

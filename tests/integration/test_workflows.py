@@ -493,3 +493,92 @@ def test_status_in_a_function_app_is_pending_for_an_enqueued_workflow_and_not_fo
     assert info["status"] == "Pending" and info["source"] == "durable"
     with pytest.raises(azjobs.WorkflowNotFoundError):
         asyncio.run(WorkflowHandle("nope", durable_client=durable, client=client).status_async())
+
+
+# -- steps that can never run fail their workflow at once ---------------------------------------------------
+
+BEFORE = azjobs.Registry()  # the jobs as the enqueuer knew them
+AFTER = azjobs.Registry()  # the worker's, after a deploy: wf.gone is gone, wf.resized takes one argument
+
+
+@azjobs.job(queue="workflow-tests", registry=BEFORE, name="wf.gone", retry=azjobs.Fixed(0.1, max_retries=4))
+def gone_before(n: int) -> int:
+    return n
+
+
+@azjobs.job(queue="workflow-tests", registry=BEFORE, name="wf.resized", retry=azjobs.Fixed(0.1, max_retries=4))
+def resized_before(n: int, m: int) -> int:
+    return n * m
+
+
+@azjobs.job(queue="workflow-tests", registry=AFTER, name="wf.resized", retry=azjobs.Fixed(0.1, max_retries=4))
+def resized_after(n: int) -> int:
+    return n
+
+
+@pytest.mark.parametrize("job, args, reason", [
+    (gone_before, (1,), "azjobs.errors.UnknownJobError: step 0 (wf.gone) cannot run: no job named 'wf.gone'"),
+    (resized_before, (2, 3), "azjobs.errors.ArgumentError: step 0 (wf.resized) cannot run: "),
+])
+def test_a_step_that_can_never_run_fails_its_workflow_on_its_first_delivery(client, flows, raw_queue, job, args,
+                                                                             reason):
+    """Five attempts in its retry policy, yet one delivery: before, an unknown job was retried by the core's
+    unknown-job policy on every workflow attempt (25 deliveries, 5 poison records, minutes), and bad arguments
+    wrote a poison record per workflow attempt; handle.result() said Running throughout."""
+    from azjobs.testing import RecordingExecutor
+
+    steps, queue = flows
+    handle = job.options(queue=steps).s(*args).enqueue(queue=queue)
+    executor = RecordingExecutor(registry=AFTER, client=client, settings=FAST)
+    with Background(Worker([steps], client=client, executor=executor, lease=2, workflows=queue)):
+        with pytest.raises(WorkflowFailed) as failed:
+            handle.result(timeout=60)
+    assert reason in str(failed.value)
+    deliveries = [r for r in executor.results if r.envelope is not None and r.envelope.workflow]
+    assert len(deliveries) == 1 and deliveries[0].extra["reason"] in ("unknown_job", "bad_arguments")
+    events = HistoryStore.for_client(client).load(handle.id).events
+    assert [e["EventType"] for e in events].count(4) == 2  # the step once, then the failure record's call
+    assert empty_or_missing(raw_queue(f"{steps}-poison"))  # no record per attempt: the workflow's holds it
+    [record] = raw_queue(f"{queue}-poison").receive_messages()
+    assert json.loads(decode_body(record.content, "base64"))["workflow"]["step"]["path"] == "0"
+
+
+def failed_workflow(client, flows):
+    """A workflow failed by its broken step; its failure record is on the workflows queue's poison queue."""
+    steps, queue = flows
+    handle = azjobs.chain(wf.broken.options(queue=steps).s(2, key="rq")).enqueue(queue=queue)
+    with worker(client, steps, queue):
+        with pytest.raises(WorkflowFailed):
+            handle.result(timeout=30)
+    return handle
+
+
+def test_requeueing_a_failed_workflows_record_is_refused_and_it_stays_in_poison(client, flows, raw_queue, capsys):
+    from azjobs import poison_cli
+
+    steps, queue = flows
+    handle = failed_workflow(client, flows)
+    code = poison_cli.main(["requeue", queue, "--id", handle.id], client=client)
+    out = capsys.readouterr().out
+    assert code == 2, out  # before: 1, "the record holds neither an envelope nor a body"
+    assert f"it is the failure record of workflow {handle.id} (step 0.0, wf.broken): a failed workflow resumes " \
+           "nothing" in out
+    assert out.endswith("0 requeued, 0 failed, 0 not found, 1 refused (left in " + f"{queue}-poison)\n")
+    assert len(raw_queue(f"{queue}-poison").peek_messages()) == 1 and empty_or_missing(raw_queue(queue))
+
+
+def test_requeueing_a_workflow_steps_record_is_refused_and_runs_nothing(client, flows, raw_queue, capsys):
+    """A step record as older versions wrote on the step's queue-poison: requeued, it ran the job again and its
+    report was dropped as a late event (the workflow had been told the step failed)."""
+    from azjobs import poison_cli
+    from azjobs.poison import ErrorInfo, PoisonRecord
+
+    steps, queue = flows
+    handle = failed_workflow(client, flows)
+    step = azjobs.Envelope.build("wf.double", (2,), queue=steps, workflow={"id": handle.id, "task": 0, "queue": queue})
+    record = PoisonRecord(queue=steps, error=ErrorInfo("ValueError", "x", reason="job_failed"), envelope=step)
+    client.send_text(f"{steps}-poison", record.encode(client.encoding), create=True)
+    code = poison_cli.main(["requeue", steps, "--all"], client=client)
+    out = capsys.readouterr().out
+    assert code == 2 and f"it is a step of workflow {handle.id} (job wf.double)" in out, out
+    assert empty_or_missing(raw_queue(steps)) and len(raw_queue(f"{steps}-poison").peek_messages()) == 1

@@ -57,6 +57,11 @@ def huge(n: int) -> str:
     return "x" * n
 
 
+@azjobs.job(queue="wfo-parse", registry=REG, name="wfo.echo", retry=azjobs.NoRetry())
+def echo(value):
+    return value
+
+
 @azjobs.job(queue="wfo-parse", registry=REG, name="wfo.loud", retry=azjobs.NoRetry())
 def loud(n: int) -> None:
     raise ValueError("😀" * n)
@@ -290,8 +295,44 @@ def test_the_activity_runs_the_job_by_name_through_the_core(app):
     with pytest.raises(StepFailed) as failed:
         asyncio.run(user(call=json.dumps({**call, "job": "wfo.broken", "args": ["zz"]})))
     assert "ValueError: cannot parse zz" in str(failed.value) and "Traceback" in str(failed.value)
-    with pytest.raises(azjobs.UnknownJobError):
-        asyncio.run(user(call=json.dumps({**call, "job": "nope"})))
+    gone = asyncio.run(user(call=json.dumps({**call, "job": "nope"})))  # before: UnknownJobError, retried by Durable
+    assert gone == {"azjobs_step_cannot_run": {"reason": "unknown_job", "type": "azjobs.errors.UnknownJobError",
+                                               "message": "no job named 'nope' is registered (only registered jobs "
+                                                          "run from a message)"}}
+    changed = asyncio.run(user(call=json.dumps({**call, "args": ["abcd", "extra"]})))
+    assert changed["azjobs_step_cannot_run"]["reason"] == "bad_arguments"
+    assert changed["azjobs_step_cannot_run"]["type"] == "azjobs.errors.ArgumentError"
+    with pytest.raises(StepFailed) as reserved:  # a job's own value may not look like one
+        asyncio.run(user(call=json.dumps({**call, "job": "wfo.echo", "args": [gone]})))
+    assert "reserves for workflow steps that cannot run" in str(reserved.value)
+
+
+def test_a_step_that_cannot_run_fails_the_workflow_at_once_whatever_attempts_it_has_left(orchestrator):
+    spec = azjobs.chain(fetch.s("u"), size.s()).spec("wf-gone")  # fetch: 4 attempts
+    value = {"azjobs_step_cannot_run": {"reason": "unknown_job", "type": "azjobs.errors.UnknownJobError",
+                                        "message": "no job named 'wfo.fetch' is registered"}}
+    events = then(start(spec) + [h.task_scheduled(T0, 0, ACTIVITY, {})], T0, h.task_completed(T0, 0, value))
+    recording = h.replay(orchestrator, "wf-gone", events)
+    assert not waiting_on(recording, {0}, T0)[1:]  # no retry timer: the failure record's call only
+    failure = json.loads(recording.actions[-1]["input"])["failure"]
+    assert failure["step"] == {"path": "0.0", "job": "wfo.fetch"}
+    assert failure["error"] == ("azjobs.errors.UnknownJobError: step 0.0 (wfo.fetch) cannot run: no job named "
+                                "'wfo.fetch' is registered")
+    events = then(events + [h.task_scheduled(T0, 1, ACTIVITY, {"failure": failure})], T0, h.task_completed(T0, 1, None))
+    failed = h.replay(orchestrator, "wf-gone", events)
+    assert failed.failed and failed.state["error"] == failure["error"]
+    assert not calls(failed)[1:]  # size never called
+
+
+def test_a_group_step_that_cannot_run_names_itself_in_the_failure(orchestrator):
+    spec = azjobs.group(size.s("a"), total.s([1])).spec("wf-gone-g")
+    value = {"azjobs_step_cannot_run": {"reason": "bad_arguments", "type": "azjobs.errors.ArgumentError",
+                                        "message": "too many positional arguments"}}
+    events = start(spec) + [h.task_scheduled(T0, 0, ACTIVITY, {}), h.task_scheduled(T0, 1, ACTIVITY, {})]
+    events = then(events, T0, h.task_completed(T0, 0, 1), h.task_completed(T0, 1, value))
+    failure = json.loads(h.replay(orchestrator, "wf-gone-g", events).actions[-1]["input"])["failure"]
+    assert failure["step"] == {"path": "0.1", "job": "wfo.total"}
+    assert failure["error"].startswith("azjobs.errors.ArgumentError: step 0.1 (wfo.total) cannot run: too many")
 
 
 def test_the_activity_writes_a_failed_workflows_record_to_the_workflows_poison_queue():
@@ -339,6 +380,47 @@ def test_a_worker_step_reports_to_its_workflow_instead_of_retrying():
     assert reports[1]["event"]["EventType"] == 6 and reports[1]["event"]["TaskScheduledId"] == 7
     assert reports[1]["event"]["Reason"] == "ValueError: cannot parse abc"
     assert "Traceback" in reports[1]["event"]["Details"]
+
+
+@pytest.mark.parametrize("why, envelope", [
+    ("unknown_job", Envelope.build("wfo.gone", (1,), queue="wfo-parse")),
+    ("bad_arguments", Envelope.build("wfo.size", ("abc", "extra"), queue="wfo-parse")),
+])
+def test_a_worker_step_that_can_never_run_tells_its_workflow_at_once_and_writes_no_poison_record(why, envelope):
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = envelope.evolve(workflow={"id": "wf-y", "task": 2, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    [write] = client.writes  # before: a retry copy (unknown job), or a poison record then the report (bad arguments)
+    assert write.queue == "azjobs-workflows"
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert event["EventType"] == 5 and event["TaskScheduledId"] == 2
+    assert json.loads(event["Result"])["azjobs_step_cannot_run"]["reason"] == why
+    [result] = executor.results
+    assert result.outcome.value == "dead_lettered" and result.extra["poison_record"] is None
+
+
+def test_a_worker_step_that_kept_crashing_its_worker_fails_that_attempt_without_a_poison_record():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = Envelope.build("wfo.size", ("abc",), queue="wfo-parse",
+                              workflow={"id": "wf-z", "task": 5, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id, dequeue_count=6))
+    [write] = client.writes
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert write.queue == "azjobs-workflows" and event["EventType"] == 6  # retried by its workflow's policy
+    assert event["Reason"].startswith("azjobs.MaxDequeueCountExceeded: message was dequeued 6 times")
+
+
+def test_a_worker_step_returning_the_reserved_shape_fails_that_attempt():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    forged = {"azjobs_step_cannot_run": {"reason": "unknown_job", "type": "x", "message": "y"}}
+    envelope = Envelope.build("wfo.echo", (forged,), queue="wfo-parse",
+                              workflow={"id": "wf-f", "task": 1, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    event = json.loads(decode_body(client.writes[0].text, "base64"))["event"]
+    assert event["EventType"] == 6 and "reserves for workflow steps that cannot run" in event["Reason"]
 
 
 def test_inside_a_function_app_status_comes_from_the_durable_client(monkeypatch):
