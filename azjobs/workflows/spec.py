@@ -254,8 +254,9 @@ def load_spec(payloads: Any, ref: str) -> dict[str, Any]:
     return spec
 
 
-_pending_stores: "weakref.WeakKeyDictionary[Any, HistoryStore]" = weakref.WeakKeyDictionary()
-_pending_lock = threading.Lock()
+# One short-retry table client per Client (its connections are reused from one enqueue to the next).
+_table_services: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_table_services_lock = threading.Lock()
 
 
 def _record_pending(client: Any, workflow_id: str, queue: str) -> None:
@@ -264,12 +265,13 @@ def _record_pending(client: Any, workflow_id: str, queue: str) -> None:
         if hasattr(client, "workflow_history"):
             store = client.workflow_history  # a test double's (azjobs.testing.RecordingClient): None for none
         else:
-            with _pending_lock:
-                store = _pending_stores.get(client)
-                if store is None:
+            with _table_services_lock:
+                service = _table_services.get(client)
+                if service is None:
                     from ..client import table_service
 
-                    store = _pending_stores[client] = HistoryStore(table_service(client.connection))
+                    service = _table_services[client] = table_service(client.connection)
+            store = HistoryStore(service)  # the table $AZJOBS_WORKFLOWS_TABLE names now (the worker reads it too)
         if store is not None:
             store.record_pending(workflow_id, queue, utcnow())
     except Exception as exc:  # a duplicate or a lookup that says "not found" is preferred to a lost workflow
