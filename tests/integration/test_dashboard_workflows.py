@@ -110,7 +110,8 @@ def test_the_lookup_box_redirects_to_the_workflow_and_an_unknown_id_is_a_404(cli
         assert found.status == 303 and found.headers["location"] == f"/workflows/{ok}"
         missing = browser.get("/workflows/no-such-workflow")
         assert missing.status == 404
-        assert f"no workflow 'no-such-workflow' in table '{table}': it was never enqueued" in html.unescape(missing.text)
+        text = html.unescape(missing.text)
+        assert f"no workflow 'no-such-workflow' in table '{table}': it was never enqueued" in text
         impossible = browser.get("/workflows/order%2342")  # '#': no workflow can have it; nothing is asked of storage
         assert impossible.status == 404 and "no workflow can have the id" in impossible.text
 

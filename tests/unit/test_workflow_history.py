@@ -1,4 +1,4 @@
-"""How the workflow history splits an episode over a row's string properties: in UTF-16 units, as Table Storage counts."""
+"""How the workflow history splits an episode over a row's string properties: in UTF-16 units (Table Storage's)."""
 
 from __future__ import annotations
 

@@ -362,7 +362,8 @@ def test_a_failure_record_whose_error_is_over_a_message_is_trimmed_and_written()
     [write] = client.writes  # before: PayloadTooLargeError, the workflow left Running
     data = json.loads(decode_body(write.text, "base64"))
     assert data["workflow"]["id"] == "wf-t" and data["error"]["type"] == "ValueError"
-    assert data["error"]["message"].startswith("😀😀") and "trimmed to fit the poison message" in data["error"]["message"]
+    assert data["error"]["message"].startswith("😀😀")
+    assert "trimmed to fit the poison message" in data["error"]["message"]
     assert data["error"]["traceback"].startswith("… (trimmed to fit the poison message)")
 
 
@@ -457,6 +458,7 @@ def test_a_step_error_too_large_for_its_report_is_trimmed_so_the_workflow_hears_
     [write] = client.writes  # before: PayloadTooLargeError out of the core, the message redelivered for ever
     event = json.loads(decode_body(write.text, "base64"))["event"]
     assert event["EventType"] == 6 and event["TaskScheduledId"] == 4
-    assert event["Reason"].startswith("ValueError: 😀😀") and event["Reason"].endswith("(trimmed to fit the report message)")
+    assert event["Reason"].startswith("ValueError: 😀😀")
+    assert event["Reason"].endswith("(trimmed to fit the report message)")
     assert event["Details"].startswith("… (trimmed to fit the report message)\n")
     assert event["Details"].rstrip().endswith("😀")  # the traceback's last line: the error itself
