@@ -281,7 +281,7 @@ class Driver:
             try:
                 self.client.payloads.delete(ref)
             except Exception as exc:
-                log.warning("could not delete step value blob %s: %s", ref, describe(exc),
+                log.warning("could not delete workflow blob %s (now in the history): %s", ref, describe(exc),
                             extra={"action": "payload_delete_failed", "queue": self.queue})
 
     def _resend_unsent(self, workflow_id: str, history: History, keys: list[str]) -> None:

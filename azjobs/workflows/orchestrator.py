@@ -30,13 +30,16 @@ from .history import CANNOT_RUN, cannot_run, cannot_run_error, cannot_run_of
 ORCHESTRATOR = "azjobs_workflow"
 ACTIVITY = "azjobs_workflow_step"
 START = "azjobs_workflow_start"
+# How much of an error's text and of its traceback a message keeps when the whole does not fit, tried in turn.
+TRIMS = ((None, None), (16_000, 16_000), (4_000, 2_000), (500, 0))
 
 
 def orchestrator(context: Any) -> Generator[Any, Any, Any]:
     """The orchestrator function: run the spec's root node and return its value.
 
-    A step out of attempts fails the workflow, after one more call of the activity that
-    writes the failure record (step, error, traceback) to the workflows queue's poison queue.
+    A step out of attempts, or one that reports it can never run, fails the workflow, after one
+    more call of the activity that writes the failure record (step, error, traceback) to the
+    workflows queue's poison queue.
     """
     spec = context.get_input()
     if isinstance(spec, str):
@@ -183,9 +186,9 @@ def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]
     record = PoisonRecord(queue=workflows, error=error, attempts=1, last_failed_at=format_time(utcnow()),
                           message_id=failure.get("workflow"), job_name=job)
     # An error too large for the poison message is trimmed, traceback first: the record is always written.
-    for keep_message, keep_traceback in ((None, None), (16_000, 16_000), (4_000, 2_000), (500, 0)):
-        trimmed = replace(error, message=_head(error.message, keep_message), traceback=_tail(error.traceback,
-                                                                                               keep_traceback))
+    for keep_message, keep_traceback in TRIMS:
+        trimmed = replace(error, message=trim_head(error.message, keep_message, "the poison message"),
+                          traceback=trim_tail(error.traceback, keep_traceback, "the poison message"))
         data = replace(record, error=trimmed).to_dict()
         data["workflow"] = {"id": failure.get("workflow"), "step": failure.get("step")}
         try:
@@ -197,15 +200,17 @@ def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]
     raise PayloadTooLargeError(f"the failure record of workflow {failure.get('workflow')} does not fit a message")
 
 
-def _head(text: str, keep: int | None) -> str:
-    return text if keep is None or len(text) <= keep else text[:keep] + " … (trimmed to fit the poison message)"
+def trim_head(text: str, keep: int | None, where: str) -> str:
+    """The first ``keep`` characters of ``text``, marked as trimmed (``keep`` None: all of it)."""
+    return text if keep is None or len(text) <= keep else f"{text[:keep]} … (trimmed to fit {where})"
 
 
-def _tail(text: str, keep: int | None) -> str:
+def trim_tail(text: str, keep: int | None, where: str) -> str:
+    """The last ``keep`` characters of ``text`` (a traceback ends with the error), marked as trimmed."""
     if keep is None or len(text) <= keep:
         return text
-    return "… (trimmed to fit the poison message)\n" + text[-keep:] if keep else "(trimmed to fit the poison message)"
+    return f"… (trimmed to fit {where})\n{text[-keep:]}" if keep else f"(trimmed to fit {where})"
 
 
-__all__ = ["ACTIVITY", "ORCHESTRATOR", "START", "StepFailed", "StepOutOfAttempts", "orchestrator", "reserved_value",
-           "run_activity", "step_envelope", "write_failure_record"]
+__all__ = ["ACTIVITY", "ORCHESTRATOR", "START", "TRIMS", "StepFailed", "StepOutOfAttempts", "orchestrator",
+           "reserved_value", "run_activity", "step_envelope", "trim_head", "trim_tail", "write_failure_record"]

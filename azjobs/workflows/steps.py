@@ -28,7 +28,7 @@ from ..poison import ErrorInfo
 from ..recorder import Redeliver
 from ..secrets import describe, get_logger
 from .history import CANNOT_RUN_REASONS, TASK_COMPLETED, TASK_FAILED, cannot_run, cannot_run_of
-from .orchestrator import reserved_value
+from .orchestrator import TRIMS, reserved_value, trim_head, trim_tail
 from .replay import json_text
 
 if TYPE_CHECKING:
@@ -38,8 +38,6 @@ if TYPE_CHECKING:
 log = get_logger("azjobs.workflows")
 
 RESULTS_PREFIX = "workflow-results/"  # step values too large for their report, in the payload container
-# How much of a failed step's error (Reason) and traceback (Details) its report keeps when it does not fit whole.
-_TRIMS = ((None, None), (16_000, 16_000), (4_000, 2_000), (500, 0))
 
 
 def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Result":
@@ -125,25 +123,16 @@ def _completed_text(executor: "Executor", env: Envelope, value: Any) -> str:
 def _failed_text(executor: "Executor", env: Envelope, error: ErrorInfo) -> str:
     """The TaskFailed report; an error too large for the message is trimmed (traceback first) until it fits."""
     reason, details = f"{error.type}: {error.message}", error.traceback
-    for keep_reason, keep_details in _TRIMS:
+    for keep_reason, keep_details in TRIMS:
         event = {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": env.workflow["task"],
-                 "Reason": _head(reason, keep_reason), "Details": _tail(details, keep_details)}
+                 "Reason": trim_head(reason, keep_reason, "the report message"),
+                 "Details": trim_tail(details, keep_details, "the report message")}
         try:
             return _encode(executor, env, event)
         except PayloadTooLargeError:
             continue
     # Not reached: 500 characters of error without a traceback always fit.
     raise PayloadTooLargeError(f"the failure report of workflow step {env.job} does not fit a message")
-
-
-def _head(text: str, keep: int | None) -> str:
-    return text if keep is None or len(text) <= keep else text[:keep] + " … (trimmed to fit the report message)"
-
-
-def _tail(text: str, keep: int | None) -> str:
-    if keep is None or len(text) <= keep:
-        return text
-    return "… (trimmed to fit the report message)\n" + text[-keep:] if keep else "(trimmed to fit the report message)"
 
 
 def _encode(executor: "Executor", envelope: Envelope, event: dict[str, Any]) -> str:
