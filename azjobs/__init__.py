@@ -27,7 +27,7 @@ from .settings import QueueSettings
 from .state import JobError, JobFailedError, JobNotFoundError, JobRecord, JobStatus, result, wait
 from .schedules import Periodic, periodic
 from .version import __version__
-from .workflows import WorkflowFailed, WorkflowHandle, chain, group, sleep
+from .workflows import WorkflowFailed, WorkflowHandle, WorkflowNotFoundError, chain, group, sleep
 
 
 def blueprint(*args, **kwargs):
@@ -44,5 +44,5 @@ __all__ = [
     "RetryPolicy", "UnknownJobError", "__version__", "blueprint", "configure", "current_job", "default_client", "job", "periodic", "registry",
     "resolve_connection",
     "JobError", "JobFailedError", "JobNotFoundError", "JobRecord", "JobStatus", "result", "wait",
-    "WorkflowFailed", "WorkflowHandle", "chain", "group", "sleep",
+    "WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError", "chain", "group", "sleep",
 ]

@@ -246,6 +246,9 @@ class Executor:
         try:
             definition = self.registry.get(envelope.job)
         except UnknownJobError as exc:
+            if envelope.workflow:  # a workflow step: no retry copy; its workflow fails at once (see _dead_letter)
+                return self._dead_letter(DeadLetter(info, ErrorInfo.from_exception(exc, reason="unknown_job"),
+                                                    envelope=envelope), error=exc)
             # Nothing is imported or called: only registered jobs run. Retried first, since a
             # rolling deploy may not have the job yet.
             return self._settle(envelope, info, exc, self.unknown_job_policy.decide(exc, envelope.attempt),
@@ -448,14 +451,12 @@ class Executor:
 
     def _dead_letter(self, decision: DeadLetter, *, definition: JobDefinition | None = None,
                      error: BaseException | None = None) -> Result:
-        """Write the poison record, then run the job's on_dead_letter hook."""
+        """Write the poison record, then run the job's on_dead_letter hook (a workflow step: report to its workflow)."""
+        if decision.envelope is not None and decision.envelope.workflow:
+            return self._workflow_step_not_run(decision, error)
         record = self.recorder.dead_letter(decision)
         info, envelope, error_info = decision.info, decision.envelope, decision.error
         self.recorder.state.dead_lettered(envelope, info, error_info, error)  # after the poison record
-        if envelope is not None and envelope.workflow:  # its workflow must hear it will never run
-            from .workflows.steps import report_dead_letter
-
-            report_dead_letter(self, envelope, error_info)
         log.error("job %s %s on %s dead-lettered (%s): %s", envelope.job if envelope else "(none)",
                   envelope.id if envelope else f"message {info.message_id}", info.queue, error_info.reason,
                   error_info.message,
@@ -470,6 +471,16 @@ class Executor:
                                     detail=decision.detail or error_info.message,
                                     extra={"poison_record": record, "reason": error_info.reason},
                                     payload_ref=envelope.payload_ref if envelope is not None else None))
+
+    def _workflow_step_not_run(self, decision: DeadLetter, error: BaseException | None) -> Result:
+        """A workflow step that will not run: its workflow hears it (azjobs/workflows/steps.py), at once and for
+        good when it can never run (unknown job, bad arguments). No poison record and no on_dead_letter hook:
+        the workflow's own failure record holds a failed step."""
+        from .workflows.steps import report_not_run
+
+        result = report_not_run(self, decision, error)
+        self.recorder.state.dead_lettered(decision.envelope, decision.info, decision.error, error)  # after the report
+        return self._settled(result)
 
     def _run_hook(self, definition: JobDefinition, record: Any) -> None:
         try:

@@ -12,9 +12,14 @@ the job queue, so a crash in between leaves a duplicate, never a loss. A poison 
 recognised whatever ``messageEncoding`` its writer used, and only the job inside it is
 ever sent back.
 
+A workflow's records are not requeued (refused, and left in poison): a step of a workflow
+(an envelope with a ``workflow`` field, written by an older azjobs) and a failed workflow's
+record (on the workflows queue's poison queue) would run a job again and resume nothing,
+since the workflow already holds that step's failure; the refusal says how to run it again.
+
 Exit status: 0 done; 1 failed or not found (a storage error, a queue or id that does not
 exist, a requeue that failed); 2 usage or configuration error (rejected credentials included) or refused (bad arguments or settings, no
-confirmation for ``purge``).
+confirmation for ``purge``, a workflow's record to requeue).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from .client import Client, storage_error_text
 from .connection import resolve_connection
 from .errors import AzjobsError, ConfigurationError, QueueNotFoundError
 from .payload import PayloadError
+from .message import decode_body
 from .poison import PoisonRecord, find_record, misencoded_envelope, nested_record
 from .queue_names import POISON_SUFFIX, poison_queue_name, resolve_queue_name, validate_queue_name
 from .secrets import RedactingStream, get_logger
@@ -87,6 +93,33 @@ class ReplayReport:
     failed: list[tuple[str, str]]
     not_found: list[str]
     notes: dict[str, str] = field(default_factory=dict)  # poison message id -> how it was sent back
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (poison message id, why): left in poison
+
+
+class RequeueRefused(AzjobsError):
+    """Requeueing this record would run a job and resume nothing (a workflow's step or failure record)."""
+
+
+def workflow_refusal(message: "PoisonMessage", record: PoisonRecord) -> str | None:
+    """Why the record of ``message`` is a workflow's and is not requeued; None for an ordinary job's record."""
+    envelope = record.envelope
+    if envelope is not None and envelope.workflow:
+        workflow_id = envelope.workflow.get("id")
+        return (f"it is a step of workflow {workflow_id} (job {envelope.job}), which was told the step failed when "
+                f"this record was written: a requeued copy would run {envelope.job} again and resume nothing (see "
+                f"`azjobs workflow status {workflow_id}`; enqueue the workflow again to run it again)")
+    try:
+        data = json.loads(decode_body(message.content, message.encoding))
+    except Exception:
+        return None
+    workflow = data.get("workflow") if isinstance(data, dict) else None
+    if not isinstance(workflow, dict) or not workflow.get("id"):
+        return None
+    step = workflow.get("step") if isinstance(workflow.get("step"), dict) else {}
+    which = f" (step {step.get('path')}, {step.get('job')})" if step else ""
+    return (f"it is the failure record of workflow {workflow['id']}{which}: a failed workflow resumes nothing, and "
+            f"there is no job in it to send back (see `azjobs workflow status {workflow['id']}`; enqueue the workflow "
+            "again, with a new id, to run it again)")
 
 
 class PoisonQueue:
@@ -238,6 +271,9 @@ class PoisonQueue:
                 matched.update(hits)
                 try:
                     note = self._replay(message)
+                except RequeueRefused as exc:  # stays in poison, released with the unhandled ones
+                    report.refused.append((message.message_id, str(exc)))
+                    continue
                 except Exception as exc:
                     text = str(exc) if isinstance(exc, AzjobsError) else storage_error_text(exc, self.client.connection)
                     report.failed.append((message.message_id, text))
@@ -263,6 +299,9 @@ class PoisonQueue:
         record that had been requeued as a job, or re-encoded), else None.
         """
         record = self.full(message)
+        refusal = workflow_refusal(message, record)
+        if refusal is not None:
+            raise RequeueRefused(refusal)
         note = self._send_back(record, message.encoding)
         self._delete(message)
         log.info("poison message %s requeued to %s", message.message_id, self.queue,
@@ -524,11 +563,15 @@ def _command(args: argparse.Namespace, poison: PoisonQueue, stdin, out, err) -> 
             print(f"requeued {message_id} to {poison.queue}" + (f" ({note})" if note else ""), file=out)
         for message_id, error in report.failed:
             print(f"failed {message_id}: {error}", file=out)
+        for message_id, why in report.refused:
+            print(f"refused {message_id}: {why}", file=out)
         for wanted in report.not_found:
             print(f"not found: {wanted}", file=out)
-        print(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found",
-              file=out)
-        return OK if not report.failed and not report.not_found else FAILED
+        print(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found"
+              + (f", {len(report.refused)} refused (left in {poison.name})" if report.refused else ""), file=out)
+        if report.failed or report.not_found:
+            return FAILED
+        return USAGE if report.refused else OK
     if args.command == "purge":
         if not args.yes:
             answer = _confirm(f"delete about {poison.count()} message(s) from {poison.name}? [y/N]", stdin, err)

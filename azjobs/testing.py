@@ -99,6 +99,8 @@ class RecordingClient:
         # Job state (azjobs.state): set ``state_store = azjobs.state.testing.memory_store()`` to track jobs.
         self.state: bool | None = None
         self.state_store: Any = None
+        # Workflows: the history store flow.enqueue() records a workflow in as Pending (None: none is written).
+        self.workflow_history: Any = None
         self._lock = threading.Lock()
 
     # -- what the core uses ----------------------------------------------------

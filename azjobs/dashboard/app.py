@@ -302,12 +302,14 @@ def _report(dash: Dashboard, request: Request, queue: str, report) -> Response:
     lines = [f"requeued {m} to {queue}" + (f" ({report.notes[m]})" if m in report.notes else "")
              for m in report.requeued]
     lines += [f"failed {m}: {error}" for m, error in report.failed]
+    lines += [f"refused {m}: {why}" for m, why in report.refused]  # a workflow's record (azjobs/poison_cli.py)
     lines += [f"not found: {w}" for w in report.not_found]
-    lines.append(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found")
-    ok = not report.failed and not report.not_found
+    lines.append(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found"
+                 + (f", {len(report.refused)} refused" if report.refused else ""))
+    ok = not report.failed and not report.not_found and not report.refused
     return dash.respond(ctx, pages.result_page(ctx, "Requeued" if ok else "Requeue incomplete", lines,
                                                f"/queues/{pages.q(queue)}", f"Back to {queue}", ok),
-                        200 if ok else (404 if report.not_found and not report.failed else 502))
+                        200 if ok else 502 if report.failed else 404 if report.not_found else 409)
 
 
 def _safe_next(dash: Dashboard, value: str | None) -> str:

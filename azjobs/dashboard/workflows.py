@@ -85,14 +85,15 @@ async def workflows_list(dash, request: Request) -> Response:
 
 @page
 async def workflow_detail(dash, request: Request) -> Response:
-    from ..workflows.history import find
+    from ..workflows.handle import WorkflowNotFoundError
+    from ..workflows.history import find, id_problem
 
     workflow_id = request.path_params["id"]
     store = dash.workflow_store
-    info = await run_in_threadpool(find, store, workflow_id)
+    info = await run_in_threadpool(find, store, workflow_id)  # None for an id no workflow can have: no call made
     if info is None:
-        return _plain(dash, request, 404, f"no workflow {workflow_id} in table {store.table} (not started yet by a "
-                                          "worker, or another table/account)")
+        return _plain(dash, request, 404, str(WorkflowNotFoundError(workflow_id, store.table,
+                                                                    why=id_problem(workflow_id))))
     ctx = dash.context(request)
     return dash.respond(ctx, workflow_page(ctx, info, store.table))
 

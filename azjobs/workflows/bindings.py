@@ -4,6 +4,7 @@
   binding. It starts the orchestration with the workflow id as instance id, after asking
   the client whether that instance exists: a redelivered start message (the host's
   at-least-once delivery) finds it and starts nothing (``start_new`` would replace it).
+  A spec too large for the message is read from its blob (``spec_ref``).
 - ``azjobs_workflow``: the one orchestrator (azjobs/workflows/orchestrator.py).
 - ``azjobs_workflow_step``: the one activity; runs any registered job by name through
   the execution core.
@@ -21,7 +22,7 @@ import azure.functions as func
 from ..errors import ConfigurationError
 from ..secrets import get_logger
 from .orchestrator import ACTIVITY, ORCHESTRATOR, START, orchestrator, run_activity
-from .spec import parse_message, workflows_queue
+from .spec import load_spec, parse_message, workflows_queue
 
 log = get_logger("azjobs.workflows")
 
@@ -50,7 +51,7 @@ def add_workflow_functions(bp: func.Blueprint, source: Any, *, connection: str, 
                         msg.id, name, message["kind"],
                         extra={"action": "workflow_event_dropped", "workflow_id": message["id"], "queue": name})
             return
-        await start_once(client, message)
+        await start_once(client, message, source.get().payloads if "spec_ref" in message else None)
 
     bp.function_name(name=START)(
         bp.queue_trigger(arg_name="msg", queue_name=name, connection=connection)(
@@ -65,8 +66,14 @@ def add_workflow_functions(bp: func.Blueprint, source: Any, *, connection: str, 
     bp.function_name(name=ACTIVITY)(bp.activity_trigger(input_name=ACTIVITY_BINDING)(azjobs_workflow_step))
 
 
-async def start_once(client: Any, message: dict) -> bool:
-    """Start the workflow's orchestration unless its instance exists; True if started."""
+async def start_once(client: Any, message: dict, payloads: Any = None) -> bool:
+    """Start the workflow's orchestration unless its instance exists; True if started.
+
+    A spec too large for the start message is read from its blob (``spec_ref``, in ``payloads``) and the
+    blob deleted once the orchestration holds it as its input.
+    """
+    import asyncio
+
     workflow_id = message["id"]
     status = await client.get_status(workflow_id)
     if status is not None and getattr(status, "runtime_status", None) is not None:
@@ -74,7 +81,15 @@ async def start_once(client: Any, message: dict) -> bool:
                  status.runtime_status.value if hasattr(status.runtime_status, "value") else status.runtime_status,
                  extra={"action": "workflow_start_duplicate", "workflow_id": workflow_id})
         return False
-    await client.start_new(ORCHESTRATOR, instance_id=workflow_id, client_input=message["spec"])
+    ref = message.get("spec_ref")
+    spec = message["spec"] if ref is None else await asyncio.to_thread(load_spec, payloads, ref)
+    await client.start_new(ORCHESTRATOR, instance_id=workflow_id, client_input=spec)
+    if ref is not None:
+        try:
+            await asyncio.to_thread(payloads.delete, ref)
+        except Exception as exc:  # an orphan blob, nothing more
+            log.warning("could not delete workflow spec blob %s: %s", ref, exc,
+                        extra={"action": "payload_delete_failed", "workflow_id": workflow_id})
     log.info("workflow %s started", workflow_id, extra={"action": "workflow_started", "workflow_id": workflow_id})
     return True
 

@@ -1,8 +1,9 @@
 """``azjobs workflow status ID [--json]``: a workflow's steps, results and status from its local history.
 
-Reads the history the ``azjobs`` worker keeps in Table Storage. Exit status: 0 found,
-1 not found (or storage failed), 2 usage or configuration error. On Azure Functions the
-Durable HTTP status API shows a workflow (see README, Workflows).
+Reads the history the ``azjobs`` worker keeps in Table Storage (a workflow enqueued but not
+started yet is ``Pending``). Exit status: 0 found; 1 storage failed; 2 no such workflow (never
+enqueued in that table, or an id no workflow can have), usage or configuration error. On Azure
+Functions the Durable HTTP status API shows a workflow (see README, Workflows).
 """
 
 from __future__ import annotations
@@ -31,8 +32,13 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     from ..client import storage_error_text
     from ..connection import resolve_connection
     from ..errors import ConfigurationError
-    from .history import HistoryStore, find
+    from .handle import WorkflowNotFoundError
+    from .history import HistoryStore, find, id_problem
 
+    why = id_problem(args.id)
+    if why is not None:  # never sent to the table
+        print(f"azjobs: {WorkflowNotFoundError(args.id, why=why)}", file=err)
+        return USAGE
     try:
         connection = resolve_connection(args.connection)
         store = HistoryStore(connection.table_service(), args.table)
@@ -46,9 +52,8 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
               f"{storage_error_text(exc, connection)}", file=err)
         return FAILED
     if info is None:
-        print(f"azjobs: no workflow {args.id} in table {store.table} (not started yet by a worker, or another "
-              "table/account)", file=err)
-        return FAILED
+        print(f"azjobs: {WorkflowNotFoundError(args.id, store.table)}", file=err)
+        return USAGE
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False), file=out)
         return OK

@@ -43,14 +43,15 @@ from typing import Any, Callable
 
 from ..errors import EnvelopeError
 from ..message import decode_body, encode_text, format_time, utcnow
+from ..payload import PayloadError
 from ..poison import ErrorInfo, PoisonRecord
 from ..queue_names import poison_queue_name
 from ..secrets import describe, get_logger
 from . import replay as events
 from .history import (COMPLETED, FAILED, RUNNING, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED,
-                      TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge)
-from .orchestrator import ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
-from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, parse_message
+                      TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge, refused_for_good, table_answer)
+from .orchestrator import ACTIVITY, ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
+from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, load_spec, parse_message
 
 log = get_logger("azjobs.workflows")
 
@@ -66,11 +67,12 @@ class Incoming:
     kind: str  # "start" or "event"
     spec: dict | None = None
     event: dict | None = None
+    spec_ref: str | None = None  # a start whose spec waits in Blob Storage (too large for the message)
 
     @classmethod
     def from_message(cls, message: dict) -> "Incoming":
         if message["kind"] == "start":
-            return cls("start", "start", spec=message["spec"])
+            return cls("start", "start", spec=message.get("spec"), spec_ref=message.get("spec_ref"))
         event = message["event"]
         kind = event.get("EventType")
         if kind in (TASK_COMPLETED, TASK_FAILED) and isinstance(event.get("TaskScheduledId"), int):
@@ -171,13 +173,20 @@ class Driver:
                             extra={"action": "workflow_unknown", "workflow_id": workflow_id})
                 return None
             fresh = [start]
-            new = [events.orchestrator_started(now), events.execution_started(now, ORCHESTRATOR, start.spec)]
+            spec = start.spec
+            if spec is None:
+                try:
+                    spec = load_spec(self.client.payloads, start.spec_ref)
+                except (PayloadError, EnvelopeError) as exc:  # gone or not a spec: it can never start
+                    return self._fail_now(workflow_id, history, fresh, now,
+                                          f"the workflow's spec could not be read from {start.spec_ref}: {exc}")
+            new = [events.orchestrator_started(now), events.execution_started(now, ORCHESTRATOR, spec)]
         else:
             fresh = [item for item in fresh if item.kind == "event"]
             if not fresh:
                 return history.status
             new = [events.orchestrator_started(now)]
-            new += [{**item.event, "Timestamp": events.stamp(now), "IsPlayed": False} for item in fresh]
+            new += [self._history_event(workflow_id, item.event, now) for item in fresh]
         past = history.events
         replayed = events.replay(self.fn, workflow_id, past + new)
         known = {e["EventId"] for e in past + new if e.get("EventType") in (TASK_SCHEDULED, TIMER_CREATED)}
@@ -200,9 +209,17 @@ class Driver:
         try:
             committed = self.store.commit(workflow_id, episode)
         except HistoryTooLarge as exc:  # it could never be committed: the workflow fails, and says why
-            return self._too_large(workflow_id, history, fresh, now, str(exc))
+            return self._fail_now(workflow_id, history, fresh, now, str(exc))
+        except Exception as exc:
+            if not refused_for_good(exc):
+                raise  # storage trouble: the message comes again
+            # Whatever the size checks missed (on Azure, an entity over 1 MiB): committing it again cannot succeed.
+            return self._fail_now(workflow_id, history, fresh, now,
+                                  f"Table Storage refused episode {episode.seq} of the workflow's history "
+                                  f"({table_answer(exc)}); pass references, not large values")
         if not committed:
             return _CONFLICT
+        self._forget_values(fresh)  # the history holds them now
         if work:
             self._send(workflow_id, work)
             self.store.mark_sent(workflow_id, episode.seq)
@@ -215,17 +232,57 @@ class Driver:
                       extra={"action": "workflow_failed", "workflow_id": workflow_id})
         return status
 
-    def _too_large(self, workflow_id: str, history: History, fresh: list[Incoming], now: datetime, why: str) -> Any:
-        failed = [events.orchestrator_started(now), events.execution_completed(now, FAILED, reason=why),
-                  events.orchestrator_completed(now)]
-        episode = Episode(seq=history.next_seq, events=failed, sources=[item.key for item in fresh], sent=True,
+    def _fail_now(self, workflow_id: str, history: History, fresh: list[Incoming], now: datetime, why: str) -> Any:
+        """Fail the workflow without its orchestrator, whose next episode can never be committed (or which can
+        never start): an episode that calls the failure-record activity and completes the execution as Failed,
+        then the record, as the orchestrator's own failure does (a crash in between: it is written when the
+        message comes again)."""
+        task_id = 1 + max((e["EventId"] for e in history.events
+                           if e.get("EventType") in (TASK_SCHEDULED, TIMER_CREATED)), default=-1)
+        failure = {"failure": {"workflow": workflow_id, "step": None, "error": why}}
+        failed = [events.orchestrator_started(now), events.task_scheduled(now, task_id, ACTIVITY, failure),
+                  events.execution_completed(now, FAILED, reason=why), events.orchestrator_completed(now)]
+        episode = Episode(seq=history.next_seq, events=failed, sources=[item.key for item in fresh], sent=False,
                           status=FAILED)
         if not self.store.commit(workflow_id, episode):
             return _CONFLICT
-        write_failure_record(self.client, self.queue, {"workflow": workflow_id, "step": None, "error": why})
+        write_failure_record(self.client, self.queue, failure["failure"])
+        self.store.mark_sent(workflow_id, episode.seq)
         log.error("workflow %s failed: %s", workflow_id, why, extra={"action": "workflow_failed",
                                                                      "workflow_id": workflow_id})
         return FAILED
+
+    def _history_event(self, workflow_id: str, event: dict, now: datetime) -> dict:
+        """An incoming event as the history keeps it; a step value that waited in Blob Storage is read in."""
+        event = {**event, "Timestamp": events.stamp(now), "IsPlayed": False}
+        ref = event.pop("ResultRef", None)
+        if ref is None:
+            return event
+        try:
+            text = self.client.payloads.get(ref).decode("utf-8")
+            json.loads(text)
+        except (PayloadError, ValueError) as exc:  # gone, not ours, not JSON: the attempt failed (it may be retried)
+            log.error("workflow %s: the value of step %s could not be read from %s: %s", workflow_id,
+                      event.get("TaskScheduledId"), ref, describe(exc),
+                      extra={"action": "workflow_step_value_lost", "workflow_id": workflow_id})
+            return {"EventType": TASK_FAILED, "EventId": -1, "TaskScheduledId": event.get("TaskScheduledId"),
+                    "Timestamp": event["Timestamp"], "IsPlayed": False,
+                    "Reason": f"{type(exc).__name__}: the step's return value could not be read from {ref}: {exc}",
+                    "Details": ""}
+        event["Result"] = text
+        return event
+
+    def _forget_values(self, fresh: list[Incoming]) -> None:
+        """Delete the blobs of specs and step values now in the history (a failed delete leaves a blob behind)."""
+        for item in fresh:
+            ref = item.spec_ref or (item.event or {}).get("ResultRef")
+            if not ref:
+                continue
+            try:
+                self.client.payloads.delete(ref)
+            except Exception as exc:
+                log.warning("could not delete workflow blob %s (now in the history): %s", ref, describe(exc),
+                            extra={"action": "payload_delete_failed", "queue": self.queue})
 
     def _resend_unsent(self, workflow_id: str, history: History, keys: list[str]) -> None:
         """A redelivered message whose episode committed but whose sends were not all confirmed."""

@@ -5,10 +5,17 @@ orchestrator episode one row, ``RowKey`` = the episode's sequence number (zero-p
 An episode row is written with an insert (``create_entity``), so it commits atomically
 and only once: two workers that replay the same workflow at the same time cannot both
 append episode N; the loser reloads and replays again. A row holds the episode's
-history events as JSON (split over ``d0``, ``d1``, ... since a property holds at most
-32K characters), which incoming events it consumed (``sources``: so a redelivered
+history events as JSON (split over ``d0``, ``d1``, ... since a string property holds at most
+64 KiB of UTF-16: 32K characters of plain text, fewer with emoji; see azjobs/table_rules.py),
+which incoming events it consumed (``sources``: so a redelivered
 completion or start is recognised), whether the messages it asked for were sent
 (``sent``) and the workflow's status after it (``status``).
+
+``flow.enqueue()`` first writes the workflow's ``pending`` row (RowKey ``pending``: the queue
+and the time it was enqueued), then sends its start message, so an id that has neither rows
+nor a ``pending`` row was never enqueued (``WorkflowNotFoundError``) rather than "not started
+yet". A workflow id is a PartitionKey: it may not hold ``/ \\ # ?`` or control characters and is
+at most 1 KiB (``id_problem``).
 """
 
 from __future__ import annotations
@@ -19,13 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..secrets import get_logger
+from ..table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, key_problem, utf16_units
 
 log = get_logger("azjobs.workflows")
 
 DEFAULT_TABLE = "azjobsworkflows"
 TABLE_SETTING = "AZJOBS_WORKFLOWS_TABLE"
-CHUNK_CHARS = 30_000
-MAX_PARTS = 15  # 450K characters: a row stays under the service's 1 MiB entity limit (strings count 2 bytes a character)
+# One ``d<i>`` property: at most this many UTF-16 units (Azure's unit; an emoji takes two).
+CHUNK_UNITS = SAFE_STRING_UNITS
+# Parts per row: the row stays under the service's 1 MiB entity limit (a string costs 2 bytes a UTF-16
+# unit, plus a few bytes per property), with 64 KiB left for the keys and the other properties.
+MAX_PARTS = (MAX_ENTITY_BYTES - 64 * 1024) // (2 * CHUNK_UNITS + 64)  # 15: 480,000 units of history
 
 # History event types (DurableTask HistoryEventType).
 EXECUTION_STARTED = 0
@@ -39,14 +50,74 @@ ORCHESTRATOR_STARTED = 12
 ORCHESTRATOR_COMPLETED = 13
 
 RUNNING, COMPLETED, FAILED = "Running", "Completed", "Failed"
+PENDING = "Pending"  # enqueued, not started by a worker yet
+PENDING_ROW = "pending"  # the RowKey of the row flow.enqueue() writes (episode rows are digits)
+
+
+# A step's value that says it never ran and never will (its job is not registered where it was sent, or its
+# stored arguments no longer fit the job): its workflow fails at once, whatever attempts the step has left.
+# It travels as the step's value because that is the one thing a Durable activity can return without being
+# retried. Reserved: a job that returns an object whose only key is this one fails that attempt instead.
+CANNOT_RUN = "azjobs_step_cannot_run"
+CANNOT_RUN_REASONS = ("unknown_job", "bad_arguments")
+
+
+def cannot_run(reason: str, error_type: str, message: str) -> dict[str, Any]:
+    """The value a step reports when it can never run (``reason``: ``unknown_job`` or ``bad_arguments``)."""
+    return {CANNOT_RUN: {"reason": reason, "type": error_type, "message": message}}
+
+
+def cannot_run_of(value: Any) -> dict[str, Any] | None:
+    """The ``{"reason", "type", "message"}`` of a step value made by ``cannot_run``; None for any other value."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get(CANNOT_RUN), dict):
+        return value[CANNOT_RUN]
+    return None
+
+
+def cannot_run_error(step: dict[str, Any], why: dict[str, Any]) -> str:
+    """The workflow's error for a step that cannot run: ``<type>: step <path> (<job>) cannot run: <message>``."""
+    return f"{why.get('type')}: step {step.get('path')} ({step.get('job')}) cannot run: {why.get('message')}"
 
 
 def table_name(name: str | None = None) -> str:
     return name or os.environ.get(TABLE_SETTING) or DEFAULT_TABLE
 
 
+def id_problem(workflow_id: object) -> str | None:
+    """Why ``workflow_id`` can be no workflow's id (it keys the history table's partition); None when it can."""
+    return key_problem(workflow_id)
+
+
 class HistoryTooLarge(Exception):
     """One episode's events do not fit in a table row."""
+
+
+# 4xx answers that mean something else (credentials, a missing table, a lost race, throttling) or may pass:
+# every other 4xx (400 PropertyValueTooLarge, EntityTooLarge, InvalidInput, 413 ...) refuses the data for good.
+_NOT_PERMANENT = (401, 403, 404, 408, 409, 412, 429)
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """True when Table Storage refused a write for good: the same write can never succeed."""
+    code = getattr(exc, "status_code", None)
+    return isinstance(code, int) and 400 <= code < 500 and code not in _NOT_PERMANENT
+
+
+def table_answer(exc: BaseException) -> str:
+    """Table Storage's answer in one line: ``400 PropertyValueTooLarge: The property value exceeds ...``."""
+    code, message = getattr(exc, "error_code", None), ""
+    text = str(exc)
+    start = text.find('{"odata.error"')
+    if start >= 0:
+        try:
+            detail = json.JSONDecoder().raw_decode(text[start:])[0]["odata.error"]
+            code = code or detail.get("code")
+            message = (detail.get("message") or {}).get("value") or ""
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    answer = f"{getattr(exc, 'status_code', '')} {code or getattr(exc, 'reason', '') or type(exc).__name__}".strip()
+    return f"{answer}: {first}" if first else answer
 
 
 @dataclass
@@ -62,6 +133,7 @@ class Episode:
 class History:
     workflow_id: str
     episodes: list[Episode] = field(default_factory=list)
+    enqueued: bool = False  # flow.enqueue() wrote its pending row
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -117,6 +189,9 @@ class HistoryStore:
         try:
             rows = self.client.query_entities("PartitionKey eq @pk", parameters={"pk": workflow_id})
             for row in sorted(rows, key=lambda r: r["RowKey"]):
+                if not row["RowKey"].isdigit():
+                    history.enqueued = history.enqueued or row["RowKey"] == PENDING_ROW
+                    continue
                 parts = int(row.get("parts", 1))
                 text = "".join(row.get(f"d{i}", "") for i in range(parts))
                 history.episodes.append(Episode(seq=int(row["RowKey"]), events=json.loads(text),
@@ -131,10 +206,11 @@ class HistoryStore:
         from azure.core.exceptions import ResourceExistsError
 
         text = json.dumps(episode.events, separators=(",", ":"), ensure_ascii=False)
-        chunks = [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
+        chunks = split_units(text, CHUNK_UNITS)
         if len(chunks) > MAX_PARTS:
-            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {len(text):,} characters of "
-                                  f"history, more than one table row holds; pass references, not large values")
+            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {utf16_units(text):,} UTF-16 "
+                                  f"units of history, more than one table row holds ({MAX_PARTS * CHUNK_UNITS:,}); "
+                                  "pass references, not large values")
         entity = {"PartitionKey": workflow_id, "RowKey": f"{episode.seq:08d}", "parts": len(chunks),
                   "sources": json.dumps(episode.sources), "sent": episode.sent, "status": episode.status}
         for i, chunk in enumerate(chunks):
@@ -146,11 +222,41 @@ class HistoryStore:
             return False
         return True
 
+    def record_pending(self, workflow_id: str, queue: str, enqueued_at: Any) -> None:
+        """The row that says the workflow was enqueued (written before its start message is sent)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        entity = {"PartitionKey": workflow_id, "RowKey": PENDING_ROW, "queue": queue, "enqueued_at": enqueued_at}
+        try:
+            self.client.upsert_entity(entity, mode=UpdateMode.MERGE)
+        except ResourceNotFoundError:  # the first workflow of this table
+            self.service.create_table_if_not_exists(self.table)
+            self._ready = True
+            self.client.upsert_entity(entity, mode=UpdateMode.MERGE)
+
     def mark_sent(self, workflow_id: str, seq: int) -> None:
         from azure.data.tables import UpdateMode
 
         self.client.upsert_entity({"PartitionKey": workflow_id, "RowKey": f"{seq:08d}", "sent": True},
                                   mode=UpdateMode.MERGE)
+
+
+def split_units(text: str, units: int) -> list[str]:
+    """``text`` in pieces of at most ``units`` UTF-16 units each (never splitting a character); [""] for ""."""
+    if units < 2:
+        raise ValueError(f"a piece must hold at least 2 UTF-16 units (one character), not {units}")
+    chunks = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + units)  # a character is at least one unit
+        size = utf16_units(text[start:end])
+        while size > units:  # each character dropped from the end gives back one or two units
+            end -= max(1, (size - units) // 2)
+            size = utf16_units(text[start:end])
+        chunks.append(text[start:end])
+        start = end
+    return chunks or [""]
 
 
 def summary(history: History) -> dict[str, Any]:
@@ -183,7 +289,10 @@ def summary(history: History) -> dict[str, Any]:
     def step(task_id: int) -> dict[str, Any]:
         call = scheduled[task_id]
         entry = {"task": task_id, "job": call.get("job"), "step": call.get("path")}
-        if task_id in done:
+        why = cannot_run_of(done.get(task_id))
+        if why is not None:
+            entry.update(state="failed", error=cannot_run_error({"path": entry["step"], "job": entry["job"]}, why))
+        elif task_id in done:
             entry.update(state="done", result=done[task_id])
         elif task_id in failed:
             entry.update(state="failed", error=failed[task_id]["reason"])
@@ -194,7 +303,7 @@ def summary(history: History) -> dict[str, Any]:
     steps = [step(task_id) for task_id in sorted(scheduled)]
     return {
         "id": history.workflow_id,
-        "status": history.status or "Unknown",
+        "status": history.status or (PENDING if history.enqueued else "Unknown"),
         "steps": steps,
         "done": sum(1 for s in steps if s["state"] == "done"),
         "running": sum(1 for s in steps if s["state"] == "running"),
@@ -207,10 +316,17 @@ def summary(history: History) -> dict[str, Any]:
 
 
 def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:
-    """The ``summary`` of a workflow's history in ``store``; None when it has none (not started by a worker yet,
-    or another table/account). Storage errors propagate. Used by ``azjobs workflow status`` and the dashboard."""
-    info = summary(store.load(workflow_id))
-    return info if info["history_length"] else None
+    """The ``summary`` of a workflow in ``store`` (``Pending`` when enqueued but not started); None when it was
+    never enqueued there (or its id can be no workflow's: then no call is made). Storage errors propagate.
+    Used by ``azjobs workflow status``, ``WorkflowHandle.status()`` and the dashboard."""
+    if id_problem(workflow_id) is not None:
+        return None
+    history = store.load(workflow_id)
+    if not history.episodes and not history.enqueued:
+        return None
+    return summary(history)
 
 
-__all__ = ["DEFAULT_TABLE", "Episode", "History", "HistoryStore", "HistoryTooLarge", "find", "summary", "table_name"]
+__all__ = ["CANNOT_RUN", "DEFAULT_TABLE", "PENDING", "Episode", "History", "HistoryStore", "HistoryTooLarge",
+           "cannot_run", "cannot_run_error", "cannot_run_of", "find", "id_problem", "refused_for_good", "split_units",
+           "summary", "table_answer", "table_name"]

@@ -27,6 +27,12 @@ LONG_TIMER_INTERVAL = "3.00:00:00"
 OUT_OF_PROC_MARK = "\n\n$OutOfProcData$:"
 
 
+def json_text(value: Any) -> str:
+    """A value as the JSON text an event carries (``Input``, ``Result``): characters as they are, not
+    ``\\u`` escapes, so an emoji costs the history two UTF-16 units rather than twelve."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def stamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).replace(tzinfo=None).strftime(TIME_FORMAT)
 
@@ -44,19 +50,19 @@ def orchestrator_completed(moment: datetime) -> dict[str, Any]:
 
 
 def execution_started(moment: datetime, name: str, input_: Any) -> dict[str, Any]:
-    return _event(EXECUTION_STARTED, moment, Name=name, Version="", Input=json.dumps(input_))
+    return _event(EXECUTION_STARTED, moment, Name=name, Version="", Input=json_text(input_))
 
 
 def execution_completed(moment: datetime, status: str, result: Any = None, reason: str | None = None) -> dict[str, Any]:
-    return _event(EXECUTION_COMPLETED, moment, OrchestrationStatus=status, Result=json.dumps(result), Reason=reason)
+    return _event(EXECUTION_COMPLETED, moment, OrchestrationStatus=status, Result=json_text(result), Reason=reason)
 
 
 def task_scheduled(moment: datetime, task_id: int, name: str, input_: Any) -> dict[str, Any]:
-    return _event(TASK_SCHEDULED, moment, task_id, Name=name, Version="", Input=json.dumps(input_))
+    return _event(TASK_SCHEDULED, moment, task_id, Name=name, Version="", Input=json_text(input_))
 
 
 def task_completed(moment: datetime, task_id: int, result: Any) -> dict[str, Any]:
-    return _event(TASK_COMPLETED, moment, TaskScheduledId=task_id, Result=json.dumps(result))
+    return _event(TASK_COMPLETED, moment, TaskScheduledId=task_id, Result=json_text(result))
 
 
 def task_failed(moment: datetime, task_id: int, reason: str, details: str = "") -> dict[str, Any]:
@@ -114,6 +120,6 @@ def replay(fn: Callable[[Any], Any], instance_id: str, events: list[dict[str, An
     return Replayed(state, context)
 
 
-__all__ = ["Replayed", "body", "execution_completed", "execution_started", "orchestrator_completed",
+__all__ = ["Replayed", "body", "execution_completed", "execution_started", "json_text", "orchestrator_completed",
            "orchestrator_started", "replay", "stamp", "task_completed", "task_failed", "task_scheduled",
            "timer_created", "timer_fired"]

@@ -8,7 +8,9 @@ the step gets that list. ``azjobs.sleep(timedelta(days=3))`` waits (any length) 
 the previous value on.
 
 A workflow travels as one message on the workflows queue (default ``azjobs-workflows``):
-``{"azjobs_workflow": 1, "kind": "start", "id": ..., "spec": {"id": ..., "root": node}}``.
+``{"azjobs_workflow": 1, "kind": "start", "id": ..., "spec": {"id": ..., "root": node}}``; a spec
+too large for a message (large step arguments) waits in Blob Storage and the message carries
+``"spec_ref"`` (``<payload container>/workflow-specs/<uuid>.json``) instead of ``"spec"``.
 Nodes: ``{"step": job, "args", "kwargs", "queue", "ignore_input", "retry"}``,
 ``{"chain": [node, ...]}``, ``{"group": [step, ...]}``, ``{"sleep_s": seconds}``.
 Each step carries its job's retry policy as Durable ``RetryOptions`` fields, fixed when
@@ -19,19 +21,25 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
+import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ConfigurationError, EnvelopeError
+from ..errors import ConfigurationError, EnvelopeError, PayloadTooLargeError
 from ..message import encode_text, format_time, json_object, to_json_value, utcnow
 from ..queue_names import resolve_queue_name, validate_queue_name
 from ..retry import Backoff, Fixed, NoRetry
+from ..secrets import describe, get_logger
+from .history import HistoryStore, id_problem
 
 if TYPE_CHECKING:
     from ..client import Client
     from ..job import JobDefinition
     from .handle import WorkflowHandle
+
+log = get_logger("azjobs.workflows")
 
 WORKFLOW_KEY = "azjobs_workflow"
 WORKFLOW_VERSION = 1
@@ -41,6 +49,7 @@ QUEUE_SETTING = "AZJOBS_WORKFLOWS_QUEUE"
 MIN_RETRY_MS = 1
 # A job with a custom retry policy: one attempt (its own limit cannot be expressed as RetryOptions).
 CUSTOM_POLICY_RETRY = {"first_retry_ms": 1000, "attempts": 1}
+SPECS_PREFIX = "workflow-specs/"  # specs too large for the start message, in the payload container
 
 
 def workflows_queue(name: str | None = None) -> str:
@@ -80,13 +89,26 @@ class Flow:
         raise NotImplementedError  # pragma: no cover
 
     def spec(self, workflow_id: str | None = None) -> dict[str, Any]:
-        """The JSON spec the orchestrator interprets (arguments checked against each job)."""
+        """The JSON spec the orchestrator interprets (arguments checked against each job).
+
+        ``workflow_id`` (default: a new uuid4) keys the workflow's history in Table Storage:
+        ConfigurationError if it cannot (not a non-empty string; ``/ \\ # ?`` or a control
+        character; over 1 KiB of UTF-16)."""
+        if workflow_id is not None:
+            why = id_problem(workflow_id)
+            if why is not None:
+                raise ConfigurationError(f"workflow id {workflow_id!r} cannot be used: {why} (a workflow id keys its "
+                                         "history in Table Storage)")
         self._check(False)
-        return {"id": workflow_id or str(uuid.uuid4()), "root": self.to_node()}
+        return {"id": workflow_id if workflow_id is not None else str(uuid.uuid4()), "root": self.to_node()}
 
     def enqueue(self, *, client: "Client | None" = None, queue: str | None = None,
                 id: str | None = None) -> "WorkflowHandle":
-        """Send the workflow to the workflows queue; returns a handle (``.id``, ``.status()``, ``.result()``)."""
+        """Send the workflow to the workflows queue; returns a handle (``.id``, ``.status()``, ``.result()``).
+
+        The workflow is first recorded as Pending in the history table, so ``WorkflowHandle(id)``
+        tells it from an id that was never enqueued; a table that cannot be reached does not stop
+        the enqueue (logged as ``workflow_pending_unavailable``)."""
         from ..client import default_client
         from .handle import WorkflowHandle
 
@@ -98,9 +120,23 @@ class Flow:
         trace = tracing.produced_trace(name, "azjobs.workflow", spec["id"])  # every step continues it
         if trace:
             spec["trace"] = trace
-        text = encode_text(start_message(spec), client.encoding)
-        client.send_text(name, text)
-        return WorkflowHandle(spec["id"], client=client, queue=name)
+        spec_ref = None
+        try:
+            text = encode_text(start_message(spec), client.encoding)
+        except PayloadTooLargeError:  # large step arguments: the spec waits in Blob Storage
+            spec_ref = client.payloads.put(f"{SPECS_PREFIX}{uuid.uuid4()}.json",
+                                           json.dumps(spec, ensure_ascii=False).encode("utf-8"))
+            text = encode_text(start_message(spec, spec_ref=spec_ref), client.encoding)
+        _record_pending(client, spec["id"], name)
+        try:
+            client.send_text(name, text)
+        except BaseException:
+            if spec_ref is not None:
+                _forget(client, spec_ref)
+            raise
+        handle = WorkflowHandle(spec["id"], client=client, queue=name)
+        handle._sent = True
+        return handle
 
 
 class Step(Flow):
@@ -201,9 +237,54 @@ def sleep(delay: float | timedelta) -> Sleep:
 
 
 # -- the start message -------------------------------------------------------
-def start_message(spec: Mapping[str, Any]) -> str:
-    return json.dumps({WORKFLOW_KEY: WORKFLOW_VERSION, "kind": "start", "id": spec["id"], "spec": dict(spec),
+def start_message(spec: Mapping[str, Any], *, spec_ref: str | None = None) -> str:
+    """The start message: the spec inline, or ``spec_ref`` naming the blob that holds it."""
+    carried = {"spec_ref": spec_ref} if spec_ref is not None else {"spec": dict(spec)}
+    return json.dumps({WORKFLOW_KEY: WORKFLOW_VERSION, "kind": "start", "id": spec["id"], **carried,
                        "enqueued_at": format_time(utcnow())}, separators=(",", ":"), ensure_ascii=False)
+
+
+def load_spec(payloads: Any, ref: str) -> dict[str, Any]:
+    """The spec a start message's ``spec_ref`` names; PayloadError (gone, not ours) or EnvelopeError (not a spec)."""
+    try:
+        spec = json.loads(payloads.get(ref).decode("utf-8"))
+    except ValueError as exc:
+        raise EnvelopeError(f"workflow spec blob {ref} does not hold JSON: {exc}", "bad_spec") from None
+    check_spec(spec)
+    return spec
+
+
+# One short-retry table client per Client (its connections are reused from one enqueue to the next).
+_table_services: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_table_services_lock = threading.Lock()
+
+
+def _record_pending(client: Any, workflow_id: str, queue: str) -> None:
+    """Write the workflow's pending row (see azjobs/workflows/history.py) before its start message is sent."""
+    try:
+        if hasattr(client, "workflow_history"):
+            store = client.workflow_history  # a test double's (azjobs.testing.RecordingClient): None for none
+        else:
+            with _table_services_lock:
+                service = _table_services.get(client)
+                if service is None:
+                    from ..client import table_service
+
+                    service = _table_services[client] = table_service(client.connection)
+            store = HistoryStore(service)  # the table $AZJOBS_WORKFLOWS_TABLE names now (the worker reads it too)
+        if store is not None:
+            store.record_pending(workflow_id, queue, utcnow())
+    except Exception as exc:  # a duplicate or a lookup that says "not found" is preferred to a lost workflow
+        log.warning("workflow %s: could not record it as Pending in the history table (%s); sending it anyway: "
+                    "WorkflowHandle(%r) will not find it until a worker starts it", workflow_id, describe(exc),
+                    workflow_id, extra={"action": "workflow_pending_unavailable", "workflow_id": workflow_id})
+
+
+def _forget(client: Any, ref: str) -> None:
+    try:
+        client.payloads.delete(ref)
+    except Exception:  # an orphan blob, nothing more
+        pass
 
 
 def parse_message(data: bytes | str) -> dict[str, Any]:
@@ -216,9 +297,16 @@ def parse_message(data: bytes | str) -> dict[str, Any]:
                             f"(this azjobs reads {WORKFLOW_VERSION})", "unknown_version")
     if not isinstance(message.get("id"), str) or not message["id"]:
         raise EnvelopeError("workflow message has no id", "not_workflow")
+    why = id_problem(message["id"])
+    if why is not None:  # poisoned at once: it could never key a history
+        raise EnvelopeError(f"workflow id {message['id']!r} cannot be used: {why}", "bad_id")
     kind = message.get("kind")
     if kind == "start":
-        check_spec(message.get("spec"))
+        if "spec_ref" in message:
+            if not isinstance(message["spec_ref"], str) or not message["spec_ref"]:
+                raise EnvelopeError("workflow start message has a spec_ref that is not a blob reference", "bad_spec")
+        else:
+            check_spec(message.get("spec"))
     elif kind != "event" or not isinstance(message.get("event"), dict):
         raise EnvelopeError(f"workflow message kind {kind!r} is not start or event", "not_workflow")
     return message
@@ -257,5 +345,5 @@ def step_count(node: Mapping[str, Any]) -> int:
     return sum(step_count(child) for child in node.get("chain", node.get("group", [])))
 
 
-__all__ = ["DEFAULT_QUEUE", "Chain", "Flow", "Group", "Sleep", "Step", "chain", "check_spec", "group",
+__all__ = ["DEFAULT_QUEUE", "Chain", "Flow", "Group", "Sleep", "Step", "chain", "check_spec", "group", "load_spec",
            "parse_message", "retry_options_for", "sleep", "start_message", "workflows_queue"]

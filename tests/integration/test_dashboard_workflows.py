@@ -110,7 +110,10 @@ def test_the_lookup_box_redirects_to_the_workflow_and_an_unknown_id_is_a_404(cli
         assert found.status == 303 and found.headers["location"] == f"/workflows/{ok}"
         missing = browser.get("/workflows/no-such-workflow")
         assert missing.status == 404
-        assert f"no workflow no-such-workflow in table {table}" in missing.text
+        text = html.unescape(missing.text)
+        assert f"no workflow 'no-such-workflow' in table '{table}': it was never enqueued" in text
+        impossible = browser.get("/workflows/order%2342")  # '#': no workflow can have it; nothing is asked of storage
+        assert impossible.status == 404 and "no workflow can have the id" in impossible.text
 
 
 def test_a_credential_in_a_step_result_and_the_output_is_redacted_on_the_workflow_page(client, ran):
@@ -145,3 +148,26 @@ def test_the_functions_blueprint_serves_the_workflow_page(ran, monkeypatch):
     assert 'href="/api/dashboard/workflows">Workflows</a>' in text
     assert steps_of(text) == [("wf.add", "done", "2")] + [("wf.broken", "failed", BROKEN)] * 2
     assert call(function, "GET", "/api/dashboard/workflows/no-such-workflow").status_code == 404
+
+
+def test_requeueing_a_failed_workflows_record_from_the_dashboard_is_refused(client):
+    from azjobs.workflows.orchestrator import write_failure_record
+    from tests.integration.dashboard_support import ADMIN_KEY
+
+    queue = unique_queue("wfdr")
+    client.ensure_queue(queue)
+    write_failure_record(client, queue, {"workflow": "wf-r", "step": {"path": "0", "job": "wf.broken"},
+                                         "error": "ValueError: x"})
+    [target] = [m.id for m in client.queue(f"{queue}-poison").peek_messages()]
+    try:
+        app = create_app(client.connection, admin_key=ADMIN_KEY, queues=[queue], background_sampling=False)
+        with Served(app) as server:
+            operator = Browserless(server.port)
+            operator.login()
+            done = operator.post(f"/queues/{queue}/poison/{target}/requeue", {"csrf": operator.csrf()})
+        assert done.status == 409, done.text  # before: 502, "the record holds neither an envelope nor a body"
+        assert "it is the failure record of workflow wf-r" in html.unescape(done.text)
+        assert [m.id for m in client.queue(f"{queue}-poison").peek_messages()] == [target]
+    finally:
+        for name in (queue, f"{queue}-poison"):
+            client.queue(name).delete_queue()

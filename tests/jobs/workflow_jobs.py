@@ -62,3 +62,13 @@ def _dir():
     from tests.jobs.worker_jobs import _dir as directory
 
     return directory()
+
+
+@azjobs.job(queue=QUEUE, name="wf.emoji", retry=azjobs.NoRetry())
+def emoji(n: int) -> str:
+    return "😀" * n
+
+
+@azjobs.job(queue=QUEUE, name="wf.echo", retry=azjobs.NoRetry())
+def echo(value):
+    return value

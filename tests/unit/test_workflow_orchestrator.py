@@ -57,12 +57,24 @@ def huge(n: int) -> str:
     return "x" * n
 
 
+@azjobs.job(queue="wfo-parse", registry=REG, name="wfo.echo", retry=azjobs.NoRetry())
+def echo(value):
+    return value
+
+
+@azjobs.job(queue="wfo-parse", registry=REG, name="wfo.loud", retry=azjobs.NoRetry())
+def loud(n: int) -> None:
+    raise ValueError("😀" * n)
+
+
+APP_CLIENT = RecordingClient()  # the client of the module's function app (its payloads hold blobs in memory)
+
+
 @pytest.fixture(scope="module")
 def app():
-    client = RecordingClient()
     application = func.FunctionApp()
     application.register_functions(azjobs.blueprint(registry=REG, executor=RecordingExecutor(registry=REG,
-                                                                                              client=client)))
+                                                                                              client=APP_CLIENT)))
     return application
 
 
@@ -263,6 +275,19 @@ def test_a_redelivered_start_message_starts_one_orchestration(app, monkeypatch):
     assert hub.starts == [(ORCHESTRATOR, "wf-once", spec)]
 
 
+def test_a_start_message_whose_spec_waits_in_a_blob_starts_with_that_spec_and_deletes_it(app, monkeypatch):
+    hub = TaskHub().install(monkeypatch)
+    spec = azjobs.chain(fetch.s("😀" * 20_000)).spec("wf-big-start")
+    executor_payloads = APP_CLIENT.payloads
+    ref = executor_payloads.put("workflow-specs/s1.json", json.dumps(spec).encode("utf-8"))
+    body = start_message(spec, spec_ref=ref)
+    assert len(body) < 1_000
+    user = fn(app, START).get_user_function()
+    asyncio.run(user(msg=queue_message(body, 1), client=hub.binding))
+    assert hub.starts == [(ORCHESTRATOR, "wf-big-start", spec)]
+    assert not executor_payloads.exists(ref)
+
+
 def test_the_activity_runs_the_job_by_name_through_the_core(app):
     user = fn(app, ACTIVITY).get_user_function()
     call = {"job": "wfo.size", "args": ["abcd"], "kwargs": {}, "queue": "wfo-parse", "path": "0", "workflow": "w"}
@@ -270,8 +295,44 @@ def test_the_activity_runs_the_job_by_name_through_the_core(app):
     with pytest.raises(StepFailed) as failed:
         asyncio.run(user(call=json.dumps({**call, "job": "wfo.broken", "args": ["zz"]})))
     assert "ValueError: cannot parse zz" in str(failed.value) and "Traceback" in str(failed.value)
-    with pytest.raises(azjobs.UnknownJobError):
-        asyncio.run(user(call=json.dumps({**call, "job": "nope"})))
+    gone = asyncio.run(user(call=json.dumps({**call, "job": "nope"})))  # before: UnknownJobError, retried by Durable
+    assert gone == {"azjobs_step_cannot_run": {"reason": "unknown_job", "type": "azjobs.errors.UnknownJobError",
+                                               "message": "no job named 'nope' is registered (only registered jobs "
+                                                          "run from a message)"}}
+    changed = asyncio.run(user(call=json.dumps({**call, "args": ["abcd", "extra"]})))
+    assert changed["azjobs_step_cannot_run"]["reason"] == "bad_arguments"
+    assert changed["azjobs_step_cannot_run"]["type"] == "azjobs.errors.ArgumentError"
+    with pytest.raises(StepFailed) as reserved:  # a job's own value may not look like one
+        asyncio.run(user(call=json.dumps({**call, "job": "wfo.echo", "args": [gone]})))
+    assert "reserves for workflow steps that cannot run" in str(reserved.value)
+
+
+def test_a_step_that_cannot_run_fails_the_workflow_at_once_whatever_attempts_it_has_left(orchestrator):
+    spec = azjobs.chain(fetch.s("u"), size.s()).spec("wf-gone")  # fetch: 4 attempts
+    value = {"azjobs_step_cannot_run": {"reason": "unknown_job", "type": "azjobs.errors.UnknownJobError",
+                                        "message": "no job named 'wfo.fetch' is registered"}}
+    events = then(start(spec) + [h.task_scheduled(T0, 0, ACTIVITY, {})], T0, h.task_completed(T0, 0, value))
+    recording = h.replay(orchestrator, "wf-gone", events)
+    assert not waiting_on(recording, {0}, T0)[1:]  # no retry timer: the failure record's call only
+    failure = json.loads(recording.actions[-1]["input"])["failure"]
+    assert failure["step"] == {"path": "0.0", "job": "wfo.fetch"}
+    assert failure["error"] == ("azjobs.errors.UnknownJobError: step 0.0 (wfo.fetch) cannot run: no job named "
+                                "'wfo.fetch' is registered")
+    events = then(events + [h.task_scheduled(T0, 1, ACTIVITY, {"failure": failure})], T0, h.task_completed(T0, 1, None))
+    failed = h.replay(orchestrator, "wf-gone", events)
+    assert failed.failed and failed.state["error"] == failure["error"]
+    assert not calls(failed)[1:]  # size never called
+
+
+def test_a_group_step_that_cannot_run_names_itself_in_the_failure(orchestrator):
+    spec = azjobs.group(size.s("a"), total.s([1])).spec("wf-gone-g")
+    value = {"azjobs_step_cannot_run": {"reason": "bad_arguments", "type": "azjobs.errors.ArgumentError",
+                                        "message": "too many positional arguments"}}
+    events = start(spec) + [h.task_scheduled(T0, 0, ACTIVITY, {}), h.task_scheduled(T0, 1, ACTIVITY, {})]
+    events = then(events, T0, h.task_completed(T0, 0, 1), h.task_completed(T0, 1, value))
+    failure = json.loads(h.replay(orchestrator, "wf-gone-g", events).actions[-1]["input"])["failure"]
+    assert failure["step"] == {"path": "0.1", "job": "wfo.total"}
+    assert failure["error"].startswith("azjobs.errors.ArgumentError: step 0.1 (wfo.total) cannot run: too many")
 
 
 def test_the_activity_writes_a_failed_workflows_record_to_the_workflows_poison_queue():
@@ -291,6 +352,21 @@ def test_the_activity_writes_a_failed_workflows_record_to_the_workflows_poison_q
     assert data["error"]["traceback"].startswith("Traceback")
 
 
+def test_a_failure_record_whose_error_is_over_a_message_is_trimmed_and_written():
+    from azjobs.workflows.orchestrator import write_failure_record
+
+    client = RecordingClient()
+    error = "ValueError: " + "😀" * 6_000 + " \n Traceback (most recent call last):\n" + "  😀\n" * 6_000
+    write_failure_record(client, "azjobs-workflows", {"workflow": "wf-t", "step": {"path": "0", "job": "j"},
+                                                      "error": error})
+    [write] = client.writes  # before: PayloadTooLargeError, the workflow left Running
+    data = json.loads(decode_body(write.text, "base64"))
+    assert data["workflow"]["id"] == "wf-t" and data["error"]["type"] == "ValueError"
+    assert data["error"]["message"].startswith("😀😀")
+    assert "trimmed to fit the poison message" in data["error"]["message"]
+    assert data["error"]["traceback"].startswith("… (trimmed to fit the poison message)")
+
+
 def test_a_worker_step_reports_to_its_workflow_instead_of_retrying():
     client = RecordingClient()
     executor = RecordingExecutor(registry=REG, client=client)
@@ -307,6 +383,47 @@ def test_a_worker_step_reports_to_its_workflow_instead_of_retrying():
     assert "Traceback" in reports[1]["event"]["Details"]
 
 
+@pytest.mark.parametrize("why, envelope", [
+    ("unknown_job", Envelope.build("wfo.gone", (1,), queue="wfo-parse")),
+    ("bad_arguments", Envelope.build("wfo.size", ("abc", "extra"), queue="wfo-parse")),
+])
+def test_a_worker_step_that_can_never_run_tells_its_workflow_at_once_and_writes_no_poison_record(why, envelope):
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = envelope.evolve(workflow={"id": "wf-y", "task": 2, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    [write] = client.writes  # before: a retry copy (unknown job), or a poison record then the report (bad arguments)
+    assert write.queue == "azjobs-workflows"
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert event["EventType"] == 5 and event["TaskScheduledId"] == 2
+    assert json.loads(event["Result"])["azjobs_step_cannot_run"]["reason"] == why
+    [result] = executor.results
+    assert result.outcome.value == "dead_lettered" and result.extra["poison_record"] is None
+
+
+def test_a_worker_step_that_kept_crashing_its_worker_fails_that_attempt_without_a_poison_record():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = Envelope.build("wfo.size", ("abc",), queue="wfo-parse",
+                              workflow={"id": "wf-z", "task": 5, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id, dequeue_count=6))
+    [write] = client.writes
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert write.queue == "azjobs-workflows" and event["EventType"] == 6  # retried by its workflow's policy
+    assert event["Reason"].startswith("azjobs.MaxDequeueCountExceeded: message was dequeued 6 times")
+
+
+def test_a_worker_step_returning_the_reserved_shape_fails_that_attempt():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    forged = {"azjobs_step_cannot_run": {"reason": "unknown_job", "type": "x", "message": "y"}}
+    envelope = Envelope.build("wfo.echo", (forged,), queue="wfo-parse",
+                              workflow={"id": "wf-f", "task": 1, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    event = json.loads(decode_body(client.writes[0].text, "base64"))["event"]
+    assert event["EventType"] == 6 and "reserves for workflow steps that cannot run" in event["Reason"]
+
+
 def test_inside_a_function_app_status_comes_from_the_durable_client(monkeypatch):
     from azure.durable_functions import DurableOrchestrationClient
 
@@ -317,12 +434,9 @@ def test_inside_a_function_app_status_comes_from_the_durable_client(monkeypatch)
     info = asyncio.run(handle.status_async())
     assert info["status"] == "Completed" and info["output"] == 6 and info["source"] == "durable"
     assert info["updated"].startswith("2026-03-01T12:00:05")
-    pending = asyncio.run(azjobs.WorkflowHandle("nope", durable_client=DurableOrchestrationClient(hub.binding))
-                          .status_async())
-    assert pending["status"] == "Pending"
 
 
-def test_a_step_value_too_large_to_report_fails_the_step_and_says_why():
+def test_a_step_value_too_large_for_its_report_goes_to_a_blob_the_report_names():
     client = RecordingClient()
     executor = RecordingExecutor(registry=REG, client=client)
     envelope = Envelope.build("wfo.huge", (60_000,), queue="wfo-parse",
@@ -330,5 +444,21 @@ def test_a_step_value_too_large_to_report_fails_the_step_and_says_why():
     executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
     [write] = client.writes
     event = json.loads(decode_body(write.text, "base64"))["event"]
-    assert event["EventType"] == 6 and event["TaskScheduledId"] == 3
-    assert "too large for its report message" in event["Reason"] and "return a reference" in event["Reason"]
+    assert event["EventType"] == 5 and event["TaskScheduledId"] == 3 and "Result" not in event
+    assert event["ResultRef"].startswith("azjobs-payloads/workflow-results/")
+    assert json.loads(client.payloads.get(event["ResultRef"])) == "x" * 60_000
+
+
+def test_a_step_error_too_large_for_its_report_is_trimmed_so_the_workflow_hears_of_it():
+    client = RecordingClient()
+    executor = RecordingExecutor(registry=REG, client=client)
+    envelope = Envelope.build("wfo.loud", (20_000,), queue="wfo-parse",
+                              workflow={"id": "wf-loud", "task": 4, "queue": "azjobs-workflows"})
+    executor.execute(envelope.encode(), MessageInfo(queue="wfo-parse", message_id=envelope.id))
+    [write] = client.writes  # before: PayloadTooLargeError out of the core, the message redelivered for ever
+    event = json.loads(decode_body(write.text, "base64"))["event"]
+    assert event["EventType"] == 6 and event["TaskScheduledId"] == 4
+    assert event["Reason"].startswith("ValueError: 😀😀")
+    assert event["Reason"].endswith("(trimmed to fit the report message)")
+    assert event["Details"].startswith("… (trimmed to fit the report message)\n")
+    assert event["Details"].rstrip().endswith("😀")  # the traceback's last line: the error itself

@@ -122,3 +122,69 @@ def test_jobs_and_classes_have_s_and_si():
     assert Resize.s(1).to_node()["args"] == [1]
     assert Resize.si(1).to_node()["ignore_input"] is True
     assert Resize.job.s(2).to_node()["step"] == "wf.resize"
+
+
+# -- workflow ids: they key the history table, so Table Storage's key rules apply -------------------------------
+
+@pytest.mark.parametrize("bad", ["order/42", "a\\b", "a#b", "a?b", "tab\there", "nul\x00", "x" * 513,
+                                 "😀" * 257, ""])
+def test_an_id_no_workflow_can_have_is_refused_at_enqueue_and_nothing_is_sent(bad):
+    client = RecordingClient()
+    with pytest.raises(ConfigurationError) as refused:
+        azjobs.chain(fetch.s("u")).enqueue(client=client, id=bad)
+    assert "cannot be used" in str(refused.value) and client.writes == []
+
+
+@pytest.mark.parametrize("good", ["order-42", "Order 42 é", "😀" * 256, "x" * 512])
+def test_ids_table_storage_accepts_are_used_as_given(good):
+    client = RecordingClient()
+    handle = azjobs.chain(fetch.s("u")).enqueue(client=client, id=good)
+    assert handle.id == good == parse_message(decode_body(client.writes[0].text, "base64"))["id"]
+
+
+def test_a_start_message_with_an_id_no_workflow_can_have_is_refused_when_read():
+    body = json.dumps({"azjobs_workflow": 1, "kind": "start", "id": "order/42",
+                       "spec": {"id": "order/42", "root": {"sleep_s": 1}}})
+    with pytest.raises(EnvelopeError) as refused:
+        parse_message(body)
+    assert refused.value.reason == "bad_id" and "'/'" in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", [None, "", 42, b"id"])
+def test_a_handle_needs_a_non_empty_string_id(bad):
+    with pytest.raises(ValueError):
+        azjobs.WorkflowHandle(bad)
+
+
+def test_looking_up_an_id_no_workflow_can_have_raises_not_found_without_asking_storage():
+    handle = azjobs.WorkflowHandle("order/42", client=RecordingClient())
+    with pytest.raises(azjobs.WorkflowNotFoundError) as missing:
+        handle.status()
+    assert "no workflow can have the id 'order/42'" in str(missing.value) and missing.value.why
+    with pytest.raises(azjobs.WorkflowNotFoundError):
+        handle.result(timeout=5)
+    assert handle._store is None  # no table client was even made
+
+
+class FailingHistory:
+    def record_pending(self, *args):
+        raise ConnectionError("the table cannot be reached")
+
+
+def test_enqueue_sends_even_when_the_pending_row_cannot_be_written_and_its_handle_says_pending(caplog):
+    client = RecordingClient()
+    client.workflow_history = FailingHistory()
+    handle = azjobs.chain(fetch.s("u")).enqueue(client=client)
+    assert len(client.writes) == 1  # sent all the same
+    assert any(r.__dict__.get("action") == "workflow_pending_unavailable" for r in caplog.records)
+    handle._store = EmptyHistory()
+    assert handle.status()["status"] == "Pending"  # the handle knows it sent the start message
+
+
+class EmptyHistory:
+    table = "azjobsworkflows"
+
+    def load(self, workflow_id):
+        from azjobs.workflows.history import History
+
+        return History(workflow_id)

@@ -35,3 +35,15 @@ def test_the_status_command_renders_a_failed_workflow():
         "workflow w1: Failed", "steps: 0 done, 0 running, 1 failed; 0 timer(s); history 5 events",
         "  0.0      wf.broken                      failed   !! ValueError: broken step got 2"]
     assert text.endswith("error: ValueError: broken step got 2")
+
+
+def test_a_step_that_cannot_run_is_shown_failed_with_why():
+    from azjobs.workflows.history import cannot_run
+
+    step = {"job": "wf.gone", "path": "0.0", "args": [2]}
+    value = cannot_run("unknown_job", "azjobs.errors.UnknownJobError", "no job named 'wf.gone' is registered")
+    history = History("w2", [Episode(0, [task_scheduled(NOW, 0, ACTIVITY, step), task_completed(NOW, 0, value)],
+                                     [], True, "Running")])
+    [entry] = summary(history)["steps"]
+    assert (entry["state"], entry["error"]) == (
+        "failed", "azjobs.errors.UnknownJobError: step 0.0 (wf.gone) cannot run: no job named 'wf.gone' is registered")
