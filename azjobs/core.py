@@ -432,8 +432,8 @@ class Executor:
         first = env.first_failed_at or format_time(self.clock())
         if decision.should_retry:
             copy, delay = self.recorder.retry(env, info, decision.retry_in, first)
-            if reason != "unknown_job":
-                self.recorder.state.retrying(env, error, copy.attempt)  # after the copy is on the queue
+            # After the copy is on the queue; an unknown job's delivery counts as an attempt though nothing ran.
+            self.recorder.state.retrying(env, error, copy.attempt, attempted=reason == "unknown_job")
             log.info("job %s %s retry %d scheduled in %ss: %s: %s", env.job, env.id, copy.attempt, delay,
                      type(error).__name__, error,
                      extra={"action": "job_retry_scheduled", "job": env.job, "job_id": env.id, "queue": info.queue,

@@ -5,9 +5,10 @@ or duplicates a job: a store that cannot be reached is logged (``state_unavailab
 job runs; its record catches up with the next write that gets through (every write carries
 the job's identity, so it can recreate a missing entity).
 
-A job is tracked when any of these says so: its message (``options.track``, set by a
-producer with state on), its definition (``track=True``), or this process
-(``azjobs.configure(state=True)`` or ``AZJOBS_STATE=1``).
+Whether a job is tracked: its message says so first (``options.track``: True from a producer
+with state on, False from a call or job with ``track=False``), then its definition (``track=True``
+or ``track=False``; the default None follows on), then this process (``azjobs.configure(state=True)``
+or ``AZJOBS_STATE=1``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..secrets import describe, get_logger
 from .record import JobStatus
-from .store import Start, error_of
+from .store import Start, error_of, is_permanent
 
 if TYPE_CHECKING:
     from ..core import Executor, MessageInfo
@@ -41,6 +42,9 @@ _lock = threading.Lock()
 RUN = Start("run")
 # Outcome writes that failed (a Table outage) and are tried again after the next write that works.
 MAX_PENDING = 10_000
+# A kept write that fails this many times while the table answers others is given up (logged), so it
+# never holds the writes behind it.
+MAX_TRIES = 5
 
 
 def enable(on: bool = True) -> None:
@@ -70,16 +74,29 @@ def worker_id() -> str:
 
 
 def is_tracked(envelope: "Envelope | None", definition: "JobDefinition | None" = None, client: Any = None) -> bool:
+    """The message's ``track`` (set by its producer: True, or False for ``track=False``) first, then the
+    job's ``track`` (True or False; None follows on), then the client's and the process's setting."""
     if envelope is None:
         return False
-    if envelope.options and envelope.options.get(TRACK_OPTION) is True:
-        return True
-    if definition is not None and getattr(definition, "track", False):
-        return True
+    flag = envelope.options.get(TRACK_OPTION) if envelope.options else None
+    if isinstance(flag, bool):
+        return flag
+    track = getattr(definition, "track", None) if definition is not None else None
+    if isinstance(track, bool):
+        return track
     client_flag = getattr(client, "state", None)
     if isinstance(client_flag, bool):
         return client_flag
     return enabled()
+
+
+class _Kept:
+    """An outcome write kept for a later try."""
+
+    __slots__ = ("envelope", "what", "write", "tries")
+
+    def __init__(self, envelope: "Envelope", what: str, write: Callable[[], None]) -> None:
+        self.envelope, self.what, self.write, self.tries = envelope, what, write, 0
 
 
 class StateTracker:
@@ -87,7 +104,7 @@ class StateTracker:
 
     def __init__(self, owner: "Executor") -> None:
         self._owner = owner
-        self._pending: deque[tuple["Envelope", str, Callable[[], None]]] = deque(maxlen=MAX_PENDING)
+        self._pending: deque[_Kept] = deque(maxlen=MAX_PENDING)
         self._pending_lock = threading.Lock()
 
     @property
@@ -96,34 +113,69 @@ class StateTracker:
         return len(self._pending)
 
     def _outcome(self, envelope: "Envelope", what: str, write: Callable[[], None]) -> None:
-        """Write an outcome; if the store fails, keep it and try again after the next write that works."""
+        """Write an outcome; if the store fails, keep it and try again after the next write that works.
+
+        A write the table refused for good (``is_permanent``: the store already wrote its fallback, or
+        could not) is logged and never kept.
+        """
         try:
             write()
         except Exception as exc:
-            self._unavailable(envelope, what, exc)
-            with self._pending_lock:
-                self._pending.append((envelope, what, write))
-            return
+            if is_permanent(exc):
+                self._rejected(envelope, what, exc)
+            else:
+                self._unavailable(envelope, what, exc)
+                with self._pending_lock:
+                    self._pending.append(_Kept(envelope, what, write))
+                return
         self.flush()
 
     def flush(self) -> int:
-        """Try the outcome writes kept during an outage, oldest first; stops at the first that fails."""
+        """Try the outcome writes kept during an outage, oldest first; how many landed.
+
+        A pass stops when the table is unreachable again (the rest would fail the same way). A write
+        that fails while the table answers goes to the back of the queue, so it never blocks the ones
+        behind it, and is given up after ``MAX_TRIES`` such failures (``state_write_dropped``).
+        """
         done = 0
-        while True:
+        with self._pending_lock:
+            count = len(self._pending)
+        for _ in range(count):
             with self._pending_lock:
                 if not self._pending:
                     break
-                envelope, what, write = self._pending.popleft()
+                kept = self._pending.popleft()
             try:
-                write()
-            except Exception:
+                kept.write()
+            except Exception as exc:
+                if is_permanent(exc):
+                    self._rejected(kept.envelope, kept.what, exc)
+                    continue
+                store = self._store()
+                if store is not None and store.in_outage():
+                    with self._pending_lock:
+                        self._pending.appendleft(kept)
+                    break
+                kept.tries += 1
+                if kept.tries >= MAX_TRIES:
+                    log.error("job state of %s %s given up after %d tries (%s): %s; its record may lag",
+                              kept.envelope.job, kept.envelope.id, kept.tries, kept.what, describe(exc),
+                              extra={"action": "state_write_dropped", "job": kept.envelope.job,
+                                     "job_id": kept.envelope.id, "what": kept.what})
+                    continue
                 with self._pending_lock:
-                    self._pending.appendleft((envelope, what, write))
-                break
+                    self._pending.append(kept)
+                continue
             done += 1
-            log.info("job state of %s %s caught up (%s)", envelope.job, envelope.id, what,
-                     extra={"action": "state_reconciled", "job": envelope.job, "job_id": envelope.id, "what": what})
+            log.info("job state of %s %s caught up (%s)", kept.envelope.job, kept.envelope.id, kept.what,
+                     extra={"action": "state_reconciled", "job": kept.envelope.job, "job_id": kept.envelope.id,
+                            "what": kept.what})
         return done
+
+    def _rejected(self, envelope: "Envelope", what: str, exc: BaseException) -> None:
+        log.error("job state of %s %s refused by the table (%s): %s; not tried again", envelope.job, envelope.id,
+                  what, describe(exc),
+                  extra={"action": "state_rejected", "job": envelope.job, "job_id": envelope.id, "what": what})
 
     def _store(self) -> "StateStore | None":
         return getattr(self._owner.client, "state_store", None)
@@ -180,14 +232,17 @@ class StateTracker:
             return
         self._outcome(envelope, "successful", lambda: store.succeeded(envelope, value))
 
-    def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int) -> None:
+    def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int, *,
+                 attempted: bool = False) -> None:
+        """RETRYING; ``attempted`` for a delivery that counts as an attempt though the job never started."""
         if not self._tracked(envelope):
             return
         store = self._store()
         if store is None:
             return
         recorded = error_of(error)
-        self._outcome(envelope, "retrying", lambda: store.retrying(envelope, recorded, next_attempt))
+        self._outcome(envelope, "retrying",
+                      lambda: store.retrying(envelope, recorded, next_attempt, attempted=attempted))
 
     def dead_lettered(self, envelope: "Envelope | None", info: "MessageInfo", error_info: "ErrorInfo",
                       error: BaseException | None) -> None:
@@ -201,8 +256,9 @@ class StateTracker:
         recorded = error_of(error) if error is not None else error_of(
             None, class_path=error_info.type, message=error_info.message, traceback=error_info.traceback)
         message_id = info.message_id
+        attempted = error_info.reason == "unknown_job"
         self._outcome(envelope, status.value.lower(),
-                      lambda: store.dead_lettered(envelope, recorded, status, message_id))
+                      lambda: store.dead_lettered(envelope, recorded, status, message_id, attempted=attempted))
 
 
 __all__ = ["ENV_FLAG", "StateTracker", "enable", "enabled", "is_tracked", "worker_id"]

@@ -291,11 +291,12 @@ def test_status_and_prune_commands(state_client, state_table, queue_name):
     code, out, err = run("status", "no-such-job", "--table", state_table)
     assert code == 1 and out == "" and "no record of job 'no-such-job'" in err
     code, out, _ = run("state", "prune", "--table", state_table)
-    assert (code, out) == (0, f"pruned 0 record(s) past their retention from table {state_table}\n")
+    assert (code, out) == (0, f"pruned 0 record(s) past their retention (finished ones only) and 0 expired unique "
+                              f"key(s) from table {state_table}\n")
     code, out, _ = run("state", "prune", "--older-than", "1s", "--table", state_table)
     time.sleep(1.1)
     code, out, _ = run("state", "prune", "--older-than", "1s", "--table", state_table)
-    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01")
+    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01 (finished ones only)")
     assert run("status", job_id, "--table", state_table)[0] == 1
     with pytest.raises(SystemExit) as usage:
         run("state", "prune", "--older-than", "soon")
@@ -324,7 +325,63 @@ def test_recent_and_prune_on_table_storage(connection_string, state_table):
         assert [r.id for r in store.recent(status=JobStatus.READY)] == [first.id]
         assert store.prune() == 0
         time.sleep(1.2)
-        assert store.prune() == 2 and store.recent() == []
+        assert store.prune() == 1 and [r.id for r in store.recent()] == [first.id]  # READY stays
+        assert store.prune(include_unfinished=True) == 1 and store.recent() == []
     finally:
         store.table.delete_table()
         store.close()
+
+
+# -- issue #22: prune keeps what still holds a job (11) ----------------------------------------------
+def test_prune_older_than_keeps_a_delayed_ready_job_and_its_key_so_a_duplicate_is_refused(state_client, state_table,
+                                                                                          queue_name, raw_queue):
+    from azjobs import cli
+    from tests.integration.drivers import RunnerDriver
+
+    reg = registry_for(queue_name)
+    delayed = reg.get("state.quick").options(queue=queue_name, unique=True, delay=3600).enqueue("later")
+    done = reg.get("state.quick").options(queue=queue_name).enqueue("now")
+    RunnerDriver(state_client, queue_name, reg).run_until(lambda: runs.get("now") == 1)
+    time.sleep(1.1)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(["state", "prune", "--older-than", "1s", "--table", state_table, *argv], stdout=out,
+                        stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, err = run("--dry-run")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].startswith(f"would delete record {done}  state.quick  SUCCESSFUL  updated 20")
+    assert out.splitlines()[1] == (f"dry run: would prune 1 record(s) not updated for 0:00:01 (finished ones only) "
+                                   f"and 0 expired unique key(s) from table {state_table}; nothing was deleted")
+    assert azjobs.result(done).status is JobStatus.SUCCESSFUL  # the dry run deleted nothing
+    code, out, _ = run()
+    assert (code, out) == (0, f"pruned 1 record(s) not updated for 0:00:01 (finished ones only) and 0 expired unique "
+                              f"key(s) from table {state_table}\n")
+    with pytest.raises(azjobs.JobNotFoundError):
+        azjobs.result(done)
+    assert azjobs.result(delayed).status is JobStatus.READY
+    again = reg.get("state.quick").options(queue=queue_name, unique=True, delay=3600).enqueue("later")
+    assert again == delayed  # its key is still held: the duplicate is not sent
+    assert raw_queue(queue_name).get_queue_properties().approximate_message_count == 1
+    code, out, _ = run("--include-unfinished", "--dry-run")
+    assert out.splitlines()[0].startswith(f"would delete record {delayed}  state.quick  READY  updated 20")
+    code, out, _ = run("--include-unfinished")
+    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01 and 0 expired unique key(s)")
+    with pytest.raises(azjobs.JobNotFoundError):
+        azjobs.result(delayed)
+
+
+# -- issue #22: an id no key can hold (9) ----------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["a/b", "a#b", "a?b", "a\\b", "a\tb", "a\x7fb", "x" * 513, "😀" * 257])
+def test_a_bad_id_is_not_found_and_the_next_valid_lookup_still_works_at_once(state_client, queue_name, bad):
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.quick").options(queue=queue_name).enqueue("ok")
+    with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id") as raised:
+        azjobs.result(bad)
+    assert raised.value.why and raised.value.job_id == bad
+    with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id"):
+        azjobs.wait(bad, timeout=1)
+    assert azjobs.result(job_id).status is JobStatus.READY  # no outage pause: the table was never asked
+    assert not state_client.state_store.in_outage()

@@ -197,7 +197,7 @@ def test_bad_state_call_options_fail_when_given(options, message):
 
 
 def test_bad_track_job_option_fails_at_declaration():
-    with pytest.raises(ConfigurationError, match="track= takes True or False"):
+    with pytest.raises(ConfigurationError, match="track= takes True, False or None"):
         azjobs.job(queue="st-q", registry=Registry(), track="on")(add.fn)
 
 
@@ -527,7 +527,8 @@ def test_prune_deletes_what_is_past_its_retention():
     now[0] += timedelta(days=2)
     assert store.prune() == 1
     assert store.get(old.id) is None and store.get(young.id) is not None
-    assert store.prune(timedelta(days=1)) == 1 and store.get(young.id) is None
+    assert store.prune(timedelta(days=1)) == 0 and store.get(young.id) is not None  # READY: unfinished
+    assert store.prune(timedelta(days=1), include_unfinished=True) == 1 and store.get(young.id) is None
 
 
 def test_retention_must_be_positive():
@@ -591,3 +592,185 @@ def test_a_delivery_whose_own_running_write_was_applied_but_unanswered_runs():
     assert client.state_store.get(job_id).status is JobStatus.SUCCESSFUL
     record = client.state_store.get(job_id)
     assert record.attempts == 1 and record.worker_ids == [tracker.worker_id()]  # one start, written once
+
+
+# -- issue #22: unique keys on bound arguments (10) --------------------------------------------
+@azjobs.job(queue="st-q", registry=reg, name="st.sync", unique=True)
+def sync(a, b=0):
+    calls.append(("sync", a, b))
+
+
+@azjobs.job(queue="st-q", registry=reg, name="st.spread", unique=True)
+def spread(first, *rest, flag=False, **extra):
+    calls.append(("spread", first, rest, flag, extra))
+
+
+class Reindex(azjobs.Job):
+    queue = "st-q"
+    registry = reg
+    name = "st.reindex"
+    unique = True
+
+    def perform(self, index, full=False):
+        calls.append(("reindex", index, full))
+
+
+def test_unique_true_keys_on_the_arguments_bound_to_the_signature_with_defaults():
+    client, _ = setup(state=False)
+    first = sync.options(client=client).enqueue(1, 2)
+    assert sync.options(client=client).enqueue(a=1, b=2) == first
+    assert sync.options(client=client).enqueue(1, b=2) == first
+    five = sync.options(client=client).enqueue(5)
+    assert sync.options(client=client).enqueue(5, 0) == five and sync.options(client=client).enqueue(a=5, b=0) == five
+    assert five != first and sync.options(client=client).enqueue(5, 1) not in (first, five)
+    assert len(client.sent) == 3
+
+
+def test_unique_true_binds_star_args_and_keywords_and_class_jobs_too():
+    client, _ = setup(state=False)
+    first = spread.options(client=client).enqueue(1, 2, 3)
+    assert spread.options(client=client).enqueue(1, 2, 3, flag=False) == first
+    assert spread.options(client=client).enqueue(1, 3, 2) != first  # *rest keeps its order
+    keyword = spread.options(client=client).enqueue(1, x=1, y=2)
+    assert spread.options(client=client).enqueue(1, y=2, x=1) == keyword
+    assert keyword != first
+    index = Reindex.options(client=client).enqueue("orders")
+    assert Reindex.options(client=client).enqueue(index="orders", full=False) == index
+    assert Reindex.options(client=client).enqueue("orders", True) != index
+    assert len(client.sent) == 5
+
+
+# -- issue #22: prune keeps unfinished records and held keys (11) --------------------------------
+def test_prune_older_than_keeps_a_delayed_ready_job_and_its_unique_key():
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    client, executor = setup(state=False)
+    client.state_store = memory_store(clock=lambda: now[0])
+    store = client.state_store
+    delayed = sync.options(client=client, delay=timedelta(days=3)).enqueue(9)
+    done = enqueue(client, add, 1, 1, track=True)
+    store.succeeded(client.sent[-1][0], 2)
+    now[0] += timedelta(days=2)  # both older than one day; the delayed job is not due yet
+    assert [(item.kind, item.row) for item in store.prunable(timedelta(days=1))] == [("record", done)]
+    assert store.prune(timedelta(days=1)) == 1
+    assert store.get(delayed).status is JobStatus.READY and store.get(done) is None
+    assert sync.options(client=client).enqueue(9) == delayed and len(client.sent) == 2  # still held: not sent
+    unfinished = store.prunable(timedelta(days=1), include_unfinished=True)
+    assert [(item.kind, item.row) for item in unfinished] == [("record", delayed)]  # the key is not expired
+    assert store.prune(timedelta(days=1), include_unfinished=True) == 1 and store.get(delayed) is None
+
+
+def test_prune_deletes_an_expired_unique_key_only_once_its_job_finished():
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    store = memory_store(clock=lambda: now[0])
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q")
+    store.enqueued(envelope)
+    assert store.claim_unique("k", envelope.id, timedelta(hours=1)) is None
+    now[0] += timedelta(hours=2)  # expired, but its job is READY
+    assert [item.kind for item in store.prunable(timedelta(minutes=1))] == []
+    assert [item.kind for item in store.prunable(timedelta(minutes=1), include_unfinished=True)] == \
+        ["record", "unique"]
+    store.succeeded(envelope, 3)
+    now[0] += timedelta(hours=1)
+    assert sorted(item.kind for item in store.prunable(timedelta(minutes=1))) == ["record", "unique"]
+    assert store.prune(timedelta(minutes=1)) == 2 and store.table.entities == {}
+
+
+# -- issue #22: track tri-state, requeue, unknown jobs (14) ----------------------------------------
+@azjobs.job(queue="st-q", registry=reg, name="st.untracked", track=False)
+def untracked(x):
+    calls.append(("untracked", x))
+    return x
+
+
+def test_track_false_on_a_job_is_never_tracked_even_with_state_on_for_the_process():
+    client, executor = setup(state=None)
+    azjobs.state.enable(True)
+    job_id = untracked.options(client=client).enqueue(1)
+    assert client.state_store.table.calls == {}  # no READY record
+    assert client.sent[-1][0].options.get("track") is False
+    assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
+    assert client.state_store.get(job_id) is None and client.state_store.table.calls == {"get_entity": 1}
+    tracked_id = untracked.options(client=client, track=True).enqueue(2)  # the call wins
+    executor.execute(*delivery(client, message_id="m-2"))
+    assert client.state_store.get(tracked_id).status is JobStatus.SUCCESSFUL
+
+
+def test_track_false_on_a_call_is_not_tracked_by_a_worker_with_state_on():
+    client, executor = setup(state=None)
+    azjobs.state.enable(True)
+    job_id = add.options(client=client, track=False).enqueue(1, 2)
+    assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
+    assert calls == [("add", 1, 2)] and client.state_store.table.entities == {}
+    assert client.state_store.get(job_id) is None
+
+
+def plain():
+    return None
+
+
+def test_unique_with_track_false_is_refused():
+    with pytest.raises(ConfigurationError, match="unique=True needs job state"):
+        azjobs.job(queue="st-q", registry=Registry(), name="st.both", unique=True, track=False)(plain)
+    with pytest.raises(ConfigurationError, match="a unique job is tracked"):
+        add.options(unique_key="k", track=False)
+
+
+def test_a_requeued_poison_record_clears_the_old_finish_time():
+    client, executor = setup()
+    job_id = enqueue(client, flaky, "x")
+    body, info = delivery(client)
+    for number in range(1, 4):  # three attempts: FAILED
+        result = executor.execute(body, info)
+        if result.outcome is Outcome.RETRY_SCHEDULED:
+            body, info = rerun_copy(client, message_id=f"m-{number + 1}")
+    failed = client.state_store.get(job_id)
+    assert failed.status is JobStatus.FAILED and failed.finished_at is not None
+    replay = Envelope.decode(body).evolve(attempt=1, first_failed_at=None)  # what `azjobs poison requeue` sends
+    executor.execute(replay.encode(), MessageInfo(queue="st-q", message_id="m-replayed"))
+    retrying = client.state_store.get(job_id)
+    assert retrying.status is JobStatus.RETRYING and retrying.finished_at is None
+    assert retrying.attempts == 4 and len(retrying.errors) == 4
+
+
+def test_an_unknown_jobs_retries_update_its_record_with_attempts_and_the_error():
+    client, executor = setup()
+    envelope = Envelope.build("st.not-deployed-yet", (1,), queue="st-q", options={"track": True})
+    client.state_store.enqueued(envelope)
+    body, info = envelope.encode(), MessageInfo(queue="st-q", message_id="m-1")
+    assert executor.execute(body, info).outcome is Outcome.RETRY_SCHEDULED
+    record = client.state_store.get(envelope.id)
+    assert record.status is JobStatus.RETRYING and record.attempts == 1
+    assert record.errors[-1].exception_class_path == "azjobs.errors.UnknownJobError"
+    assert "no job named 'st.not-deployed-yet'" in record.errors[-1].message
+    for number in range(2, 20):
+        result = executor.execute(*rerun_copy(client, message_id=f"m-{number}"))
+        if result.outcome is not Outcome.RETRY_SCHEDULED:
+            break
+        assert client.state_store.get(envelope.id).attempts == number
+    assert result.outcome is Outcome.DEAD_LETTERED
+    record = client.state_store.get(envelope.id)
+    assert record.status is JobStatus.DEAD_LETTERED and record.attempts == number and record.finished_at
+
+
+# -- issue #22: ids no key can hold (9) -------------------------------------------------------------
+@pytest.mark.parametrize("bad,why", [("a/b", "'/'"), ("a#b", "'#'"), ("a?b", "'?'"), ("a\\b", "'\\\\'"),
+                                     ("a\x07b", "U\\+0007"), ("a\x85b", "U\\+0085"),
+                                     ("😀" * 257, "514 UTF-16 units")])
+def test_an_id_no_key_can_hold_is_not_found_without_a_table_call(bad, why):
+    client, _ = setup()
+    with pytest.raises(azjobs.JobNotFoundError, match=why):
+        azjobs.result(bad, client=client)
+    with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id"):
+        azjobs.wait(bad, timeout=1, client=client)
+    assert client.state_store.get(bad) is None
+    assert client.state_store.table.calls == {}
+
+
+def test_a_message_whose_id_no_key_can_hold_runs_untracked_and_keeps_nothing_pending(caplog):
+    client, executor = setup()
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q").evolve(id="from/elsewhere")
+    with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+        result = executor.execute(envelope.encode(), MessageInfo(queue="st-q", message_id="m-1"))
+    assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
+    assert executor.recorder.state.pending == 0 and client.state_store.table.calls == {}
+    assert any(r.action == "state_rejected" for r in caplog.records)
