@@ -207,7 +207,7 @@ class StateTracker:
                                 worker_id=getattr(info, "worker_id", None) or worker_id(),
                                 etag=etag if isinstance(etag, str) else None)
         except Exception as exc:
-            self._unavailable(envelope, "running", exc)
+            (self._rejected if is_permanent(exc) else self._unavailable)(envelope, "running", exc)
             return RUN
         return start
 

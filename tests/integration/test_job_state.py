@@ -21,6 +21,7 @@ from azjobs.message import Envelope
 from azjobs.settings import QueueSettings
 from azjobs.state import tracker
 from azjobs.state.record import JobStatus
+from azjobs.state.store import partition_of
 from devtools.proxy import FaultProxy
 from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
                                      receive_one)
@@ -55,8 +56,17 @@ def broken(key: str) -> None:
     raise KeyError(f"no such thing: {key}")
 
 
+EMOJI = "😀" * 20_000  # 20,000 characters, 40,000 UTF-16 units: over a Table string property
+
+
+def emoji(key: str) -> str:
+    _ran(key)
+    return EMOJI
+
+
 def registry_for(queue: str) -> azjobs.Registry:
     reg = azjobs.Registry()
+    azjobs.job(queue=queue, registry=reg, name="state.emoji")(emoji)
     azjobs.job(queue=queue, registry=reg, name="state.blocking")(blocking)
     azjobs.job(queue=queue, registry=reg, name="state.quick")(quick)
     azjobs.job(queue=queue, registry=reg, name="state.broken", max_retries=1, retry=azjobs.Fixed(0, max_retries=1))(
@@ -385,3 +395,86 @@ def test_a_bad_id_is_not_found_and_the_next_valid_lookup_still_works_at_once(sta
         azjobs.wait(bad, timeout=1)
     assert azjobs.result(job_id).status is JobStatus.READY  # no outage pause: the table was never asked
     assert not state_client.state_store.in_outage()
+
+
+# -- issue #22: Table limits in UTF-16 units, and what the table refuses (6) ----------------------------
+@pytest.mark.parametrize("path", ["runner", "functions"])
+def test_a_return_value_of_20000_emoji_is_kept_in_a_blob_and_the_record_is_successful(path, state_client, queue_name):
+    from tests.integration.drivers import DRIVERS
+
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.emoji").options(queue=queue_name).enqueue("e")
+    driver = DRIVERS[path](state_client, queue_name, reg)
+    driver.run_until(lambda: runs.get("e") == 1 and driver.results)
+    assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED]
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.return_value == EMOJI
+    assert driver.executor.recorder.state.pending == 0  # nothing left for a catch-up queue
+    entity = state_client.state_store.table.get_entity(partition_of(job_id), job_id)
+    assert entity["ReturnValue"] == "" and entity["ReturnValueRef"] == f"azjobs-payloads/results/{job_id}.json"
+
+
+# What Table Storage answers to a transaction one of whose writes has a string property over 64 KiB:
+# the transaction's 202, with the refused write's own 400 inside it.
+REFUSED_BATCH = (
+    b"--batchresponse_5c0f6f1e-0000-4000-8000-000000000001\r\n"
+    b"Content-Type: multipart/mixed; boundary=changesetresponse_5c0f6f1e-0000-4000-8000-000000000002\r\n\r\n"
+    b"--changesetresponse_5c0f6f1e-0000-4000-8000-000000000002\r\n"
+    b"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    b"HTTP/1.1 400 Bad Request\r\nX-Content-Type-Options: nosniff\r\nContent-ID: 1\r\n"
+    b"DataServiceVersion: 3.0;\r\nContent-Type: application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
+    b"\r\n\r\n"
+    b'{"odata.error":{"code":"PropertyValueTooLarge","message":{"lang":"en-US","value":"0:The property value '
+    b"exceeds the maximum allowed size (64KB). If the property value is a string, it is UTF-16 encoded and the "
+    b'maximum number of characters should be 32K or less.\\nRequestId:1f3c9d2e-7002-0041-1f1e-0a6b3c000000\\n'
+    b'Time:2026-12-04T21:40:00.0000000Z"}}}\r\n'
+    b"--changesetresponse_5c0f6f1e-0000-4000-8000-000000000002--\r\n"
+    b"--batchresponse_5c0f6f1e-0000-4000-8000-000000000001--\r\n"
+)
+
+
+def test_a_successful_write_the_table_refuses_ends_as_a_fallback_record_never_pending(azurite, connection_string,
+                                                                                     state_table, queue_name, caplog):
+    import logging
+    import re
+
+    from tests.integration.drivers import RunnerDriver
+
+    proxy = FaultProxy(azurite.table_port).start()
+    try:
+        through_proxy = re.sub(r"(TableEndpoint=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{proxy.port}",
+                               connection_string)
+        client = Client(through_proxy, state=True, state_table=state_table)
+        reg = registry_for(queue_name)
+
+        def refused(key: str) -> str:
+            # While it runs (its RUNNING write landed), the table's next transaction answer is a refusal.
+            proxy.fail("POST", path_contains="$batch", status=202, times=1, body=REFUSED_BATCH,
+                       content_type="multipart/mixed; boundary=batchresponse_5c0f6f1e-0000-4000-8000-000000000001",
+                       error_code="")
+            return quick(key)
+
+        reg.register(azjobs.JobDefinition(name="state.refused", queue=queue_name, call=refused, signature_of=refused,
+                                          target_id="state.refused"))
+        job_id = reg.get("state.refused").options(queue=queue_name, client=client).enqueue("r")
+        driver = RunnerDriver(client, queue_name, reg)
+        with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+            driver.run_until(lambda: runs.get("r") == 1 and driver.results)
+        assert proxy.faults["POST"] == 1, "the refusal was not injected: the test proved nothing"
+        actions = [getattr(r, "action", None) for r in caplog.records]
+        assert "state_return_value_dropped" in actions
+        assert "state_unavailable" not in actions and "state_reconciled" not in actions  # never kept for later
+        assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED]
+        assert driver.executor.recorder.state.pending == 0
+        record = client.state_store.get(job_id)
+        assert record.status is JobStatus.SUCCESSFUL and record.return_value is None and record.finished_at
+        entity = client.state_store.table.get_entity(partition_of(job_id), job_id)
+        assert "the return value was not kept: the table refused it" in entity["ReturnValueNote"]
+        assert "PropertyValueTooLarge" in entity["ReturnValueNote"]
+        client.close()
+    finally:
+        proxy.stop()
+        try:
+            azjobs.Client(connection_string).connection.table_service().delete_table(state_table)
+        except Exception:
+            pass

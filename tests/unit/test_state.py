@@ -774,3 +774,90 @@ def test_a_message_whose_id_no_key_can_hold_runs_untracked_and_keeps_nothing_pen
     assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
     assert executor.recorder.state.pending == 0 and client.state_store.table.calls == {}
     assert any(r.action == "state_rejected" for r in caplog.records)
+
+
+# -- issue #22: Table limits in UTF-16 units; refusals and the catch-up queue (6) --------------------
+@azjobs.job(queue="st-q", registry=reg, name="st.emoji")
+def emoji():
+    return "😀" * 20_000  # 20,000 characters, 40,000 UTF-16 units
+
+
+def test_a_return_value_of_20000_emoji_goes_to_blob_storage_and_the_record_is_successful():
+    client, executor = setup()
+    job_id = enqueue(client, emoji)
+    assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
+    record = client.state_store.get(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.return_value == "😀" * 20_000
+    assert executor.recorder.state.pending == 0
+
+
+def test_arguments_of_20000_emoji_are_not_kept_on_the_ready_record_but_the_record_is_written():
+    client, _ = setup()
+    job_id = enqueue(client, add, "😀" * 20_000, "x")
+    record = client.state_store.get(job_id)
+    assert record.status is JobStatus.READY and record.args == []  # over a property in UTF-16: not kept
+
+
+def test_errors_of_emoji_are_trimmed_in_utf16_units_so_the_table_takes_the_retrying_record():
+    store = memory_store()
+    envelope = Envelope.build("st.flaky", ("x",), queue="st-q")
+    store.enqueued(envelope)
+    error = JobError("builtins.ValueError", "😀" * 2_000, "😀" * 6_000)  # 16,000 UTF-16 units, 8,000 characters
+    for attempt in range(2, 7):
+        store.retrying(envelope, error, attempt)  # 400 PropertyValueTooLarge if counted in characters
+    record = store.get(envelope.id)
+    assert record.status is JobStatus.RETRYING and record.errors[-1] == error
+
+
+class RefusingTable(MemoryTable):
+    """A table whose writes of some rows fail: ``refuse[row] = status`` (403: not permanent; 400: permanent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: dict[str, int] = {}
+
+    def _store(self, entity):
+        status = self.refuse.get(entity["RowKey"])
+        if status is not None:
+            from azjobs.state.testing import _error
+
+            code = "AuthorizationFailure" if status == 403 else "PropertyValueTooLarge"
+            raise _error("HttpResponseError", status, f"refused ({code})", code)
+        return super()._store(entity)
+
+
+def test_a_kept_write_that_keeps_failing_does_not_block_the_ones_behind_it(caplog):
+    client, executor = setup()
+    client.state_store = memory_store(table=RefusingTable())
+    table = client.state_store.table
+    ids = [enqueue(client, add, n, n) for n in range(3)]
+    table.down = True
+    for index in range(3):
+        executor.execute(*delivery(client, index, message_id=f"m-{index}"))
+    assert executor.recorder.state.pending == 3
+    table.down = False
+    client.state_store._outage_until = 0  # the pause after a failed connect is over
+    table.refuse[ids[0]] = 403  # the oldest kept write fails on its own while the table answers
+    with caplog.at_level(logging.INFO, logger="azjobs.state"):
+        assert executor.recorder.state.flush() == 2
+        assert [client.state_store.get(i).status for i in ids[1:]] == [JobStatus.SUCCESSFUL] * 2
+        assert executor.recorder.state.pending == 1
+        for _ in range(10):
+            executor.recorder.state.flush()
+    assert executor.recorder.state.pending == 0  # given up after MAX_TRIES, logged
+    assert [r for r in caplog.records if getattr(r, "action", None) == "state_write_dropped"]
+
+
+def test_an_outcome_the_table_refuses_for_good_writes_a_fallback_and_is_never_kept(caplog):
+    client, executor = setup()
+    client.state_store = memory_store(table=RefusingTable())
+    job_id = enqueue(client, flaky, "x")
+    client.state_store.table.refuse[job_id] = 400
+    with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+        executor.execute(*delivery(client))  # RUNNING and RETRYING refused: the job runs, nothing is kept
+    assert executor.recorder.state.pending == 0
+    assert [r for r in caplog.records if getattr(r, "action", None) == "state_rejected"]
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "state_unavailable"]
+    enqueue(client, add, 1, 2)
+    executor.execute(*delivery(client, message_id="m-2"))  # no kept write is tried before this start
+    assert client.state_store.table.calls.get("get_entity", 0) >= 1 and executor.recorder.state.pending == 0
