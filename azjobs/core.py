@@ -77,6 +77,9 @@ class MessageInfo:
     pop_receipt: str | None = None
     # Who runs it, for job state: the Functions invocation id; None means "host:pid".
     worker_id: str | None = None
+    # Whether this delivery still holds its message (job state keeps a running job's record lease
+    # while it does: azjobs/state/running.py); None: for as long as the run lasts.
+    held: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

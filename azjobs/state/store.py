@@ -110,6 +110,7 @@ class Start:
     why: str = ""
     defer_s: int = 0
     etag: str | None = None
+    lease_until: datetime | None = None  # a run's RUNNING lease, as written (azjobs.state.running extends it)
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -535,7 +536,7 @@ class StateStore:
             fast = {key: running[key] for key in _RUNNING_CHANGES}
             fast.update(StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
-                return Start("run", etag=self._merge(fast, etag))
+                return Start("run", etag=self._merge(fast, etag), lease_until=running["LeaseUntil"])
             except Exception as exc:
                 if not _is(exc, 404, 412):
                     raise
@@ -545,7 +546,8 @@ class StateStore:
                 fresh = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]), Errors="[]")
                 try:
                     answer = self._write("create_entity", fresh)
-                    return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None)
+                    return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None,
+                                 lease_until=running["LeaseUntil"])
                 except Exception as exc:
                     if _is(exc, 409):
                         continue
@@ -554,7 +556,8 @@ class StateStore:
             if decision.action != "run":
                 return decision
             if decision.why == OWN_WRITE:  # already RUNNING for this delivery: nothing more to write
-                return Start("run", why=OWN_WRITE, etag=entity.metadata["etag"])
+                return Start("run", why=OWN_WRITE, etag=entity.metadata["etag"],
+                             lease_until=_aware(entity.get("LeaseUntil")) or now)
             workers = list(_loads(entity.get("WorkerIds"), []))[-(MAX_WORKER_IDS - 1):] + [worker_id]
             update = dict(running, Attempts=int(entity.get("Attempts") or 0) + 1, WorkerIds=_dumps(workers))
             if not entity.get("StartedAt"):
@@ -568,11 +571,45 @@ class StateStore:
             try:
                 answer = self._call("update_entity", update, mode=mode, etag=entity.metadata["etag"],
                                     match_condition=MatchConditions.IfNotModified)
-                return Start("run", why=decision.why, etag=answer.get("etag") if isinstance(answer, dict) else None)
+                return Start("run", why=decision.why, etag=answer.get("etag") if isinstance(answer, dict) else None,
+                             lease_until=running["LeaseUntil"])
             except Exception as exc:
                 if not _is(exc, 404, 412):
                     raise
-        return Start("run", why="the record kept changing; running without a conditional start")
+        return Start("run", why="the record kept changing; running without a conditional start",
+                     lease_until=running["LeaseUntil"])
+
+    def extend_lease(self, job_id: str, *, message_id: str, dequeue_count: int,
+                     etag: str | None = None) -> tuple[str | None, datetime] | None:
+        """Push a running delivery's RUNNING lease ``RUNNING_LEASE`` ahead; its new ETag and lease end.
+
+        Conditional on ``etag`` (the record as this run last wrote it); on a mismatch the record is
+        read, and extended only while it is still RUNNING for this delivery (message id and dequeue
+        count). None when it is not: the run no longer owns the record, and nothing is written.
+        """
+        from azure.core import MatchConditions
+
+        now = self.clock()
+        until = now + RUNNING_LEASE
+        update = {"PartitionKey": partition_of(job_id), "RowKey": job_id, "LeaseUntil": until}
+        if etag:
+            try:
+                return self._merge(update, etag), until
+            except Exception as exc:
+                if not _is(exc, 404, 412):
+                    raise
+        entity = self._get(job_id)
+        if entity is None or entity.get("Status") != JobStatus.RUNNING.value or \
+                entity.get("MessageId") != message_id or int(entity.get("DequeueCount") or 0) != dequeue_count:
+            return None
+        try:
+            answer = self._call("update_entity", update, mode=_merge(), etag=entity.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+        except Exception as exc:
+            if _is(exc, 404, 412):
+                return None
+            raise
+        return (answer.get("etag") if isinstance(answer, dict) else None), until
 
     def _decide(self, entity: Any, envelope: "Envelope", message_id: str, dequeue_count: int,
                 now: datetime) -> Start:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..secrets import describe, get_logger
 from .record import JobStatus
+from .running import RunningJobs
 from .store import Start, error_of, is_permanent
 
 if TYPE_CHECKING:
@@ -106,6 +108,7 @@ class StateTracker:
         self._owner = owner
         self._pending: deque[_Kept] = deque(maxlen=MAX_PENDING)
         self._pending_lock = threading.Lock()
+        self.running = RunningJobs(self._store)  # tracked runs of this process: their leases kept ahead
 
     @property
     def pending(self) -> int:
@@ -209,7 +212,18 @@ class StateTracker:
         except Exception as exc:
             (self._rejected if is_permanent(exc) else self._unavailable)(envelope, "running", exc)
             return RUN
+        if start.action == "run":
+            self.running.add(envelope, info.message_id, info.dequeue_count, start.etag, start.lease_until,
+                             getattr(info, "held", None) or self._until_timeout())
         return start
+
+    def _until_timeout(self) -> Callable[[], bool]:
+        """For a runner that says nothing of its message: held until the job timeout (functionTimeout)."""
+        limit = getattr(self._owner.settings, "function_timeout", None)
+        if limit is None:
+            return lambda: True
+        deadline = time.monotonic() + limit.total_seconds()
+        return lambda: time.monotonic() < deadline
 
     def finished(self, envelope: "Envelope | None") -> bool:
         """True if the record says SUCCESSFUL (checked before a redelivery is dead-lettered)."""
@@ -225,6 +239,7 @@ class StateTracker:
             return False
 
     def succeeded(self, envelope: "Envelope", definition: "JobDefinition", value: Any) -> None:
+        self.running.end(envelope.id)
         if not self._tracked(envelope, definition):
             return
         store = self._store()
@@ -235,6 +250,7 @@ class StateTracker:
     def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int, *,
                  attempted: bool = False) -> None:
         """RETRYING; ``attempted`` for a delivery that counts as an attempt though the job never started."""
+        self.running.end(envelope.id)
         if not self._tracked(envelope):
             return
         store = self._store()
@@ -247,6 +263,8 @@ class StateTracker:
     def dead_lettered(self, envelope: "Envelope | None", info: "MessageInfo", error_info: "ErrorInfo",
                       error: BaseException | None) -> None:
         """FAILED when the job's own code raised on its last attempt, else DEAD_LETTERED."""
+        if envelope is not None:
+            self.running.end(envelope.id)
         if envelope is None or not self._tracked(envelope):
             return
         store = self._store()

@@ -300,6 +300,8 @@ def test_status_and_prune_commands(state_client, state_table, queue_name):
     assert code == 0 and "status        SUCCESSFUL" in out and 'return value  "CLI"' in out
     code, out, err = run("status", "no-such-job", "--table", state_table)
     assert code == 1 and out == "" and "no record of job 'no-such-job'" in err
+    code, out, err = run("status", "a/b", "--table", state_table)
+    assert code == 1 and out == "" and "no job can have the id 'a/b': it contains '/'" in err
     code, out, _ = run("state", "prune", "--table", state_table)
     assert (code, out) == (0, f"pruned 0 record(s) past their retention (finished ones only) and 0 expired unique "
                               f"key(s) from table {state_table}\n")
@@ -478,3 +480,100 @@ def test_a_successful_write_the_table_refuses_ends_as_a_fallback_record_never_pe
             azjobs.Client(connection_string).connection.table_service().delete_table(state_table)
         except Exception:
             pass
+
+
+# -- issue #22: a job running past its RUNNING lease does not run twice at once (5) -------------------
+def _shifted(store, shift: list) -> None:
+    """The store's clock, ``shift[0]`` ahead of the wall clock (how the issue reproduced a long run)."""
+    from azjobs.message import utcnow
+
+    store.clock = lambda: utcnow() + shift[0]
+
+
+def _lease_until(store, job_id: str):
+    from azjobs.state.store import _aware
+
+    return _aware(store.table.get_entity(partition_of(job_id), job_id)["LeaseUntil"])
+
+
+def _extended(store, job_id: str, timeout_s: float = 20.0) -> bool:
+    """Wait (a while, without failing) for the record's lease to be pushed past the shifted clock."""
+    from azjobs.message import utcnow
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _lease_until(store, job_id) > utcnow() + timedelta(minutes=15):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_the_worker(state_client, queue_name, raw_queue,
+                                                                                monkeypatch):
+    from azjobs.state import running
+    from azjobs.worker import Worker
+
+    monkeypatch.setattr(running, "CHECK_S", 0.2)
+    store, shift = state_client.state_store, [timedelta(0)]
+    _shifted(store, shift)
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("long")
+    queue = raw_queue(queue_name)
+    (sent,) = queue.peek_messages(max_messages=1)
+    executor = RecordingExecutor(registry=reg, client=state_client, settings=SETTINGS)
+    worker = Worker([queue_name], client=state_client, executor=executor, fetch=4, lease=30)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        _until(lambda: _status(job_id) is JobStatus.RUNNING)
+        shift[0] = timedelta(minutes=11)  # the run has now lasted past its first 10-minute RUNNING lease
+        _extended(store, job_id)
+        queue.send_message(sent.content)  # a second message for the job while its first run goes on
+        _until(lambda: runs.get("long", 0) > 1 or any(r.outcome is Outcome.DEFERRED for r in executor.results),
+               timeout_s=30)
+        assert runs == {"long": 1}
+        (deferred,) = [r for r in executor.results if r.outcome is Outcome.DEFERRED]
+        assert "RUNNING under another live lease" in deferred.detail and deferred.retry_in_s > 5 * 60
+    finally:
+        release.set()
+        _until(lambda: any(r.outcome is Outcome.SUCCEEDED for r in executor.results), timeout_s=30)
+        worker.stop()
+        thread.join(60)
+    assert runs == {"long": 1} and azjobs.result(job_id).status is JobStatus.SUCCESSFUL
+    assert len(executor.recorder.state.running) == 0  # the run ended: nothing extends its lease any more
+
+
+def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_functions(state_client, queue_name, raw_queue,
+                                                                               monkeypatch):
+    from azjobs.state import running
+
+    monkeypatch.setattr(running, "CHECK_S", 0.2)
+    store, shift = state_client.state_store, [timedelta(0)]
+    _shifted(store, shift)
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("long")
+    queue = raw_queue(queue_name)
+    (sent,) = queue.peek_messages(max_messages=1)
+    executor = RecordingExecutor(registry=reg, client=state_client, settings=SETTINGS)
+    app = fresh_app([queue_name], registry=reg, executor=executor)
+    first = receive_one(queue)
+    outcome: list = []
+    host = threading.Thread(target=lambda: outcome.append(
+        host_like_settle(app, queue, first, SETTINGS, InvocationContext("inv-first"))))
+    host.start()
+    try:
+        _until(lambda: _status(job_id) is JobStatus.RUNNING)
+        shift[0] = timedelta(minutes=11)
+        _extended(store, job_id)
+        queue.send_message(sent.content)
+        duplicate = receive_one(queue)
+        assert duplicate is not None and duplicate.id != first.id
+        second = host_like_settle(app, queue, duplicate, SETTINGS, InvocationContext("inv-second"))
+        assert second.action is HostAction.DELETED  # settled by its deferral (a delayed copy is on the queue)
+        assert [r.outcome for r in executor.results] == [Outcome.DEFERRED] and runs == {"long": 1}
+    finally:
+        release.set()
+        host.join(60)
+    assert outcome[0].action is HostAction.DELETED and runs == {"long": 1}
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.worker_ids == ["inv-first"]

@@ -861,3 +861,54 @@ def test_an_outcome_the_table_refuses_for_good_writes_a_fallback_and_is_never_ke
     enqueue(client, add, 1, 2)
     executor.execute(*delivery(client, message_id="m-2"))  # no kept write is tried before this start
     assert client.state_store.table.calls.get("get_entity", 0) >= 1 and executor.recorder.state.pending == 0
+
+
+# -- issue #22: RUNNING leases kept ahead of long runs (5) ---------------------------------------------
+def test_a_running_lease_is_extended_only_when_half_gone_and_only_while_the_message_is_held(monkeypatch):
+    from azjobs.state import running
+
+    monkeypatch.setattr(running, "CHECK_S", 3600.0)  # the test visits by hand
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    store = memory_store(clock=lambda: now[0])
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q")
+    etag = store.enqueued(envelope)
+    start = store.start(envelope, message_id="m-1", dequeue_count=1, worker_id="w:1", etag=etag)
+    holding = [True]
+    jobs = running.RunningJobs(lambda: store)
+    run = jobs.add(envelope, "m-1", 1, start.etag, start.lease_until, lambda: holding[0])
+    key = id(run)
+    writes = lambda: sum(store.table.calls.get(m, 0) for m in ("upsert_entity", "update_entity"))  # noqa: E731
+    before = writes()
+    now[0] += timedelta(minutes=4)
+    jobs._visit(key, run)
+    assert writes() == before and run.extensions == 0  # more than half the lease left: no call
+    now[0] += timedelta(minutes=2)
+    jobs._visit(key, run)
+    assert writes() == before + 1 and run.extensions == 1
+    entity = store.table.entities[(partition_of(envelope.id), envelope.id)][0]
+    assert entity["LeaseUntil"] == now[0] + RUNNING_LEASE and entity["Status"] == "RUNNING"
+    # A second message for the job, 11 minutes after the start: deferred, not run.
+    assert store.start(envelope, message_id="m-2", dequeue_count=1, worker_id="w:2").action == "defer"
+    holding[0] = False  # the run's message is gone (its lease closed or lost)
+    now[0] += timedelta(minutes=9)
+    jobs._visit(key, run)
+    assert writes() == before + 1 and len(jobs) == 0
+
+
+def test_a_running_lease_is_not_extended_once_another_delivery_owns_the_record(monkeypatch):
+    from azjobs.state import running
+
+    monkeypatch.setattr(running, "CHECK_S", 3600.0)
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    store = memory_store(clock=lambda: now[0])
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q")
+    etag = store.enqueued(envelope)
+    start = store.start(envelope, message_id="m-1", dequeue_count=1, worker_id="w:1", etag=etag)
+    jobs = running.RunningJobs(lambda: store)
+    run = jobs.add(envelope, "m-1", 1, start.etag, start.lease_until, lambda: True)
+    now[0] += timedelta(minutes=11)  # its lease ran out (say the worker was frozen): another delivery took over
+    assert store.start(envelope, message_id="m-2", dequeue_count=1, worker_id="w:2").action == "run"
+    jobs._visit(id(run), run)
+    assert len(jobs) == 0 and store.get(envelope.id).worker_ids == ["w:1", "w:2"]
+    entity = store.table.entities[(partition_of(envelope.id), envelope.id)][0]
+    assert entity["MessageId"] == "m-2" and entity["LeaseUntil"] == now[0] + RUNNING_LEASE
