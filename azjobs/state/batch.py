@@ -223,5 +223,5 @@ def transactions_for(table: Any) -> Any:
     return EachWrite(table)
 
 
-__all__ = ["MAX_BYTES", "MAX_WRITES", "RETRY", "EachWrite", "TableTransactions", "Write", "build", "parse", "transactions_for",
-           "wire_entity"]
+__all__ = ["MAX_BYTES", "MAX_WRITES", "RETRY", "EachWrite", "TableTransactions", "Write",
+           "build", "parse", "transactions_for", "wire_entity"]

@@ -417,8 +417,8 @@ class StateStore:
                     status = self.status_of(holder)
                     if status is not None and status not in FINISHED:
                         continue  # its job is not finished
-                found.append(Prunable("unique", partition, str(entity.get("RowKey")), str(entity.get("UniqueKey") or ""),
-                                      holder, _updated(entity)))
+                found.append(Prunable("unique", partition, str(entity.get("RowKey")),
+                                      str(entity.get("UniqueKey") or ""), holder, _updated(entity)))
             elif partition.startswith(PARTITION_PREFIX):
                 status = str(entity.get("Status") or "")
                 if not include_unfinished and status not in _FINISHED_VALUES:
@@ -772,7 +772,8 @@ class StateStore:
 
         now = self.clock()
         partition = unique_partition(key)
-        entity = {"PartitionKey": partition, "RowKey": UNIQUE_ROW, "JobId": job_id, "UniqueKey": _clip(key, MAX_UNIQUE_KEY_UNITS),
+        entity = {"PartitionKey": partition, "RowKey": UNIQUE_ROW, "JobId": job_id,
+                  "UniqueKey": _clip(key, MAX_UNIQUE_KEY_UNITS),
                   "UpdatedAt": now, "ExpiresAt": max(now, visible_at or now) + ttl}
         for _ in range(START_TRIES):
             try:
@@ -881,5 +882,5 @@ def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any], signat
                                   ensure_ascii=False, default=repr)
 
 
-__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Prunable", "Start", "StateStore", "error_of", "partition_of",
-           "unique_key_for"]
+__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Prunable", "Start", "StateStore",
+           "error_of", "id_problem", "is_permanent", "partition_of", "unique_key_for"]

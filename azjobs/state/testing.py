@@ -2,7 +2,8 @@
 
 ``memory_store()`` is the real ``StateStore`` (every transition and decision) over
 ``MemoryTable``, a dict with the ``TableClient`` methods the store uses, ETags and the
-same errors (404, 409, 412, and 400 PropertyValueTooLarge for a string over 64 KiB of UTF-16). Storage behaviour itself is proven against Azurite::
+same errors (404, 409, 412, and 400 PropertyValueTooLarge for a string over 64 KiB of UTF-16).
+Storage behaviour itself is proven against Azurite::
 
     from azjobs.state.testing import memory_store
     from azjobs.testing import RecordingClient

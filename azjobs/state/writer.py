@@ -15,7 +15,8 @@ a whole (the store unreachable) answers each of its writes with that error.
 
 A transaction's body stays under ``MAX_BYTES`` (the service refuses 4 MiB or more; Azurite does
 not): writes that would take it past that wait for the next one. A transaction the service
-still refuses as too large (413) is split in two and each half sent, down to single writes.
+still refuses whole (413 too large, or a 400 that names no write) is split in two and each half
+sent, down to single writes, so only a write at fault is refused.
 """
 
 from __future__ import annotations
@@ -149,7 +150,12 @@ class StateWriter:
                         answers = self._send([item.write for item in part])
                     except Exception as exc:
                         if not self._split(exc, part):
-                            raise
+                            if part is taken:
+                                raise
+                            for item in part:  # a part of a split transaction: its own answer only
+                                item.answer = exc
+                                item.done.set()
+                            continue
                         half = (len(part) + 1) // 2
                         parts.extend([part[half:], part[:half]])  # the first half goes next
                         with self._cond:
@@ -182,10 +188,13 @@ class StateWriter:
                     self._cond.notify_all()
 
     def _split(self, exc: BaseException, part: list[_Pending]) -> bool:
-        """True when the service refused ``part`` as too large (413) and it can be sent in halves."""
+        """True when the service refused ``part`` whole, as too large (413) or as a bad request without
+        naming the write (400), and it can be sent in halves: the writes not at fault then land, and a
+        write at fault gets its own answer."""
         if len(part) < 2:
             return False
-        return any(getattr(error, "status_code", None) == 413 for error in (exc, exc.__cause__) if error is not None)
+        return any(getattr(error, "status_code", None) in (400, 413) for error in (exc, exc.__cause__)
+                   if error is not None)
 
 
 __all__ = ["StateWriter"]
