@@ -155,7 +155,7 @@ class StateTracker:
                     self._rejected(kept.envelope, kept.what, exc)
                     continue
                 store = self._store()
-                if store is not None and store.in_outage():
+                if store is not None and getattr(store, "in_outage", lambda: False)():
                     with self._pending_lock:
                         self._pending.appendleft(kept)
                     break
