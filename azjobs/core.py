@@ -77,6 +77,9 @@ class MessageInfo:
     pop_receipt: str | None = None
     # Who runs it, for job state: the Functions invocation id; None means "host:pid".
     worker_id: str | None = None
+    # Whether this delivery still holds its message (job state keeps a running job's record lease
+    # while it does: azjobs/state/running.py); None: for as long as the run lasts.
+    held: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -435,8 +438,8 @@ class Executor:
         first = env.first_failed_at or format_time(self.clock())
         if decision.should_retry:
             copy, delay = self.recorder.retry(env, info, decision.retry_in, first)
-            if reason != "unknown_job":
-                self.recorder.state.retrying(env, error, copy.attempt)  # after the copy is on the queue
+            # After the copy is on the queue; an unknown job's delivery counts as an attempt though nothing ran.
+            self.recorder.state.retrying(env, error, copy.attempt, attempted=reason == "unknown_job")
             log.info("job %s %s retry %d scheduled in %ss: %s: %s", env.job, env.id, copy.attempt, delay,
                      type(error).__name__, error,
                      extra={"action": "job_retry_scheduled", "job": env.job, "job_id": env.id, "queue": info.queue,

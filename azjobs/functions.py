@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Optional, Union
 
@@ -126,6 +127,9 @@ def _make_handler(queue: _QueueName, source: _ExecutorSource) -> Callable[[func.
     # ``context`` (left unannotated, as the Python worker requires of a non-binding parameter) is the
     # invocation's func.Context: its invocation id is the worker id in job state (azjobs.state).
     async def handler(msg: func.QueueMessage, context=None) -> None:
+        ended = threading.Event()
+        limit = source.get().settings.function_timeout
+        deadline = None if limit is None else time.monotonic() + limit.total_seconds()
         info = MessageInfo(
             queue=queue.resolve(),
             message_id=msg.id or "",
@@ -133,6 +137,8 @@ def _make_handler(queue: _QueueName, source: _ExecutorSource) -> Callable[[func.
             insertion_time=msg.insertion_time,
             pop_receipt=msg.pop_receipt,
             worker_id=getattr(context, "invocation_id", None) or None,
+            # The host keeps the message hidden until the invocation ends or functionTimeout passes.
+            held=lambda: not ended.is_set() and (deadline is None or time.monotonic() < deadline),
         )
         try:
             # The host has already undone the base64 wire encoding.
@@ -146,6 +152,8 @@ def _make_handler(queue: _QueueName, source: _ExecutorSource) -> Callable[[func.
             # chained SDK error carries request URLs (a SAS signature), so the host gets the
             # redacted message alone.
             raise Redeliver(str(exc), exc.envelope) from None
+        finally:
+            ended.set()
         if result.payload_ref is not None:
             # The host deletes the message after this returns: leave a marker so a redelivery
             # (its delete failed) is skipped rather than poisoned for a missing payload.

@@ -38,7 +38,7 @@ class JobDefinition:
         retry_on=None,
         give_up_on=None,
         on_dead_letter: Callable[..., Any] | None = None,
-        track: bool = False,
+        track: bool | None = None,
         unique: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
@@ -56,10 +56,15 @@ class JobDefinition:
         if on_dead_letter is not None and not callable(on_dead_letter):
             raise ConfigurationError(f"on_dead_letter must be callable, got {on_dead_letter!r}")
         self.on_dead_letter = on_dead_letter
-        for flag, value in (("track", track), ("unique", unique)):
-            if not isinstance(value, bool):
-                raise ConfigurationError(f"{flag}= takes True or False, got {value!r} (job {name})")
-        self.track = track  # job state on for this job (azjobs.state)
+        if track is not None and not isinstance(track, bool):
+            raise ConfigurationError(f"track= takes True, False or None, got {track!r} (job {name})")
+        if not isinstance(unique, bool):
+            raise ConfigurationError(f"unique= takes True or False, got {unique!r} (job {name})")
+        if unique and track is False:
+            raise ConfigurationError(f"job {name}: unique=True needs job state; it cannot be track=False")
+        # Job state for this job (azjobs.state): True always, False never (even with state on for the
+        # process), None as the process says.
+        self.track = track
         self.unique = unique  # one unfinished job per name and arguments (azjobs.state)
 
     def __repr__(self) -> str:
@@ -185,9 +190,11 @@ class BoundCall:
     def build(self, args: tuple, kwargs: Mapping[str, Any]) -> Envelope:
         """The envelope for one call: arguments checked against the signature and as JSON."""
         self.definition.check_arguments(args, kwargs)
-        options = {}
+        options: dict[str, Any] = {}
         if "max_retries" in self._options:
             options["max_retries"] = self._options["max_retries"]
+        if self._options.get("track") is False or (self.definition.track is False and "track" not in self._options):
+            options["track"] = False  # the worker must not track it either, whatever its process says
         envelope = Envelope.build(
             self.definition.name, args, kwargs, queue=self.queue, options=options,
             trace=dict(self._options.get("trace") or {}),

@@ -46,8 +46,10 @@ class Delivery:
     @property
     def info(self) -> MessageInfo:
         message = self.message
+        lease = self.lease
         return MessageInfo(queue=self.queue, message_id=message.id, dequeue_count=message.dequeue_count or 1,
-                           insertion_time=message.inserted_on, pop_receipt=message.pop_receipt)
+                           insertion_time=message.inserted_on, pop_receipt=message.pop_receipt,
+                           held=lambda: not (lease.closed or lease.lost))
 
 
 def _nothing() -> None:

@@ -16,9 +16,9 @@ from typing import Any
 from .connection import resolve_connection
 from .errors import AzjobsError, ConfigurationError
 from .secrets import RedactingStream
-from .state.errors import StateUnavailable
+from .state.errors import JobNotFoundError, StateUnavailable
 from .state.record import JobRecord
-from .state.store import DEFAULT_TABLE, TABLE_SETTING, StateStore, default_table
+from .state.store import DEFAULT_TABLE, TABLE_SETTING, StateStore, default_table, id_problem
 
 OK, FAILED, USAGE = 0, 1, 2
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
@@ -56,10 +56,15 @@ def build_state_parser() -> argparse.ArgumentParser:
                                      epilog="exit status: 0 done; 1 storage failed; 2 usage error")
     sub = parser.add_subparsers(dest="command", required=True)
     prune = sub.add_parser("prune", parents=[_common()],
-                           help="delete records past their retention (or not updated for --older-than)")
+                           help="delete finished records past their retention (or not updated for --older-than) "
+                                "and expired unique keys")
     prune.add_argument("--older-than", type=parse_duration, metavar="DURATION",
                        help="delete records not updated for this long (90s, 30m, 12h, 7d, 2w); default: those past "
                             "the retention they were written with")
+    prune.add_argument("--include-unfinished", action="store_true",
+                       help="also delete READY, RUNNING and RETRYING records (a job delayed or still running loses "
+                            "its record), and expired unique keys whose job is not finished")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
     return parser
 
 
@@ -147,9 +152,8 @@ def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = 
     def act(store: StateStore) -> int:
         record = store.get(args.job_id)
         if record is None:
-            from .state.errors import JobNotFoundError
-
-            print(f"azjobs status: {JobNotFoundError(args.job_id, store.table_name)}", file=err)
+            print(f"azjobs status: {JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))}",
+                  file=err)
             return FAILED
         if args.json:
             print(json.dumps(record.to_dict(), indent=2, ensure_ascii=False), file=out)
@@ -161,14 +165,32 @@ def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = 
 
 
 def state_main(argv: list[str], *, store: StateStore | None = None, out: Any = None, err: Any = None) -> int:
-    """``azjobs state prune [--older-than DURATION]``."""
+    """``azjobs state prune [--older-than DURATION] [--include-unfinished] [--dry-run]``."""
     args = build_state_parser().parse_args(argv)
     out, err = RedactingStream(out or sys.stdout), RedactingStream(err or sys.stderr)
 
     def act(store: StateStore) -> int:
-        removed = store.prune(args.older_than)
         which = f"not updated for {args.older_than}" if args.older_than else "past their retention"
-        print(f"pruned {removed} record(s) {which} from table {store.table_name}", file=out)
+        if not args.include_unfinished:
+            which += " (finished ones only)"
+        if args.dry_run:
+            items = store.prunable(args.older_than, include_unfinished=args.include_unfinished)
+            for item in items:
+                if item.kind == "record":
+                    print(f"would delete record {item.row}  {item.name}  {item.detail}  updated "
+                          f"{_when(item.updated_at)}", file=out)
+                else:
+                    print(f"would delete unique key {_short(item.name, 200)!r}  (job {item.detail or '-'}, expired)",
+                          file=out)
+            records = sum(1 for item in items if item.kind == "record")
+            print(f"dry run: would prune {records} record(s) {which} and {len(items) - records} expired unique "
+                  f"key(s) from table {store.table_name}; nothing was deleted", file=out)
+            return OK
+        items = store.prunable(args.older_than, include_unfinished=args.include_unfinished)
+        records = store.remove(item for item in items if item.kind == "record")
+        keys = store.remove(item for item in items if item.kind == "unique")
+        print(f"pruned {records} record(s) {which} and {keys} expired unique key(s) from table {store.table_name}",
+              file=out)
         return OK
 
     return _run("azjobs state", args, store, act, err)

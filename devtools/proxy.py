@@ -47,6 +47,10 @@ class Rule:
     path_contains: str = ""
     until: Optional[float] = None  # time.monotonic() after which the rule no longer applies
     delay_s: float = 0.0  # "delay": how long a matching request is held before it is forwarded
+    # The answer of an "error" rule (default: a 500 InternalError in the XML of the queue service).
+    body: bytes = ERROR_BODY
+    content_type: str = "application/xml"
+    error_code: str = "InternalError"
 
     def matches(self, method: str, path: str, now: float) -> bool:
         if self.until is not None and now >= self.until:
@@ -214,9 +218,12 @@ class FaultProxy:
         return self._cut
 
     def fail(self, method: str, mode: str = "error", *, for_s: float | None = None, status: int = 500,
-             path_contains: str = "", times: int | None = None, delay_s: float = 0.0) -> None:
+             path_contains: str = "", times: int | None = None, delay_s: float = 0.0, body: bytes = ERROR_BODY,
+             content_type: str = "application/xml", error_code: str = "InternalError") -> None:
         """Fail ``method`` requests (optionally only paths containing ``path_contains``) for ``for_s`` s, or until
-        ``heal``; with ``times``, only the next ``times`` of them. ``mode="delay"`` holds each for ``delay_s``."""
+        ``heal``; with ``times``, only the next ``times`` of them. ``mode="delay"`` holds each for ``delay_s``.
+        ``body``, ``content_type`` and ``error_code`` make the answer of an "error" rule look as the service's
+        would (e.g. a Table JSON error)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if times is not None and times < 1:
@@ -224,7 +231,7 @@ class FaultProxy:
         if (mode == "delay") != (delay_s > 0):
             raise ValueError(f"delay_s goes with mode='delay' and must be positive, got {mode!r} and {delay_s!r}")
         until = None if for_s is None else time.monotonic() + for_s
-        rule = Rule(method.upper(), mode, status, path_contains, until, delay_s)
+        rule = Rule(method.upper(), mode, status, path_contains, until, delay_s, body, content_type, error_code)
         with self._lock:
             self._rules = tuple(r for r in self._rules if r.method != rule.method) + (rule,)
             self._remaining.pop(rule.method, None)
@@ -286,9 +293,9 @@ class FaultProxy:
                     if rule.mode == "drop":
                         return
                     writer.write(
-                        f"HTTP/1.1 {rule.status} Injected Fault\r\nContent-Type: application/xml\r\n"
-                        f"x-ms-error-code: InternalError\r\nContent-Length: {len(ERROR_BODY)}\r\n\r\n".encode("latin-1")
-                        + ERROR_BODY)
+                        f"HTTP/1.1 {rule.status} Injected Fault\r\nContent-Type: {rule.content_type}\r\n"
+                        f"x-ms-error-code: {rule.error_code}\r\nContent-Length: {len(rule.body)}\r\n\r\n"
+                        .encode("latin-1") + rule.body)
                     await writer.drain()
                     continue
                 if upstream is not None and self.reconnect_upstream and upstream[0].at_eof():

@@ -5,11 +5,11 @@ Off by default; on for a process with ``azjobs.configure(state=True)`` (or the
 "Job state and results".
 """
 
-from .errors import JobFailedError, JobNotFoundError, StateUnavailable
+from .errors import JobFailedError, JobNotFoundError, StateRejected, StateUnavailable
 from .reading import result, wait
 from .record import JobError, JobRecord, JobStatus
 from .store import DEFAULT_RETENTION, DEFAULT_TABLE, StateStore
 from .tracker import enable, enabled
 
 __all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "JobError", "JobFailedError", "JobNotFoundError", "JobRecord",
-           "JobStatus", "StateStore", "StateUnavailable", "enable", "enabled", "result", "wait"]
+           "JobStatus", "StateRejected", "StateStore", "StateUnavailable", "enable", "enabled", "result", "wait"]

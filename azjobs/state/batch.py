@@ -23,12 +23,17 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any, Sequence
 from urllib.parse import quote
 
 from ..direct_http import storage_error
+from ..table_rules import MAX_TRANSACTION_BYTES
 
 MAX_WRITES = 100  # the service's limit per transaction
+# The service refuses a transaction of 4 MiB or more (413 RequestBodyTooLarge; Azurite does not check):
+# the writer keeps each body under this, with room for the multipart boundaries.
+MAX_BYTES = MAX_TRANSACTION_BYTES - 64 * 1024
 RETRY = object()
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})", re.M)
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)
@@ -44,6 +49,18 @@ class Write:
     @property
     def key(self) -> tuple[str, str]:
         return self.entity["PartitionKey"], self.entity["RowKey"]
+
+    @cached_property
+    def body(self) -> bytes:
+        """The entity's JSON as a transaction carries it (encoded once, when first asked)."""
+        return json.dumps(wire_entity(self.entity), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @property
+    def size(self) -> int:
+        """Bytes this write takes in a transaction's body: its JSON and its part's headers (the request
+        line names the keys, percent-encoded; 1 KiB covers the rest, the account's URL included)."""
+        partition, row = self.key
+        return len(self.body) + 1024 + 3 * (len(partition.encode()) + len(row.encode()))
 
 
 def _key(value: str) -> str:
@@ -79,7 +96,7 @@ def build(base_url: str, table: str, writes: Sequence[Write]) -> tuple[str, byte
     batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
     parts = [f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode()]
     for index, write in enumerate(writes):
-        body = json.dumps(wire_entity(write.entity), ensure_ascii=False, separators=(",", ":")).encode()
+        body = write.body
         partition, row = write.key
         lines = [f"MERGE {base_url}/{table}(PartitionKey='{_key(partition)}',RowKey='{_key(row)}') HTTP/1.1",
                  "Content-Type: application/json", "Accept: application/json;odata=nometadata",
@@ -206,5 +223,5 @@ def transactions_for(table: Any) -> Any:
     return EachWrite(table)
 
 
-__all__ = ["MAX_WRITES", "RETRY", "EachWrite", "TableTransactions", "Write", "build", "parse", "transactions_for",
-           "wire_entity"]
+__all__ = ["MAX_BYTES", "MAX_WRITES", "RETRY", "EachWrite", "TableTransactions", "Write",
+           "build", "parse", "transactions_for", "wire_entity"]

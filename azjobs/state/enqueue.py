@@ -46,6 +46,8 @@ def check_call_options(options: Mapping[str, Any]) -> None:
         raise ConfigurationError(f"unique_key= takes a non-empty string, got {key!r}")
     if key is not None and options.get("unique") is False:
         raise ConfigurationError("give unique_key= or unique=False, not both")
+    if options.get("track") is False and (key is not None or options.get("unique") is True):
+        raise ConfigurationError("a unique job is tracked: give unique=/unique_key= or track=False, not both")
     if "unique_ttl" in options:
         unique_ttl(options)
 
@@ -63,18 +65,21 @@ def unique_key(definition: "JobDefinition", options: Mapping[str, Any], envelope
     if options.get("unique_key") is not None:
         return f"{definition.name}:key:{options['unique_key']}"
     if options.get("unique", getattr(definition, "unique", False)):
-        return unique_key_for(definition.name, envelope.args, dict(envelope.kwargs))
+        return unique_key_for(definition.name, envelope.args, dict(envelope.kwargs),
+                              getattr(definition, "signature", None))
     return None
 
 
 def wants_state(definition: "JobDefinition", options: Mapping[str, Any], client: Any) -> bool:
-    """Whether this call writes job state: the call, the job, the client, or the process says so."""
+    """Whether this call writes job state: the call, then the job (``track`` True or False; None follows
+    on), then the client, then the process. A unique job is always tracked."""
     if options.get("unique_key") is not None or options.get("unique", getattr(definition, "unique", False)):
         return True
     if "track" in options:
         return bool(options["track"])
-    if getattr(definition, "track", False):
-        return True
+    track = getattr(definition, "track", None)
+    if isinstance(track, bool):
+        return track
     flag = getattr(client, "state", None)
     return flag if isinstance(flag, bool) else enabled()
 

@@ -13,13 +13,17 @@ if TYPE_CHECKING:
 class JobNotFoundError(AzjobsError, LookupError):
     """No record of this job id: never enqueued with state on, pruned after its retention, or a typo."""
 
-    def __init__(self, job_id: str, table: str | None = None) -> None:
+    def __init__(self, job_id: str, table: str | None = None, *, why: str | None = None) -> None:
         where = f" in table {table!r}" if table else ""
-        super().__init__(
-            f"no record of job {job_id!r}{where}: it was not enqueued with job state on (azjobs.configure(state=True) "
-            "or track=True), its record was pruned after the retention period, or the id is wrong"
-        )
+        if why:
+            # An id Table Storage cannot hold as a key: no job ever had it, and nothing was asked of the table.
+            text = f"no job can have the id {job_id!r}: {why} (job ids are what enqueue returned)"
+        else:
+            text = (f"no record of job {job_id!r}{where}: it was not enqueued with job state on (azjobs.configure("
+                    "state=True) or track=True), its record was pruned after the retention period, or the id is wrong")
+        super().__init__(text)
         self.job_id = job_id
+        self.why = why
 
 
 class JobFailedError(AzjobsError):
@@ -36,4 +40,9 @@ class StateUnavailable(AzjobsError):
     """The state store could not be reached or answered with an error (``__cause__`` says which)."""
 
 
-__all__ = ["JobFailedError", "JobNotFoundError", "StateUnavailable"]
+class StateRejected(StateUnavailable):
+    """The table refused a write for good (a 4xx such as 400 PropertyValueTooLarge, or a key it cannot hold):
+    sending it again cannot succeed, so it is never kept for a later try."""
+
+
+__all__ = ["JobFailedError", "JobNotFoundError", "StateRejected", "StateUnavailable"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from .errors import JobFailedError, JobNotFoundError
 from .record import JobRecord, JobStatus
+from .store import id_problem
 
 DEFAULT_POLL_S = 0.5
 
@@ -22,10 +23,16 @@ def _store(client: Any = None):
 def result(job_id: str, *, client: Any = None) -> JobRecord:
     """The record of ``job_id``; ``JobNotFoundError`` if there is none.
 
+    An id no job can have (``/ \\ # ?`` or a control character in it, over 1 KiB) raises
+    ``JobNotFoundError`` saying why, without a call to the table.
+
     ``client`` (an ``azjobs.Client``) names the storage account; the default client otherwise.
     """
     if not isinstance(job_id, str) or not job_id.strip():
         raise ValueError(f"a job id is a non-empty string (what enqueue returned), got {job_id!r}")
+    why = id_problem(job_id)
+    if why is not None:  # checked here, never sent: the table's answer to such a key is a 400 or a 500
+        raise JobNotFoundError(job_id, why=why)
     store = _store(client)
     record = store.get(job_id)
     if record is None:

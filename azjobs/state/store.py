@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..message import parse_time, to_json_value, utcnow
 from ..secrets import describe, get_logger, redact
+from ..table_rules import SAFE_STRING_UNITS, fits, key_problem, utf16_units
 from .batch import Write, transactions_for
-from .errors import StateUnavailable
+from .errors import StateRejected, StateUnavailable
 from .record import FINISHED, JobError, JobRecord, JobStatus
 from .writer import StateWriter
 
@@ -63,22 +64,42 @@ PARTITIONS = 8
 PARTITION_PREFIX = "jobs-"
 UNIQUE_ROW = "unique"
 UNIQUE_PREFIX = "unique-"
-# A string property holds at most 64 KiB of UTF-16: 32K characters.
-MAX_PROPERTY_CHARS = 32_000
+# A string property holds at most 64 KiB of UTF-16 (32,768 units; an emoji takes two): counted with
+# azjobs.table_rules, never with len().
+MAX_PROPERTY_UNITS = SAFE_STRING_UNITS
 RESULTS_PREFIX = "results/"
 MAX_ERRORS = 10  # the errors of the last attempts kept on the entity
 MAX_TRACEBACK_CHARS = 6_000
 MAX_WORKER_IDS = 50
-# A RUNNING entity whose lease this long ago is treated as a crashed run (the host's message lease).
+MAX_WORKER_ID_UNITS = 256  # one worker id kept on the record (host:pid, or an invocation id)
+MAX_UNIQUE_KEY_UNITS = 1_000  # the unique key's text kept on its entity, for people reading the table
+MAX_NOTE_UNITS = 1_000
+# A RUNNING entity whose lease ran out is treated as a crashed run. The lease is extended while its
+# delivery still holds the message (azjobs.state.running), so it runs out only after a run stopped.
 RUNNING_LEASE = timedelta(minutes=10)
 OUTAGE_PAUSE_S = 5.0
 POOL_SIZE = 32
 START_TRIES = 5
 OWN_WRITE = "this delivery's own RUNNING write is there (its answer was lost)"
+_FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
 
 _RUNNING_CHANGES = ("PartitionKey", "RowKey", "UpdatedAt", "ExpiresAt", "Status", "LastAttemptedAt", "Attempt",
                     "MessageId", "DequeueCount", "LeaseUntil")
+
+
+@dataclass(frozen=True)
+class Prunable:
+    """One entity ``prune`` deletes: a job record (``name`` the job, ``detail`` its status) or a unique key
+    (``name`` the key's text, ``detail`` the job that held it)."""
+
+    kind: str  # "record" or "unique"
+    partition: str
+    row: str
+    name: str
+    detail: str
+    updated_at: datetime
+    blob: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,7 @@ class Start:
     why: str = ""
     defer_s: int = 0
     etag: str | None = None
+    lease_until: datetime | None = None  # a run's RUNNING lease, as written (azjobs.state.running extends it)
 
 
 def _status_code(exc: BaseException) -> int | None:
@@ -101,6 +123,37 @@ def _status_code(exc: BaseException) -> int | None:
 
 def _is(exc: BaseException, *codes: int) -> bool:
     return _status_code(exc) in codes
+
+
+# 4xx answers that mean something of their own (or may pass): everything else in 4xx is permanent.
+_NOT_PERMANENT = (401, 403, 404, 408, 409, 412, 429)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when the table refused the request for good (400 PropertyValueTooLarge, EntityTooLarge,
+    InvalidInput, 413 ...): the same request can never succeed, so it is not kept for a later try."""
+    if isinstance(exc, StateRejected):
+        return True
+    code = _status_code(exc)
+    return code is not None and 400 <= code < 500 and code not in _NOT_PERMANENT
+
+
+def id_problem(job_id: object) -> str | None:
+    """Why ``job_id`` can be no job's id (Table Storage could not hold it as a RowKey); None when it can."""
+    return key_problem(job_id)
+
+
+def _clip(text: str, units: int) -> str:
+    """``text`` cut to at most ``units`` UTF-16 units (never in the middle of a surrogate pair)."""
+    if fits(text, units):
+        return text
+    out, used = [], 0
+    for ch in text:
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > units:
+            break
+        out.append(ch)
+    return "".join(out)
 
 
 def _table_missing(exc: BaseException) -> bool:
@@ -221,7 +274,7 @@ class StateStore:
         return self._guarded(getattr(self.table, method), *args, **kwargs)
 
     def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if time.monotonic() < self._outage_until:
+        if self.in_outage():
             raise StateUnavailable("the state table was unreachable a moment ago; not trying again yet")
         try:
             return call(*args, **kwargs)
@@ -230,9 +283,19 @@ class StateStore:
                 raise
             from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
+            # The pause is for an unreachable table only. (A 500 that a bad key used to cause cannot come
+            # any more: every id is checked with table_rules.key_problem before it is sent.)
             if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or _is(exc, 408, 500, 502, 503, 504):
                 self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
-            raise StateUnavailable(f"state table {self.table_name!r}: {describe(exc)}") from exc
+            raise self._refusal(exc) from exc
+
+    def _refusal(self, exc: BaseException) -> StateUnavailable:
+        kind = StateRejected if is_permanent(exc) else StateUnavailable
+        return kind(f"state table {self.table_name!r}: {describe(exc)}")
+
+    def in_outage(self) -> bool:
+        """True while calls are paused after a failure to reach the table."""
+        return time.monotonic() < self._outage_until
 
     def _send(self, writes: Any) -> list[Any]:
         """One transaction (the writer's thread calls this), guarded as every call is."""
@@ -240,7 +303,15 @@ class StateStore:
 
     def _merge(self, entity: dict[str, Any], etag: str | None = None) -> str | None:
         """Merge ``entity`` (insert it if missing, unless ``etag`` is given) through the writer."""
-        return self._creating_table(lambda: self.writer.write(Write(entity, etag)))
+        def write() -> str | None:
+            try:
+                return self.writer.write(Write(entity, etag))
+            except Exception as exc:  # the service's answer to this write alone (its transaction's others went on)
+                if _is(exc, 404, 409, 412) or isinstance(exc, StateUnavailable):
+                    raise
+                raise self._refusal(exc) from exc
+
+        return self._creating_table(write)
 
     def _write(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A single write call."""
@@ -283,7 +354,9 @@ class StateStore:
 
     # -- reading -------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
-        """The record of ``job_id``, or None if there is none."""
+        """The record of ``job_id``, or None if there is none (an id no key can hold has none: no call is made)."""
+        if id_problem(job_id) is not None:
+            return None
         entity = self._get(job_id)
         return None if entity is None else self.record(entity)
 
@@ -311,34 +384,68 @@ class StateStore:
         entities.sort(key=_updated, reverse=True)
         return [self.record(e) for e in entities[:max(0, limit)]]
 
-    def prune(self, older_than: timedelta | None = None) -> int:
-        """Delete records past their retention (or not updated within ``older_than``); returns how many."""
+    def prunable(self, older_than: timedelta | None = None, *, include_unfinished: bool = False) -> list[Prunable]:
+        """What ``prune`` with the same arguments deletes, deleting nothing (``azjobs state prune --dry-run``).
+
+        Job records past their retention (or not updated within ``older_than``) that are finished;
+        with ``include_unfinished`` READY, RUNNING and RETRYING ones too. Unique keys only once they
+        expired, and (unless ``include_unfinished``) only when their job is finished or has no record:
+        a key that still holds a job off is never taken away.
+        """
         now = self.clock()
+        select = ["PartitionKey", "RowKey", "Status", "Job", "UpdatedAt", "ExpiresAt", "ReturnValueRef", "JobId",
+                  "UniqueKey"]
         if older_than is None:
             query, parameters = "ExpiresAt lt @now", {"now": now}
         else:
             query, parameters = "UpdatedAt lt @cutoff", {"cutoff": now - older_than}
         try:
-            entities = list(self._call("query_entities", query, parameters=parameters,
-                                       select=["PartitionKey", "RowKey", "ReturnValueRef"]))
+            entities = list(self._call("query_entities", query, parameters=parameters, select=select))
         except Exception as exc:
             if _is(exc, 404):
-                return 0
+                return []
             raise
-        removed = 0
+        found: list[Prunable] = []
         for entity in entities:
+            partition = str(entity.get("PartitionKey", ""))
+            if partition.startswith(UNIQUE_PREFIX):
+                expires = _aware(entity.get("ExpiresAt"))
+                if expires is None or expires > now:
+                    continue  # still held (whatever --older-than says)
+                holder = str(entity.get("JobId") or "")
+                if not include_unfinished and holder:
+                    status = self.status_of(holder)
+                    if status is not None and status not in FINISHED:
+                        continue  # its job is not finished
+                found.append(Prunable("unique", partition, str(entity.get("RowKey")),
+                                      str(entity.get("UniqueKey") or ""), holder, _updated(entity)))
+            elif partition.startswith(PARTITION_PREFIX):
+                status = str(entity.get("Status") or "")
+                if not include_unfinished and status not in _FINISHED_VALUES:
+                    continue
+                found.append(Prunable("record", partition, str(entity.get("RowKey")), str(entity.get("Job") or ""),
+                                      status, _updated(entity), str(entity.get("ReturnValueRef") or "")))
+        return found
+
+    def prune(self, older_than: timedelta | None = None, *, include_unfinished: bool = False) -> int:
+        """Delete what ``prunable`` lists (and the records' return-value blobs); returns how many entities went."""
+        return self.remove(self.prunable(older_than, include_unfinished=include_unfinished))
+
+    def remove(self, items: Iterable[Prunable]) -> int:
+        """Delete the entities ``prunable`` listed (and their return-value blobs); how many went."""
+        removed = 0
+        for item in items:
             try:
-                self._call("delete_entity", entity["PartitionKey"], entity["RowKey"])
+                self._call("delete_entity", item.partition, item.row)
                 removed += 1
             except Exception as exc:
                 if not _is(exc, 404):
                     raise
-            ref = entity.get("ReturnValueRef")
-            if ref and self.payloads is not None:
+            if item.blob and self.payloads is not None:
                 try:
-                    self.payloads.delete(ref)
+                    self.payloads.delete(item.blob)
                 except Exception as exc:
-                    log.warning("could not delete return value blob %s: %s", ref, describe(exc),
+                    log.warning("could not delete return value blob %s: %s", item.blob, describe(exc),
                                 extra={"action": "state_prune_blob_failed"})
         return removed
 
@@ -371,6 +478,9 @@ class StateStore:
     # -- transitions ---------------------------------------------------------
     def _identity(self, envelope: "Envelope", now: datetime) -> dict[str, Any]:
         """What every write carries, so any one of them can (re)create a whole entity after an outage."""
+        why = id_problem(envelope.id)
+        if why is not None:  # a message from elsewhere: its id cannot be a RowKey, so it has no record
+            raise StateRejected(f"job id {envelope.id!r} cannot key a record: {why}")
         entity: dict[str, Any] = {"PartitionKey": partition_of(envelope.id), "RowKey": envelope.id, "Job": envelope.job,
                                   "Queue": envelope.queue or "", "UpdatedAt": now, "ExpiresAt": self._expires(now)}
         try:
@@ -386,7 +496,7 @@ class StateStore:
         entity["ExpiresAt"] = self._expires(max(now, visible_at or now))
         arguments = _dumps({"args": list(envelope.args), "kwargs": dict(envelope.kwargs)})
         entity.update(Status=JobStatus.READY.value, Attempt=envelope.attempt, Attempts=0, WorkerIds="[]",
-                      Errors="[]", Arguments=arguments if len(arguments) <= MAX_PROPERTY_CHARS else "",
+                      Errors="[]", Arguments=arguments if fits(arguments, MAX_PROPERTY_UNITS) else "",
                       ArgumentsRef=envelope.payload_ref or "")
         try:
             answer = self._write("create_entity", entity)
@@ -399,6 +509,9 @@ class StateStore:
     def forget(self, job_id: str, etag: str | None = None) -> None:
         """Remove a record written for a message that was never sent."""
         from azure.core import MatchConditions
+
+        if id_problem(job_id) is not None:
+            return
 
         kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {}
         try:
@@ -413,6 +526,7 @@ class StateStore:
         from azure.core import MatchConditions
 
         now = self.clock()
+        worker_id = _clip(worker_id, MAX_WORKER_ID_UNITS)
         running = self._identity(envelope, now)
         running.update(Status=JobStatus.RUNNING.value, LastAttemptedAt=now, Attempt=envelope.attempt,
                        MessageId=message_id, DequeueCount=dequeue_count, LeaseUntil=now + RUNNING_LEASE)
@@ -422,7 +536,7 @@ class StateStore:
             fast = {key: running[key] for key in _RUNNING_CHANGES}
             fast.update(StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]))
             try:
-                return Start("run", etag=self._merge(fast, etag))
+                return Start("run", etag=self._merge(fast, etag), lease_until=running["LeaseUntil"])
             except Exception as exc:
                 if not _is(exc, 404, 412):
                     raise
@@ -432,7 +546,8 @@ class StateStore:
                 fresh = dict(running, StartedAt=now, Attempts=1, WorkerIds=_dumps([worker_id]), Errors="[]")
                 try:
                     answer = self._write("create_entity", fresh)
-                    return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None)
+                    return Start("run", etag=answer.get("etag") if isinstance(answer, dict) else None,
+                                 lease_until=running["LeaseUntil"])
                 except Exception as exc:
                     if _is(exc, 409):
                         continue
@@ -441,19 +556,60 @@ class StateStore:
             if decision.action != "run":
                 return decision
             if decision.why == OWN_WRITE:  # already RUNNING for this delivery: nothing more to write
-                return Start("run", why=OWN_WRITE, etag=entity.metadata["etag"])
+                return Start("run", why=OWN_WRITE, etag=entity.metadata["etag"],
+                             lease_until=_aware(entity.get("LeaseUntil")) or now)
             workers = list(_loads(entity.get("WorkerIds"), []))[-(MAX_WORKER_IDS - 1):] + [worker_id]
             update = dict(running, Attempts=int(entity.get("Attempts") or 0) + 1, WorkerIds=_dumps(workers))
             if not entity.get("StartedAt"):
                 update["StartedAt"] = now
+            mode = _merge()
+            if entity.get("Status") in _FINISHED_VALUES:
+                # A replay (a requeued poison record): the job is not finished any more, so the old finish
+                # time goes (a merge cannot remove a property: the whole entity is written back without it).
+                update = {**{k: v for k, v in dict(entity).items() if k != "FinishedAt"}, **update}
+                mode = _replace()
             try:
-                answer = self._call("update_entity", update, mode=_merge(), etag=entity.metadata["etag"],
+                answer = self._call("update_entity", update, mode=mode, etag=entity.metadata["etag"],
                                     match_condition=MatchConditions.IfNotModified)
-                return Start("run", why=decision.why, etag=answer.get("etag") if isinstance(answer, dict) else None)
+                return Start("run", why=decision.why, etag=answer.get("etag") if isinstance(answer, dict) else None,
+                             lease_until=running["LeaseUntil"])
             except Exception as exc:
                 if not _is(exc, 404, 412):
                     raise
-        return Start("run", why="the record kept changing; running without a conditional start")
+        return Start("run", why="the record kept changing; running without a conditional start",
+                     lease_until=running["LeaseUntil"])
+
+    def extend_lease(self, job_id: str, *, message_id: str, dequeue_count: int,
+                     etag: str | None = None) -> tuple[str | None, datetime] | None:
+        """Push a running delivery's RUNNING lease ``RUNNING_LEASE`` ahead; its new ETag and lease end.
+
+        Conditional on ``etag`` (the record as this run last wrote it); on a mismatch the record is
+        read, and extended only while it is still RUNNING for this delivery (message id and dequeue
+        count). None when it is not: the run no longer owns the record, and nothing is written.
+        """
+        from azure.core import MatchConditions
+
+        now = self.clock()
+        until = now + RUNNING_LEASE
+        update = {"PartitionKey": partition_of(job_id), "RowKey": job_id, "LeaseUntil": until}
+        if etag:
+            try:
+                return self._merge(update, etag), until
+            except Exception as exc:
+                if not _is(exc, 404, 412):
+                    raise
+        entity = self._get(job_id)
+        if entity is None or entity.get("Status") != JobStatus.RUNNING.value or \
+                entity.get("MessageId") != message_id or int(entity.get("DequeueCount") or 0) != dequeue_count:
+            return None
+        try:
+            answer = self._call("update_entity", update, mode=_merge(), etag=entity.metadata["etag"],
+                                match_condition=MatchConditions.IfNotModified)
+        except Exception as exc:
+            if _is(exc, 404, 412):
+                return None
+            raise
+        return (answer.get("etag") if isinstance(answer, dict) else None), until
 
     def _decide(self, entity: Any, envelope: "Envelope", message_id: str, dequeue_count: int,
                 now: datetime) -> Start:
@@ -514,7 +670,17 @@ class StateStore:
         entity = self._identity(envelope, now)
         entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
         entity.update(self._return_value(envelope.id, value))
-        self._merge(entity)
+        try:
+            self._merge(entity)
+        except StateRejected as exc:
+            # Refused for good (whatever the size checks missed): the status is what matters; keep it without
+            # the value rather than leave the record RUNNING.
+            log.warning("job %s %s: the table refused its SUCCESSFUL record (%s); written without the return value",
+                        envelope.job, envelope.id, exc,
+                        extra={"action": "state_return_value_dropped", "job_id": envelope.id})
+            entity.update(ReturnValue="null", ReturnValueRef="", ReturnValueNote=_clip(
+                f"the return value was not kept: the table refused it ({exc})", MAX_NOTE_UNITS))
+            self._merge(entity)
 
     def _return_value(self, job_id: str, value: Any) -> dict[str, Any]:
         try:
@@ -523,13 +689,21 @@ class StateStore:
             log.warning("job %s returned a value JSON cannot carry (%s); its record keeps none", job_id,
                         describe(exc), extra={"action": "state_return_value_dropped", "job_id": job_id})
             return {"ReturnValue": "null", "ReturnValueRef": "", "ReturnValueNote": redact(describe(exc))[:1_000]}
-        if len(text) <= MAX_PROPERTY_CHARS or self.payloads is None:
-            return {"ReturnValue": text if len(text) <= MAX_PROPERTY_CHARS else "null", "ReturnValueRef": ""}
+        if fits(text, MAX_PROPERTY_UNITS):
+            return {"ReturnValue": text, "ReturnValueRef": ""}
+        if self.payloads is None:
+            return {"ReturnValue": "null", "ReturnValueRef": "",
+                    "ReturnValueNote": f"the return value ({utf16_units(text):,} UTF-16 units of JSON) is over a "
+                                       "Table property and no blob store was given: it was not kept"}
+        # Over a Table property, counted as Azure counts (UTF-16 units): kept in Blob Storage.
         ref = self.payloads.put(f"{RESULTS_PREFIX}{job_id}.json", text.encode("utf-8"))
         return {"ReturnValue": "", "ReturnValueRef": ref}
 
-    def retrying(self, envelope: "Envelope", error: JobError, next_attempt: int) -> None:
-        """RETRYING, after the retry copy was sent: the next attempt is ``next_attempt``."""
+    def retrying(self, envelope: "Envelope", error: JobError, next_attempt: int, *, attempted: bool = False) -> None:
+        """RETRYING, after the retry copy was sent: the next attempt is ``next_attempt``.
+
+        ``attempted``: the delivery counts as an attempt though the job did not start (an unknown job).
+        """
         now = self.clock()
 
         def change(entity: Any | None) -> dict[str, Any] | None:
@@ -538,13 +712,23 @@ class StateStore:
                 return None  # another delivery got further
             update = self._identity(envelope, now)
             update.update(Status=JobStatus.RETRYING.value, Attempt=next_attempt, LeaseUntil=now,
-                          Errors=_append_error(entity, error))
+                          Errors=_append_error(entity, recorded))
+            if attempted:  # an attempt that ended before the job ran (an unknown job): it counts all the same
+                update.update(LastAttemptedAt=now,
+                              Attempts=max(int(entity.get("Attempts") or 0) if entity is not None else 0,
+                                           envelope.attempt))
             return update
 
-        self._read_modify_write(envelope.id, change)
+        recorded = error
+        try:
+            self._read_modify_write(envelope.id, change)
+        except StateRejected as exc:
+            recorded = _refused_error(error, exc)
+            self._read_modify_write(envelope.id, change)
 
-    def dead_lettered(self, envelope: "Envelope", error: JobError, status: JobStatus, message_id: str) -> None:
-        """FAILED or DEAD_LETTERED, after the poison record was written."""
+    def dead_lettered(self, envelope: "Envelope", error: JobError, status: JobStatus, message_id: str, *,
+                      attempted: bool = False) -> None:
+        """FAILED or DEAD_LETTERED, after the poison record was written (``attempted``: as for ``retrying``)."""
         now = self.clock()
 
         def change(entity: Any | None) -> dict[str, Any] | None:
@@ -552,12 +736,23 @@ class StateStore:
                 return None  # a success is never overwritten by a late failure
             update = self._identity(envelope, now)
             update.update(Status=status.value, FinishedAt=now, LeaseUntil=now, MessageId=message_id,
-                          Errors=_append_error(entity, error))
+                          Errors=_append_error(entity, recorded))
+            if attempted:
+                update.update(LastAttemptedAt=now,
+                              Attempts=max(int(entity.get("Attempts") or 0) if entity is not None else 0,
+                                           envelope.attempt))
             return update
 
-        self._read_modify_write(envelope.id, change)
+        recorded = error
+        try:
+            self._read_modify_write(envelope.id, change)
+        except StateRejected as exc:  # the status is what matters: written with a short note for the error
+            recorded = _refused_error(error, exc)
+            self._read_modify_write(envelope.id, change)
 
     def status_of(self, job_id: str) -> JobStatus | None:
+        if id_problem(job_id) is not None:
+            return None
         entity = self._get(job_id)
         if entity is None:
             return None
@@ -577,7 +772,8 @@ class StateStore:
 
         now = self.clock()
         partition = unique_partition(key)
-        entity = {"PartitionKey": partition, "RowKey": UNIQUE_ROW, "JobId": job_id, "UniqueKey": key[:1_000],
+        entity = {"PartitionKey": partition, "RowKey": UNIQUE_ROW, "JobId": job_id,
+                  "UniqueKey": _clip(key, MAX_UNIQUE_KEY_UNITS),
                   "UpdatedAt": now, "ExpiresAt": max(now, visible_at or now) + ttl}
         for _ in range(START_TRIES):
             try:
@@ -622,14 +818,28 @@ class StateStore:
 def _append_error(entity: Any | None, error: JobError) -> str:
     errors = list(_loads(entity.get("Errors") if entity is not None else None, []))
     errors.append(error.to_dict())
-    text = _dumps(errors[-MAX_ERRORS:])
-    while len(text) > MAX_PROPERTY_CHARS and len(errors) > 1:
+    errors = errors[-MAX_ERRORS:]
+    text = _dumps(errors)
+    while not fits(text, MAX_PROPERTY_UNITS) and len(errors) > 1:
         errors = errors[1:]
         text = _dumps(errors)
-    if len(text) > MAX_PROPERTY_CHARS:
-        only = dict(errors[-1], traceback=errors[-1]["traceback"][-(MAX_PROPERTY_CHARS // 4):])
-        text = _dumps([only])
+    if not fits(text, MAX_PROPERTY_UNITS):
+        last, room = errors[-1], MAX_PROPERTY_UNITS // 4
+        while True:  # JSON escapes can make text longer: cut until it fits
+            only = {"exception_class_path": _clip(str(last.get("exception_class_path", "")), room // 4),
+                    "message": _clip(str(last.get("message", "")), room),
+                    "traceback": "...\n" + str(last.get("traceback", ""))[-room:]}
+            text = _dumps([only])
+            if fits(text, MAX_PROPERTY_UNITS) or room < 16:
+                return text
+            room //= 2
     return text
+
+
+def _refused_error(error: JobError, exc: BaseException) -> JobError:
+    """What stands for an error the table refused to keep (the fallback record's note)."""
+    return JobError(_clip(error.exception_class_path, 1_000), _clip(
+        f"{error.message[:500]} (the rest of this error was not kept: the table refused it: {exc})", 2_000), "")
 
 
 def _updated(entity: Any) -> datetime:
@@ -648,11 +858,29 @@ def _replace():
     return UpdateMode.REPLACE
 
 
-def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any]) -> str:
-    """The key of ``unique=True``: the job name and its arguments as canonical JSON."""
-    return f"{job}:" + json.dumps({"args": list(args), "kwargs": kwargs}, sort_keys=True, separators=(",", ":"),
-                                  ensure_ascii=False)
+def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any], signature: Any = None) -> str:
+    """The key of ``unique=True``: the job name and its arguments as canonical JSON.
+
+    With the job's ``signature`` (an ``inspect.Signature``), the arguments are bound to it with the
+    defaults applied and keyed by parameter name, so ``f(1, 2)``, ``f(a=1, b=2)`` and ``f(1, b=2)`` are
+    one key, and so are ``f(5)`` and ``f(5, 0)`` when ``b`` defaults to 0. ``*args`` is the list of the
+    extra positional arguments and ``**kwargs`` the dict of the extra keywords, under their own names.
+    """
+    args, kwargs = list(args), dict(kwargs)
+    if signature is not None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:  # arguments the job cannot take fail at enqueue before this; keyed as given
+            bound = None
+        if bound is not None:
+            bound.apply_defaults()
+            arguments = {name: (list(value) if isinstance(value, tuple) else value)
+                         for name, value in bound.arguments.items()}
+            return f"{job}:" + json.dumps({"arguments": arguments}, sort_keys=True, separators=(",", ":"),
+                                          ensure_ascii=False, default=repr)
+    return f"{job}:" + json.dumps({"args": args, "kwargs": kwargs}, sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False, default=repr)
 
 
-__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Start", "StateStore", "error_of", "partition_of",
-           "unique_key_for"]
+__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Prunable", "Start", "StateStore",
+           "error_of", "id_problem", "is_permanent", "partition_of", "unique_key_for"]

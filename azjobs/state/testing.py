@@ -2,7 +2,8 @@
 
 ``memory_store()`` is the real ``StateStore`` (every transition and decision) over
 ``MemoryTable``, a dict with the ``TableClient`` methods the store uses, ETags and the
-same errors (404, 409, 412). Storage behaviour itself is proven against Azurite::
+same errors (404, 409, 412, and 400 PropertyValueTooLarge for a string over 64 KiB of UTF-16).
+Storage behaviour itself is proven against Azurite::
 
     from azjobs.state.testing import memory_store
     from azjobs.testing import RecordingClient
@@ -19,6 +20,7 @@ import threading
 from datetime import timedelta
 from typing import Any, Iterator
 
+from ..table_rules import MAX_STRING_UNITS, utf16_units
 from .store import DEFAULT_RETENTION, StateStore
 
 
@@ -71,6 +73,11 @@ class MemoryTable:
             raise _error("ResourceNotFoundError", 404, "The table specified does not exist.", "TableNotFound")
 
     def _store(self, entity: Any) -> dict[str, Any]:
+        for name, value in dict(entity).items():  # as Table Storage counts: UTF-16 units
+            if isinstance(value, str) and utf16_units(value) > MAX_STRING_UNITS:
+                raise _error("HttpResponseError", 400, f"The property value of {name!r} exceeds the maximum allowed "
+                             "size (64KB). If the property value is a string, it is UTF-16 encoded and the maximum "
+                             "number of characters should be 32K or less.", "PropertyValueTooLarge")
         etag = f'W/"{next(self._etags)}"'
         key = (entity["PartitionKey"], entity["RowKey"])
         self.entities[key] = ({k: copy.deepcopy(v) for k, v in dict(entity).items()}, etag)

@@ -5,9 +5,10 @@ or duplicates a job: a store that cannot be reached is logged (``state_unavailab
 job runs; its record catches up with the next write that gets through (every write carries
 the job's identity, so it can recreate a missing entity).
 
-A job is tracked when any of these says so: its message (``options.track``, set by a
-producer with state on), its definition (``track=True``), or this process
-(``azjobs.configure(state=True)`` or ``AZJOBS_STATE=1``).
+Whether a job is tracked: its message says so first (``options.track``: True from a producer
+with state on, False from a call or job with ``track=False``), then its definition (``track=True``
+or ``track=False``; the default None follows on), then this process (``azjobs.configure(state=True)``
+or ``AZJOBS_STATE=1``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..secrets import describe, get_logger
 from .record import JobStatus
-from .store import Start, error_of
+from .running import RunningJobs
+from .store import Start, error_of, is_permanent
 
 if TYPE_CHECKING:
     from ..core import Executor, MessageInfo
@@ -41,6 +44,9 @@ _lock = threading.Lock()
 RUN = Start("run")
 # Outcome writes that failed (a Table outage) and are tried again after the next write that works.
 MAX_PENDING = 10_000
+# A kept write that fails this many times while the table answers others is given up (logged), so it
+# never holds the writes behind it.
+MAX_TRIES = 5
 
 
 def enable(on: bool = True) -> None:
@@ -70,16 +76,29 @@ def worker_id() -> str:
 
 
 def is_tracked(envelope: "Envelope | None", definition: "JobDefinition | None" = None, client: Any = None) -> bool:
+    """The message's ``track`` (set by its producer: True, or False for ``track=False``) first, then the
+    job's ``track`` (True or False; None follows on), then the client's and the process's setting."""
     if envelope is None:
         return False
-    if envelope.options and envelope.options.get(TRACK_OPTION) is True:
-        return True
-    if definition is not None and getattr(definition, "track", False):
-        return True
+    flag = envelope.options.get(TRACK_OPTION) if envelope.options else None
+    if isinstance(flag, bool):
+        return flag
+    track = getattr(definition, "track", None) if definition is not None else None
+    if isinstance(track, bool):
+        return track
     client_flag = getattr(client, "state", None)
     if isinstance(client_flag, bool):
         return client_flag
     return enabled()
+
+
+class _Kept:
+    """An outcome write kept for a later try."""
+
+    __slots__ = ("envelope", "what", "write", "tries")
+
+    def __init__(self, envelope: "Envelope", what: str, write: Callable[[], None]) -> None:
+        self.envelope, self.what, self.write, self.tries = envelope, what, write, 0
 
 
 class StateTracker:
@@ -87,8 +106,9 @@ class StateTracker:
 
     def __init__(self, owner: "Executor") -> None:
         self._owner = owner
-        self._pending: deque[tuple["Envelope", str, Callable[[], None]]] = deque(maxlen=MAX_PENDING)
+        self._pending: deque[_Kept] = deque(maxlen=MAX_PENDING)
         self._pending_lock = threading.Lock()
+        self.running = RunningJobs(self._store)  # tracked runs of this process: their leases kept ahead
 
     @property
     def pending(self) -> int:
@@ -96,34 +116,69 @@ class StateTracker:
         return len(self._pending)
 
     def _outcome(self, envelope: "Envelope", what: str, write: Callable[[], None]) -> None:
-        """Write an outcome; if the store fails, keep it and try again after the next write that works."""
+        """Write an outcome; if the store fails, keep it and try again after the next write that works.
+
+        A write the table refused for good (``is_permanent``: the store already wrote its fallback, or
+        could not) is logged and never kept.
+        """
         try:
             write()
         except Exception as exc:
-            self._unavailable(envelope, what, exc)
-            with self._pending_lock:
-                self._pending.append((envelope, what, write))
-            return
+            if is_permanent(exc):
+                self._rejected(envelope, what, exc)
+            else:
+                self._unavailable(envelope, what, exc)
+                with self._pending_lock:
+                    self._pending.append(_Kept(envelope, what, write))
+                return
         self.flush()
 
     def flush(self) -> int:
-        """Try the outcome writes kept during an outage, oldest first; stops at the first that fails."""
+        """Try the outcome writes kept during an outage, oldest first; how many landed.
+
+        A pass stops when the table is unreachable again (the rest would fail the same way). A write
+        that fails while the table answers goes to the back of the queue, so it never blocks the ones
+        behind it, and is given up after ``MAX_TRIES`` such failures (``state_write_dropped``).
+        """
         done = 0
-        while True:
+        with self._pending_lock:
+            count = len(self._pending)
+        for _ in range(count):
             with self._pending_lock:
                 if not self._pending:
                     break
-                envelope, what, write = self._pending.popleft()
+                kept = self._pending.popleft()
             try:
-                write()
-            except Exception:
+                kept.write()
+            except Exception as exc:
+                if is_permanent(exc):
+                    self._rejected(kept.envelope, kept.what, exc)
+                    continue
+                store = self._store()
+                if store is not None and getattr(store, "in_outage", lambda: False)():
+                    with self._pending_lock:
+                        self._pending.appendleft(kept)
+                    break
+                kept.tries += 1
+                if kept.tries >= MAX_TRIES:
+                    log.error("job state of %s %s given up after %d tries (%s): %s; its record may lag",
+                              kept.envelope.job, kept.envelope.id, kept.tries, kept.what, describe(exc),
+                              extra={"action": "state_write_dropped", "job": kept.envelope.job,
+                                     "job_id": kept.envelope.id, "what": kept.what})
+                    continue
                 with self._pending_lock:
-                    self._pending.appendleft((envelope, what, write))
-                break
+                    self._pending.append(kept)
+                continue
             done += 1
-            log.info("job state of %s %s caught up (%s)", envelope.job, envelope.id, what,
-                     extra={"action": "state_reconciled", "job": envelope.job, "job_id": envelope.id, "what": what})
+            log.info("job state of %s %s caught up (%s)", kept.envelope.job, kept.envelope.id, kept.what,
+                     extra={"action": "state_reconciled", "job": kept.envelope.job, "job_id": kept.envelope.id,
+                            "what": kept.what})
         return done
+
+    def _rejected(self, envelope: "Envelope", what: str, exc: BaseException) -> None:
+        log.error("job state of %s %s refused by the table (%s): %s; not tried again", envelope.job, envelope.id,
+                  what, describe(exc),
+                  extra={"action": "state_rejected", "job": envelope.job, "job_id": envelope.id, "what": what})
 
     def _store(self) -> "StateStore | None":
         return getattr(self._owner.client, "state_store", None)
@@ -155,9 +210,20 @@ class StateTracker:
                                 worker_id=getattr(info, "worker_id", None) or worker_id(),
                                 etag=etag if isinstance(etag, str) else None)
         except Exception as exc:
-            self._unavailable(envelope, "running", exc)
+            (self._rejected if is_permanent(exc) else self._unavailable)(envelope, "running", exc)
             return RUN
+        if start.action == "run":
+            self.running.add(envelope, info.message_id, info.dequeue_count, start.etag, start.lease_until,
+                             getattr(info, "held", None) or self._until_timeout())
         return start
+
+    def _until_timeout(self) -> Callable[[], bool]:
+        """For a runner that says nothing of its message: held until the job timeout (functionTimeout)."""
+        limit = getattr(self._owner.settings, "function_timeout", None)
+        if limit is None:
+            return lambda: True
+        deadline = time.monotonic() + limit.total_seconds()
+        return lambda: time.monotonic() < deadline
 
     def finished(self, envelope: "Envelope | None") -> bool:
         """True if the record says SUCCESSFUL (checked before a redelivery is dead-lettered)."""
@@ -173,6 +239,7 @@ class StateTracker:
             return False
 
     def succeeded(self, envelope: "Envelope", definition: "JobDefinition", value: Any) -> None:
+        self.running.end(envelope.id)
         if not self._tracked(envelope, definition):
             return
         store = self._store()
@@ -180,18 +247,24 @@ class StateTracker:
             return
         self._outcome(envelope, "successful", lambda: store.succeeded(envelope, value))
 
-    def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int) -> None:
+    def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int, *,
+                 attempted: bool = False) -> None:
+        """RETRYING; ``attempted`` for a delivery that counts as an attempt though the job never started."""
+        self.running.end(envelope.id)
         if not self._tracked(envelope):
             return
         store = self._store()
         if store is None:
             return
         recorded = error_of(error)
-        self._outcome(envelope, "retrying", lambda: store.retrying(envelope, recorded, next_attempt))
+        self._outcome(envelope, "retrying",
+                      lambda: store.retrying(envelope, recorded, next_attempt, attempted=attempted))
 
     def dead_lettered(self, envelope: "Envelope | None", info: "MessageInfo", error_info: "ErrorInfo",
                       error: BaseException | None) -> None:
         """FAILED when the job's own code raised on its last attempt, else DEAD_LETTERED."""
+        if envelope is not None:
+            self.running.end(envelope.id)
         if envelope is None or not self._tracked(envelope):
             return
         store = self._store()
@@ -201,8 +274,9 @@ class StateTracker:
         recorded = error_of(error) if error is not None else error_of(
             None, class_path=error_info.type, message=error_info.message, traceback=error_info.traceback)
         message_id = info.message_id
+        attempted = error_info.reason == "unknown_job"
         self._outcome(envelope, status.value.lower(),
-                      lambda: store.dead_lettered(envelope, recorded, status, message_id))
+                      lambda: store.dead_lettered(envelope, recorded, status, message_id, attempted=attempted))
 
 
 __all__ = ["ENV_FLAG", "StateTracker", "enable", "enabled", "is_tracked", "worker_id"]

@@ -12,6 +12,11 @@ applied in the order it made them.
 A write the service refuses (412: the ETag no longer matches; 404) is answered with that
 error and the rest of its transaction is sent again without it. A transaction that fails as
 a whole (the store unreachable) answers each of its writes with that error.
+
+A transaction's body stays under ``MAX_BYTES`` (the service refuses 4 MiB or more; Azurite does
+not): writes that would take it past that wait for the next one. A transaction the service
+still refuses whole (413 too large, or a 400 that names no write) is split in two and each half
+sent, down to single writes, so only a write at fault is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
-from .batch import MAX_WRITES, RETRY, Write
+from .batch import MAX_BYTES, MAX_WRITES, RETRY, Write
 from .errors import StateUnavailable
 
 THREADS = 2
@@ -42,12 +47,14 @@ class StateWriter:
     """Coalesces ``write()`` calls from many threads into transactions sent by ``send``."""
 
     def __init__(self, send: Callable[[Sequence[Write]], list[Any]], *, threads: int = THREADS,
-                 max_writes: int = MAX_WRITES, wait_s: float = WAIT_S, name: str = "azjobs-state-writer") -> None:
-        if threads < 1 or not 1 <= max_writes <= MAX_WRITES:
-            raise ValueError(f"threads must be at least 1 and max_writes 1..{MAX_WRITES}")
+                 max_writes: int = MAX_WRITES, max_bytes: int = MAX_BYTES, wait_s: float = WAIT_S,
+                 name: str = "azjobs-state-writer") -> None:
+        if threads < 1 or not 1 <= max_writes <= MAX_WRITES or not 1 <= max_bytes <= MAX_BYTES:
+            raise ValueError(f"threads must be at least 1, max_writes 1..{MAX_WRITES} and max_bytes 1..{MAX_BYTES}")
         self._send = send
         self._threads_wanted = threads
         self._max = max_writes
+        self._max_bytes = max_bytes
         self._wait_s = wait_s
         self._name = name
         self._pending: dict[str, deque[_Pending]] = {}
@@ -57,9 +64,11 @@ class StateWriter:
         self._closed = False
         self.transactions = 0  # transactions sent (or tried), for the benchmarks and tests
         self.writes = 0  # writes the service applied
+        self.splits = 0  # transactions the service refused as too large (413), sent again in halves
 
     def write(self, write: Write) -> str | None:
         """Apply ``write``; its new ETag. Raises the service's error for it (or ``StateUnavailable``)."""
+        write.size  # noqa: B018 - encoded here, in the job's thread, not under the writer's lock
         pending = _Pending(write)
         partition = write.key[0]
         with self._cond:
@@ -100,13 +109,18 @@ class StateWriter:
         taken: list[_Pending] = []
         rows: set[str] = set()
         kept: deque[_Pending] = deque()
+        used = 0
         while queue and len(taken) < self._max:
             item = queue.popleft()
             row = item.write.key[1]
             if row in rows:
                 kept.append(item)  # an entity may appear once in a transaction: the next one takes it
+            elif taken and used + item.write.size > self._max_bytes:
+                kept.append(item)  # the body would reach the service's limit: the next transaction takes it
+                break
             else:
                 rows.add(row)
+                used += item.write.size
                 taken.append(item)
         queue.extendleft(reversed(kept))
         if not queue:
@@ -126,31 +140,61 @@ class StateWriter:
             partition, taken = got
             again: list[_Pending] = []
             applied = 0
+            sent = 0
             try:
-                answers = self._send([item.write for item in taken])
-                if len(answers) != len(taken):
-                    raise StateUnavailable(f"{len(answers)} answers to a transaction of {len(taken)} writes")
-                for item, answer in zip(taken, answers):
-                    if answer is RETRY:
-                        again.append(item)
-                    else:
-                        applied += 0 if isinstance(answer, BaseException) else 1
-                        item.answer = answer
-                        item.done.set()
+                parts = [taken]
+                while parts:
+                    part = parts.pop()
+                    sent += 1
+                    try:
+                        answers = self._send([item.write for item in part])
+                    except Exception as exc:
+                        if not self._split(exc, part):
+                            if part is taken:
+                                raise
+                            for item in part:  # a part of a split transaction: its own answer only
+                                item.answer = exc
+                                item.done.set()
+                            continue
+                        half = (len(part) + 1) // 2
+                        parts.extend([part[half:], part[:half]])  # the first half goes next
+                        with self._cond:
+                            self.splits += 1
+                        continue
+                    if len(answers) != len(part):
+                        raise StateUnavailable(f"{len(answers)} answers to a transaction of {len(part)} writes")
+                    for item, answer in zip(part, answers):
+                        if answer is RETRY:
+                            again.append(item)
+                        else:
+                            applied += 0 if isinstance(answer, BaseException) else 1
+                            item.answer = answer
+                            item.done.set()
             except BaseException as exc:  # noqa: BLE001 - every waiting job gets the reason
+                again = []
                 for item in taken:
-                    item.answer = exc if isinstance(exc, Exception) else StateUnavailable(repr(exc))
-                    item.done.set()
+                    if not item.done.is_set():
+                        item.answer = exc if isinstance(exc, Exception) else StateUnavailable(repr(exc))
+                        item.done.set()
                 if not isinstance(exc, Exception):
                     raise
             finally:
                 with self._cond:
-                    self.transactions += 1
+                    self.transactions += sent
                     self.writes += applied
                     if again:
                         self._pending.setdefault(partition, deque()).extendleft(reversed(again))
                     self._busy.discard(partition)
                     self._cond.notify_all()
+
+    def _split(self, exc: BaseException, part: list[_Pending]) -> bool:
+        """True when the service refused ``part`` whole, as too large (413) or as a bad request without
+        naming the write (400), and it can be sent in halves: the writes not at fault then land, and a
+        write at fault gets its own answer."""
+        if len(part) < 2:
+            return False
+        return any(getattr(error, "status_code", None) in (400, 413) for error in (exc, exc.__cause__)
+                   if error is not None)
 
 
 __all__ = ["StateWriter"]

@@ -186,3 +186,15 @@ def test_check_warns_when_azure_web_jobs_storage_is_not_set(site, monkeypatch, t
     messages = AzureQueueBackend("local", {"OPTIONS": {"results": False}}).check()
     assert [m.id for m in messages] == ["azjobs.W001"]
     assert "Azurite" in messages[0].msg
+
+
+@pytest.mark.parametrize("bad", ["a/b", "a#b", "a?b", "a\\b", "a\nb", "x" * 513])
+def test_get_result_of_an_id_no_key_can_hold_does_not_exist_and_the_next_lookup_still_works(site, bad):
+    from django.tasks.exceptions import TaskResultDoesNotExist
+
+    from shop import tasks
+
+    result = tasks.add.enqueue(1, 2)
+    with pytest.raises(TaskResultDoesNotExist, match="no result can have the id"):
+        site.backend.get_result(bad)  # an id from a URL: never sent to the table
+    assert site.backend.get_result(result.id).status == "READY"  # no outage pause for the next request

@@ -21,6 +21,7 @@ from azjobs.message import Envelope
 from azjobs.settings import QueueSettings
 from azjobs.state import tracker
 from azjobs.state.record import JobStatus
+from azjobs.state.store import partition_of
 from devtools.proxy import FaultProxy
 from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
                                      receive_one)
@@ -55,8 +56,17 @@ def broken(key: str) -> None:
     raise KeyError(f"no such thing: {key}")
 
 
+EMOJI = "😀" * 20_000  # 20,000 characters, 40,000 UTF-16 units: over a Table string property
+
+
+def emoji(key: str) -> str:
+    _ran(key)
+    return EMOJI
+
+
 def registry_for(queue: str) -> azjobs.Registry:
     reg = azjobs.Registry()
+    azjobs.job(queue=queue, registry=reg, name="state.emoji")(emoji)
     azjobs.job(queue=queue, registry=reg, name="state.blocking")(blocking)
     azjobs.job(queue=queue, registry=reg, name="state.quick")(quick)
     azjobs.job(queue=queue, registry=reg, name="state.broken", max_retries=1, retry=azjobs.Fixed(0, max_retries=1))(
@@ -290,12 +300,15 @@ def test_status_and_prune_commands(state_client, state_table, queue_name):
     assert code == 0 and "status        SUCCESSFUL" in out and 'return value  "CLI"' in out
     code, out, err = run("status", "no-such-job", "--table", state_table)
     assert code == 1 and out == "" and "no record of job 'no-such-job'" in err
+    code, out, err = run("status", "a/b", "--table", state_table)
+    assert code == 1 and out == "" and "no job can have the id 'a/b': it contains '/'" in err
     code, out, _ = run("state", "prune", "--table", state_table)
-    assert (code, out) == (0, f"pruned 0 record(s) past their retention from table {state_table}\n")
+    assert (code, out) == (0, f"pruned 0 record(s) past their retention (finished ones only) and 0 expired unique "
+                              f"key(s) from table {state_table}\n")
     code, out, _ = run("state", "prune", "--older-than", "1s", "--table", state_table)
     time.sleep(1.1)
     code, out, _ = run("state", "prune", "--older-than", "1s", "--table", state_table)
-    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01")
+    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01 (finished ones only)")
     assert run("status", job_id, "--table", state_table)[0] == 1
     with pytest.raises(SystemExit) as usage:
         run("state", "prune", "--older-than", "soon")
@@ -324,7 +337,243 @@ def test_recent_and_prune_on_table_storage(connection_string, state_table):
         assert [r.id for r in store.recent(status=JobStatus.READY)] == [first.id]
         assert store.prune() == 0
         time.sleep(1.2)
-        assert store.prune() == 2 and store.recent() == []
+        assert store.prune() == 1 and [r.id for r in store.recent()] == [first.id]  # READY stays
+        assert store.prune(include_unfinished=True) == 1 and store.recent() == []
     finally:
         store.table.delete_table()
         store.close()
+
+
+# -- issue #22: prune keeps what still holds a job (11) ----------------------------------------------
+def test_prune_older_than_keeps_a_delayed_ready_job_and_its_key_so_a_duplicate_is_refused(state_client, state_table,
+                                                                                          queue_name, raw_queue):
+    from azjobs import cli
+    from tests.integration.drivers import RunnerDriver
+
+    reg = registry_for(queue_name)
+    delayed = reg.get("state.quick").options(queue=queue_name, unique=True, delay=3600).enqueue("later")
+    done = reg.get("state.quick").options(queue=queue_name).enqueue("now")
+    RunnerDriver(state_client, queue_name, reg).run_until(lambda: runs.get("now") == 1)
+    time.sleep(1.1)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        code = cli.main(["state", "prune", "--older-than", "1s", "--table", state_table, *argv], stdout=out,
+                        stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, err = run("--dry-run")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].startswith(f"would delete record {done}  state.quick  SUCCESSFUL  updated 20")
+    assert out.splitlines()[1] == (f"dry run: would prune 1 record(s) not updated for 0:00:01 (finished ones only) "
+                                   f"and 0 expired unique key(s) from table {state_table}; nothing was deleted")
+    assert azjobs.result(done).status is JobStatus.SUCCESSFUL  # the dry run deleted nothing
+    code, out, _ = run()
+    assert (code, out) == (0, f"pruned 1 record(s) not updated for 0:00:01 (finished ones only) and 0 expired unique "
+                              f"key(s) from table {state_table}\n")
+    with pytest.raises(azjobs.JobNotFoundError):
+        azjobs.result(done)
+    assert azjobs.result(delayed).status is JobStatus.READY
+    again = reg.get("state.quick").options(queue=queue_name, unique=True, delay=3600).enqueue("later")
+    assert again == delayed  # its key is still held: the duplicate is not sent
+    assert raw_queue(queue_name).get_queue_properties().approximate_message_count == 1
+    code, out, _ = run("--include-unfinished", "--dry-run")
+    assert out.splitlines()[0].startswith(f"would delete record {delayed}  state.quick  READY  updated 20")
+    code, out, _ = run("--include-unfinished")
+    assert code == 0 and out.startswith("pruned 1 record(s) not updated for 0:00:01 and 0 expired unique key(s)")
+    with pytest.raises(azjobs.JobNotFoundError):
+        azjobs.result(delayed)
+
+
+# -- issue #22: an id no key can hold (9) ----------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["a/b", "a#b", "a?b", "a\\b", "a\tb", "a\x7fb", "x" * 513, "😀" * 257])
+def test_a_bad_id_is_not_found_and_the_next_valid_lookup_still_works_at_once(state_client, queue_name, bad):
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.quick").options(queue=queue_name).enqueue("ok")
+    with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id") as raised:
+        azjobs.result(bad)
+    assert raised.value.why and raised.value.job_id == bad
+    with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id"):
+        azjobs.wait(bad, timeout=1)
+    assert azjobs.result(job_id).status is JobStatus.READY  # no outage pause: the table was never asked
+    assert not state_client.state_store.in_outage()
+
+
+# -- issue #22: Table limits in UTF-16 units, and what the table refuses (6) ----------------------------
+@pytest.mark.parametrize("path", ["runner", "functions"])
+def test_a_return_value_of_20000_emoji_is_kept_in_a_blob_and_the_record_is_successful(path, state_client, queue_name):
+    from tests.integration.drivers import DRIVERS
+
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.emoji").options(queue=queue_name).enqueue("e")
+    driver = DRIVERS[path](state_client, queue_name, reg)
+    driver.run_until(lambda: runs.get("e") == 1 and driver.results)
+    assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED]
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.return_value == EMOJI
+    assert driver.executor.recorder.state.pending == 0  # nothing left for a catch-up queue
+    entity = state_client.state_store.table.get_entity(partition_of(job_id), job_id)
+    assert entity["ReturnValue"] == "" and entity["ReturnValueRef"] == f"azjobs-payloads/results/{job_id}.json"
+
+
+# What Table Storage answers to a transaction one of whose writes has a string property over 64 KiB:
+# the transaction's 202, with the refused write's own 400 inside it.
+REFUSED_BATCH = (
+    b"--batchresponse_5c0f6f1e-0000-4000-8000-000000000001\r\n"
+    b"Content-Type: multipart/mixed; boundary=changesetresponse_5c0f6f1e-0000-4000-8000-000000000002\r\n\r\n"
+    b"--changesetresponse_5c0f6f1e-0000-4000-8000-000000000002\r\n"
+    b"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+    b"HTTP/1.1 400 Bad Request\r\nX-Content-Type-Options: nosniff\r\nContent-ID: 1\r\n"
+    b"DataServiceVersion: 3.0;\r\nContent-Type: application/json;odata=minimalmetadata;streaming=true;charset=utf-8"
+    b"\r\n\r\n"
+    b'{"odata.error":{"code":"PropertyValueTooLarge","message":{"lang":"en-US","value":"0:The property value '
+    b"exceeds the maximum allowed size (64KB). If the property value is a string, it is UTF-16 encoded and the "
+    b'maximum number of characters should be 32K or less.\\nRequestId:1f3c9d2e-7002-0041-1f1e-0a6b3c000000\\n'
+    b'Time:2026-12-04T21:40:00.0000000Z"}}}\r\n'
+    b"--changesetresponse_5c0f6f1e-0000-4000-8000-000000000002--\r\n"
+    b"--batchresponse_5c0f6f1e-0000-4000-8000-000000000001--\r\n"
+)
+
+
+def test_a_successful_write_the_table_refuses_ends_as_a_fallback_record_never_pending(azurite, connection_string,
+                                                                                     state_table, queue_name, caplog):
+    import logging
+    import re
+
+    from tests.integration.drivers import RunnerDriver
+
+    proxy = FaultProxy(azurite.table_port).start()
+    try:
+        through_proxy = re.sub(r"(TableEndpoint=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{proxy.port}",
+                               connection_string)
+        client = Client(through_proxy, state=True, state_table=state_table)
+        reg = registry_for(queue_name)
+
+        def refused(key: str) -> str:
+            # While it runs (its RUNNING write landed), the table's next transaction answer is a refusal.
+            proxy.fail("POST", path_contains="$batch", status=202, times=1, body=REFUSED_BATCH,
+                       content_type="multipart/mixed; boundary=batchresponse_5c0f6f1e-0000-4000-8000-000000000001",
+                       error_code="")
+            return quick(key)
+
+        reg.register(azjobs.JobDefinition(name="state.refused", queue=queue_name, call=refused, signature_of=refused,
+                                          target_id="state.refused"))
+        job_id = reg.get("state.refused").options(queue=queue_name, client=client).enqueue("r")
+        driver = RunnerDriver(client, queue_name, reg)
+        with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+            driver.run_until(lambda: runs.get("r") == 1 and driver.results)
+        assert proxy.faults["POST"] == 1, "the refusal was not injected: the test proved nothing"
+        actions = [getattr(r, "action", None) for r in caplog.records]
+        assert "state_return_value_dropped" in actions
+        assert "state_unavailable" not in actions and "state_reconciled" not in actions  # never kept for later
+        assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED]
+        assert driver.executor.recorder.state.pending == 0
+        record = client.state_store.get(job_id)
+        assert record.status is JobStatus.SUCCESSFUL and record.return_value is None and record.finished_at
+        entity = client.state_store.table.get_entity(partition_of(job_id), job_id)
+        assert "the return value was not kept: the table refused it" in entity["ReturnValueNote"]
+        assert "PropertyValueTooLarge" in entity["ReturnValueNote"]
+        client.close()
+    finally:
+        proxy.stop()
+        try:
+            azjobs.Client(connection_string).connection.table_service().delete_table(state_table)
+        except Exception:
+            pass
+
+
+# -- issue #22: a job running past its RUNNING lease does not run twice at once (5) -------------------
+def _shifted(store, shift: list) -> None:
+    """The store's clock, ``shift[0]`` ahead of the wall clock (how the issue reproduced a long run)."""
+    from azjobs.message import utcnow
+
+    store.clock = lambda: utcnow() + shift[0]
+
+
+def _lease_until(store, job_id: str):
+    from azjobs.state.store import _aware
+
+    return _aware(store.table.get_entity(partition_of(job_id), job_id)["LeaseUntil"])
+
+
+def _extended(store, job_id: str, timeout_s: float = 20.0) -> bool:
+    """Wait (a while, without failing) for the record's lease to be pushed past the shifted clock."""
+    from azjobs.message import utcnow
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _lease_until(store, job_id) > utcnow() + timedelta(minutes=15):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_the_worker(state_client, queue_name, raw_queue,
+                                                                                monkeypatch):
+    from azjobs.state import running
+    from azjobs.worker import Worker
+
+    monkeypatch.setattr(running, "CHECK_S", 0.2)
+    store, shift = state_client.state_store, [timedelta(0)]
+    _shifted(store, shift)
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("long")
+    queue = raw_queue(queue_name)
+    (sent,) = queue.peek_messages(max_messages=1)
+    executor = RecordingExecutor(registry=reg, client=state_client, settings=SETTINGS)
+    worker = Worker([queue_name], client=state_client, executor=executor, fetch=4, lease=30)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        _until(lambda: _status(job_id) is JobStatus.RUNNING)
+        shift[0] = timedelta(minutes=11)  # the run has now lasted past its first 10-minute RUNNING lease
+        _extended(store, job_id)
+        queue.send_message(sent.content)  # a second message for the job while its first run goes on
+        _until(lambda: runs.get("long", 0) > 1 or any(r.outcome is Outcome.DEFERRED for r in executor.results),
+               timeout_s=30)
+        assert runs == {"long": 1}
+        (deferred,) = [r for r in executor.results if r.outcome is Outcome.DEFERRED]
+        assert "RUNNING under another live lease" in deferred.detail and deferred.retry_in_s > 5 * 60
+    finally:
+        release.set()
+        _until(lambda: any(r.outcome is Outcome.SUCCEEDED for r in executor.results), timeout_s=30)
+        worker.stop()
+        thread.join(60)
+    assert runs == {"long": 1} and azjobs.result(job_id).status is JobStatus.SUCCESSFUL
+    assert len(executor.recorder.state.running) == 0  # the run ended: nothing extends its lease any more
+
+
+def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_functions(state_client, queue_name, raw_queue,
+                                                                               monkeypatch):
+    from azjobs.state import running
+
+    monkeypatch.setattr(running, "CHECK_S", 0.2)
+    store, shift = state_client.state_store, [timedelta(0)]
+    _shifted(store, shift)
+    reg = registry_for(queue_name)
+    job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("long")
+    queue = raw_queue(queue_name)
+    (sent,) = queue.peek_messages(max_messages=1)
+    executor = RecordingExecutor(registry=reg, client=state_client, settings=SETTINGS)
+    app = fresh_app([queue_name], registry=reg, executor=executor)
+    first = receive_one(queue)
+    outcome: list = []
+    host = threading.Thread(target=lambda: outcome.append(
+        host_like_settle(app, queue, first, SETTINGS, InvocationContext("inv-first"))))
+    host.start()
+    try:
+        _until(lambda: _status(job_id) is JobStatus.RUNNING)
+        shift[0] = timedelta(minutes=11)
+        _extended(store, job_id)
+        queue.send_message(sent.content)
+        duplicate = receive_one(queue)
+        assert duplicate is not None and duplicate.id != first.id
+        second = host_like_settle(app, queue, duplicate, SETTINGS, InvocationContext("inv-second"))
+        assert second.action is HostAction.DELETED  # settled by its deferral (a delayed copy is on the queue)
+        assert [r.outcome for r in executor.results] == [Outcome.DEFERRED] and runs == {"long": 1}
+    finally:
+        release.set()
+        host.join(60)
+    assert outcome[0].action is HostAction.DELETED and runs == {"long": 1}
+    record = azjobs.result(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.worker_ids == ["inv-first"]

@@ -8,6 +8,7 @@ connection Azurite closed while idle, and an answer lost after Azurite applied t
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -183,3 +184,96 @@ def test_a_sas_connection_string_sends_transactions_with_its_signature(azurite, 
         assert store.writer.transactions == 2
     finally:
         store.close()
+
+
+# -- issue #22: a transaction's body stays under 4 MiB; a 413 splits it (7) -------------------------
+def _one_partition(count: int, partition: str = "jobs-0") -> list[Envelope]:
+    envelopes: list[Envelope] = []
+    while len(envelopes) < count:
+        envelope = Envelope.build("tx.job", (1,), queue="tx-q")
+        if partition_of(envelope.id) == partition:
+            envelopes.append(envelope)
+    return envelopes
+
+
+def _pile_up(store: StateStore, envelopes: list[Envelope], value, on_send=None) -> list[int]:
+    """SUCCESSFUL writes of ``envelopes`` from as many threads, gathered while the writer's first transaction
+    is held back: what a busy partition sends. Returns the body size of every transaction sent."""
+    sizes: list[int] = []
+    gate = threading.Event()
+    connections = store._transactions.connections
+    real_send = connections.send
+
+    def send(method, path, body, headers):
+        sizes.append(len(body))
+        if len(sizes) == 1:
+            assert gate.wait(30)
+        if on_send is not None:
+            on_send(len(sizes))
+        return real_send(method, path, body, headers)
+
+    connections.send = send
+    threads = [threading.Thread(target=store.succeeded, args=(envelope, value)) for envelope in envelopes]
+    threads[0].start()
+    deadline = time.monotonic() + 30
+    while not sizes:  # the first write is in flight, alone, held at the gate
+        assert time.monotonic() < deadline, "the first write was not sent"
+        time.sleep(0.01)
+    for thread in threads[1:]:
+        thread.start()
+    while sum(len(q) for q in store.writer._pending.values()) < len(envelopes) - 1:
+        assert time.monotonic() < deadline, "the writes did not pile up"
+        time.sleep(0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(60)
+    return sizes
+
+
+def test_many_large_writes_to_one_partition_go_in_transactions_each_under_4_mib(connection_string, table_name):
+    from azjobs.table_rules import MAX_TRANSACTION_BYTES
+
+    store = _store(connection_string, table_name, writer_threads=1)
+    try:
+        envelopes = _one_partition(100)
+        value = "€" * 30_000  # 30,000 UTF-16 units (fits a property); 90,000 bytes of UTF-8 in the body
+        sizes = _pile_up(store, envelopes, value)
+        # Azurite takes any size; Table Storage refuses a transaction of 4 MiB or more (413).
+        assert max(sizes) < MAX_TRANSACTION_BYTES, sizes
+        assert len(sizes) >= 4 and max(sizes) > 3 * 1024 * 1024  # still shared: 40-odd writes a transaction
+        assert store.writer.writes == 100
+        assert {store.get(e.id).return_value == value for e in envelopes[::9]} == {True}
+    finally:
+        store.close()
+
+
+# The service's answer to a transaction over its body limit.
+TOO_LARGE = (b'{"odata.error":{"code":"RequestBodyTooLarge","message":{"lang":"en-US","value":"The request body is too '
+             b'large and exceeds the maximum permissible limit.\\nRequestId:6c3bd3a8-b002-0058-2f1e-0a9e1c000000\\n'
+             b'Time:2026-12-04T21:40:00.0000000Z"}}}')
+
+
+def test_a_transaction_refused_as_too_large_is_split_and_every_write_lands(azurite, connection_string, table_name):
+    proxy = FaultProxy(azurite.table_port).start()
+    proxied = re.sub(r"(TableEndpoint=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{proxy.port}",
+                     connection_string)
+    store = _store(proxied, table_name, writer_threads=1)
+    try:
+        envelopes = _one_partition(12)
+
+        def arm(number: int) -> None:
+            if number == 2:  # the first shared transaction: the service says it is too large
+                proxy.fail("POST", path_contains="$batch", status=413, times=1, body=TOO_LARGE,
+                           content_type="application/json;odata=minimalmetadata;streaming=true;charset=utf-8",
+                           error_code="RequestBodyTooLarge")
+
+        sizes = _pile_up(store, envelopes, {"ok": True}, on_send=arm)
+        assert proxy.faults["POST"] == 1, "the 413 was not injected: the test proved nothing"
+        records = [store.get(e.id) for e in envelopes]
+        assert {(r.status, json.dumps(r.return_value)) for r in records} == {(JobStatus.SUCCESSFUL, '{"ok": true}')}
+        assert store.writer.writes == 12
+        assert len(sizes) == 4 and store.writer.splits == 1  # the first alone, the refused 11, then 6 and 5
+        assert sizes[2] + sizes[3] < sizes[1] + 4096
+    finally:
+        store.close()
+        proxy.stop()

@@ -197,7 +197,7 @@ def test_bad_state_call_options_fail_when_given(options, message):
 
 
 def test_bad_track_job_option_fails_at_declaration():
-    with pytest.raises(ConfigurationError, match="track= takes True or False"):
+    with pytest.raises(ConfigurationError, match="track= takes True, False or None"):
         azjobs.job(queue="st-q", registry=Registry(), track="on")(add.fn)
 
 
@@ -527,7 +527,8 @@ def test_prune_deletes_what_is_past_its_retention():
     now[0] += timedelta(days=2)
     assert store.prune() == 1
     assert store.get(old.id) is None and store.get(young.id) is not None
-    assert store.prune(timedelta(days=1)) == 1 and store.get(young.id) is None
+    assert store.prune(timedelta(days=1)) == 0 and store.get(young.id) is not None  # READY: unfinished
+    assert store.prune(timedelta(days=1), include_unfinished=True) == 1 and store.get(young.id) is None
 
 
 def test_retention_must_be_positive():
@@ -591,3 +592,323 @@ def test_a_delivery_whose_own_running_write_was_applied_but_unanswered_runs():
     assert client.state_store.get(job_id).status is JobStatus.SUCCESSFUL
     record = client.state_store.get(job_id)
     assert record.attempts == 1 and record.worker_ids == [tracker.worker_id()]  # one start, written once
+
+
+# -- issue #22: unique keys on bound arguments (10) --------------------------------------------
+@azjobs.job(queue="st-q", registry=reg, name="st.sync", unique=True)
+def sync(a, b=0):
+    calls.append(("sync", a, b))
+
+
+@azjobs.job(queue="st-q", registry=reg, name="st.spread", unique=True)
+def spread(first, *rest, flag=False, **extra):
+    calls.append(("spread", first, rest, flag, extra))
+
+
+class Reindex(azjobs.Job):
+    queue = "st-q"
+    registry = reg
+    name = "st.reindex"
+    unique = True
+
+    def perform(self, index, full=False):
+        calls.append(("reindex", index, full))
+
+
+def test_unique_true_keys_on_the_arguments_bound_to_the_signature_with_defaults():
+    client, _ = setup(state=False)
+    first = sync.options(client=client).enqueue(1, 2)
+    assert sync.options(client=client).enqueue(a=1, b=2) == first
+    assert sync.options(client=client).enqueue(1, b=2) == first
+    five = sync.options(client=client).enqueue(5)
+    assert sync.options(client=client).enqueue(5, 0) == five and sync.options(client=client).enqueue(a=5, b=0) == five
+    assert five != first and sync.options(client=client).enqueue(5, 1) not in (first, five)
+    assert len(client.sent) == 3
+
+
+def test_unique_true_binds_star_args_and_keywords_and_class_jobs_too():
+    client, _ = setup(state=False)
+    first = spread.options(client=client).enqueue(1, 2, 3)
+    assert spread.options(client=client).enqueue(1, 2, 3, flag=False) == first
+    assert spread.options(client=client).enqueue(1, 3, 2) != first  # *rest keeps its order
+    keyword = spread.options(client=client).enqueue(1, x=1, y=2)
+    assert spread.options(client=client).enqueue(1, y=2, x=1) == keyword
+    assert keyword != first
+    index = Reindex.options(client=client).enqueue("orders")
+    assert Reindex.options(client=client).enqueue(index="orders", full=False) == index
+    assert Reindex.options(client=client).enqueue("orders", True) != index
+    assert len(client.sent) == 5
+
+
+# -- issue #22: prune keeps unfinished records and held keys (11) --------------------------------
+def test_prune_older_than_keeps_a_delayed_ready_job_and_its_unique_key():
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    client, executor = setup(state=False)
+    client.state_store = memory_store(clock=lambda: now[0])
+    store = client.state_store
+    delayed = sync.options(client=client, delay=timedelta(days=3)).enqueue(9)
+    done = enqueue(client, add, 1, 1, track=True)
+    store.succeeded(client.sent[-1][0], 2)
+    now[0] += timedelta(days=2)  # both older than one day; the delayed job is not due yet
+    assert [(item.kind, item.row) for item in store.prunable(timedelta(days=1))] == [("record", done)]
+    assert store.prune(timedelta(days=1)) == 1
+    assert store.get(delayed).status is JobStatus.READY and store.get(done) is None
+    assert sync.options(client=client).enqueue(9) == delayed and len(client.sent) == 2  # still held: not sent
+    unfinished = store.prunable(timedelta(days=1), include_unfinished=True)
+    assert [(item.kind, item.row) for item in unfinished] == [("record", delayed)]  # the key is not expired
+    assert store.prune(timedelta(days=1), include_unfinished=True) == 1 and store.get(delayed) is None
+
+
+def test_prune_deletes_an_expired_unique_key_only_once_its_job_finished():
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    store = memory_store(clock=lambda: now[0])
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q")
+    store.enqueued(envelope)
+    assert store.claim_unique("k", envelope.id, timedelta(hours=1)) is None
+    now[0] += timedelta(hours=2)  # expired, but its job is READY
+    assert [item.kind for item in store.prunable(timedelta(minutes=1))] == []
+    assert [item.kind for item in store.prunable(timedelta(minutes=1), include_unfinished=True)] == \
+        ["record", "unique"]
+    store.succeeded(envelope, 3)
+    now[0] += timedelta(hours=1)
+    assert sorted(item.kind for item in store.prunable(timedelta(minutes=1))) == ["record", "unique"]
+    assert store.prune(timedelta(minutes=1)) == 2 and store.table.entities == {}
+
+
+# -- issue #22: track tri-state, requeue, unknown jobs (14) ----------------------------------------
+@azjobs.job(queue="st-q", registry=reg, name="st.untracked", track=False)
+def untracked(x):
+    calls.append(("untracked", x))
+    return x
+
+
+def test_track_false_on_a_job_is_never_tracked_even_with_state_on_for_the_process():
+    client, executor = setup(state=None)
+    azjobs.state.enable(True)
+    job_id = untracked.options(client=client).enqueue(1)
+    assert client.state_store.table.calls == {}  # no READY record
+    assert client.sent[-1][0].options.get("track") is False
+    assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
+    assert client.state_store.get(job_id) is None and client.state_store.table.calls == {"get_entity": 1}
+    tracked_id = untracked.options(client=client, track=True).enqueue(2)  # the call wins
+    executor.execute(*delivery(client, message_id="m-2"))
+    assert client.state_store.get(tracked_id).status is JobStatus.SUCCESSFUL
+
+
+def test_track_false_on_a_call_is_not_tracked_by_a_worker_with_state_on():
+    client, executor = setup(state=None)
+    azjobs.state.enable(True)
+    job_id = add.options(client=client, track=False).enqueue(1, 2)
+    assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
+    assert calls == [("add", 1, 2)] and client.state_store.table.entities == {}
+    assert client.state_store.get(job_id) is None
+
+
+def plain():
+    return None
+
+
+def test_unique_with_track_false_is_refused():
+    with pytest.raises(ConfigurationError, match="unique=True needs job state"):
+        azjobs.job(queue="st-q", registry=Registry(), name="st.both", unique=True, track=False)(plain)
+    with pytest.raises(ConfigurationError, match="a unique job is tracked"):
+        add.options(unique_key="k", track=False)
+
+
+def test_a_requeued_poison_record_clears_the_old_finish_time():
+    client, executor = setup()
+    job_id = enqueue(client, flaky, "x")
+    body, info = delivery(client)
+    for number in range(1, 4):  # three attempts: FAILED
+        result = executor.execute(body, info)
+        if result.outcome is Outcome.RETRY_SCHEDULED:
+            body, info = rerun_copy(client, message_id=f"m-{number + 1}")
+    failed = client.state_store.get(job_id)
+    assert failed.status is JobStatus.FAILED and failed.finished_at is not None
+    replay = Envelope.decode(body).evolve(attempt=1, first_failed_at=None)  # what `azjobs poison requeue` sends
+    executor.execute(replay.encode(), MessageInfo(queue="st-q", message_id="m-replayed"))
+    retrying = client.state_store.get(job_id)
+    assert retrying.status is JobStatus.RETRYING and retrying.finished_at is None
+    assert retrying.attempts == 4 and len(retrying.errors) == 4
+
+
+def test_an_unknown_jobs_retries_update_its_record_with_attempts_and_the_error():
+    client, executor = setup()
+    envelope = Envelope.build("st.not-deployed-yet", (1,), queue="st-q", options={"track": True})
+    client.state_store.enqueued(envelope)
+    body, info = envelope.encode(), MessageInfo(queue="st-q", message_id="m-1")
+    assert executor.execute(body, info).outcome is Outcome.RETRY_SCHEDULED
+    record = client.state_store.get(envelope.id)
+    assert record.status is JobStatus.RETRYING and record.attempts == 1
+    assert record.errors[-1].exception_class_path == "azjobs.errors.UnknownJobError"
+    assert "no job named 'st.not-deployed-yet'" in record.errors[-1].message
+    for number in range(2, 20):
+        result = executor.execute(*rerun_copy(client, message_id=f"m-{number}"))
+        if result.outcome is not Outcome.RETRY_SCHEDULED:
+            break
+        assert client.state_store.get(envelope.id).attempts == number
+    assert result.outcome is Outcome.DEAD_LETTERED
+    record = client.state_store.get(envelope.id)
+    assert record.status is JobStatus.DEAD_LETTERED and record.attempts == number and record.finished_at
+
+
+# -- issue #22: ids no key can hold (9) -------------------------------------------------------------
+@pytest.mark.parametrize("bad,why", [("a/b", "'/'"), ("a#b", "'#'"), ("a?b", "'?'"), ("a\\b", "'\\\\'"),
+                                     ("a\x07b", "U\\+0007"), ("a\x85b", "U\\+0085"),
+                                     ("😀" * 257, "514 UTF-16 units")])
+def test_an_id_no_key_can_hold_is_not_found_without_a_table_call(bad, why):
+    client, _ = setup()
+    with pytest.raises(azjobs.JobNotFoundError, match=why):
+        azjobs.result(bad, client=client)
+    with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id"):
+        azjobs.wait(bad, timeout=1, client=client)
+    assert client.state_store.get(bad) is None
+    assert client.state_store.table.calls == {}
+
+
+def test_a_message_whose_id_no_key_can_hold_runs_untracked_and_keeps_nothing_pending(caplog):
+    client, executor = setup()
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q").evolve(id="from/elsewhere")
+    with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+        result = executor.execute(envelope.encode(), MessageInfo(queue="st-q", message_id="m-1"))
+    assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
+    assert executor.recorder.state.pending == 0 and client.state_store.table.calls == {}
+    assert any(r.action == "state_rejected" for r in caplog.records)
+
+
+# -- issue #22: Table limits in UTF-16 units; refusals and the catch-up queue (6) --------------------
+@azjobs.job(queue="st-q", registry=reg, name="st.emoji")
+def emoji():
+    return "😀" * 20_000  # 20,000 characters, 40,000 UTF-16 units
+
+
+def test_a_return_value_of_20000_emoji_goes_to_blob_storage_and_the_record_is_successful():
+    client, executor = setup()
+    job_id = enqueue(client, emoji)
+    assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
+    record = client.state_store.get(job_id)
+    assert record.status is JobStatus.SUCCESSFUL and record.return_value == "😀" * 20_000
+    assert executor.recorder.state.pending == 0
+
+
+def test_arguments_of_20000_emoji_are_not_kept_on_the_ready_record_but_the_record_is_written():
+    client, _ = setup()
+    job_id = enqueue(client, add, "😀" * 20_000, "x")
+    record = client.state_store.get(job_id)
+    assert record.status is JobStatus.READY and record.args == []  # over a property in UTF-16: not kept
+
+
+def test_errors_of_emoji_are_trimmed_in_utf16_units_so_the_table_takes_the_retrying_record():
+    store = memory_store()
+    envelope = Envelope.build("st.flaky", ("x",), queue="st-q")
+    store.enqueued(envelope)
+    error = JobError("builtins.ValueError", "😀" * 2_000, "😀" * 6_000)  # 16,000 UTF-16 units, 8,000 characters
+    for attempt in range(2, 7):
+        store.retrying(envelope, error, attempt)  # 400 PropertyValueTooLarge if counted in characters
+    record = store.get(envelope.id)
+    assert record.status is JobStatus.RETRYING and record.errors[-1] == error
+
+
+class RefusingTable(MemoryTable):
+    """A table whose writes of some rows fail: ``refuse[row] = status`` (403: not permanent; 400: permanent)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: dict[str, int] = {}
+
+    def _store(self, entity):
+        status = self.refuse.get(entity["RowKey"])
+        if status is not None:
+            from azjobs.state.testing import _error
+
+            code = "AuthorizationFailure" if status == 403 else "PropertyValueTooLarge"
+            raise _error("HttpResponseError", status, f"refused ({code})", code)
+        return super()._store(entity)
+
+
+def test_a_kept_write_that_keeps_failing_does_not_block_the_ones_behind_it(caplog):
+    client, executor = setup()
+    client.state_store = memory_store(table=RefusingTable())
+    table = client.state_store.table
+    ids = [enqueue(client, add, n, n) for n in range(3)]
+    table.down = True
+    for index in range(3):
+        executor.execute(*delivery(client, index, message_id=f"m-{index}"))
+    assert executor.recorder.state.pending == 3
+    table.down = False
+    client.state_store._outage_until = 0  # the pause after a failed connect is over
+    table.refuse[ids[0]] = 403  # the oldest kept write fails on its own while the table answers
+    with caplog.at_level(logging.INFO, logger="azjobs.state"):
+        assert executor.recorder.state.flush() == 2
+        assert [client.state_store.get(i).status for i in ids[1:]] == [JobStatus.SUCCESSFUL] * 2
+        assert executor.recorder.state.pending == 1
+        for _ in range(10):
+            executor.recorder.state.flush()
+    assert executor.recorder.state.pending == 0  # given up after MAX_TRIES, logged
+    assert [r for r in caplog.records if getattr(r, "action", None) == "state_write_dropped"]
+
+
+def test_an_outcome_the_table_refuses_for_good_writes_a_fallback_and_is_never_kept(caplog):
+    client, executor = setup()
+    client.state_store = memory_store(table=RefusingTable())
+    job_id = enqueue(client, flaky, "x")
+    client.state_store.table.refuse[job_id] = 400
+    with caplog.at_level(logging.WARNING, logger="azjobs.state"):
+        executor.execute(*delivery(client))  # RUNNING and RETRYING refused: the job runs, nothing is kept
+    assert executor.recorder.state.pending == 0
+    assert [r for r in caplog.records if getattr(r, "action", None) == "state_rejected"]
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "state_unavailable"]
+    enqueue(client, add, 1, 2)
+    executor.execute(*delivery(client, message_id="m-2"))  # no kept write is tried before this start
+    assert client.state_store.table.calls.get("get_entity", 0) >= 1 and executor.recorder.state.pending == 0
+
+
+# -- issue #22: RUNNING leases kept ahead of long runs (5) ---------------------------------------------
+def test_a_running_lease_is_extended_only_when_half_gone_and_only_while_the_message_is_held(monkeypatch):
+    from azjobs.state import running
+
+    monkeypatch.setattr(running, "CHECK_S", 3600.0)  # the test visits by hand
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    store = memory_store(clock=lambda: now[0])
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q")
+    etag = store.enqueued(envelope)
+    start = store.start(envelope, message_id="m-1", dequeue_count=1, worker_id="w:1", etag=etag)
+    holding = [True]
+    jobs = running.RunningJobs(lambda: store)
+    run = jobs.add(envelope, "m-1", 1, start.etag, start.lease_until, lambda: holding[0])
+    key = id(run)
+    writes = lambda: sum(store.table.calls.get(m, 0) for m in ("upsert_entity", "update_entity"))  # noqa: E731
+    before = writes()
+    now[0] += timedelta(minutes=4)
+    jobs._visit(key, run)
+    assert writes() == before and run.extensions == 0  # more than half the lease left: no call
+    now[0] += timedelta(minutes=2)
+    jobs._visit(key, run)
+    assert writes() == before + 1 and run.extensions == 1
+    entity = store.table.entities[(partition_of(envelope.id), envelope.id)][0]
+    assert entity["LeaseUntil"] == now[0] + RUNNING_LEASE and entity["Status"] == "RUNNING"
+    # A second message for the job, 11 minutes after the start: deferred, not run.
+    assert store.start(envelope, message_id="m-2", dequeue_count=1, worker_id="w:2").action == "defer"
+    holding[0] = False  # the run's message is gone (its lease closed or lost)
+    now[0] += timedelta(minutes=9)
+    jobs._visit(key, run)
+    assert writes() == before + 1 and len(jobs) == 0
+
+
+def test_a_running_lease_is_not_extended_once_another_delivery_owns_the_record(monkeypatch):
+    from azjobs.state import running
+
+    monkeypatch.setattr(running, "CHECK_S", 3600.0)
+    now = [datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    store = memory_store(clock=lambda: now[0])
+    envelope = Envelope.build("st.add", (1, 2), queue="st-q")
+    etag = store.enqueued(envelope)
+    start = store.start(envelope, message_id="m-1", dequeue_count=1, worker_id="w:1", etag=etag)
+    jobs = running.RunningJobs(lambda: store)
+    run = jobs.add(envelope, "m-1", 1, start.etag, start.lease_until, lambda: True)
+    now[0] += timedelta(minutes=11)  # its lease ran out (say the worker was frozen): another delivery took over
+    assert store.start(envelope, message_id="m-2", dequeue_count=1, worker_id="w:2").action == "run"
+    jobs._visit(id(run), run)
+    assert len(jobs) == 0 and store.get(envelope.id).worker_ids == ["w:1", "w:2"]
+    entity = store.table.entities[(partition_of(envelope.id), envelope.id)][0]
+    assert entity["MessageId"] == "m-2" and entity["LeaseUntil"] == now[0] + RUNNING_LEASE

@@ -253,3 +253,55 @@ def test_records_spread_over_the_partitions_by_a_stable_hash_of_the_id():
     assert partitions == {f"jobs-{n}" for n in range(PARTITIONS)}
     assert partition_of("order-42") == partition_of("order-42") == "jobs-%d" % (__import__("zlib").crc32(b"order-42")
                                                                                  % PARTITIONS)
+
+
+def test_a_transaction_refused_whole_as_a_bad_request_is_split_so_only_the_bad_write_is_refused():
+    from azjobs.direct_http import storage_error
+
+    sent: list[list[str]] = []
+
+    def send(writes):
+        rows = [w.key[1] for w in writes]
+        sent.append(rows)
+        if "bad" in rows:  # the service's 400 for the transaction, naming no write
+            raise storage_error(400, "InvalidInput", "One of the request inputs is not valid.")
+        return [f'W/"{row}"' for row in rows]
+
+    writer = StateWriter(send, threads=1)
+    gate = threading.Event()
+    first_sent = threading.Event()
+    real_send = writer._send
+
+    def gated(writes):
+        if not first_sent.is_set():
+            first_sent.set()
+            assert gate.wait(10)
+        return real_send(writes)
+
+    writer._send = gated
+    answers: dict[str, object] = {}
+
+    def write(row):
+        try:
+            answers[row] = writer.write(Write({"PartitionKey": "p", "RowKey": row, "V": 1}))
+        except Exception as exc:  # noqa: BLE001
+            answers[row] = exc
+
+    threads = [threading.Thread(target=write, args=("first",))]
+    threads[0].start()
+    assert first_sent.wait(10)
+    for row in ("a", "b", "bad", "c"):
+        threads.append(threading.Thread(target=write, args=(row,)))
+        threads[-1].start()
+    deadline = time.monotonic() + 10
+    while sum(len(q) for q in writer._pending.values()) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    writer.close()
+    assert getattr(answers["bad"], "status_code", None) == 400
+    assert {row: answers[row] for row in ("first", "a", "b", "c")} == \
+        {"first": 'W/"first"', "a": 'W/"a"', "b": 'W/"b"', "c": 'W/"c"'}
+    assert sent[1] == ["a", "b", "bad", "c"] and writer.splits >= 2

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ...secrets import describe, get_logger
+from ...state.store import id_problem
 from .times import to_django
 
 log = get_logger("azjobs.django")
@@ -129,6 +130,9 @@ def read_result(backend: Any, result_id: str) -> Any:
 
     from .discovery import JOB_PREFIX, discover_tasks, discovered_task
 
+    why = id_problem(result_id) if isinstance(result_id, str) and result_id else None
+    if why is not None:  # never sent to the table (its answer would be a 400 or a 500)
+        raise TaskResultDoesNotExist(f"no result can have the id {result_id!r}: {why}")
     record = store_for(backend).get(result_id) if isinstance(result_id, str) and result_id else None
     if record is None:
         raise TaskResultDoesNotExist(f"no result with id {result_id!r} (unknown, or pruned after the retention)")
