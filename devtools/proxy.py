@@ -8,7 +8,9 @@ Azurite, then breaks the path on purpose:
 - ``fail("DELETE", mode=...)`` answers matching requests with an error for a while:
   ``"error"`` answers 500 without forwarding, ``"drop"`` closes the connection without
   forwarding, ``"drop_after"`` forwards the request and then closes the connection without
-  passing the answer on (the call happened, the caller cannot know).
+  passing the answer on (the call happened, the caller cannot know), ``"stall"`` takes the
+  request and never answers it, holding the connection open until the rule ends (storage that
+  accepts connections but does not answer, the outage a client sees as timeouts).
 
 It speaks just enough HTTP/1.1 to find request boundaries on keep-alive connections
 (Content-Length and chunked bodies), so one rule can hit one kind of call. It runs an
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-MODES = ("error", "drop", "drop_after")
+MODES = ("error", "drop", "drop_after", "stall")
 ERROR_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><Error><Code>InternalError</Code>'
     b"<Message>fault injected by devtools.proxy</Message></Error>"
@@ -253,6 +255,11 @@ class FaultProxy:
                     return rule
         return None
 
+    def _in_force(self, rule: Rule) -> bool:
+        """Whether ``rule`` still applies (not healed, replaced or past its time)."""
+        with self._lock:
+            return rule in self._rules and (rule.until is None or time.monotonic() < rule.until)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
             self.resets += 1
@@ -273,6 +280,11 @@ class FaultProxy:
                     return
                 method, path = (request_line.split(" ") + ["", ""])[:2]
                 rule = self._rule_for(method, path)
+                if rule is not None and rule.mode == "stall":
+                    self.faults[method] += 1
+                    while self._in_force(rule) and not writer.transport.is_closing():
+                        await asyncio.sleep(0.05)
+                    return
                 if rule is not None and rule.mode in ("error", "drop"):
                     self.faults[method] += 1
                     if rule.mode == "drop":

@@ -88,3 +88,17 @@ def test_a_fault_limited_by_times_fails_only_that_many_requests(proxy, through_p
     assert failed == 2 and proxy.faults["PUT"] == 2
     with pytest.raises(ValueError, match="times must be at least 1"):
         proxy.fail("PUT", times=0)
+
+
+def test_a_stalled_request_gets_no_answer_until_the_stall_is_healed(proxy, through_proxy):
+    import time
+
+    through_proxy.send_message("held")
+    proxy.fail("GET", "stall", path_contains="/messages")
+    began = time.monotonic()
+    with pytest.raises(ServiceResponseError):  # the read times out: nothing came back
+        through_proxy.receive_messages(max_messages=1, read_timeout=1).by_page().__next__()
+    assert time.monotonic() - began >= 1.0 and proxy.faults["GET"] == 1
+    through_proxy.set_queue_metadata({"n": "1"})  # other methods still pass
+    proxy.heal("GET")
+    assert [m.content for m in _received(through_proxy, 32)] == ["held"]  # the stalled receive took nothing
