@@ -142,3 +142,33 @@ def test_sigterm_while_storage_stops_answering_stops_the_worker_within_its_grace
            exit_code=code, stopped_s=None if stopped_s is None else round(stopped_s, 2), exit_s=round(exit_s, 2))
     assert code == 0, f"no clean exit within {exit_s:.1f}s of SIGTERM with a {OUTAGE_GRACE_S}s grace: killed"
     assert stopped_s is not None and stopped_s <= OUTAGE_GRACE_S + SHUTDOWN_BUDGET_S + STOP_SLACK_S, stopped_s
+
+
+RENEWED_LEASE_S = 60  # renewed 30 s after the receive; that call may wait min(half of what is left, 10 s) = 10 s
+SHORT_GRACE_S = 1.0
+
+
+def test_a_lease_renewal_waiting_on_storage_that_does_not_answer_does_not_hold_the_exit(proxy, proxied, client,
+                                                                                       queue_name, test_dir,
+                                                                                       processes):
+    """A renewal sent just before SIGTERM to storage that takes it and never answers waits up to 10 s. The job
+    runs past the grace and is abandoned (its message reappears when its lease ends); the process exits then,
+    leaving that renewal behind, instead of waiting it out."""
+    client.ensure_queue(queue_name)
+    rel.work.options(queue=queue_name).enqueue("long", 300.0)
+    worker = spawn(proxied, test_dir, "-q", queue_name, "-c", "1", "-r", str(RENEWED_LEASE_S),
+                   "--grace", str(SHORT_GRACE_S))
+    processes.append(worker)
+    assert wait_for(lambda: Ledger.read(test_dir).starts, timeout=60), log_text(test_dir)
+    proxy.fail("PUT", "stall", path_contains="/messages/")  # Update Message: the lease renewals
+    assert wait_for(lambda: proxy.faults["PUT"] >= 1, timeout=RENEWED_LEASE_S), log_text(test_dir)
+    try:
+        code, signalled_at, exit_s = _sigterm_and_wait(worker, SHORT_GRACE_S + SHUTDOWN_BUDGET_S + EXIT_MARGIN_S)
+    finally:
+        proxy.heal()
+    stopped_s = _stopped_after(test_dir, signalled_at)
+    report("shutdown_renewal_unanswered", grace_s=SHORT_GRACE_S, exit_code=code,
+           stopped_s=None if stopped_s is None else round(stopped_s, 2), exit_s=round(exit_s, 2))
+    assert code is not None, f"still running {exit_s:.1f}s after SIGTERM with a {SHORT_GRACE_S}s grace: killed"
+    assert code == 1 and "grace_expired" in actions(test_dir)  # the running job was abandoned, as it must be
+    assert stopped_s is not None and stopped_s <= SHORT_GRACE_S + SHUTDOWN_BUDGET_S + STOP_SLACK_S, stopped_s
