@@ -12,9 +12,9 @@ a request goes out on it (it reads as closed, as ``urllib3`` checks) and opened 
 fails while the request is written is opened again and the request sent once more. Any other
 failure is raised as ``ServiceRequestError`` (not sent) or ``ServiceResponseError`` (sent, no
 answer), the exceptions the SDK raises for the same faults. A request whose answer was lost
-after it was sent is sent again only with ``resend_unanswered`` (the state writer's, whose
-ETag conditions tell a landed write apart); a delete is not, so the settler sees the lost
-answer and knows what a "message not found" on its next try means.
+after it was sent is sent again only with ``resend_unanswered`` (the state writer's, which
+recognises its own landed write in the answer to the re-sent one); a delete is not, so the
+settler sees the lost answer and knows what a "message not found" on its next try means.
 """
 
 from __future__ import annotations

@@ -524,8 +524,9 @@ class Worker:
             self._settler.stop(wait=True, timeout=remaining)
         else:
             self._settler.stop(wait=False)
-        # Stopped with a grace period: every wait from here on ends by the grace plus SHUTDOWN_BUDGET_S.
-        until = None if self._deadline is None else max(self._deadline, time.monotonic()) + SHUTDOWN_BUDGET_S
+        # Stopped with a grace period: a thread still busy (inside a storage call) gets SHUTDOWN_BUDGET_S more,
+        # and never past the grace plus that; the job state catch-up may use what is left of the grace too.
+        until = None if self._deadline is None else min(time.monotonic(), self._deadline) + SHUTDOWN_BUDGET_S
         self.keeper.stop()
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -540,7 +541,7 @@ class Worker:
                     thread.join(timeout=5 if until is None else max(0.0, until - time.monotonic()))
         if self._start_failed:
             return  # it never started: the caller reports why, in one line
-        self._flush_state(until)
+        self._flush_state(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
                  "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "

@@ -125,6 +125,7 @@ class FaultProxy:
         self._remaining: dict[str, int] = {}  # rules limited to a number of requests: how many are left
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task] = set()  # connections being served, ended by stop() before the loop closes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -172,6 +173,12 @@ class FaultProxy:
             for writer in list(self._writers):
                 writer.transport.abort()
             self._writers.clear()
+            # End every connection's coroutine now: one left pending is destroyed after the loop
+            # closed, and its cleanup then raises inside the garbage collector.
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
@@ -265,6 +272,9 @@ class FaultProxy:
             self.resets += 1
             _reset(writer)
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self._writers.add(writer)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
@@ -324,6 +334,7 @@ class FaultProxy:
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             return
         finally:
+            self._tasks.discard(task)
             self._writers.discard(writer)
             if upstream is not None:
                 upstream[1].transport.abort()
