@@ -431,7 +431,7 @@ def _fast_exit() -> None:
     """At interpreter exit, skip the last garbage collection of everything the SDKs and jobs made.
 
     It runs after a stopped worker's grace period, outside it: 0.2-0.7 s of CPU on a small machine,
-    seconds under load, enough to overrun a container runtime's stop timeout. Frozen (``gc.freeze``,
+    over a second under load, enough to overrun a container runtime's stop timeout. Frozen (``gc.freeze``,
     registered to run at exit only), those objects are left to the exiting process; atexit handlers
     (log and telemetry flushes) still run.
     """
