@@ -14,6 +14,8 @@ worker needs a restart (threads stuck in timed-out jobs).
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import importlib
 import json
 import logging
@@ -425,6 +427,22 @@ def _admin(args: argparse.Namespace, client: Any, target: Any, stdin: TextIO, ou
 SAME_STOP_S = 1.0
 
 
+def _fast_exit() -> None:
+    """At interpreter exit, skip the last garbage collection of everything the SDKs and jobs made.
+
+    It runs after a stopped worker's grace period, outside it: 0.2-0.7 s of CPU on a small machine,
+    over a second under load, enough to overrun a container runtime's stop timeout. Frozen (``gc.freeze``,
+    registered to run at exit only), those objects are left to the exiting process; atexit handlers
+    (log and telemetry flushes) still run.
+    """
+    if gc.freeze not in _EXIT_HOOKS:
+        _EXIT_HOOKS.append(gc.freeze)
+        atexit.register(gc.freeze)
+
+
+_EXIT_HOOKS: list[Callable[[], None]] = []
+
+
 def _install_signals(worker: Any, clock: Callable[[], float] = time.monotonic) -> Callable[[], None]:
     """SIGTERM/SIGINT stop gracefully, a second one (a second later or more) forces; returns a
     function restoring the old handlers."""
@@ -637,6 +655,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         workflows=None if args.no_workflows else _workflows_queue(args),
     )
     restore = _install_signals(worker)
+    _fast_exit()
     try:
         stats = worker.run()
     finally:

@@ -9,7 +9,9 @@ Entra ID credential it returns the client unchanged.
 
 A refused delete raises what the SDK raises for it (``ResourceNotFoundError`` for
 ``MessageNotFound``, ``HttpResponseError`` with ``status_code`` and ``error_code`` for a
-pop-receipt mismatch), so the settler reads the outcome the same way.
+pop-receipt mismatch), so the settler reads the outcome the same way. A delete whose answer
+was lost after it was sent raises ``ServiceResponseError`` and is not sent again here: the
+settler's next try decides what a "message not found" then means.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class DirectDeletes:
             f"DELETE\n\n\n\nx-ms-date:{date}\nx-ms-version:{API_VERSION}\n/{self.signing.account}{path}")
         if authorization:
             headers["Authorization"] = authorization
-        status, answer, body = self.connections.send("DELETE", f"{path}?{query}", None, headers)
+        status, answer, body = self.connections.send("DELETE", f"{path}?{query}", None, headers,
+                                                     resend_unanswered=False)
         if status != 204:
             raise _error(status, answer.get("x-ms-error-code", "") or "", body)
 

@@ -7,10 +7,14 @@ same request on an ``http.client`` connection costs 0.2–0.5 ms. ``azjobs.delet
 ``azjobs.state.direct`` send them here, signed with the account key (``SharedKeyLite``) or
 carrying a SAS; an Entra ID credential keeps the SDK's pipeline, which refreshes its tokens.
 
-A connection the service closed while idle (Azurite closes them after 5 s) is opened again
-and the request sent once more, as ``urllib3`` does; any other failure is raised as
-``ServiceRequestError`` (not sent) or ``ServiceResponseError`` (sent, no answer), the
-exceptions the SDK raises for the same faults.
+A connection the service closed while idle (Azurite closes them after 5 s) is noticed before
+a request goes out on it (it reads as closed, as ``urllib3`` checks) and opened again; one that
+fails while the request is written is opened again and the request sent once more. Any other
+failure is raised as ``ServiceRequestError`` (not sent) or ``ServiceResponseError`` (sent, no
+answer), the exceptions the SDK raises for the same faults. A request whose answer was lost
+after it was sent is sent again only with ``resend_unanswered`` (the state writer's, which
+recognises its own landed write in the answer to the re-sent one); a delete is not, so the
+settler sees the lost answer and knows what a "message not found" on its next try means.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import base64
 import hashlib
 import hmac
 import http.client
+import select
 import threading
 from typing import Mapping
 from urllib.parse import urlsplit
@@ -84,13 +89,22 @@ class Connections:
         if connection is not None:
             connection.close()
 
-    def send(self, method: str, target: str, body: bytes | None,
-             headers: Mapping[str, str]) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """One request (``target``: path and query); its status, headers and body."""
+    def send(self, method: str, target: str, body: bytes | None, headers: Mapping[str, str], *,
+             resend_unanswered: bool = True) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request (``target``: path and query); its status, headers and body.
+
+        ``resend_unanswered``: a reused connection that closes after the request was sent, before
+        any answer, is taken for one the service closed while idle and the request is sent once
+        more; without it, that raises ``ServiceResponseError`` (the request may have been applied).
+        """
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
         for attempt in (1, 2):
             reused = getattr(self._local, "connection", None) is not None
+            if reused and _closed_by_peer(self._local.connection):
+                self._drop()  # the service closed it while it was idle: nothing is sent on it
+                self.reopened += 1
+                reused = False
             connection = self._connection()
             try:
                 connection.request(method, target, body=body, headers=dict(headers))
@@ -105,7 +119,7 @@ class Connections:
                 data = response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self._drop()
-                if reused and attempt == 1:
+                if reused and attempt == 1 and resend_unanswered:
                     self.reopened += 1
                     continue  # closed before it read the request, as an idle connection is
                 raise ServiceResponseError(f"no answer from storage: {exc!r}") from None
@@ -119,6 +133,21 @@ class Connections:
 
     def close(self) -> None:
         self._drop()
+
+
+def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle keep-alive connection can be read from: the service closed it (or it has no socket)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
 
 
 __all__ = ["Connections", "Signing", "storage_error"]

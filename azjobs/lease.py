@@ -8,7 +8,8 @@ receipt, and the delete (or release) must use the newest one.
 Renewals are independent of each other: one scheduler thread hands each due renewal to a
 small pool, and every call is bounded well inside what is left of that lease (no SDK
 retry, connect and read timeouts of at most half the remaining lease), so one slow call
-never lets the other leases lapse.
+never lets the other leases lapse. The pool's threads are daemon threads: a renewal still
+waiting on storage that does not answer never holds a stopped worker's process open.
 
 Outcomes of a renewal:
 
@@ -30,9 +31,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 from .secrets import describe, get_logger
@@ -87,6 +88,51 @@ class Lease:
         self.lock = threading.Lock()
 
 
+class _Renewers:
+    """A few daemon threads running submitted calls (unlike ``ThreadPoolExecutor``'s, which the
+    interpreter waits for at exit, however long their storage call takes)."""
+
+    def __init__(self, threads: int) -> None:
+        self._calls: "queue.SimpleQueue[tuple[Callable[..., Any], tuple] | None]" = queue.SimpleQueue()
+        self._size = max(1, threads)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def submit(self, call: Callable[..., Any], *args: Any) -> None:
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("the renewal threads were shut down")
+            if len(self._threads) < self._size:
+                thread = threading.Thread(target=self._run, name=f"azjobs-renew-{len(self._threads)}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self._calls.put((call, args))
+
+    def shutdown(self) -> None:
+        """Drop the calls not started; the threads end after the call each is in (not waited for)."""
+        with self._lock:
+            self._stopped = True
+            while True:
+                try:
+                    self._calls.get_nowait()
+                except queue.Empty:
+                    break
+            for _ in self._threads:
+                self._calls.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            call, args = item
+            try:
+                call(*args)
+            except Exception:  # a renewal thread never dies
+                log.exception("unexpected error renewing a lease", extra={"action": "lease_renewal_crashed"})
+
+
 class LeaseKeeper:
     """Renews tracked leases at half their length, each renewal on its own pool thread."""
 
@@ -102,7 +148,7 @@ class LeaseKeeper:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="azjobs-renew")
+        self._pool = _Renewers(threads)
         self._orphans: dict[tuple[str, str], Lease] = {}
 
     def start(self) -> "LeaseKeeper":
@@ -117,7 +163,7 @@ class LeaseKeeper:
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def track(self, queue: str, queue_client: Any, message_id: str, pop_receipt: str,
               received_at: float | None = None) -> Lease:

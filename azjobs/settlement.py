@@ -20,6 +20,7 @@ The worker calls ``settle``; the parity suite calls the same code for its runner
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -95,8 +96,12 @@ class Settlement:
         ref = result.payload_ref
         on_deleted = None if ref is None else (lambda: self._forget_payload(ref, delivery))
 
+        def held() -> bool:  # still hidden under our lease (the keeper's clock is time.monotonic)
+            return time.monotonic() < delivery.lease.expires_at
+
         def delete_later(receipt: str) -> None:  # an orphaned lease's message came back to us
-            self.settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt, None, on_deleted)
+            self.settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt, None, on_deleted,
+                                held)
 
         def receipt_now() -> str | None:
             receipt = self.keeper.close(delivery.lease, later=delete_later)
@@ -105,7 +110,7 @@ class Settlement:
             return receipt
 
         self.settler.delete(delivery.queue_client, delivery.queue, delivery.message.id, receipt_now, on_done,
-                            on_deleted)
+                            on_deleted, held)
 
     def redeliver(self, delivery: Delivery, error: BaseException, on_done: Callable[[], None] = _nothing) -> None:
         """What the host does after a failed invocation: poison at maxDequeueCount, else release."""

@@ -5,6 +5,14 @@ deleters is faster against storage than a delete from every job thread, and a jo
 is free for the next job as soon as its job returns. A failed delete or release is retried
 with back-off and then logged; a pop-receipt mismatch, 404 or 409 is ignored (logged at
 debug), as the Functions host does — the message is someone else's, or already gone.
+
+One "gone" means the opposite: a delete sent again after a try whose answer was lost (the
+connection reset or timed out after the request went out), that finds the message not found
+(404 ``MessageNotFound``) while the message is still hidden under this worker's lease, was
+deleted by that unanswered try: nobody else can have received it, so it counts as deleted by
+us and what belongs to it (its claim-check blob) is removed. The same answer to a first try,
+or after the lease ran out, leaves everything as it is. Every try is the settler's own (the
+SDK is told not to retry a delete), so this holds whichever transport sends it.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import queue
 import threading
 import time
 from typing import Any, Callable
+
+from azure.core.exceptions import ServiceResponseError
 
 from .lease import is_lost_error
 from .secrets import describe, get_logger
@@ -51,15 +61,18 @@ class Settler:
 
     def delete(self, queue_client: Any, queue_name: str, message_id: str,
                pop_receipt: str | Callable[[], str | None],
-               on_done: Callable[[], None] | None = None, on_deleted: Callable[[], None] | None = None) -> None:
+               on_done: Callable[[], None] | None = None, on_deleted: Callable[[], None] | None = None,
+               held: Callable[[], bool] | None = None) -> None:
         """Schedule the delete of a finished message (returns at once).
 
         ``pop_receipt`` may be a function called just before the delete (it closes the lease
         then, so the message stays leased while it waits for a delete thread; None: skip).
         ``on_deleted`` runs if storage deleted it (not when it was already someone else's);
-        then ``on_done`` runs once the delete was attempted, whatever came of it.
+        then ``on_done`` runs once the delete was attempted, whatever came of it. ``held``
+        says whether the message is still hidden under this worker's lease (without it, a
+        "not found" after an unanswered try is not taken for our own delete).
         """
-        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, (on_deleted, on_done)))
+        self._queue.put((queue_client, queue_name, message_id, pop_receipt, None, (on_deleted, on_done, held)))
 
     def release_later(self, queue_client: Any, queue_name: str, message_id: str, pop_receipt: str, visibility_s: int,
                       on_released: Callable[[], None] | None = None) -> None:
@@ -117,13 +130,14 @@ class Settler:
                     if self.release(queue_client, queue_name, message_id, pop_receipt, visibility_s) and on_released:
                         on_released()
                 else:
-                    on_deleted, on_done = on_released
+                    on_deleted, on_done, held = on_released
                     try:
                         receipt = pop_receipt() if callable(pop_receipt) else pop_receipt
                         if receipt is None:
                             continue  # not ours (any more): nothing to delete
-                        done = self._call(lambda: queue_client.delete_message(message_id, receipt), "delete",
-                                          queue_name, message_id)
+                        # retry_total=0: an SDK pipeline retrying inside one try would hide a lost answer.
+                        done = self._call(lambda: queue_client.delete_message(message_id, receipt, retry_total=0),
+                                          "delete", queue_name, message_id, held=held)
                         if done == "failed" and self._on_delete_failed is not None:
                             self._on_delete_failed()
                         elif done == "ok" and on_deleted is not None:
@@ -136,15 +150,25 @@ class Settler:
             finally:
                 self._queue.task_done()
 
-    def _call(self, operation: Callable[[], Any], what: str, queue_name: str, message_id: str) -> str:
+    def _call(self, operation: Callable[[], Any], what: str, queue_name: str, message_id: str, *,
+              held: Callable[[], bool] | None = None) -> str:
         """"ok", "gone" (the message is someone else's or already deleted) or "failed"."""
         delay = FIRST_RETRY_S
         gone = "gone"
+        unanswered = 0  # tries sent whose answer was lost: storage may have applied them
         for attempt in range(1, ATTEMPTS + 1):
+            ours = held is not None and unanswered > 0 and held()  # still hidden under our lease as this try goes
             try:
                 operation()
                 return "ok"
             except Exception as exc:
+                if ours and what == "delete" and _not_found(exc):
+                    log.info("delete of message %s on %s: an earlier try's answer was lost and the message is not "
+                             "found now, under this worker's lease: that try deleted it", message_id, queue_name,
+                             extra={"action": "delete_answer_lost", "queue": queue_name, "message_id": message_id})
+                    return "ok"
+                if isinstance(exc, ServiceResponseError):
+                    unanswered += 1
                 if is_lost_error(exc):
                     # Deleted by an unanswered earlier try, or received by another consumer: either way
                     # not ours, so nothing that belongs to the message (its payload blob) is touched.
@@ -163,3 +187,9 @@ class Settler:
                 self._sleep(delay)
                 delay *= 2
         return "failed"  # pragma: no cover
+
+
+def _not_found(exc: BaseException) -> bool:
+    """404 ``MessageNotFound``: no message with that id and receipt (not a missing queue, not a 400 mismatch)."""
+    code = str(getattr(exc, "error_code", "") or "")
+    return getattr(exc, "status_code", None) == 404 and code != "QueueNotFound"

@@ -83,6 +83,10 @@ class StorageUnreachable(AzjobsError):
 
 # In burst mode, how long storage may stay unreachable before the worker gives up (--burst-timeout).
 BURST_TIMEOUT_S = 30.0
+# A stopped worker's last waits (threads, the job state catch-up) end this long after the grace period
+# at the latest: a thread still inside a storage call then (its SDK retrying through an outage) is left
+# behind, daemon, and what it held reappears when its lease ends.
+SHUTDOWN_BUDGET_S = 1.0
 
 
 @dataclass
@@ -480,9 +484,11 @@ class Worker:
                     break
                 if self._stopping.is_set():
                     self._release_ready()
-                    if self._deadline is not None and time.monotonic() >= self._deadline and len(self.inflight):
-                        log.warning("grace period over with %d job(s) still running", self._running,
-                                    extra={"action": "grace_expired", "running": self._running})
+                    if self._deadline is not None and time.monotonic() >= self._deadline:
+                        # A receive still under way (its SDK retrying through an outage) is not waited for.
+                        if len(self.inflight):
+                            log.warning("grace period over with %d job(s) still running", self._running,
+                                        extra={"action": "grace_expired", "running": self._running})
                         break
                 self._cond.wait(0.1)
             self.stats.abandoned = self._running
@@ -518,6 +524,9 @@ class Worker:
             self._settler.stop(wait=True, timeout=remaining)
         else:
             self._settler.stop(wait=False)
+        # Stopped with a grace period: a thread still busy (inside a storage call) gets SHUTDOWN_BUDGET_S more,
+        # and never past the grace plus that; the job state catch-up may use what is left of the grace too.
+        until = None if self._deadline is None else min(time.monotonic(), self._deadline) + SHUTDOWN_BUDGET_S
         self.keeper.stop()
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -529,10 +538,10 @@ class Worker:
             stuck = self._stuck_threads()
             for thread in self._threads:
                 if thread not in stuck:
-                    thread.join(timeout=5)
+                    thread.join(timeout=5 if until is None else max(0.0, until - time.monotonic()))
         if self._start_failed:
             return  # it never started: the caller reports why, in one line
-        self.executor.recorder.state.flush()  # job state outcomes kept during a Table outage (azjobs.state)
+        self._flush_state(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
                  "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
@@ -544,6 +553,19 @@ class Worker:
                         "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
                         "storage_gave_up": s.storage_gave_up})
+
+    def _flush_state(self, until: float | None) -> None:
+        """Write the job state outcomes kept during a Table outage (azjobs.state); by ``until`` at the latest."""
+        flush = self.executor.recorder.state.flush
+        if until is None:
+            flush()
+            return
+        thread = threading.Thread(target=flush, name="azjobs-state-flush", daemon=True)
+        thread.start()
+        thread.join(max(0.0, until - time.monotonic()))
+        if thread.is_alive():
+            log.warning("job state not caught up by the end of the grace period: some records may lag",
+                        extra={"action": "state_flush_abandoned"})
 
     def _stuck_threads(self) -> set[threading.Thread]:
         with self._cond:

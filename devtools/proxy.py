@@ -9,7 +9,9 @@ Azurite, then breaks the path on purpose:
   ``"error"`` answers 500 without forwarding, ``"drop"`` closes the connection without
   forwarding, ``"drop_after"`` forwards the request and then closes the connection without
   passing the answer on (the call happened, the caller cannot know), ``"delay"`` holds the
-  request for ``delay_s`` seconds and then forwards it (a slow network or service).
+  request for ``delay_s`` seconds and then forwards it (a slow network or service), ``"stall"`` takes
+  the request and never answers it, holding the connection open until the rule ends (storage that
+  accepts connections but does not answer, the outage a client sees as timeouts).
 
 It speaks just enough HTTP/1.1 to find request boundaries on keep-alive connections
 (Content-Length and chunked bodies), so one rule can hit one kind of call. It runs an
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-MODES = ("error", "drop", "drop_after", "delay")
+MODES = ("error", "drop", "drop_after", "delay", "stall")
 ERROR_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?><Error><Code>InternalError</Code>'
     b"<Message>fault injected by devtools.proxy</Message></Error>"
@@ -129,6 +131,7 @@ class FaultProxy:
         self._remaining: dict[str, int] = {}  # rules limited to a number of requests: how many are left
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task] = set()  # connections being served, ended by stop() before the loop closes
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
@@ -176,6 +179,12 @@ class FaultProxy:
             for writer in list(self._writers):
                 writer.transport.abort()
             self._writers.clear()
+            # End every connection's coroutine now: one left pending is destroyed after the loop
+            # closed, and its cleanup then raises inside the garbage collector.
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
@@ -264,11 +273,19 @@ class FaultProxy:
                     return rule
         return None
 
+    def _in_force(self, rule: Rule) -> bool:
+        """Whether ``rule`` still applies (not healed, replaced or past its time)."""
+        with self._lock:
+            return rule in self._rules and (rule.until is None or time.monotonic() < rule.until)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
             self.resets += 1
             _reset(writer)
             return
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self._writers.add(writer)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
@@ -288,6 +305,11 @@ class FaultProxy:
                     self.faults[method] += 1
                     await asyncio.sleep(rule.delay_s)
                     rule = None  # then forwarded and answered as usual
+                if rule is not None and rule.mode == "stall":
+                    self.faults[method] += 1
+                    while self._in_force(rule) and not writer.transport.is_closing():
+                        await asyncio.sleep(0.05)
+                    return
                 if rule is not None and rule.mode in ("error", "drop"):
                     self.faults[method] += 1
                     if rule.mode == "drop":
@@ -327,6 +349,7 @@ class FaultProxy:
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             return
         finally:
+            self._tasks.discard(task)
             self._writers.discard(writer)
             if upstream is not None:
                 upstream[1].transport.abort()

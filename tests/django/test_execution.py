@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+import azjobs
 from azjobs.context import JobContext, running
 from azjobs.message import format_time, utcnow
 from azjobs.registry import registry
@@ -72,3 +73,16 @@ def test_a_raising_task_started_receiver_fails_the_attempt_before_the_task_runs(
     from shop.models import Order
 
     assert not Order.objects.filter(name="never-created").exists()
+
+
+def test_a_nan_return_value_fails_the_attempt_without_a_retry(site):
+    from azjobs.contrib.django import ReturnValueError
+
+    assert run_task(site, "shop.tasks.average", [1, 2]) == 1.5
+    with pytest.raises(ReturnValueError, match="shop.tasks.average returned a value JSON cannot carry") as raised:
+        run_task(site, "shop.tasks.average", [])
+    assert isinstance(raised.value, azjobs.Fail) and isinstance(raised.value, TypeError)
+    [finished] = [s for s in site.signals() if s["signal"] == "task_finished" and s["task"] == "shop.tasks.average"
+                  and s["status"] != "SUCCESSFUL"]
+    assert finished["status"] == "FAILED"  # READY would mean a retry is coming
+    assert finished["errors"] == ["azjobs.contrib.django.execution.ReturnValueError"]

@@ -54,6 +54,32 @@ def test_manage_py_worker_runs_the_tasks_of_installed_apps_from_every_backend_qu
     assert ("shop.tasks.always_fails", "FAILED") in finished and ("shop.tasks.flaky", "SUCCESSFUL") in finished
 
 
+def test_a_task_returning_a_value_json_cannot_carry_runs_once_and_is_failed_not_retried(site):
+    import uuid
+
+    from shop import tasks
+    from shop.models import Order
+
+    name = f"lamp-{uuid.uuid4().hex[:8]}"
+    result = tasks.create_order.enqueue(name)  # returns the Order itself; the retry policy allows one retry
+    done = manage("azjobs_worker", "--burst", "-q", site.default)
+    assert done.returncode == 0, done.stderr
+
+    assert Order.objects.filter(name=name).count() == 1  # ran once: no attempt could return JSON
+    failed = site.backend.get_result(result.id)
+    assert failed.status == "FAILED" and failed.attempts == 1
+    [error] = failed.errors
+    assert error.exception_class_path == "azjobs.contrib.django.execution.ReturnValueError"
+    assert "shop.tasks.create_order returned a value JSON cannot carry" in error.traceback
+    assert "Unsupported type: <class 'shop.models.Order'>" in error.traceback
+    finished = [(s["status"], s["errors"]) for s in site.signals()
+                if s["signal"] == "task_finished" and s["id"] == result.id]
+    assert finished == [("FAILED", ["azjobs.contrib.django.execution.ReturnValueError"])]
+    [record] = poison_records(site.poison(site.default))
+    assert record["job"] == "django:shop.tasks.create_order" and record["attempts"] == 1
+    assert envelopes(site.queue(site.default)) == []
+
+
 def test_dash_i_adds_a_tasks_module_outside_installed_apps(site):
     shout = Envelope.build("django:extra_tasks.shout", ("hi",), queue=site.default,
                            options={"django": {"backend": "default", "queue": "default"}, "track": True})

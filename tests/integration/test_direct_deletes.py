@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
 from azure.storage.queue import QueueClient
 
 from azjobs.deletes import DirectDeleteQueue, with_direct_deletes
@@ -81,6 +81,55 @@ def test_a_connection_azurite_closed_while_idle_is_opened_again(sdk_queue):
     queue.delete_message(second.id, second.pop_receipt)
     assert queue._deletes.connections.reopened == 1
     assert sdk_queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_delete_whose_answer_is_lost_on_a_reused_connection_is_not_sent_again(azurite, connection_string,
+                                                                                  sdk_queue, queue_name):
+    from devtools.proxy import FaultProxy
+
+    proxy = FaultProxy(azurite.queue_port, reconnect_upstream=True).start()
+    client = QueueClient.from_connection_string(proxy.connection_string(connection_string), queue_name)
+    try:
+        queue = with_direct_deletes(client)
+        first, second = _received(sdk_queue, 2)
+        queue.delete_message(first.id, first.pop_receipt)  # the connection stays open, to be reused
+        proxy.fail("DELETE", "drop_after", path_contains="/messages/", times=1)
+        with pytest.raises(ServiceResponseError):  # the caller learns the answer was lost
+            queue.delete_message(second.id, second.pop_receipt)
+        assert proxy.faults["DELETE"] == 1 and proxy.requests["DELETE"] == 2  # not sent a second time
+        assert sdk_queue.get_queue_properties().approximate_message_count == 0  # storage applied it
+        assert queue._deletes.connections.reopened == 0
+    finally:
+        client.close()
+        proxy.stop()
+
+
+def test_through_the_sdks_pipeline_too_a_lost_delete_answer_then_not_found_is_our_delete(azurite, connection_string,
+                                                                                           sdk_queue, queue_name):
+    """An Entra ID worker deletes through the SDK (so will every worker once deletes move onto an azure-core
+    transport): its pipeline must not retry inside the settler's try, or the lost answer is hidden."""
+    from azjobs.client import sdk_retry
+    from azjobs.settler import Settler
+    from devtools.proxy import FaultProxy
+
+    proxy = FaultProxy(azurite.queue_port, reconnect_upstream=True).start()
+    client = QueueClient.from_connection_string(proxy.connection_string(connection_string), queue_name,
+                                                retry_policy=sdk_retry())  # retries of its own, as the worker's
+    settler = Settler(1).start()
+    try:
+        (message,) = _received(sdk_queue, 1)
+        proxy.fail("DELETE", "drop_after", path_contains="/messages/", times=1)
+        deleted = []
+        settler.delete(client, queue_name, message.id, message.pop_receipt, on_deleted=lambda: deleted.append(1),
+                       held=lambda: True)
+        assert settler.flush(30)
+        assert proxy.faults["DELETE"] == 1 and proxy.requests["DELETE"] == 2
+        assert deleted == [1]  # the settler's second try read 404 after its first lost its answer
+        assert sdk_queue.get_queue_properties().approximate_message_count == 0
+    finally:
+        settler.stop()
+        client.close()
+        proxy.stop()
 
 
 def test_a_token_credential_keeps_the_sdk_client(azurite, queue_name):

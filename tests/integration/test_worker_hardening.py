@@ -248,6 +248,30 @@ def test_a_claim_checked_job_whose_delete_failed_runs_again_instead_of_being_poi
         proxied.close()
 
 
+def test_a_claim_checked_jobs_blob_is_removed_when_its_delete_landed_but_the_answer_was_lost(
+        proxy, connection_string, client, queue_name, raw_queue, test_dir):
+    raw_queue(queue_name).create_queue()
+    container = f"r{queue_name[2:]}"  # this test's own payload container
+    proxy.reconnect_upstream = True  # only the injected fault breaks a call
+    proxied = Client(proxy.connection_string(connection_string), settings=FAST, payload_container=container)
+    try:
+        hj.work.options(queue=queue_name, client=proxied).enqueue("bigreset", 0.0, big())
+        assert len(_blobs(proxied)) == 1
+        # Storage deletes the message; the connection is reset before its answer comes back.
+        proxy.fail("DELETE", "drop_after", path_contains="/messages/", times=1)
+        with Background(Worker([queue_name], client=proxied, executor=core(proxied))) as background:
+            assert wait_for(lambda: proxy.faults["DELETE"] == 1, timeout=30), background.worker.stats
+            # the next try finds the message gone, under the worker's lease: that was our delete
+            assert wait_for(lambda: _blobs(proxied) == [], timeout=30), (_blobs(proxied), background.worker.stats)
+            stats = background.stop()
+        assert proxy.requests["DELETE"] == 2  # the one applied, and the one sent again that read 404
+        assert len(hj.times("bigreset", "runs")) == 1
+        assert stats.succeeded == 1 and stats.delete_failed == 0 and stats.dead_lettered == 0
+        assert raw_queue(queue_name).get_queue_properties().approximate_message_count == 0
+    finally:
+        proxied.close()
+
+
 def test_on_functions_a_redelivered_claim_checked_job_that_finished_is_skipped_not_poisoned(
         connection_string, queue_name, raw_queue, test_dir):
     queue = raw_queue(queue_name)

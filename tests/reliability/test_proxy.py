@@ -105,3 +105,47 @@ def test_a_delay_holds_matching_requests_then_forwards_them(proxy, through_proxy
     assert proxy.faults["POST"] == 1
     with pytest.raises(ValueError, match="delay_s goes with mode='delay'"):
         proxy.fail("POST", "delay")
+
+
+def test_a_stalled_request_gets_no_answer_until_the_stall_is_healed(proxy, through_proxy):
+    import time
+
+    through_proxy.send_message("held")
+    proxy.fail("GET", "stall", path_contains="/messages")
+    began = time.monotonic()
+    with pytest.raises(ServiceResponseError):  # the read times out: nothing came back
+        through_proxy.receive_messages(max_messages=1, read_timeout=1).by_page().__next__()
+    assert time.monotonic() - began >= 1.0 and proxy.faults["GET"] == 1
+    through_proxy.set_queue_metadata({"n": "1"})  # other methods still pass
+    proxy.heal("GET")
+    assert [m.content for m in _received(through_proxy, 32)] == ["held"]  # the stalled receive took nothing
+
+
+def test_stop_ends_every_connection_it_serves_before_its_loop_closes():
+    """A connection's coroutine left pending when the loop closes (here: waiting for an upstream answer) is
+    destroyed later by the garbage collector, and its cleanup raises there, in whatever code is running then
+    (a reliability run once ended in ``SystemError: AST constructor recursion depth mismatch``)."""
+    import gc
+    import sys
+    import time
+
+    upstream = socket.socket()  # accepts connections and never answers
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen(4)
+    proxy = FaultProxy(upstream.getsockname()[1]).start()
+    raised = []
+    hook, sys.unraisablehook = sys.unraisablehook, raised.append
+    try:
+        with socket.create_connection((proxy.listen_host, proxy.port), timeout=5) as waiting:
+            waiting.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while proxy.requests["GET"] < 1 and time.monotonic() < deadline:  # forwarded; no answer comes
+                time.sleep(0.05)
+            assert proxy.requests["GET"] == 1
+            proxy.stop()
+        del proxy
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+        upstream.close()
+    assert [f"{u.exc_type.__name__}: {u.exc_value}" for u in raised] == []

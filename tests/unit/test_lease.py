@@ -245,7 +245,7 @@ class FakeDeletes:
         self.errors = list(errors)
         self.calls = 0
 
-    def delete_message(self, message_id, pop_receipt):
+    def delete_message(self, message_id, pop_receipt, **options):
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -288,7 +288,7 @@ class BlockingDeletes:
         self.release = threading.Event()
         self.deleted = []
 
-    def delete_message(self, message_id, pop_receipt):
+    def delete_message(self, message_id, pop_receipt, **options):
         self.release.wait(5)
         self.deleted.append((message_id, pop_receipt))
 

@@ -15,5 +15,6 @@ Functions, ``django.setup()`` then ``azjobs.blueprint()``.
 
 from .backend import AzureQueueBackend
 from .discovery import JOB_PREFIX, discover_tasks, discovered_task
+from .execution import ReturnValueError
 
-__all__ = ["AzureQueueBackend", "JOB_PREFIX", "discover_tasks", "discovered_task"]
+__all__ = ["AzureQueueBackend", "JOB_PREFIX", "ReturnValueError", "discover_tasks", "discovered_task"]

@@ -10,11 +10,16 @@ after each task, as Django does around a request.
 ``task_finished`` is sent after every attempt. Its ``task_result.status`` says where the
 task stands: SUCCESSFUL; READY when the attempt failed and the retry policy schedules
 another (Django has no "retrying" status); FAILED when it will not run again.
+
+A task whose return value JSON cannot carry FAILED, as in Django's own ImmediateBackend, and
+is not retried (``ReturnValueError`` is an ``azjobs.Fail``): every attempt would return such a
+value again, after repeating the task's side effects.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import socket
 import traceback
@@ -22,6 +27,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from ...context import current_job
+from ...errors import Fail
 from ...message import parse_time
 from ...secrets import get_logger
 from .times import now, to_django
@@ -55,6 +61,27 @@ def task_runner(task: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
     call.__name__ = call.__qualname__ = task.func.__name__
     call.__module__ = task.func.__module__
     return call, call
+
+
+class ReturnValueError(Fail, TypeError):
+    """A Django task returned a value JSON cannot carry: the task FAILED on that attempt, with no retry."""
+
+
+def json_return_value(task: Any, value: Any) -> Any:
+    """``value`` as Django normalizes a task's return value (tuples to lists, UTF-8 bytes to str), checked to
+    be strict JSON (no NaN or infinity, which the job state store cannot record either).
+
+    Raises ``ReturnValueError`` (from what made it fail) for anything else.
+    """
+    from django.utils.json import normalize_json
+
+    try:
+        value = normalize_json(value)
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ReturnValueError(f"task {task.module_path} returned a value JSON cannot carry ({exc}); a Django "
+                               "task's return value must be JSON (the task is failed, not retried)") from exc
+    return value
 
 
 # -- one run ------------------------------------------------------------------
@@ -102,9 +129,8 @@ class _Run:
 
     def succeeded(self, value: Any) -> Any:
         from django.tasks.base import TaskResultStatus
-        from django.utils.json import normalize_json
 
-        value = normalize_json(value)  # a value JSON cannot carry fails the task, as in Django's own backends
+        value = json_return_value(self.task, value)  # not JSON: FAILED, as in Django's own backends
         object.__setattr__(self.result, "_return_value", value)
         object.__setattr__(self.result, "finished_at", now())
         object.__setattr__(self.result, "status", TaskResultStatus.SUCCESSFUL)
@@ -181,4 +207,4 @@ async def _run_async(discovered: Any, args: tuple, kwargs: dict) -> Any:
         await sync_to_async(close_old_connections)()
 
 
-__all__ = ["task_runner", "worker_id"]
+__all__ = ["ReturnValueError", "json_return_value", "task_runner", "worker_id"]

@@ -46,6 +46,20 @@ def count_orders(name):
     return Order.objects.filter(name=name).count()
 
 
+@task
+def create_order(name):
+    """Creates an order and returns it: a model instance, which JSON cannot carry."""
+    from shop.models import Order
+
+    return Order.objects.create(name=name)
+
+
+@task
+def average(values):
+    """NaN for an empty list: a float, but not JSON."""
+    return sum(values) / len(values) if values else float("nan")
+
+
 def _log_signal(signal_name):
     def receiver(sender, task_result, **kwargs):
         target = os.environ.get("DJSITE_SIGNAL_LOG")
