@@ -233,7 +233,7 @@ ASYNC_SCRIPT = textwrap.dedent("""\
     def hello(name: str) -> None: ...
 
     job_id = asyncio.run(hello.enqueue_async("ada"))       # as the README shows it
-    asyncio.run(hello.options(delay=1).enqueue_async("again"))  # a second loop in the same process
+    asyncio.run(hello.options(delay=3600).enqueue_async("again"))  # a second loop in the same process
     gc.collect()
     print(job_id)
 """)
