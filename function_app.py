@@ -1,7 +1,7 @@
 """The azjobs function app: one queue trigger per queue the registered jobs use.
 
 The Functions host fetches messages, holds their leases and poisons what keeps
-failing; azjobs (``azjobs.core``, the same core as the ``azjobs`` worker) decides what
+failing; azjobs (``azjobs.execution.executor``, the same core as the ``azjobs`` worker) decides what
 a job's success, failure and retry mean. Import every module that declares jobs
 before building the blueprint. ``func start`` runs this against Azurite; see
 README.md (Running jobs on Azure Functions).

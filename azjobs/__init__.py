@@ -4,9 +4,7 @@ Write a job once; run it on Azure Functions (``azjobs.blueprint()``) or on your 
 machines (the ``azjobs`` worker) with the same behaviour.
 """
 
-from .client import Client, EnqueueManyResult, configure, default_client
-from .context import JobContext, current_job
-from .connection import Connection, resolve_connection
+from .api.jobs import Call, Job, JobDefinition, job
 from .errors import (
     ArgumentError,
     AzjobsError,
@@ -19,20 +17,22 @@ from .errors import (
     QueueNotFoundError,
     UnknownJobError,
 )
-from .job import Call, Job, JobDefinition, job
-from .message import Envelope
-from .registry import Registry, registry
-from .retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
-from .settings import QueueSettings
-from .state import JobError, JobFailedError, JobNotFoundError, JobRecord, JobStatus, result, wait
+from .model.context import JobContext, current_job
+from .model.envelope import Envelope
+from .model.registry import Registry, registry
+from .model.retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
+from .model.settings import QueueSettings
 from .schedules import Periodic, periodic
+from .state import JobError, JobFailedError, JobNotFoundError, JobRecord, JobStatus, result, wait
+from .storage.client import Client, EnqueueManyResult, configure, default_client
+from .storage.connection import Connection, resolve_connection
 from .version import __version__
 from .workflows import WorkflowFailed, WorkflowHandle, WorkflowNotFoundError, chain, group, sleep
 
 
 def blueprint(*args, **kwargs):
-    """An ``azure.functions.Blueprint`` with one queue trigger per queue (see azjobs.functions)."""
-    from .functions import blueprint as _blueprint
+    """An ``azure.functions.Blueprint`` with one queue trigger per queue (see azjobs.functions.blueprint)."""
+    from .functions.blueprint import blueprint as _blueprint
 
     return _blueprint(*args, **kwargs)
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple, Sequence
 
-from .connection import Connection, azurite_connection_string
-from .core import Executor, JobRun, MessageInfo, Prepared, Result
-from .message import Envelope, decode_body
-from .payload import CONSUMED_PREFIX, PayloadError, PayloadStore
-from .poison import PoisonRecord
-from .settings import QueueSettings
+from .execution.executor import Executor, JobRun, MessageInfo, Prepared, Result
+from .model.envelope import Envelope, decode_body
+from .model.poison_record import PoisonRecord
+from .model.settings import QueueSettings
+from .storage.connection import Connection, azurite_connection_string
+from .storage.payloads import CONSUMED_PREFIX, PayloadError, PayloadStore
 
 
 class MemoryPayloads(PayloadStore):

@@ -40,7 +40,7 @@ SDK = textwrap.dedent("""
 WORK = textwrap.dedent("""
     import time
     import azjobs
-    from azjobs.core import Executor, MessageInfo
+    from azjobs.execution.executor import Executor, MessageInfo
     from azjobs.testing import RecordingClient
 
     reg = azjobs.Registry()

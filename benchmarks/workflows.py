@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 import azjobs  # noqa: E402
 from azjobs import QueueSettings  # noqa: E402
-from azjobs.worker import Worker  # noqa: E402
+from azjobs.runtime.worker import Worker  # noqa: E402
 
 COUNT = {"n": 0}
 LOCK = threading.Lock()

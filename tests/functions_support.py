@@ -32,8 +32,8 @@ from azure.storage.queue import QueueClient
 
 import azjobs
 from azjobs.testing import RecordingExecutor  # noqa: F401  (re-exported for the tests)
-from azjobs.queue_names import poison_queue_name, resolve_queue_name
-from azjobs.settings import QueueSettings
+from azjobs.model.queue_names import poison_queue_name, resolve_queue_name
+from azjobs.model.settings import QueueSettings
 
 _functions: "weakref.WeakKeyDictionary[func.FunctionApp, list]" = weakref.WeakKeyDictionary()
 

@@ -1,7 +1,7 @@
 """The azjobs dashboard: queues and their depths, the poison browser, and job status (``pip install azjobs[dashboard]``).
 
 - ``create_app(...)``: the ASGI (Starlette) app; serve it with any ASGI server.
-- ``azjobs dashboard --port 8080``: serve it locally (``azjobs.dashboard.cli``).
+- ``azjobs dashboard --port 8080``: serve it locally (``azjobs.cli.dashboard``).
 - ``blueprint(...)``: an HTTP-triggered Azure Function serving it from the function app
   (``azjobs.dashboard.functions``), behind the host's admin key or Entra ID sign-in.
 

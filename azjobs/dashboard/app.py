@@ -24,14 +24,26 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from ..client import Client
-from ..connection import Connection, resolve_connection
 from ..errors import AzjobsError, ConfigurationError
-from ..secrets import describe, get_logger, redact
-from ..settings import QueueSettings
+from ..model.secrets import describe, get_logger, redact
+from ..model.settings import QueueSettings
+from ..storage.client import Client
+from ..storage.connection import Connection, resolve_connection
 from . import pages
-from .auth import (COOKIE, PRINCIPAL_HEADER, Guard, HostNames, Principal, Refused, Session, SignInRequired,
-                   check_origin, client_principal, require_app_service_auth, served_over_https)
+from .auth import (
+    COOKIE,
+    PRINCIPAL_HEADER,
+    Guard,
+    HostNames,
+    Principal,
+    Refused,
+    Session,
+    SignInRequired,
+    check_origin,
+    client_principal,
+    require_app_service_auth,
+    served_over_https,
+)
 from .history import DEFAULT_INTERVAL_S, DepthHistory
 from .sessions import TableSessions
 from .storage import StorageReader
@@ -63,7 +75,7 @@ class Dashboard:
     def workflow_store(self):
         """The workflow history store (``azjobs.workflows.history``), built at first use."""
         if self._workflow_store is None:
-            from ..client import table_service
+            from ..storage.client import table_service
             from ..workflows.history import HistoryStore
 
             self._workflow_store = HistoryStore(table_service(self.reader.client.connection), self.workflows_table)
@@ -397,7 +409,7 @@ def create_app(connection: Connection | str | None = None, *, admin_key: str | N
     host_names = HostNames(allowed_hosts, allowed_origins)
     if client is None:
         if isinstance(connection, str):
-            from ..connection import connection_from_string
+            from ..storage.connection import connection_from_string
 
             connection = connection_from_string(connection, "argument")
         client = Client(connection or resolve_connection(), settings=QueueSettings.load(host_json),

@@ -38,7 +38,7 @@ from typing import Iterable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from ..secrets import remember
+from ..model.secrets import remember
 
 COOKIE = "azjobs_dashboard_session"
 SESSION_S = 8 * 3600  # how long a login lasts

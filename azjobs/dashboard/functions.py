@@ -37,10 +37,10 @@ from typing import Iterable, Optional, Union
 
 import azure.functions as func
 
-from ..connection import DEFAULT_SETTING, resolve_connection
 from ..errors import ConfigurationError
-from ..secrets import get_logger
-from ..settings import parse_host_json
+from ..model.secrets import get_logger
+from ..model.settings import parse_host_json
+from ..storage.connection import DEFAULT_SETTING, resolve_connection
 from .auth import KEY_ENV, app_service_auth_problem
 
 log = get_logger("azjobs.dashboard")
@@ -57,7 +57,7 @@ def _listed(value: str | None) -> list[str]:
 
 def route_prefix(host_json: Union[str, "os.PathLike[str]", None] = None) -> str:
     """The host's HTTP route prefix: host.json ``extensions.http.routePrefix``, default ``api``."""
-    from ..functions import host_json_path
+    from ..functions.blueprint import host_json_path
 
     path = host_json_path(host_json)
     if path is None or not Path(path).is_file():
@@ -91,7 +91,7 @@ class _LazyApp:
 
                         options["state"] = enabled()
                     principals = options.pop("allowed_principals")
-                    from ..functions import host_json_path
+                    from ..functions.blueprint import host_json_path
 
                     found = host_json_path(options.pop("host_json"))
                     options["host_json"] = str(found) if found is not None else None

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from ..poison import PoisonRecord
-from ..poison_cli import PoisonMessage
-from ..secrets import redact
+from ..cli.poison import PoisonMessage
+from ..model.poison_record import PoisonRecord
+from ..model.secrets import redact
 from .chart import depth_chart
 from .history import DepthHistory
 from .storage import QueueDepth

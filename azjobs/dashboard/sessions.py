@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..secrets import describe, get_logger
+from ..model.secrets import describe, get_logger
 
 log = get_logger("azjobs.dashboard")
 
@@ -46,7 +46,7 @@ class TableSessions:
 
     @classmethod
     def for_connection(cls, connection: Any, table: str | None = None) -> "TableSessions":
-        from ..client import table_service
+        from ..storage.client import table_service
 
         try:
             service = table_service(connection)

@@ -2,7 +2,7 @@
 
 Reading never changes anything: depths come from queue properties and poison messages
 are peeked (the service shows at most 32 at a time), never received. Requeue and purge
-go through ``azjobs.poison_cli.PoisonQueue``, the same code as ``azjobs poison``.
+go through ``azjobs.cli.poison.PoisonQueue``, the same code as ``azjobs poison``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..client import Client, storage_error_text
+from ..cli.poison import PAGE, PoisonMessage, PoisonQueue, ReplayReport
 from ..errors import ConfigurationError
-from ..poison_cli import PAGE, PoisonMessage, PoisonQueue, ReplayReport
-from ..queue_names import POISON_SUFFIX, validate_queue_name
-from ..secrets import get_logger
+from ..model.queue_names import POISON_SUFFIX, validate_queue_name
+from ..model.secrets import get_logger
+from ..storage.client import Client, storage_error_text
 
 log = get_logger("azjobs.dashboard")
 

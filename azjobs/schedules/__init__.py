@@ -7,7 +7,7 @@
 - ``listing``: ``azjobs schedules``.
 """
 
-from .ncrontab import Expression, ScheduleError, parse
 from .declarations import Periodic, periodic, schedules, time_zone
+from .ncrontab import Expression, ScheduleError, parse
 
 __all__ = ["Expression", "Periodic", "ScheduleError", "parse", "periodic", "schedules", "time_zone"]

@@ -25,14 +25,14 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import ConfigurationError
-from ..message import Envelope, format_time
-from ..queue_names import is_app_setting_expression
+from ..model.envelope import Envelope, format_time
+from ..model.queue_names import is_app_setting_expression
 from .ncrontab import Expression, ScheduleError, parse
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..job import JobDefinition
-    from ..registry import Registry
+    from ..api.jobs import JobDefinition
+    from ..model.registry import Registry
+    from ..storage.client import Client
 
 TIME_ZONE_SETTING = "WEBSITE_TIME_ZONE"
 # The namespace of tick job ids: uuid5(namespace, "<schedule name>@<tick>").
@@ -98,7 +98,7 @@ class Periodic:
 
     def envelope(self, tick: datetime, *, past_due: bool = False, queue: str | None = None) -> Envelope:
         """The message one tick enqueues (the job's queue, ``%AppSetting%`` resolved now)."""
-        from ..queue_names import resolve_queue_name
+        from ..model.queue_names import resolve_queue_name
 
         return Envelope.build(self.job.name, self.args, dict(self.kwargs), id=self.tick_id(tick),
                               queue=queue or resolve_queue_name(self.job.queue),
@@ -106,8 +106,7 @@ class Periodic:
 
     def fire(self, tick: datetime, *, past_due: bool = False, client: "Client | None" = None) -> Envelope:
         """Enqueue the job for ``tick``; returns the envelope sent."""
-        from ..client import default_client
-
+        from ..storage.client import default_client
         from ..telemetry import tracing
 
         envelope = tracing.produced(self.envelope(tick, past_due=past_due))  # each tick starts a trace
@@ -153,7 +152,7 @@ class Schedules:
 
     def for_queues(self, registry: "Registry", queues: Iterable[str]) -> list[Periodic]:
         """Those of ``for_registry`` whose job works one of ``queues`` (declared or resolved names)."""
-        from ..queue_names import resolve_queue_name
+        from ..model.queue_names import resolve_queue_name
 
         wanted = set(queues)
         out = []
@@ -234,7 +233,7 @@ def periodic(schedule: str, job: Any, *, args: Iterable[Any] = (), kwargs: Mappi
     the job's name and a digest of the schedule and arguments.
     """
     definition = getattr(job, "job", job)
-    from ..job import JobDefinition
+    from ..api.jobs import JobDefinition
 
     if not isinstance(definition, JobDefinition):
         raise ConfigurationError(f"azjobs.periodic needs a job declared with @azjobs.job or azjobs.Job, got {job!r}")

@@ -19,13 +19,13 @@ import threading
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Callable
 
-from ..message import format_time
-from ..secrets import get_logger
+from ..model.envelope import format_time
+from ..model.secrets import get_logger
 from .declarations import Periodic, time_zone
 from .ticks import MAX_FIRES_PER_HOLD, Status, TickStore, decide, worker_identity
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..storage.client import Client
 
 log = get_logger("azjobs.schedules")
 
@@ -141,7 +141,7 @@ class Scheduler:
                 pass
             return True
         except Exception as exc:
-            from ..recorder import describe
+            from ..execution.recorder import describe
 
             log.error("schedule %s: tick %s not handled: %s", item.name, format_time(tick or now), describe(exc),
                       extra={"action": "schedule_failed", "schedule": item.name})

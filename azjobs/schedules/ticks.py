@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, Iterator
 
-from ..message import format_time, parse_time
-from ..secrets import get_logger
+from ..model.envelope import format_time, parse_time
+from ..model.secrets import get_logger
 from .ncrontab import Expression
 
 if TYPE_CHECKING:
-    from ..connection import Connection
+    from ..storage.connection import Connection
 
 log = get_logger("azjobs.schedules")
 
@@ -259,8 +259,8 @@ class TickStore:
     def _client(self):
         with self._lock:
             if self._container is None:
-                from ..client import CONNECT_TIMEOUT_S
-                from ..payload import _blob_retry
+                from ..storage.client import CONNECT_TIMEOUT_S
+                from ..storage.payloads import _blob_retry
 
                 self._service = self.connection.blob_service(retry_policy=_blob_retry(),
                                                              connection_timeout=CONNECT_TIMEOUT_S)

@@ -27,8 +27,8 @@ from functools import cached_property
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from ..direct_http import storage_error
-from ..table_rules import MAX_TRANSACTION_BYTES
+from ..storage.direct_http import storage_error
+from ..storage.table_rules import MAX_TRANSACTION_BYTES
 
 MAX_WRITES = 100  # the service's limit per transaction
 # The service refuses a transaction of 4 MiB or more (413 RequestBodyTooLarge; Azurite does not check):

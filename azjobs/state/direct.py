@@ -1,7 +1,7 @@
 """Transactions sent on the writer's own connections, signed with the account key or a SAS.
 
 Through the table client's pipeline one transaction costs the worker about 1.3 ms of CPU; on
-the keep-alive connections of ``azjobs.direct_http`` it costs about 0.5 ms, and the writer's
+the keep-alive connections of ``azjobs.storage.direct_http`` it costs about 0.5 ms, and the writer's
 threads hold the GIL that much less while job threads wait for it. This is the sender for
 the two credentials a connection string carries:
 
@@ -19,7 +19,7 @@ from email.utils import formatdate
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from ..direct_http import Connections, Signing
+from ..storage.direct_http import Connections, Signing
 from .batch import Write, build, parse
 
 API_VERSION = "2019-02-02"

@@ -19,16 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..client import plan_delivery
 from ..errors import ConfigurationError
-from ..message import utcnow
-from ..secrets import describe, get_logger
+from ..model.envelope import utcnow
+from ..model.secrets import describe, get_logger
+from ..storage.client import plan_delivery
 from .store import unique_key_for
 from .tracker import ETAG_OPTION, TRACK_OPTION, enabled
 
 if TYPE_CHECKING:
-    from ..job import JobDefinition
-    from ..message import Envelope
+    from ..api.jobs import JobDefinition
+    from ..model.envelope import Envelope
 
 log = get_logger("azjobs.state")
 

@@ -14,7 +14,7 @@ DEFAULT_POLL_S = 0.5
 
 def _store(client: Any = None):
     if client is None:
-        from ..client import default_client
+        from ..storage.client import default_client
 
         client = default_client()
     return client.state_store

@@ -28,11 +28,11 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..secrets import describe, get_logger
+from ..model.secrets import describe, get_logger
 from .store import RUNNING_LEASE
 
 if TYPE_CHECKING:
-    from ..message import Envelope
+    from ..model.envelope import Envelope
     from .store import StateStore
 
 log = get_logger("azjobs.state")

@@ -42,18 +42,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..message import parse_time, to_json_value, utcnow
-from ..secrets import describe, get_logger, redact
-from ..table_rules import SAFE_STRING_UNITS, fits, key_problem, utf16_units
+from ..model.envelope import parse_time, to_json_value, utcnow
+from ..model.secrets import describe, get_logger, redact
+from ..storage.table_rules import SAFE_STRING_UNITS, fits, key_problem, utf16_units
 from .batch import Write, transactions_for
 from .errors import StateRejected, StateUnavailable
 from .record import FINISHED, JobError, JobRecord, JobStatus
 from .writer import StateWriter
 
 if TYPE_CHECKING:
-    from ..connection import Connection
-    from ..message import Envelope
-    from ..payload import PayloadStore
+    from ..model.envelope import Envelope
+    from ..storage.connection import Connection
+    from ..storage.payloads import PayloadStore
 
 log = get_logger("azjobs.state")
 
@@ -65,7 +65,7 @@ PARTITION_PREFIX = "jobs-"
 UNIQUE_ROW = "unique"
 UNIQUE_PREFIX = "unique-"
 # A string property holds at most 64 KiB of UTF-16 (32,768 units; an emoji takes two): counted with
-# azjobs.table_rules, never with len().
+# azjobs.storage.table_rules, never with len().
 MAX_PROPERTY_UNITS = SAFE_STRING_UNITS
 RESULTS_PREFIX = "results/"
 MAX_ERRORS = 10  # the errors of the last attempts kept on the entity
@@ -247,13 +247,13 @@ class StateStore:
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
-        from ..client import http_session, table_service
+        from ..storage.client import http_session, table_service
 
         table = table or default_table()
         # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
         service = table_service(connection, session=http_session(POOL_SIZE))
         if payloads is None:
-            from ..payload import PayloadStore
+            from ..storage.payloads import PayloadStore
 
             payloads = PayloadStore(connection)
         return cls(service.get_table_client(table), payloads=payloads, retention=retention, service=service)

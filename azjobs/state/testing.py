@@ -20,7 +20,7 @@ import threading
 from datetime import timedelta
 from typing import Any, Iterator
 
-from ..table_rules import MAX_STRING_UNITS, utf16_units
+from ..storage.table_rules import MAX_STRING_UNITS, utf16_units
 from .store import DEFAULT_RETENTION, StateStore
 
 

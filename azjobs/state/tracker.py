@@ -20,16 +20,16 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..secrets import describe, get_logger
+from ..model.secrets import describe, get_logger
 from .record import JobStatus
 from .running import RunningJobs
 from .store import Start, error_of, is_permanent
 
 if TYPE_CHECKING:
-    from ..core import Executor, MessageInfo
-    from ..job import JobDefinition
-    from ..message import Envelope
-    from ..poison import ErrorInfo
+    from ..api.jobs import JobDefinition
+    from ..execution.executor import Executor, MessageInfo
+    from ..model.envelope import Envelope
+    from ..model.poison_record import ErrorInfo
     from .store import StateStore
 
 log = get_logger("azjobs.state")

@@ -24,8 +24,8 @@ from .otel import api
 from .tracing import produced
 
 if TYPE_CHECKING:
-    from ..core import MessageInfo, Prepared, Result
-    from ..message import Envelope
+    from ..execution.executor import MessageInfo, Prepared, Result
+    from ..model.envelope import Envelope
 
 # Result outcomes → the counter they add to.
 _COUNTED = {"succeeded": "succeeded", "retry_scheduled": "retried", "dead_lettered": "dead_lettered",
@@ -160,7 +160,7 @@ def active(watch: Watch | None) -> Iterator[None]:
 
 
 def _waiting_since(env: "Envelope", info: "MessageInfo") -> datetime | None:
-    from ..message import parse_time
+    from ..model.envelope import parse_time
 
     try:
         if env.due_at is not None:

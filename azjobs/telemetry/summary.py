@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..secrets import get_logger
+from ..model.secrets import get_logger
 
 log = get_logger("azjobs.worker")
 

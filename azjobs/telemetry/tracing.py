@@ -32,7 +32,7 @@ from ..version import __version__
 from .otel import api
 
 if TYPE_CHECKING:
-    from ..message import Envelope
+    from ..model.envelope import Envelope
 
 TRACER_NAME = "azjobs"
 SYSTEM = "azure_storage_queues"

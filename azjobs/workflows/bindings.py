@@ -20,7 +20,7 @@ from typing import Any
 import azure.functions as func
 
 from ..errors import ConfigurationError
-from ..secrets import get_logger
+from ..model.secrets import get_logger
 from .orchestrator import ACTIVITY, ORCHESTRATOR, START, orchestrator, run_activity
 from .spec import load_spec, parse_message, workflows_queue
 

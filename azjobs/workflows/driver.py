@@ -42,14 +42,28 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..errors import EnvelopeError
-from ..message import decode_body, encode_text, format_time, utcnow
-from ..payload import PayloadError
-from ..poison import ErrorInfo, PoisonRecord
-from ..queue_names import poison_queue_name
-from ..secrets import describe, get_logger
+from ..model.envelope import decode_body, encode_text, format_time, utcnow
+from ..model.poison_record import ErrorInfo, PoisonRecord
+from ..model.queue_names import poison_queue_name
+from ..model.secrets import describe, get_logger
+from ..storage.payloads import PayloadError
 from . import replay as events
-from .history import (COMPLETED, FAILED, RUNNING, TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED,
-                      TIMER_FIRED, Episode, History, HistoryStore, HistoryTooLarge, refused_for_good, table_answer)
+from .history import (
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_SCHEDULED,
+    TIMER_CREATED,
+    TIMER_FIRED,
+    Episode,
+    History,
+    HistoryStore,
+    HistoryTooLarge,
+    refused_for_good,
+    table_answer,
+)
 from .orchestrator import ACTIVITY, ORCHESTRATOR, orchestrator, step_envelope, write_failure_record
 from .spec import WORKFLOW_KEY, WORKFLOW_VERSION, load_spec, parse_message
 

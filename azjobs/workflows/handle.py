@@ -68,7 +68,7 @@ class WorkflowHandle:
     @property
     def store(self) -> HistoryStore:
         if self._store is None:
-            from ..client import default_client
+            from ..storage.client import default_client
 
             self._store = HistoryStore.for_client(self._client or default_client(), self._table)
         return self._store

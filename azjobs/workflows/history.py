@@ -25,8 +25,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..secrets import get_logger
-from ..table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, key_problem, utf16_units
+from ..model.secrets import get_logger
+from ..storage.table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, key_problem, utf16_units
 
 log = get_logger("azjobs.workflows")
 

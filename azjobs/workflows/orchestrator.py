@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any, Generator, Mapping
 
 from ..errors import ArgumentError, PayloadTooLargeError, UnknownJobError
-from ..message import Envelope, to_json_value
+from ..model.envelope import Envelope, to_json_value
 from .history import CANNOT_RUN, cannot_run, cannot_run_error, cannot_run_of
 
 ORCHESTRATOR = "azjobs_workflow"
@@ -125,8 +125,8 @@ def step_envelope(call: Mapping[str, Any]) -> Envelope:
 
 async def run_activity(executor: Any, call: Mapping[str, Any] | str, workflows: str) -> Any:
     """Run one step (the activity's body): the job's value, or StepFailed with its error and traceback."""
-    from ..core import MessageInfo, Result
-    from ..poison import ErrorInfo
+    from ..execution.executor import MessageInfo, Result
+    from ..model.poison_record import ErrorInfo
 
     if isinstance(call, str):
         call = json.loads(call)
@@ -171,9 +171,9 @@ def _type_name(exc: BaseException) -> str:
 
 def write_failure_record(client: Any, workflows: str, failure: Mapping[str, Any]) -> None:
     """The failed workflow's poison record on ``<workflows>-poison``: which step, its error and traceback."""
-    from ..message import encode_text, format_time, utcnow
-    from ..poison import ErrorInfo, PoisonRecord
-    from ..queue_names import poison_queue_name
+    from ..model.envelope import encode_text, format_time, utcnow
+    from ..model.poison_record import ErrorInfo, PoisonRecord
+    from ..model.queue_names import poison_queue_name
 
     text = failure.get("error") or "the workflow failed"
     reason, _, details = text.partition(" \n ")  # the SDK's "{Reason} \n {Details}" of a failed task

@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .history import (EXECUTION_COMPLETED, EXECUTION_STARTED, ORCHESTRATOR_COMPLETED, ORCHESTRATOR_STARTED,
-                      TASK_COMPLETED, TASK_FAILED, TASK_SCHEDULED, TIMER_CREATED, TIMER_FIRED)
+from .history import (
+    EXECUTION_COMPLETED,
+    EXECUTION_STARTED,
+    ORCHESTRATOR_COMPLETED,
+    ORCHESTRATOR_STARTED,
+    TASK_COMPLETED,
+    TASK_FAILED,
+    TASK_SCHEDULED,
+    TIMER_CREATED,
+    TIMER_FIRED,
+)
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # azure.durable_functions.constants.DATETIME_STRING_FORMAT
 SCHEMA_VERSION = 2  # ReplaySchema.V3 (value 2): WhenAll as one compound action, long timers split by the SDK

@@ -28,15 +28,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import ConfigurationError, EnvelopeError, PayloadTooLargeError
-from ..message import encode_text, format_time, json_object, to_json_value, utcnow
-from ..queue_names import resolve_queue_name, validate_queue_name
-from ..retry import Backoff, Fixed, NoRetry
-from ..secrets import describe, get_logger
+from ..model.envelope import encode_text, format_time, json_object, to_json_value, utcnow
+from ..model.queue_names import resolve_queue_name, validate_queue_name
+from ..model.retry import Backoff, Fixed, NoRetry
+from ..model.secrets import describe, get_logger
 from .history import HistoryStore, id_problem
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..job import JobDefinition
+    from ..api.jobs import JobDefinition
+    from ..storage.client import Client
     from .handle import WorkflowHandle
 
 log = get_logger("azjobs.workflows")
@@ -109,7 +109,7 @@ class Flow:
         The workflow is first recorded as Pending in the history table, so ``WorkflowHandle(id)``
         tells it from an id that was never enqueued; a table that cannot be reached does not stop
         the enqueue (logged as ``workflow_pending_unavailable``)."""
-        from ..client import default_client
+        from ..storage.client import default_client
         from .handle import WorkflowHandle
 
         client = client or default_client()
@@ -268,7 +268,7 @@ def _record_pending(client: Any, workflow_id: str, queue: str) -> None:
             with _table_services_lock:
                 service = _table_services.get(client)
                 if service is None:
-                    from ..client import table_service
+                    from ..storage.client import table_service
 
                     service = _table_services[client] = table_service(client.connection)
             store = HistoryStore(service)  # the table $AZJOBS_WORKFLOWS_TABLE names now (the worker reads it too)

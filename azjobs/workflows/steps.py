@@ -23,17 +23,17 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentError, PayloadTooLargeError
-from ..message import Envelope, encode_text, to_json_value
-from ..poison import ErrorInfo
-from ..recorder import Redeliver
-from ..secrets import describe, get_logger
+from ..execution.recorder import Redeliver
+from ..model.envelope import Envelope, encode_text, to_json_value
+from ..model.poison_record import ErrorInfo
+from ..model.secrets import describe, get_logger
 from .history import CANNOT_RUN_REASONS, TASK_COMPLETED, TASK_FAILED, cannot_run, cannot_run_of
 from .orchestrator import TRIMS, reserved_value, trim_head, trim_tail
 from .replay import json_text
 
 if TYPE_CHECKING:
-    from ..core import Executor, JobRun, Prepared, Result
-    from ..recorder import DeadLetter
+    from ..execution.executor import Executor, JobRun, Prepared, Result
+    from ..execution.recorder import DeadLetter
 
 log = get_logger("azjobs.workflows")
 
@@ -41,7 +41,7 @@ RESULTS_PREFIX = "workflow-results/"  # step values too large for their report, 
 
 
 def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Result":
-    from ..core import Outcome, Result
+    from ..execution.executor import Outcome, Result
 
     env = step.envelope
     error = run.error
@@ -80,7 +80,7 @@ def report_not_run(executor: "Executor", decision: "DeadLetter", error: BaseExce
     step is sent again from the workflow's history. The workflow's own failure record, on the
     workflows queue's poison queue, holds the failure if the workflow fails.
     """
-    from ..core import Outcome, Result
+    from ..execution.executor import Outcome, Result
 
     env, info = decision.envelope, decision.error
     permanent = info.reason in CANNOT_RUN_REASONS

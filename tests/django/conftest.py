@@ -29,7 +29,7 @@ def django_project():
     tests run after these in the same session see azjobs' registry as it was."""
     import django
 
-    from azjobs.registry import registry
+    from azjobs.model.registry import registry
 
     jobs, queues, closed = set(registry._jobs), set(registry._extra_queues), dict(registry._closed)
     django.setup()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from azjobs.message import Envelope
+from azjobs.model.envelope import Envelope
 
 SITE = Path(__file__).resolve().parent / "site"
 
@@ -29,7 +29,7 @@ def poison_records(queue_client) -> list[dict]:
 
     from azure.core.exceptions import ResourceNotFoundError
 
-    from azjobs.message import decode_body
+    from azjobs.model.envelope import decode_body
 
     try:
         messages = queue_client.peek_messages(max_messages=32)

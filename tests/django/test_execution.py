@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 import azjobs
-from azjobs.context import JobContext, running
-from azjobs.message import format_time, utcnow
-from azjobs.registry import registry
+from azjobs.model.context import JobContext, running
+from azjobs.model.envelope import format_time, utcnow
+from azjobs.model.registry import registry
 
 
 def run_task(site, path: str, *args):

@@ -14,8 +14,8 @@ from azure.storage.queue import QueueClient
 from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
 
 import azjobs
-from azjobs.core import Outcome
-from azjobs.message import Envelope, parse_time, utcnow
+from azjobs.execution.executor import Outcome
+from azjobs.model.envelope import Envelope, parse_time, utcnow
 from azjobs.contrib.django.execution import worker_id
 from azjobs.testing import RecordingExecutor
 from tests.functions_support import HostAction, fresh_app, host_like_settle, receive_one

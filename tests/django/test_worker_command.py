@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.tasks.exceptions import TaskResultDoesNotExist
 
-from azjobs.message import Envelope
+from azjobs.model.envelope import Envelope
 from tests.django.support import envelopes, manage, poison_records
 
 

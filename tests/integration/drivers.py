@@ -1,6 +1,6 @@
 """Two ways to deliver queue messages to the execution core, for the failure tests.
 
-- ``RunnerDriver``: the local runner's burst drain (``azjobs.worker.drain``).
+- ``RunnerDriver``: the local runner's burst drain (``azjobs.runtime.worker.drain``).
 - ``FunctionsDriver``: the generated Azure Function, delivered and settled as the host
   does (``tests/functions_support.py``: receive, base64-decode, pre-run poison check,
   run, delete / release / poison).
@@ -16,10 +16,10 @@ from datetime import timedelta
 from typing import Callable
 
 import azjobs
-from azjobs.client import Client
-from azjobs.core import Result
-from azjobs.message import utcnow
-from azjobs.settings import QueueSettings
+from azjobs.storage.client import Client
+from azjobs.execution.executor import Result
+from azjobs.model.envelope import utcnow
+from azjobs.model.settings import QueueSettings
 from tests.functions_support import RecordingExecutor, fresh_app, host_like_settle, receive_one
 
 TEST_SETTINGS = QueueSettings(max_dequeue_count=5, visibility_timeout=timedelta(0))
@@ -65,7 +65,7 @@ class RunnerDriver(Driver):
     name = "runner"
 
     def drain(self) -> int:
-        from azjobs.worker import drain
+        from azjobs.runtime.worker import drain
 
         return drain(self.client, [self.queue], executor=self.executor, fetch=16, lease_s=30)
 

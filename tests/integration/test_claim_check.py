@@ -9,10 +9,10 @@ import string
 
 import pytest
 
-from azjobs import poison_cli
-from azjobs.core import MessageInfo, Outcome
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
+from azjobs.cli import poison as poison_cli
+from azjobs.execution.executor import MessageInfo, Outcome
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
 from tests.conftest import unique_queue
 from tests.integration.drivers import DRIVERS, RunnerDriver, drop_queues
 from tests.jobs import failure_jobs as jobs
@@ -95,7 +95,7 @@ def test_enqueue_many_and_async_enqueue_claim_check_too(client):
         try:
             return await jobs.big.options(queue=queue, client=client).enqueue_async("async-c", data)
         finally:
-            from azjobs.aio import aclose
+            from azjobs.storage.aio import aclose
 
             await aclose()
 

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from azjobs.connection import AZURITE_KEY
+from azjobs.storage.connection import AZURITE_KEY
 from azjobs.dashboard import create_app
 from azjobs.dashboard.auth import COOKIE, SESSION_S
-from azjobs.message import Envelope, decode_body
+from azjobs.model.envelope import Envelope, decode_body
 from tests.conftest import ROOT, unique_queue
 from tests.integration.dashboard_support import sessions_table  # noqa: F401 (a fixture)
 from tests.integration.dashboard_support import ADMIN_KEY, Browserless, Served, count, poison, route_paths, session_rows
@@ -221,7 +221,7 @@ def test_login_redirects_only_within_the_dashboard(served):
 
 
 def test_a_bad_queue_name_is_a_404_and_unreachable_storage_a_503_with_one_clear_line(served):
-    from azjobs.connection import azurite_connection_string
+    from azjobs.storage.connection import azurite_connection_string
     from devtools.azurite import free_port
 
     browser = Browserless(served.port)
@@ -246,7 +246,7 @@ def test_azjobs_dashboard_refuses_an_origin_that_is_not_scheme_and_host(connecti
 def state_table(connection_string):
     table = f"dashstate{uuid.uuid4().hex[:16]}"
     yield table
-    from azjobs.connection import connection_from_string
+    from azjobs.storage.connection import connection_from_string
 
     try:
         connection_from_string(connection_string, "argument").table_service().delete_table(table)
@@ -470,7 +470,7 @@ def test_a_deleted_sessions_table_ends_every_session(served, client, sessions_ta
 
 
 def test_an_admin_key_without_table_storage_is_a_clear_configuration_error():
-    from azjobs.connection import Connection
+    from azjobs.storage.connection import Connection
     from azjobs.errors import ConfigurationError
 
     queues_only = Connection(queue_service_uri="https://acct.queue.core.windows.net", source="AzureWebJobsStorage")

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.core import Executor
+from azjobs.execution.executor import Executor
 from azjobs.dashboard import create_app
-from azjobs.settings import QueueSettings
+from azjobs.model.settings import QueueSettings
 from azjobs.state import tracker
 from tests.integration.dashboard_support import Browserless, Served
 from tests.integration.drivers import drop_queues
@@ -42,7 +42,7 @@ def worked(connection_string, queue_name):
     reg = registry_for(queue_name)
     ok = [reg.get("dash.double").options(queue=queue_name).enqueue(n) for n in range(3)]
     failed = reg.get("dash.broken").options(queue=queue_name).enqueue("thing")
-    from azjobs.worker import drain
+    from azjobs.runtime.worker import drain
 
     drain(client, [queue_name], executor=Executor(registry=reg, client=client, settings=SETTINGS), fetch=8, lease_s=30)
     yield client, table, ok, failed

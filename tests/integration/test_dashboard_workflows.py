@@ -17,9 +17,9 @@ import pytest
 import azjobs
 import azjobs.dashboard
 from azjobs import QueueSettings
-from azjobs.connection import AZURITE_KEY
+from azjobs.storage.connection import AZURITE_KEY
 from azjobs.dashboard import create_app
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from azjobs.workflows import WorkflowFailed
 from tests.conftest import unique_queue
 from tests.integration.dashboard_support import Browserless, Served
@@ -128,7 +128,7 @@ def test_a_credential_in_a_step_result_and_the_output_is_redacted_on_the_workflo
 
 
 def test_unreachable_storage_is_a_503_on_the_workflow_page(client):
-    from azjobs.connection import azurite_connection_string
+    from azjobs.storage.connection import azurite_connection_string
     from devtools.azurite import free_port
 
     nowhere = azurite_connection_string(queue_port=free_port(), blob_port=free_port(), table_port=free_port())

@@ -1,4 +1,4 @@
-"""The worker's message deletes on its own connections (azjobs.deletes), against Azurite's queues.
+"""The worker's message deletes on its own connections (azjobs.storage.deletes), against Azurite's queues.
 
 Signed with the account key or carrying a SAS, a delete removes the message; a stale pop
 receipt or a message already gone raise what the SDK raises, which the settler reads as "not
@@ -14,8 +14,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
 from azure.storage.queue import QueueClient
 
-from azjobs.deletes import DirectDeleteQueue, with_direct_deletes
-from azjobs.lease import is_lost_error
+from azjobs.storage.deletes import DirectDeleteQueue, with_direct_deletes
+from azjobs.runtime.leases import is_lost_error
 
 
 @pytest.fixture
@@ -108,8 +108,8 @@ def test_through_the_sdks_pipeline_too_a_lost_delete_answer_then_not_found_is_ou
                                                                                            sdk_queue, queue_name):
     """An Entra ID worker deletes through the SDK (so will every worker once deletes move onto an azure-core
     transport): its pipeline must not retry inside the settler's try, or the lost answer is hidden."""
-    from azjobs.client import sdk_retry
-    from azjobs.settler import Settler
+    from azjobs.storage.client import sdk_retry
+    from azjobs.runtime.settler import Settler
     from devtools.proxy import FaultProxy
 
     proxy = FaultProxy(azurite.queue_port, reconnect_upstream=True).start()

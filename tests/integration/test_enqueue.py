@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.client import Client
+from azjobs.storage.client import Client
 from azjobs.errors import EnqueueError, QueueNotFoundError
-from azjobs.message import parse_time
+from azjobs.model.envelope import parse_time
 from tests.conftest import stored_message
 
 # How storage reports the expiry of a message sent with TTL -1 (never expires).
@@ -129,7 +129,7 @@ def test_enqueue_many_reports_storage_failures_per_item(connection_string, queue
 
 
 def test_async_enqueue(client, queue_name, raw_queue):
-    from azjobs.aio import aclose
+    from azjobs.storage.aio import aclose
 
     q = raw_queue(queue_name)
 
@@ -144,7 +144,7 @@ def test_async_enqueue(client, queue_name, raw_queue):
 
 
 def test_async_enqueue_default_client(client, queue_name, raw_queue):
-    from azjobs.aio import aclose
+    from azjobs.storage.aio import aclose
 
     q = raw_queue(queue_name)
     greet.job.queue  # noqa: B018
@@ -160,7 +160,7 @@ def test_async_enqueue_default_client(client, queue_name, raw_queue):
 
 
 def test_unreachable_storage_is_a_clear_error_without_secrets(queue_name):
-    from azjobs.connection import AZURITE_KEY, azurite_connection_string
+    from azjobs.storage.connection import AZURITE_KEY, azurite_connection_string
     from devtools.azurite import free_port
 
     port = free_port()

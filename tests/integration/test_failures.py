@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.core import Outcome
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
-from azjobs.retry import Fixed
-from azjobs.settings import QueueSettings
+from azjobs.execution.executor import Outcome
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.retry import Fixed
+from azjobs.model.settings import QueueSettings
 from tests.conftest import unique_queue
 from tests.integration.drivers import DRIVERS, drop_queues
 from tests.jobs import failure_jobs as jobs

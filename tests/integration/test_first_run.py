@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from azjobs.registry import registry
+from azjobs.model.registry import registry
 from devtools.azurite import ACCOUNT, KEY, free_port
 from tests.conftest import SECOND_KEY
 from tests.integration.worker_support import ROOT, wait_for

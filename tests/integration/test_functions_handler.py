@@ -9,9 +9,9 @@ import json
 import pytest
 
 import azjobs
-from azjobs.core import Outcome, Redeliver
-from azjobs.poison import PoisonRecord
-from azjobs.settings import QueueSettings
+from azjobs.execution.executor import Outcome, Redeliver
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.settings import QueueSettings
 from tests.conftest import unique_queue
 from tests.functions_support import (
     HostAction,

@@ -15,10 +15,10 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.client import Client
-from azjobs.core import Executor, Outcome
-from azjobs.message import Envelope
-from azjobs.settings import QueueSettings
+from azjobs.storage.client import Client
+from azjobs.execution.executor import Executor, Outcome
+from azjobs.model.envelope import Envelope
+from azjobs.model.settings import QueueSettings
 from azjobs.state import tracker
 from azjobs.state.record import JobStatus
 from azjobs.state.store import partition_of
@@ -116,7 +116,7 @@ def _status(job_id: str) -> JobStatus:
 
 # -- both paths ------------------------------------------------------------------------------
 def test_worker_path_moves_ready_running_successful(state_client, queue_name):
-    from azjobs.worker import drain
+    from azjobs.runtime.worker import drain
 
     reg = registry_for(queue_name)
     job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("w1")
@@ -229,7 +229,7 @@ def test_a_table_outage_mid_drain_loses_nothing_and_the_records_catch_up(azurite
     import re
 
     from azjobs.state import store as store_module
-    from azjobs.worker import drain
+    from azjobs.runtime.worker import drain
 
     monkeypatch.setattr(store_module, "OUTAGE_PAUSE_S", 0.5)
     proxy = FaultProxy(azurite.table_port).start()
@@ -319,7 +319,7 @@ def test_recent_and_prune_on_table_storage(connection_string, state_table):
     """The store's queries as Table Storage answers them: a datetime and a status filter, expiry."""
     from datetime import datetime, timezone
 
-    from azjobs.connection import Connection
+    from azjobs.storage.connection import Connection
     from azjobs.state import StateStore
 
     store = StateStore.from_connection(Connection(connection_string=connection_string), state_table,
@@ -485,7 +485,7 @@ def test_a_successful_write_the_table_refuses_ends_as_a_fallback_record_never_pe
 # -- issue #22: a job running past its RUNNING lease does not run twice at once (5) -------------------
 def _shifted(store, shift: list) -> None:
     """The store's clock, ``shift[0]`` ahead of the wall clock (how the issue reproduced a long run)."""
-    from azjobs.message import utcnow
+    from azjobs.model.envelope import utcnow
 
     store.clock = lambda: utcnow() + shift[0]
 
@@ -498,7 +498,7 @@ def _lease_until(store, job_id: str):
 
 def _extended(store, job_id: str, timeout_s: float = 20.0) -> bool:
     """Wait (a while, without failing) for the record's lease to be pushed past the shifted clock."""
-    from azjobs.message import utcnow
+    from azjobs.model.envelope import utcnow
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -511,7 +511,7 @@ def _extended(store, job_id: str, timeout_s: float = 20.0) -> bool:
 def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_the_worker(state_client, queue_name, raw_queue,
                                                                                 monkeypatch):
     from azjobs.state import running
-    from azjobs.worker import Worker
+    from azjobs.runtime.worker import Worker
 
     monkeypatch.setattr(running, "CHECK_S", 0.2)
     store, shift = state_client.state_store, [timedelta(0)]

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.core import Outcome
-from azjobs.message import Envelope, parse_time, utcnow
+from azjobs.execution.executor import Outcome
+from azjobs.model.envelope import Envelope, parse_time, utcnow
 from tests.conftest import stored_message, unique_queue
 from tests.integration.worker_support import wait_for
 from tests.integration.drivers import DRIVERS

@@ -19,8 +19,8 @@ import time
 import pytest
 
 import azjobs
-from azjobs.client import Client, fast_connect_retry
-from azjobs.connection import AZURITE_KEY, azurite_connection_string
+from azjobs.storage.client import Client, fast_connect_retry
+from azjobs.storage.connection import AZURITE_KEY, azurite_connection_string
 from azjobs.errors import ConfigurationError, EnqueueError
 from devtools.azurite import free_port
 from tests.conftest import ROOT, unique_queue
@@ -216,7 +216,7 @@ def test_configure_refuses_a_connection_string_that_cannot_work(value, client):
         azjobs.configure(value)
     assert AZURITE_KEY[:-5] not in str(info.value)
     # The client configured before stays in place and works.
-    from azjobs.client import default_client
+    from azjobs.storage.client import default_client
 
     assert default_client() is client
     queue = unique_queue("opc")

@@ -18,13 +18,13 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 import azjobs
-from azjobs.core import Outcome, Redeliver, Result
-from azjobs.lease import LeaseKeeper
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
-from azjobs.settings import QueueSettings
-from azjobs.settlement import Delivery, Settlement
-from azjobs.settler import Settler
+from azjobs.execution.executor import Outcome, Redeliver, Result
+from azjobs.runtime.leases import LeaseKeeper
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.settings import QueueSettings
+from azjobs.runtime.settlement import Delivery, Settlement
+from azjobs.runtime.settler import Settler
 from tests.conftest import unique_queue
 from tests.functions_support import HostAction, RecordingExecutor, fresh_app, host_like_settle, receive_one
 

@@ -12,12 +12,12 @@ from datetime import timedelta
 
 import pytest
 
-from azjobs import poison_cli
-from azjobs.client import Client
-from azjobs.core import Outcome
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
-from azjobs.settings import QueueSettings
+from azjobs.cli import poison as poison_cli
+from azjobs.storage.client import Client
+from azjobs.execution.executor import Outcome
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.settings import QueueSettings
 from tests.conftest import ROOT, unique_queue
 from tests.integration.drivers import RunnerDriver, drop_queues
 from tests.jobs import failure_jobs as jobs
@@ -172,7 +172,7 @@ def test_purge_needs_confirmation(setup):
 def test_module_entry_point(setup, connection_string):
     poison_some(setup, ["module-a"])
     env = {**os.environ, "AzureWebJobsStorage": connection_string}
-    proc = subprocess.run([sys.executable, "-m", "azjobs.poison_cli", "list", setup.queue, "--json"],
+    proc = subprocess.run([sys.executable, "-m", "azjobs.cli.poison", "list", setup.queue, "--json"],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["envelope"]["args"] == ["module-a"]

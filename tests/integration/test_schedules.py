@@ -23,7 +23,7 @@ from azure.functions import meta
 from azure.functions.timer import TimerRequestConverter
 
 import azjobs
-from azjobs.message import Envelope, format_time, parse_time
+from azjobs.model.envelope import Envelope, format_time, parse_time
 from azjobs.schedules.declarations import schedules
 from tests.conftest import unique_queue
 from tests.functions_support import functions_of, host_like_settle, receive_one

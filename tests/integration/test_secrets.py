@@ -25,11 +25,11 @@ from urllib.parse import quote, unquote
 import pytest
 
 import azjobs
-import azjobs.client
-from azjobs.core import Outcome, Redeliver
-from azjobs.poison import PoisonRecord
-from azjobs.retry import NoRetry
-from azjobs.settings import QueueSettings
+import azjobs.storage.client
+from azjobs.execution.executor import Outcome, Redeliver
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.retry import NoRetry
+from azjobs.model.settings import QueueSettings
 from devtools.azurite import ACCOUNT, KEY, free_port
 from tests.functions_support import (
     HostAction,
@@ -292,7 +292,7 @@ def release_through_an_unreachable_poison_queue(sas_connection_string, sas_clien
     from azure.storage.queue import ExponentialRetry
 
     # No SDK back-off (1 + 3 + 5 s) before the write fails; the error text is the same.
-    monkeypatch.setattr(azjobs.client, "sdk_retry", lambda: ExponentialRetry(retry_total=0))
+    monkeypatch.setattr(azjobs.storage.client, "sdk_retry", lambda: ExponentialRetry(retry_total=0))
     reg = azjobs.Registry()
     job = azjobs.job(queue=queue_name, registry=reg, name="secret.plain_failure",
                      retry=NoRetry())(secret_jobs.plain_failure)

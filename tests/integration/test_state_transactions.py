@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from azjobs.connection import connection_from_string
-from azjobs.message import Envelope
+from azjobs.storage.connection import connection_from_string
+from azjobs.model.envelope import Envelope
 from azjobs.state.direct import DirectTransactions
 from azjobs.state.record import JobStatus
 from azjobs.state.store import StateStore, partition_of
@@ -231,7 +231,7 @@ def _pile_up(store: StateStore, envelopes: list[Envelope], value, on_send=None) 
 
 
 def test_many_large_writes_to_one_partition_go_in_transactions_each_under_4_mib(connection_string, table_name):
-    from azjobs.table_rules import MAX_TRANSACTION_BYTES
+    from azjobs.storage.table_rules import MAX_TRANSACTION_BYTES
 
     store = _store(connection_string, table_name, writer_threads=1)
     try:

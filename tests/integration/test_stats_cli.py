@@ -14,9 +14,10 @@ import uuid
 from datetime import timedelta
 
 import azjobs
-from azjobs import QueueSettings, stats_cli
-from azjobs.core import Executor
-from azjobs.worker import Worker
+from azjobs import QueueSettings
+from azjobs.cli import stats as stats_cli
+from azjobs.execution.executor import Executor
+from azjobs.runtime.worker import Worker
 from tests.conftest import unique_queue
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))

@@ -13,10 +13,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import azjobs
 from azjobs import QueueSettings
-from azjobs.core import Executor
-from azjobs.message import Envelope
+from azjobs.execution.executor import Executor
+from azjobs.model.envelope import Envelope
 from azjobs.telemetry import tracing
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from tests.conftest import unique_queue
 from tests.functions_support import HostAction, fresh_app, host_like_settle, receive_one
 from tests.telemetry_support import installed, otel  # noqa: F401  (otel: a fixture)

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from azjobs import QueueSettings, cli
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from tests.integration.worker_support import ROOT, Background, wait_for
 from tests.jobs import worker_jobs as wj
 

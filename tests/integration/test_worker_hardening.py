@@ -13,16 +13,16 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.client import Client
-from azjobs.core import Executor, Outcome, Redeliver
-from azjobs.lease import LeaseKeeper
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
-from azjobs.settings import QueueSettings
-from azjobs.settlement import Delivery, Settlement
-from azjobs.settler import Settler
+from azjobs.storage.client import Client
+from azjobs.execution.executor import Executor, Outcome, Redeliver
+from azjobs.runtime.leases import LeaseKeeper
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.settings import QueueSettings
+from azjobs.runtime.settlement import Delivery, Settlement
+from azjobs.runtime.settler import Settler
 from azjobs.testing import RecordingExecutor
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from devtools.proxy import FaultProxy
 from tests.functions_support import fresh_app, invoke, queue_message_from, receive_one
 from tests.integration.worker_support import Background, wait_for
@@ -106,7 +106,7 @@ def test_a_job_past_its_timeout_is_released_named_in_the_log_and_poisoned_at_max
     timed_out = [r for r in caplog.records if getattr(r, "action", None) == "job_timed_out"]
     assert len(timed_out) == 2 and all(r.job == "hard.hang" and r.job_id == hang_id for r in timed_out)
     (record,) = poison_records(raw_queue, queue_name)
-    assert record.error.reason == "max_dequeue_count" and record.error.type == "azjobs.worker.JobTimeout"
+    assert record.error.reason == "max_dequeue_count" and record.error.type == "azjobs.runtime.worker.JobTimeout"
     assert record.envelope.id == hang_id and record.dequeue_count == 2
     assert len(hj.times("hung", "started")) == 2
 

@@ -10,8 +10,8 @@ from datetime import timedelta
 
 
 from azjobs import QueueSettings
-from azjobs.lease import LeaseKeeper
-from azjobs.worker import Worker
+from azjobs.runtime.leases import LeaseKeeper
+from azjobs.runtime.worker import Worker
 from tests.integration.worker_support import Background, spawn, wait_for
 from tests.jobs import worker_jobs as wj
 

@@ -10,7 +10,7 @@ import pytest
 
 import azjobs
 from azjobs import QueueSettings
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from devtools.azurite import Azurite
 from tests.conftest import unique_queue
 from tests.integration.worker_support import Background, wait_for

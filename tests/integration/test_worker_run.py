@@ -8,11 +8,11 @@ import pytest
 
 import azjobs
 from azjobs import Call, QueueSettings
-from azjobs.core import Executor
+from azjobs.execution.executor import Executor
 from azjobs.errors import QueueNotFoundError
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
-from azjobs.worker import Worker, drain
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.runtime.worker import Worker, drain
 from tests.conftest import unique_queue
 from tests.jobs import worker_jobs as wj
 

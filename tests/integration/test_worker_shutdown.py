@@ -9,7 +9,7 @@ from datetime import timedelta
 
 
 from azjobs import Call, QueueSettings
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from tests.integration.worker_support import log_of, spawn, wait_for
 from tests.jobs import worker_jobs as wj
 

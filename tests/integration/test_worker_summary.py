@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from azjobs import QueueSettings
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 from tests.jobs import worker_jobs as wj
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))

@@ -16,10 +16,10 @@ import pytest
 
 import azjobs
 from azjobs import QueueSettings
-from azjobs.message import decode_body
-from azjobs.worker import Worker
+from azjobs.model.envelope import decode_body
+from azjobs.runtime.worker import Worker
 from azjobs.workflows import WorkflowFailed, WorkflowHandle, WorkflowTimeout
-from azjobs.table_rules import utf16_units
+from azjobs.storage.table_rules import utf16_units
 from azjobs.workflows.history import HistoryStore
 from tests.integration.worker_support import Background, log_of, spawn, wait_for
 from tests.jobs import workflow_jobs as wf
@@ -466,7 +466,7 @@ def test_the_status_command_says_pending_not_found_and_impossible_ids_in_one_lin
 def test_a_start_message_whose_id_cannot_key_a_history_is_poisoned_on_its_first_delivery(client, flows, raw_queue):
     """A start message from elsewhere (written by hand, an older producer) with '/' in its id: before, every
     delivery failed on Table Storage's 400 and the message was poisoned only after maxDequeueCount."""
-    from azjobs.message import encode_text
+    from azjobs.model.envelope import encode_text
     from azjobs.workflows.spec import start_message
 
     steps, queue = flows
@@ -557,7 +557,7 @@ def failed_workflow(client, flows):
 
 
 def test_requeueing_a_failed_workflows_record_is_refused_and_it_stays_in_poison(client, flows, raw_queue, capsys):
-    from azjobs import poison_cli
+    from azjobs.cli import poison as poison_cli
 
     steps, queue = flows
     handle = failed_workflow(client, flows)
@@ -573,8 +573,8 @@ def test_requeueing_a_failed_workflows_record_is_refused_and_it_stays_in_poison(
 def test_requeueing_a_workflow_steps_record_is_refused_and_runs_nothing(client, flows, raw_queue, capsys):
     """A step record as older versions wrote on the step's queue-poison: requeued, it ran the job again and its
     report was dropped as a late event (the workflow had been told the step failed)."""
-    from azjobs import poison_cli
-    from azjobs.poison import ErrorInfo, PoisonRecord
+    from azjobs.cli import poison as poison_cli
+    from azjobs.model.poison_record import ErrorInfo, PoisonRecord
 
     steps, queue = flows
     handle = failed_workflow(client, flows)

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 
 import azjobs
-from azjobs.retry import Backoff, Fixed, NoRetry
+from azjobs.model.retry import Backoff, Fixed, NoRetry
 
 REGISTRY = azjobs.Registry()
 QUEUE = "azj-failure-tests"

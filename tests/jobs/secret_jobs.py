@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 import azjobs
-from azjobs.retry import NoRetry
+from azjobs.model.retry import NoRetry
 
 QUEUE = "secret-tests"  # the declared queue; tests always override it per call
 PROBE_QUEUE = "secret-probe"

@@ -40,7 +40,7 @@ from datetime import datetime
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from azjobs.poison import PoisonRecord
+from azjobs.model.poison_record import PoisonRecord
 from devtools.stall import StallProxy
 from tests.jobs import chaos_jobs as chaos
 from tests.reliability.support import (actions, ledger_path, log_events, log_text, message_count, receive_all, report,
@@ -73,8 +73,8 @@ HOST_JSON = {
 POISONED_AS = {
     "exit": ("SystemExit", "job_failed"),
     "raise": (f"{chaos.__name__}.ChaosError", "job_failed"),
-    "hang": ("azjobs.worker.JobTimeout", "max_dequeue_count"),
-    "hang_async": ("azjobs.worker.JobTimeout", "max_dequeue_count"),
+    "hang": ("azjobs.runtime.worker.JobTimeout", "max_dequeue_count"),
+    "hang_async": ("azjobs.runtime.worker.JobTimeout", "max_dequeue_count"),
 }
 HANGING = ("hang", "hang_async")
 ENDS = set(chaos.END_MARK.values())

@@ -19,7 +19,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from azjobs import Envelope
-from azjobs.poison import PoisonRecord
+from azjobs.model.poison_record import PoisonRecord
 from tests.reliability.support import (Ledger, actions, all_finished, log_text, message_count, receive_all, report,
                                        spawn, stop, wait_for)
 

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from azjobs import Call
-from azjobs.worker import SHUTDOWN_BUDGET_S
+from azjobs.runtime.worker import SHUTDOWN_BUDGET_S
 from tests.jobs import reliability_jobs as rel
 from tests.reliability.support import (Ledger, actions, all_finished, log_events, log_text, report,
                                        sigterm_and_collect, spawn, wait_for)

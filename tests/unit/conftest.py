@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture
 def restore_logging():
-    """Undo what a test's ``azjobs.logs.setup`` did to the root logger (its handler and level)."""
+    """Undo what a test's ``azjobs.storage.diagnosis.setup`` did to the root logger (its handler and level)."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     yield

@@ -91,9 +91,9 @@ def test_confirm_asks_on_a_terminal():
 
 def test_poison_subcommand_is_routed(monkeypatch):
     seen = []
-    fake = types.ModuleType("azjobs.poison_cli")
+    fake = types.ModuleType("azjobs.cli.poison")
     fake.main = lambda argv, **streams: seen.append(argv) or 7
-    monkeypatch.setitem(sys.modules, "azjobs.poison_cli", fake)
+    monkeypatch.setitem(sys.modules, "azjobs.cli.poison", fake)
     assert cli.main(["poison", "list", "emails"]) == 7
     assert seen == [["list", "emails"]]
 
@@ -102,8 +102,8 @@ def test_missing_poison_module_is_a_clear_error(monkeypatch, capsys):
     real = importlib.import_module
 
     def fake_import(name, *a, **k):
-        if name == "azjobs.poison_cli":
-            raise ModuleNotFoundError("No module named 'azjobs.poison_cli'", name="azjobs.poison_cli")
+        if name == "azjobs.cli.poison":
+            raise ModuleNotFoundError("No module named 'azjobs.cli.poison'", name="azjobs.cli.poison")
         return real(name, *a, **k)
 
     monkeypatch.setattr(cli.importlib, "import_module", fake_import)

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from azjobs import cli, logs
-from azjobs.registry import registry
+from azjobs import cli
+from azjobs.storage import diagnosis as logs
+from azjobs.model.registry import registry
 
 
 class Tty(io.StringIO):
@@ -309,7 +310,7 @@ def test_a_job_line_of_a_redelivery_shows_its_dequeue_count():
 
 
 def test_the_connection_origin_says_where_the_setting_was_found(tmp_path, monkeypatch):
-    from azjobs.connection import resolve_connection
+    from azjobs.storage.connection import resolve_connection
 
     monkeypatch.chdir(tmp_path)
     for name in ("AzureWebJobsStorage", "JobsStorage", "JobsStorage__accountName"):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from azjobs.connection import AZURITE_KEY, Connection, azurite_connection_string, redact, resolve_connection
+from azjobs.storage.connection import AZURITE_KEY, Connection, azurite_connection_string, redact, resolve_connection
 from azjobs.errors import ConfigurationError
 
 SECRET = "c2VjcmV0LWtleS12YWx1ZQ=="

@@ -11,8 +11,8 @@ import base64
 import pytest
 
 import azjobs
-from azjobs.client import Client
-from azjobs.connection import AZURITE_KEY, Connection, azurite_connection_string, resolve_connection
+from azjobs.storage.client import Client
+from azjobs.storage.connection import AZURITE_KEY, Connection, azurite_connection_string, resolve_connection
 from azjobs.errors import ConfigurationError
 
 KEY = base64.b64encode(b"a perfectly fine account key of 32+ bytes").decode("ascii")

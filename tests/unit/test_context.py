@@ -3,9 +3,9 @@ import asyncio
 import pytest
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Outcome
-from azjobs.message import Envelope
-from azjobs.registry import Registry
+from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.model.envelope import Envelope
+from azjobs.model.registry import Registry
 from azjobs.testing import RecordingClient
 
 reg = Registry()

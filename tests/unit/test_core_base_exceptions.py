@@ -13,8 +13,8 @@ import threading
 import pytest
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Outcome
-from azjobs.message import Envelope
+from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.model.envelope import Envelope
 from azjobs.testing import RecordingClient
 
 REG = azjobs.Registry()

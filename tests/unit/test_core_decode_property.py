@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Outcome
+from azjobs.execution.executor import Executor, MessageInfo, Outcome
 from azjobs.errors import EnvelopeError
-from azjobs.message import Envelope
-from azjobs.poison import PoisonRecord
+from azjobs.model.envelope import Envelope
+from azjobs.model.poison_record import PoisonRecord
 from azjobs.testing import RecordingClient
 
 REGISTRY = azjobs.Registry()

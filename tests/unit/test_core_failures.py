@@ -8,10 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Outcome, Redeliver
-from azjobs.message import Envelope, format_time
-from azjobs.poison import PoisonRecord
-from azjobs.retry import Backoff, Fixed
+from azjobs.execution.executor import Executor, MessageInfo, Outcome, Redeliver
+from azjobs.model.envelope import Envelope, format_time
+from azjobs.model.poison_record import PoisonRecord
+from azjobs.model.retry import Backoff, Fixed
 from azjobs.testing import RecordingClient
 
 REG = azjobs.Registry()

@@ -15,7 +15,7 @@ from azjobs.dashboard.chart import depth_chart
 from azjobs.dashboard.history import DepthHistory, Point
 from azjobs.dashboard.storage import QueueDepth
 from azjobs.errors import ConfigurationError
-from azjobs.secrets import redact
+from azjobs.model.secrets import redact
 
 KEY = "unit-test-admin-key-abcdefgh"
 SAME = {"Origin": "http://127.0.0.1:8080"}

@@ -12,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.aio import AsyncClient
-from azjobs.client import Client
+from azjobs.storage.aio import AsyncClient
+from azjobs.storage.client import Client
 from azjobs.errors import ArgumentError, DelayError
-from azjobs.message import MAX_NESTING, Envelope
+from azjobs.model.envelope import MAX_NESTING, Envelope
 
 REG = azjobs.Registry()
 
@@ -132,6 +132,6 @@ def test_the_limits_leave_real_data_alone():
     assert Envelope.decode(envelope.encode()) == envelope
     # A delay far in the future but before year 10000 still works (it hops).
     assert takes.options(client=NoNetwork("UseDevelopmentStorage=true")).build(("x",), {}) is not None
-    from azjobs.client import plan_delivery
+    from azjobs.storage.client import plan_delivery
 
     assert plan_delivery(timedelta(days=365 * 100)).due_at.startswith(str(datetime.now(timezone.utc).year + 100)[:2])

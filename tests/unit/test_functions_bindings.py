@@ -16,9 +16,9 @@ from azure.functions.queue import QueueMessageInConverter
 from hypothesis import given, settings, strategies as st
 
 import azjobs
-from azjobs.functions import BINDING_NAME, function_name_for, host_json_path
-from azjobs.queue_names import validate_queue_name
-from azjobs.settings import QueueSettings
+from azjobs.functions.blueprint import BINDING_NAME, function_name_for, host_json_path
+from azjobs.model.queue_names import validate_queue_name
+from azjobs.model.settings import QueueSettings
 from tests.functions_support import fresh_app, function_for, functions_of, job_functions_of
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from azjobs.errors import ConfigurationError
-from azjobs.settings import QueueSettings, strip_json_comments
+from azjobs.model.settings import QueueSettings, strip_json_comments
 
 COMMENTED = """\
 {

@@ -8,13 +8,13 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Outcome
+from azjobs.execution.executor import Executor, MessageInfo, Outcome
 from azjobs.errors import ConfigurationError
-from azjobs.message import Envelope
-from azjobs.retry import RetryDecision
-from azjobs.settings import DEFAULT_FUNCTION_TIMEOUT, QueueSettings
+from azjobs.model.envelope import Envelope
+from azjobs.model.retry import RetryDecision
+from azjobs.model.settings import DEFAULT_FUNCTION_TIMEOUT, QueueSettings
 from azjobs.testing import RecordingClient
-from azjobs.worker import Worker
+from azjobs.runtime.worker import Worker
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -112,7 +112,7 @@ def test_worker_processes_share_one_instances_batch_limits_at_defaults():
 
 
 def test_a_supervised_worker_learns_how_many_processes_share_the_instance():
-    from azjobs.supervisor import CHILD_ENV, SHARE_ENV, shared_by
+    from azjobs.runtime.supervisor import CHILD_ENV, SHARE_ENV, shared_by
 
     assert shared_by({}) == 1 and shared_by({SHARE_ENV: "4"}) == 1  # not a child: the whole instance
     assert shared_by({CHILD_ENV: "0", SHARE_ENV: "4"}) == 4

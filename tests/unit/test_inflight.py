@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from azjobs.inflight import InFlight, QueueLimits
+from azjobs.runtime.inflight import InFlight, QueueLimits
 
 
 def test_a_queue_fetches_a_batch_then_waits_until_it_drops_to_its_threshold():

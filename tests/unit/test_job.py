@@ -5,9 +5,9 @@ import pytest
 
 import azjobs
 from azjobs.errors import ArgumentError, ConfigurationError, UnknownJobError
-from azjobs.queue_names import poison_queue_name
-from azjobs.registry import Registry
-from azjobs.retry import Backoff, Fixed, NoRetry
+from azjobs.model.queue_names import poison_queue_name
+from azjobs.model.registry import Registry
+from azjobs.model.retry import Backoff, Fixed, NoRetry
 
 reg = Registry()
 

@@ -8,8 +8,8 @@ import time
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceResponseError
 
-from azjobs.lease import LeaseKeeper, is_lost_error
-from azjobs.settler import Settler
+from azjobs.runtime.leases import LeaseKeeper, is_lost_error
+from azjobs.runtime.settler import Settler
 
 
 class Updated:

@@ -7,7 +7,7 @@ import json
 import logging
 
 
-from azjobs import logs
+from azjobs.storage import diagnosis as logs
 
 
 
@@ -43,8 +43,8 @@ def test_verbose_enables_debug(restore_logging):
 
 def test_a_redelivered_jobs_line_shows_its_dequeue_count(restore_logging):
     import azjobs
-    from azjobs.core import Executor, MessageInfo
-    from azjobs.message import Envelope
+    from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.model.envelope import Envelope
     from azjobs.testing import RecordingClient
 
     reg = azjobs.Registry()
@@ -67,8 +67,8 @@ def _quiet() -> None:
 
 def test_a_retry_line_says_why_and_a_failed_jobs_traceback_is_logged_at_debug(restore_logging):
     import azjobs
-    from azjobs.core import Executor, MessageInfo
-    from azjobs.message import Envelope
+    from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.model.envelope import Envelope
     from azjobs.testing import RecordingClient
 
     reg = azjobs.Registry()

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from azjobs.errors import ArgumentError, EnvelopeError, PayloadTooLargeError
-from azjobs.message import FORMAT_VERSION, MAX_MESSAGE_BYTES, Envelope, decode_body, encode_text, format_time, parse_time
+from azjobs.model.envelope import FORMAT_VERSION, MAX_MESSAGE_BYTES, Envelope, decode_body, encode_text, format_time, parse_time
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_garbage_gets_no_encoding_hint(body, encoding):
 
 
 def test_a_poison_record_sent_as_a_job_says_what_it_is():
-    from azjobs.poison import ErrorInfo, PoisonRecord
+    from azjobs.model.poison_record import ErrorInfo, PoisonRecord
 
     record = PoisonRecord(queue="q", error=ErrorInfo("E", "m"), envelope=Envelope.build("j", (1,)))
     with pytest.raises(EnvelopeError) as info:
@@ -183,7 +183,7 @@ def test_a_poison_record_sent_as_a_job_says_what_it_is():
 @pytest.mark.parametrize("written", ["base64", "none"])
 @pytest.mark.parametrize("read", ["base64", "none"])
 def test_a_poison_record_is_recognised_whatever_the_encoding(written, read):
-    from azjobs.poison import ErrorInfo, PoisonRecord, find_record
+    from azjobs.model.poison_record import ErrorInfo, PoisonRecord, find_record
 
     envelope = Envelope.build("j", ("x",))
     record = PoisonRecord(queue="q", error=ErrorInfo("E", "m"), envelope=envelope)

@@ -7,8 +7,8 @@ import base64
 import pytest
 
 from azjobs.errors import PayloadTooLargeError
-from azjobs.message import MAX_MESSAGE_BYTES, Envelope
-from azjobs.poison import MAX_TRACEBACK_CHARS, ErrorInfo, PoisonRecord
+from azjobs.model.envelope import MAX_MESSAGE_BYTES, Envelope
+from azjobs.model.poison_record import MAX_TRACEBACK_CHARS, ErrorInfo, PoisonRecord
 
 
 def _error() -> ErrorInfo:
@@ -66,7 +66,7 @@ def test_host_poisoned_garbage_keeps_its_body_and_reason(body, reason):
 
 def test_raw_bytes_that_are_not_utf8_are_kept_exactly():
     raw = b"\x00\xff binary \xfe"
-    from azjobs.poison import raw_text
+    from azjobs.model.poison_record import raw_text
 
     text, how = raw_text(raw)
     record = PoisonRecord(queue="q", error=_error(), raw_body=text, raw_body_encoding=how)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from azjobs.polling import PollingBackoff
+from azjobs.runtime.polling import PollingBackoff
 
 
 def test_without_jitter_the_sequence_is_the_hosts():

@@ -1,7 +1,7 @@
 import pytest
 
 from azjobs.errors import ConfigurationError
-from azjobs.queue_names import poison_queue_name, resolve_queue_name, validate_queue_name
+from azjobs.model.queue_names import poison_queue_name, resolve_queue_name, validate_queue_name
 
 
 def test_poison_names_follow_the_host():

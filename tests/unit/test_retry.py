@@ -9,7 +9,7 @@ import pytest
 
 import azjobs
 from azjobs.errors import ConfigurationError
-from azjobs.retry import DEFAULT_MAX_RETRIES, Backoff, Fixed, NoRetry, build_policy
+from azjobs.model.retry import DEFAULT_MAX_RETRIES, Backoff, Fixed, NoRetry, build_policy
 
 
 def test_default_backoff_gives_five_attempts_with_doubling_delays():

@@ -9,7 +9,7 @@ import azure.functions as func
 import pytest
 
 import azjobs
-from azjobs.message import Envelope
+from azjobs.model.envelope import Envelope
 from azjobs.schedules import declarations
 from azjobs.schedules.ncrontab import ScheduleError, parse
 from azjobs.schedules.declarations import schedules, time_zone, timer_tick
@@ -236,7 +236,7 @@ def test_blueprint_schedules_false_leaves_the_timers_out(reg):
 
 
 def test_timer_function_names_are_host_valid():
-    from azjobs.functions import FUNCTION_NAME_RULE, timer_function_name_for
+    from azjobs.functions.blueprint import FUNCTION_NAME_RULE, timer_function_name_for
 
     for name in ("a.b.C", "x" * 300, "über:weird name", "9lives"):
         generated = timer_function_name_for(name)
@@ -267,13 +267,13 @@ def test_the_schedule_module_keeps_no_state_between_declarations():
 
 # -- the worker and the command ---------------------------------------------------------------------
 def test_a_worker_fires_the_schedules_of_jobs_on_its_queues_unless_told_not_to(reg, monkeypatch):
-    from azjobs.core import Executor
-    from azjobs.worker import Worker
+    from azjobs.execution.executor import Executor
+    from azjobs.runtime.worker import Worker
 
     monkeypatch.delenv("WEBSITE_TIME_ZONE", raising=False)
     azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="r")(report)
     azjobs.job(queue="emails", schedule="0 0 * * * *", registry=reg, name="e")(report)
-    client = azjobs.Client(azjobs.connection.azurite_connection_string(queue_port=1))  # never called here
+    client = azjobs.Client(azjobs.storage.connection.azurite_connection_string(queue_port=1))  # never called here
     executor = Executor(registry=reg, client=client)
     worker = Worker(["reports"], executor=executor)
     assert [item.name for item in worker._scheduler.items] == ["r"]
@@ -292,7 +292,7 @@ def test_the_cli_passes_no_schedules_to_the_worker():
 def test_schedules_listing_shows_next_fire_times_and_the_last_fire(reg, monkeypatch):
     import io
 
-    from azjobs.schedules.listing import _text, describe
+    from azjobs.cli.schedules import _text, describe
 
     job = azjobs.job(queue="reports", registry=reg, name="r")(report)
     azjobs.periodic("0 0 7 * * Mon-Fri", job, args=("eu",), kwargs={"full": True}, name="morning")

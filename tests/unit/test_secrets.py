@@ -1,4 +1,4 @@
-"""azjobs.secrets: every credential form is hidden, in text and in log records.
+"""azjobs.model.secrets: every credential form is hidden, in text and in log records.
 
 Secrets here are fresh random values per test (``remember`` is process-wide), shaped like
 the real ones: a base64 account key, a base64 SAS signature that travels URL-encoded.
@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import pytest
 
-from azjobs import logs
-from azjobs.connection import Connection
-from azjobs.secrets import MASK, RedactingFilter, get_logger, redact, remember
+from azjobs.storage import diagnosis as logs
+from azjobs.storage.connection import Connection
+from azjobs.model.secrets import MASK, RedactingFilter, get_logger, redact, remember
 
 
 def account_key() -> str:

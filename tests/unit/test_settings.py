@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 
 from azjobs.errors import ConfigurationError
-from azjobs.settings import QueueSettings, parse_timespan
+from azjobs.model.settings import QueueSettings, parse_timespan
 
 
 def test_defaults_are_the_hosts():

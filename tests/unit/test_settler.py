@@ -1,6 +1,6 @@
 """The settler's reading of a delete's answers: when "message not found" means our own delete landed.
 
-The errors are the ones the worker's deletes raise (``azjobs.direct_http``): ``ServiceResponseError``
+The errors are the ones the worker's deletes raise (``azjobs.storage.direct_http``): ``ServiceResponseError``
 when the connection reset after the request went out, ``ServiceRequestError`` when it never went
 out, and a 404 ``MessageNotFound`` as the SDK raises it.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-from azjobs.direct_http import storage_error
-from azjobs.settler import Settler
+from azjobs.storage.direct_http import storage_error
+from azjobs.runtime.settler import Settler
 
 
 def not_found():

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Outcome
+from azjobs.execution.executor import Executor, MessageInfo, Outcome
 from azjobs.errors import AzjobsError, ConfigurationError
-from azjobs.message import Envelope
-from azjobs.registry import Registry
+from azjobs.model.envelope import Envelope
+from azjobs.model.registry import Registry
 from azjobs.state import tracker
 from azjobs.state.record import JobError, JobRecord, JobStatus
 from azjobs.state.store import RUNNING_LEASE, StateStore, partition_of
@@ -169,7 +169,7 @@ def test_configure_state_true_turns_it_on_for_the_process(connection_string_for_
 
 @pytest.fixture
 def connection_string_for_config():
-    from azjobs.connection import azurite_connection_string
+    from azjobs.storage.connection import azurite_connection_string
 
     return azurite_connection_string()
 
@@ -288,7 +288,7 @@ def test_dead_lettered_without_the_job_failing_is_dead_lettered():
 
 
 def test_error_text_is_redacted():
-    from azjobs.secrets import remember
+    from azjobs.model.secrets import remember
 
     remember(["s3cr3t-key-value"])
     client, executor = setup()

@@ -13,8 +13,10 @@ from typing import Callable
 
 import pytest
 
-from azjobs import cli, logs, supervisor
-from azjobs.supervisor import Backoff, RestartPolicy, Supervisor, child_argv, process_count, strip_option
+from azjobs import cli
+from azjobs.storage import diagnosis as logs
+from azjobs.runtime import supervisor
+from azjobs.runtime.supervisor import Backoff, RestartPolicy, Supervisor, child_argv, process_count, strip_option
 
 
 # -- how many processes ------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import pytest
 
-from azjobs.table_rules import MAX_KEY_UNITS, SAFE_STRING_UNITS, fits, key_problem, utf16_units
+from azjobs.storage.table_rules import MAX_KEY_UNITS, SAFE_STRING_UNITS, fits, key_problem, utf16_units
 
 
 def test_utf16_units_count_two_for_characters_past_the_bmp():

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = textwrap.dedent("""
     import asyncio, json, sys
     import azjobs
-    from azjobs.core import Executor, MessageInfo
-    from azjobs.registry import Registry
+    from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.model.registry import Registry
     from azjobs.testing import RecordingClient
 
     imported_by_azjobs = sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
@@ -78,7 +78,7 @@ def test_without_opentelemetry_jobs_work_and_envelopes_carry_no_trace():
 
 def test_importing_azjobs_imports_no_opentelemetry_and_an_unconfigured_api_adds_nothing():
     # The API is installed here (the test extra) but no SDK is configured: no trace context to carry.
-    seen = _run("import azjobs.worker, azjobs.cli, azjobs.stats_cli\n" + SCENARIO)
+    seen = _run("import azjobs.runtime.worker, azjobs.cli, azjobs.cli.stats\n" + SCENARIO)
     assert seen["imported_by_import"] == []
     assert seen["loaded"]  # it was imported, at the first enqueue
     assert seen["outcomes"] == ["succeeded", "retry_scheduled"]

@@ -11,9 +11,9 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.core import Executor, MessageInfo, Redeliver
-from azjobs.message import Envelope, format_time, utcnow
-from azjobs.registry import Registry
+from azjobs.execution.executor import Executor, MessageInfo, Redeliver
+from azjobs.model.envelope import Envelope, format_time, utcnow
+from azjobs.model.registry import Registry
 from azjobs.telemetry import metrics, tracing
 from azjobs.testing import RecordingClient
 from tests.telemetry_support import otel  # noqa: F401  (a fixture)

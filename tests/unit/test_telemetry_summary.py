@@ -9,7 +9,7 @@ import pytest
 
 from azjobs import cli
 from azjobs.telemetry.summary import Summary
-from azjobs.worker import WorkerStats
+from azjobs.runtime.worker import WorkerStats
 
 
 class Clock:

@@ -11,10 +11,10 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 import azjobs
-from azjobs.core import Executor, MessageInfo
+from azjobs.execution.executor import Executor, MessageInfo
 from azjobs.errors import ArgumentError
-from azjobs.message import Envelope
-from azjobs.registry import Registry
+from azjobs.model.envelope import Envelope
+from azjobs.model.registry import Registry
 from azjobs.telemetry import tracing
 from azjobs.testing import RecordingClient
 from tests.telemetry_support import otel  # noqa: F401  (a fixture)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from azjobs.timeouts import Watchdog
+from azjobs.runtime.timeouts import Watchdog
 
 
 class Clock:

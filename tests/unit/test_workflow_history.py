@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from azjobs.table_rules import MAX_ENTITY_BYTES, MAX_STRING_UNITS, utf16_units
+from azjobs.storage.table_rules import MAX_ENTITY_BYTES, MAX_STRING_UNITS, utf16_units
 from azjobs.workflows.history import CHUNK_UNITS, MAX_PARTS, split_units
 
 

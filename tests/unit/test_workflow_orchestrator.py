@@ -18,8 +18,8 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import azjobs
-from azjobs.core import MessageInfo
-from azjobs.message import Envelope, decode_body
+from azjobs.execution.executor import MessageInfo
+from azjobs.model.envelope import Envelope, decode_body
 from azjobs.testing import RecordingClient, RecordingExecutor
 from azjobs.workflows import replay as h
 from azjobs.workflows.driver import waiting_on

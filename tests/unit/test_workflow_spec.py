@@ -9,7 +9,7 @@ import pytest
 
 import azjobs
 from azjobs.errors import ArgumentError, ConfigurationError, EnvelopeError
-from azjobs.message import decode_body
+from azjobs.model.envelope import decode_body
 from azjobs.testing import RecordingClient
 from azjobs.workflows.spec import parse_message, retry_options_for, workflows_queue
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from azjobs.workflows import cli
+from azjobs.cli import workflow as cli
 from azjobs.workflows.history import FAILED, Episode, History, summary
 from azjobs.workflows.orchestrator import ACTIVITY
 from azjobs.workflows.replay import execution_completed, task_completed, task_failed, task_scheduled

@@ -26,7 +26,8 @@ task with a priority is refused (``InvalidTask``), as Django specifies.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.tasks.backends.base import BaseTaskBackend
@@ -34,10 +35,10 @@ from django.tasks.base import TaskResult, TaskResultStatus
 from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
 
-from ...connection import DEFAULT_SETTING, Connection, connection_from_string, resolve_connection
 from ...errors import ConfigurationError
-from ...message import Envelope, parse_time
-from ...queue_names import validate_queue_name
+from ...model.envelope import Envelope, parse_time
+from ...model.queue_names import validate_queue_name
+from ...storage.connection import DEFAULT_SETTING, Connection, connection_from_string, resolve_connection
 from .discovery import job_name
 from .times import to_django
 
@@ -104,7 +105,7 @@ class AzureQueueBackend(BaseTaskBackend):
     def client(self):
         """The azjobs ``Client`` this backend sends with (one per backend, built on first use)."""
         if self._client is None:
-            from ...client import Client
+            from ...storage.client import Client
 
             self._client = Client(self.connection)
         return self._client
@@ -133,7 +134,7 @@ class AzureQueueBackend(BaseTaskBackend):
         return result
 
     async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
-        """``enqueue`` on the event loop: the message goes out on azjobs' async client (``azjobs.aio``);
+        """``enqueue`` on the event loop: the message goes out on azjobs' async client (``azjobs.storage.aio``);
         the READY record (results on) is one Table Storage write in a thread."""
         import asyncio
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ConfigurationError
-from ...queue_names import validate_queue_name
-from ...secrets import describe
+from ...model.queue_names import validate_queue_name
+from ...model.secrets import describe
 
 #: How long the result store check waits for Table Storage (seconds); it does not retry.
 STORE_CHECK_TIMEOUT_S = 3
@@ -37,7 +37,7 @@ def check_backend(backend: Any) -> list:
             f"{where} OPTIONS has unknown key(s) {', '.join(map(repr, backend.unknown_options))}",
             hint=f"AzureQueueBackend understands: {', '.join(OPTION_NAMES)}", id="azjobs.E003"))
     try:
-        from ...retry import build_policy
+        from ...model.retry import build_policy
 
         retry = backend.retry_options()
         build_policy(retry.get("retry"), retry.get("max_retries"), retry.get("retry_on"), retry.get("give_up_on"))

@@ -20,8 +20,9 @@ import threading
 from types import ModuleType
 from typing import Any, Iterable
 
-from ...registry import Registry, registry as default_registry
-from ...secrets import get_logger
+from ...model.registry import Registry
+from ...model.registry import registry as default_registry
+from ...model.secrets import get_logger
 
 log = get_logger("azjobs.django")
 
@@ -44,8 +45,9 @@ def discovered_task(module_path: str) -> Any | None:
 
 def tasks_modules() -> list[str]:
     """The ``<app>.tasks`` modules that exist among ``INSTALLED_APPS``, in app order."""
-    from django.apps import apps
     from importlib.util import find_spec
+
+    from django.apps import apps
 
     found = []
     for config in apps.get_app_configs():
@@ -103,7 +105,7 @@ def _is_module_level_task(value: Any) -> bool:
 
 
 def _register(task: Any, registry: Registry, backends: list[Any]) -> None:
-    from ...job import JobDefinition
+    from ...api.jobs import JobDefinition
     from .execution import task_runner
 
     with _lock:

@@ -26,10 +26,10 @@ import traceback
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from ...context import current_job
 from ...errors import Fail
-from ...message import parse_time
-from ...secrets import get_logger
+from ...model.context import current_job
+from ...model.envelope import parse_time
+from ...model.secrets import get_logger
 from .times import now, to_django
 
 log = get_logger("azjobs.django")
@@ -157,7 +157,7 @@ class _Run:
 
 def _will_retry(job: Any, error: BaseException) -> bool:
     """What the core is about to decide for this failure (the job's retry policy, as ``finish`` asks it)."""
-    from ...registry import registry
+    from ...model.registry import registry
 
     try:
         definition = registry.get(job.job)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...secrets import describe, get_logger
+from ...model.secrets import describe, get_logger
 from ...state.store import id_problem
 from .times import to_django
 
@@ -69,9 +69,9 @@ def with_ready_record(backend: Any, envelope: Any, at: datetime | None) -> Any:
     """
     if not backend.results:
         return envelope
-    from ...client import plan_delivery
-    from ...message import utcnow
+    from ...model.envelope import utcnow
     from ...state.tracker import ETAG_OPTION, TRACK_OPTION
+    from ...storage.client import plan_delivery
 
     envelope = envelope.evolve(options={**dict(envelope.options), TRACK_OPTION: True})
     now = utcnow()

@@ -41,7 +41,7 @@ def main(argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None
          run_checks=None) -> int:
     """Run the worker for the Django project that is set up; returns the exit status."""
     from ... import cli
-    from ...registry import registry
+    from ...model.registry import registry
     from .discovery import azure_backends, discover_tasks
 
     err = stderr or sys.stderr

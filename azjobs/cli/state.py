@@ -1,0 +1,206 @@
+"""``azjobs status JOB_ID`` and ``azjobs state prune``: job state from the command line.
+
+Exit status, as for the rest of ``azjobs``: 0 done; 1 not found or storage failed; 2 usage
+error or rejected credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..errors import AzjobsError, ConfigurationError
+from ..model.secrets import RedactingStream
+from ..state.errors import JobNotFoundError, StateUnavailable
+from ..state.record import JobRecord
+from ..state.store import DEFAULT_TABLE, TABLE_SETTING, StateStore, default_table, id_problem
+from ..storage.connection import resolve_connection
+
+OK, FAILED, USAGE = 0, 1, 2
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` as a timedelta (argparse type)."""
+    match = _DURATION.match(text or "")
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give e.g. 90s, 30m, 12h, 7d or 2w")
+    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
+                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    common.add_argument("--table", default=None,
+                        help=f"the state table (default: ${TABLE_SETTING}, else {DEFAULT_TABLE})")
+    return common
+
+
+def build_status_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="azjobs status", parents=[_common()],
+                                     description="Show what became of a job (needs job state on when it was enqueued).",
+                                     epilog="exit status: 0 found; 1 no such job or storage failed; 2 usage error")
+    parser.add_argument("job_id", help="the id enqueue returned")
+    parser.add_argument("--json", action="store_true", help="the record as one JSON document")
+    return parser
+
+
+def build_state_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="azjobs state", description="Manage the job state table.",
+                                     epilog="exit status: 0 done; 1 storage failed; 2 usage error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    prune = sub.add_parser("prune", parents=[_common()],
+                           help="delete finished records past their retention (or not updated for --older-than) "
+                                "and expired unique keys")
+    prune.add_argument("--older-than", type=parse_duration, metavar="DURATION",
+                       help="delete records not updated for this long (90s, 30m, 12h, 7d, 2w); default: those past "
+                            "the retention they were written with")
+    prune.add_argument("--include-unfinished", action="store_true",
+                       help="also delete READY, RUNNING and RETRYING records (a job delayed or still running loses "
+                            "its record), and expired unique keys whose job is not finished")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    return parser
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else "-"
+
+
+def _short(text: str, width: int = 2000) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def show(record: JobRecord, out: Any) -> None:
+    lines = [
+        f"job           {record.job}",
+        f"id            {record.id}",
+        f"status        {record.status.value}",
+        f"queue         {record.queue or '-'}",
+        f"enqueued      {_when(record.enqueued_at)}",
+        f"started       {_when(record.started_at)}",
+        f"last attempt  {_when(record.last_attempted_at)}",
+        f"finished      {_when(record.finished_at)}",
+        f"attempts      {record.attempts}" + (f"  (workers: {', '.join(record.worker_ids)})" if record.worker_ids else ""),
+        f"arguments     {_short(json.dumps({'args': record.args, 'kwargs': record.kwargs}, ensure_ascii=False), 500)}",
+    ]
+    if record.status.value == "SUCCESSFUL":
+        lines.append(f"return value  {_short(json.dumps(record.return_value, ensure_ascii=False))}")
+    for number, error in enumerate(record.errors, 1):
+        lines.append(f"error {number:<7} {error.exception_class_path}: {error.message}")
+    print("\n".join(lines), file=out)
+    if record.errors and record.errors[-1].traceback:
+        print("last traceback:\n" + record.errors[-1].traceback.rstrip(), file=out)
+
+
+def _store(args: argparse.Namespace, store: StateStore | None) -> StateStore:
+    if store is not None:
+        return store
+    return StateStore.from_connection(resolve_connection(args.connection), args.table or default_table())
+
+
+def _storage_failure(prog: str, store: StateStore | None, exc: BaseException, err: Any) -> int:
+    from ..model.secrets import describe
+    from ..storage.client import network_reason
+
+    cause = exc.__cause__ if isinstance(exc, StateUnavailable) and exc.__cause__ is not None else exc
+    status = getattr(cause, "status_code", None)
+    table = f"state table {store.table_name!r}" if store is not None else "the state table"
+    if status in (401, 403):
+        text = f"storage rejected the credentials for {table} ({status}): check the connection setting"
+    elif status is None:
+        text = f"cannot reach {table}: {network_reason(cause)}"
+    else:
+        text = f"{table}: storage answered {status}: {describe(cause)}"
+    print(f"{prog}: {text}", file=err)
+    return USAGE if status in (401, 403) else FAILED
+
+
+def _run(prog: str, args: argparse.Namespace, store: StateStore | None, act, err: Any) -> int:
+    try:
+        store = _store(args, store)
+    except ConfigurationError as exc:
+        print(f"{prog}: {exc}", file=err)
+        return USAGE
+    try:
+        return act(store)
+    except StateUnavailable as exc:
+        return _storage_failure(prog, store, exc, err)
+    except AzjobsError as exc:
+        print(f"{prog}: {exc}", file=err)
+        return FAILED
+    except Exception as exc:
+        from azure.core.exceptions import AzureError
+
+        if not isinstance(exc, AzureError):
+            raise
+        return _storage_failure(prog, store, exc, err)
+    finally:
+        store.close()
+
+
+def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = None, err: Any = None) -> int:
+    """``azjobs status JOB_ID [--json]``."""
+    args = build_status_parser().parse_args(argv)
+    out, err = RedactingStream(out or sys.stdout), RedactingStream(err or sys.stderr)
+
+    def act(store: StateStore) -> int:
+        record = store.get(args.job_id)
+        if record is None:
+            print(f"azjobs status: {JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))}",
+                  file=err)
+            return FAILED
+        if args.json:
+            print(json.dumps(record.to_dict(), indent=2, ensure_ascii=False), file=out)
+        else:
+            show(record, out)
+        return OK
+
+    return _run("azjobs status", args, store, act, err)
+
+
+def state_main(argv: list[str], *, store: StateStore | None = None, out: Any = None, err: Any = None) -> int:
+    """``azjobs state prune [--older-than DURATION] [--include-unfinished] [--dry-run]``."""
+    args = build_state_parser().parse_args(argv)
+    out, err = RedactingStream(out or sys.stdout), RedactingStream(err or sys.stderr)
+
+    def act(store: StateStore) -> int:
+        which = f"not updated for {args.older_than}" if args.older_than else "past their retention"
+        if not args.include_unfinished:
+            which += " (finished ones only)"
+        if args.dry_run:
+            items = store.prunable(args.older_than, include_unfinished=args.include_unfinished)
+            for item in items:
+                if item.kind == "record":
+                    print(f"would delete record {item.row}  {item.name}  {item.detail}  updated "
+                          f"{_when(item.updated_at)}", file=out)
+                else:
+                    print(f"would delete unique key {_short(item.name, 200)!r}  (job {item.detail or '-'}, expired)",
+                          file=out)
+            records = sum(1 for item in items if item.kind == "record")
+            print(f"dry run: would prune {records} record(s) {which} and {len(items) - records} expired unique "
+                  f"key(s) from table {store.table_name}; nothing was deleted", file=out)
+            return OK
+        items = store.prunable(args.older_than, include_unfinished=args.include_unfinished)
+        records = store.remove(item for item in items if item.kind == "record")
+        keys = store.remove(item for item in items if item.kind == "unique")
+        print(f"pruned {records} record(s) {which} and {keys} expired unique key(s) from table {store.table_name}",
+              file=out)
+        return OK
+
+    return _run("azjobs state", args, store, act, err)
+
+
+def main(argv: list[str], *, out: Any = None, err: Any = None) -> int:
+    """Dispatch ``status ...`` or ``state ...`` (what ``azjobs.cli`` hands over)."""
+    if argv and argv[0] == "status":
+        return status_main(argv[1:], out=out, err=err)
+    return state_main(argv[1:], out=out, err=err)
+
+
+__all__ = ["main", "parse_duration", "state_main", "status_main"]

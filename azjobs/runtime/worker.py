@@ -1,0 +1,860 @@
+"""The local runner: works queues off-cloud exactly as the Functions host would.
+
+Shape of a ``Worker``:
+
+- one fetch thread per queue, each with its own polling back-off and rate limit, receiving
+  real batches (``messages_per_page``) under the host's per-queue batch rules
+  (azjobs/inflight.py): ``batchSize`` per receive, fetch again at ``newBatchThreshold``;
+  ``-c`` caps all queues together;
+- ``concurrency`` job threads take fetched messages in order and hand each to the shared
+  execution core (``Executor``): ``begin``, ``run``, ``finish``. The coroutine of an
+  ``async def`` job runs on one event-loop thread while its job thread waits for it, so one
+  limit covers both kinds and a sync job never blocks the loop. A job thread survives
+  anything a job raises;
+- a ``LeaseKeeper`` renews every held message at half its lease, each renewal independent
+  and bounded (azjobs/lease.py);
+- ``Settlement`` deletes, releases and poisons as the host does (azjobs/settlement.py),
+  deleting on a few ``Settler`` threads with the newest pop receipt;
+- a watchdog enforces the job timeout (host.json ``functionTimeout``, ``--timeout``).
+
+A job past its timeout gets the host's outcome: its message is released with
+``visibilityTimeout`` (poisoned at ``maxDequeueCount``) and the log names the job. An
+``async def`` job is cancelled. A sync job's thread cannot be killed in Python: it is
+left to finish on its own, its result is discarded, and a replacement thread keeps ``-c``
+jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, the worker
+stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
+the host restarts its language worker after a timeout.
+
+``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted
+messages at once, lets running jobs finish within ``grace`` seconds; ``stop(force=True)``
+returns at once and leaves held messages to reappear when their lease ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import queue as queue_module
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import telemetry
+from ..errors import AzjobsError, ConfigurationError, QueueNotFoundError
+from ..execution.executor import Executor, Prepared, Redeliver, Result
+from ..execution.recorder import describe
+from ..model.secrets import get_logger
+from ..model.settings import QueueSettings
+from ..storage.client import Client, default_client, http_session
+from ..storage.deletes import with_direct_deletes
+from ..storage.diagnosis import (
+    AUTH,
+    NOT_FOUND,
+    auth_problem,
+    short_reason,
+    storage_error_kind,
+    storage_target,
+    unreachable_problem,
+)
+from ..storage.direct_http import Connections
+from ..telemetry.summary import Summary
+from .inflight import InFlight, QueueLimits
+from .leases import LeaseKeeper
+from .polling import PollingBackoff
+from .settlement import Delivery, Settlement
+from .settler import Settler
+from .timeouts import Watchdog, Watched
+
+log = get_logger("azjobs.worker")
+
+MAX_FETCH = 32
+DELETE_THREADS = 8
+# Receivers per queue: one polls (with the host's back-off) while the queue is idle; the others
+# join in only while receives come back full, so a backlog keeps several receives in flight.
+RECEIVERS = 4
+
+
+class JobTimeout(Exception):
+    """A job ran past the job timeout (host.json ``functionTimeout`` or ``--timeout``)."""
+
+
+class CredentialsRejected(AzjobsError):
+    """Storage rejected the connection's credentials at start-up (a wrong key, an expired SAS): permanent."""
+
+
+class StorageUnreachable(AzjobsError):
+    """In burst mode, storage did not answer within ``burst_timeout``."""
+
+
+# In burst mode, how long storage may stay unreachable before the worker gives up (--burst-timeout).
+BURST_TIMEOUT_S = 30.0
+# A stopped worker's last waits (threads, the job state catch-up) end this long after the grace period
+# at the latest: a thread still inside a storage call then (its SDK retrying through an outage) is left
+# behind, daemon, and what it held reappears when its lease ends.
+SHUTDOWN_BUDGET_S = 1.0
+
+
+@dataclass
+class WorkerStats:
+    """What one ``Worker.run`` did, counted per outcome."""
+
+    receives: int = 0  # receive calls made (empty ones included)
+    fetched: int = 0
+    succeeded: int = 0
+    retry_scheduled: int = 0
+    dead_lettered: int = 0
+    deferred: int = 0
+    skipped: int = 0  # redeliveries of jobs that already finished, settled without running
+    redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
+    timed_out: int = 0  # jobs that ran past the job timeout
+    released: int = 0  # fetched but not started when the worker stopped; made visible at once
+    lease_lost: int = 0  # another worker owns the message now; this worker did not delete it
+    receipt_unknown: int = 0  # settlement waiting for an orphaned lease's message to come back
+    recovered: int = 0  # orphaned leases whose message came back to this worker
+    delete_failed: int = 0
+    receive_errors: int = 0
+    abandoned: int = 0  # still running when the grace period ended or a forced stop came
+    stuck: int = 0  # threads still inside a sync job that timed out (replaced by new threads)
+    peak_running: int = 0
+    forced: bool = False
+    restart_needed: bool = False  # stopped because as many threads were stuck as -c
+    redeliveries: int = 0  # deliveries with a dequeue count above 1 (after a crash, a lost lease or a release)
+    credentials_rejected: bool = False  # storage rejected the credentials while running (logged once)
+    storage_gave_up: bool = False  # burst mode: storage stayed unreachable past burst_timeout
+    per_queue: dict[str, int] = field(default_factory=dict)  # messages fetched per queue
+
+    @property
+    def handled(self) -> int:
+        """Messages whose job (or settling) the core finished."""
+        return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
+                + self.redelivered)
+
+
+class _Replaced(Exception):
+    """This job thread's job timed out: its outcome is discarded; ``replaced``: another thread took its place."""
+
+    def __init__(self, replaced: bool) -> None:
+        super().__init__("replaced" if replaced else "discarded")
+        self.replaced = replaced
+
+
+def _worker_queue_service(client: Client, pool: int):
+    """A queue service for the worker's own calls: short SDK retries, since the worker backs off itself."""
+    from azure.storage.queue import ExponentialRetry
+
+    return client.connection.queue_service(
+        session=http_session(pool), retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=1),
+        connection_timeout=5, read_timeout=30,
+    )
+
+
+def _seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+class Worker:
+    """Works jobs from one or more queues until stopped (or, with ``burst``, until they are empty)."""
+
+    def __init__(
+        self,
+        queues: list[str],
+        *,
+        client: Client | None = None,
+        executor: Executor | None = None,
+        settings: QueueSettings | None = None,
+        concurrency: int | None = None,
+        fetch: int | None = None,
+        lease: float = 30.0,
+        interval: float = 0.0,
+        burst: bool = False,
+        grace: float = 30.0,
+        timeout: float | timedelta | None | bool = True,
+        burst_timeout: float | None = BURST_TIMEOUT_S,
+        origin: str | None = None,
+        stats_interval: float | None = None,
+        processes: int = 1,
+        schedules: bool = True,
+        workflows: str | None = None,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        self.queues = list(dict.fromkeys(queues))
+        self.client = client or (executor.client if executor is not None else default_client())
+        # One source of truth for host.json settings: the core's.
+        if executor is not None:
+            if settings is not None and settings != executor.settings:
+                raise ConfigurationError(
+                    "Worker(settings=...) differs from its executor's settings; give the settings to the Executor "
+                    "only (maxDequeueCount and messageEncoding must mean one thing to both)"
+                )
+            self.executor = executor
+        else:
+            if settings is None:
+                settings = self.client.settings.for_environment()
+            self.executor = Executor(client=self.client, settings=settings)
+        self.settings = self.executor.settings
+        settings = self.settings
+        # -f defaults to host.json batchSize when it sets one, else to the service's maximum of 32
+        # (fewer receive calls, each of which sorts the queue on Azurite; the host's default is 16),
+        # and never to more than an explicit -c: a worker told to run 4 jobs at once does not hold 16 leases.
+        batch = settings.batch_size if settings.batch_size_set else MAX_FETCH
+        # The host's batch rules are per instance, shared by its FUNCTIONS_WORKER_PROCESS_COUNT language
+        # workers: with -p N each process takes 1/N of them (at defaults), so N processes hold the leases
+        # one instance would, and none is left with a backlog of leased jobs while another has none.
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
+        self.processes = processes
+        split = processes > 1 and concurrency is None and fetch is None
+        if split:
+            batch = -(-batch // processes)
+        self.fetch = fetch or (batch if concurrency is None else min(batch, concurrency))
+        if not 1 <= self.fetch <= MAX_FETCH:
+            raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        # The host's rules per queue. With an explicit -c, each queue fetches again once its
+        # in-flight work drops to -c, so one batch waits while -c jobs run, and -c (plus that
+        # batch) caps all queues together.
+        threshold = settings.threshold(batch_size=self.fetch) if concurrency is None else concurrency
+        if split and settings.new_batch_threshold is not None:
+            threshold = -(-threshold // processes)  # an explicit newBatchThreshold is the instance's too
+        limits = QueueLimits(self.fetch, threshold)
+        self.concurrency = concurrency or limits.most * len(self.queues)
+        self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
+        self.threshold = threshold
+        self.inflight = InFlight({name: limits for name in self.queues}, self.max_in_flight)
+        if lease <= 0:
+            raise ValueError(f"lease must be positive, got {lease}")
+        if interval < 0:
+            raise ValueError(f"interval must be zero or more, got {interval}")
+        if grace < 0:
+            raise ValueError(f"grace must be zero or more, got {grace}")
+        if timeout is True:
+            timeout = settings.function_timeout
+        self.timeout_s = _seconds(timeout) if timeout not in (False, 0) else None
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            self.timeout_s = None
+        self.receivers = RECEIVERS
+        self.keeper = LeaseKeeper(lease)
+        self.lease_s = self.keeper.lease_s
+        self.interval = interval
+        self.burst = burst
+        self.grace = grace
+        # Burst mode gives up when storage stays unreachable this long (None: never).
+        self.burst_timeout = burst_timeout
+        # Where the storage is, for the lines a user reads (never a secret); ``origin`` says where the
+        # connection setting came from (the CLI knows: environment, local.settings.json, the default).
+        self.target = storage_target(self.client.connection, origin)
+        self._reported: set[str] = set()  # storage problems logged in full, once per episode
+        self._start_failed = False
+        self.stats = WorkerStats(per_queue={name: 0 for name in self.queues})
+
+        self._cond = threading.Condition()
+        self._running = 0
+        self._stopping = threading.Event()
+        self._forced = threading.Event()
+        self._deadline: float | None = None
+        self._ready: "queue_module.Queue[Delivery | None]" = queue_module.Queue()
+        self._stats_lock = threading.Lock()
+        self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"))
+        self.settlement = Settlement(executor=self.executor, keeper=self.keeper, settler=self._settler,
+                                     count=self._count, forced=self._forced.is_set)
+        self._queue_clients: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        self._fetchers: list[threading.Thread] = []
+        self._watchdog = None if self.timeout_s is None else Watchdog(self.timeout_s, self._timed_out)
+        self._thread_seq = 0
+        # A summary line every stats_interval seconds (--stats-interval; None or 0: off).
+        self._summary = Summary(stats_interval, self._summary_snapshot) if stats_interval else None
+        # Periodic jobs on these queues are fired by this worker too (azjobs.schedules); --no-schedules: not.
+        self.schedules = schedules and not burst
+        self._scheduler: Any = None
+        if self.schedules:  # built now: a schedule that cannot be read (an unset %Setting%) fails here, clearly
+            from ..schedules.scheduler import prepare_for
+
+            self._scheduler = prepare_for(self)
+        # The workflows queue this worker also works (azjobs/workflows/driver.py), or None.
+        self.workflows = workflows
+
+    # -- public ------------------------------------------------------------
+    def run(self) -> WorkerStats:
+        """Work until stopped (or drained, in burst mode); returns what was done."""
+        service = _worker_queue_service(
+            self.client, pool=max(8, len(self.queues) * self.receivers + DELETE_THREADS + 12))
+        # Deletes (one per job) on connections of their own; every other call through the SDK.
+        deletes = Connections(f"{service.scheme}://{urlsplit(service.url).netloc}")
+        self._queue_clients = {name: with_direct_deletes(service.get_queue_client(name), deletes)
+                               for name in self.queues}
+        try:
+            self._check_queues()
+            if self._stopping.is_set():
+                return self.stats
+            self._start()
+            self._wait()
+        finally:
+            self._shutdown()
+            try:
+                service.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                pass
+        return self.stats
+
+    def stop(self, force: bool = False) -> None:
+        """Stop fetching and finish running jobs within the grace period; ``force`` stops at once.
+
+        Thread-safe; what SIGTERM/SIGINT do in the ``azjobs`` command.
+        """
+        with self._cond:
+            if not self._stopping.is_set():
+                self._deadline = time.monotonic() + self.grace
+                self._settler.give_up_at(self._deadline)
+                self._stopping.set()
+                self.inflight.close()
+                log.info("stopping: no more fetching; waiting up to %ss for running jobs", self.grace,
+                         extra={"action": "worker_stopping", "grace_s": self.grace})
+            elif force or time.monotonic() >= (self._deadline or 0):
+                force = True
+            if force and not self._forced.is_set():
+                self._forced.set()
+                log.warning("forced stop: running jobs are abandoned; their messages reappear when the lease ends",
+                            extra={"action": "worker_forced_stop"})
+            self._cond.notify_all()
+
+    # -- start and stop ----------------------------------------------------
+    def _check_queues(self) -> None:
+        """Fail fast on a missing queue or rejected credentials; wait out an unreachable storage account.
+
+        Rejected credentials raise ``CredentialsRejected`` (one line saying which setting to fix).
+        Unreachable storage is said once in plain words, then in a short line per retry; in burst mode
+        the worker gives up after ``burst_timeout`` seconds (``StorageUnreachable``).
+        """
+        for name, queue_client in self._queue_clients.items():
+            backoff = PollingBackoff(self.settings.max_polling_interval)
+            since: float | None = None
+            while not self._stopping.is_set():
+                called = time.monotonic()
+                try:
+                    queue_client.get_queue_properties()
+                except Exception as exc:
+                    kind = storage_error_kind(exc)
+                    if kind == NOT_FOUND:
+                        self._start_failed = True
+                        raise QueueNotFoundError(name) from None
+                    if kind == AUTH:
+                        self._start_failed = True
+                        raise CredentialsRejected(auth_problem(exc, self.target, f"checking queue {name}")) from None
+                    now = time.monotonic()
+                    since = called if since is None else since
+                    delay = backoff.next_delay(False)
+                    if self.burst and self.burst_timeout is not None:
+                        left = self.burst_timeout - (now - since)
+                        if left <= 0:
+                            self._start_failed = True
+                            raise StorageUnreachable(
+                                f"{self.target.where} did not answer for {now - since:.0f}s "
+                                f"({short_reason(exc)}); --burst gives up after {self.burst_timeout:g}s "
+                                "(--burst-timeout)") from None
+                        delay = min(delay, left)
+                    self._storage_failed(name, exc, delay, "storage_unavailable")
+                    self._stopping.wait(delay)
+                    continue
+                if since is not None:
+                    self._storage_back(name)
+                break
+
+    def _storage_failed(self, name: str, exc: BaseException, delay: float, action: str) -> None:
+        """Log a failed storage call that is retried: in full once per episode, then one short line per retry."""
+        with self._stats_lock:
+            first = "unreachable" not in self._reported
+            self._reported.add("unreachable")
+        fields = {"action": action, "queue": name, "delay_s": round(delay, 3), "endpoint": self.target.endpoint,
+                  "reason": short_reason(exc)}
+        if first:
+            kind = storage_error_kind(exc)
+            if kind == "unreachable":
+                text = unreachable_problem(exc, self.target, f"for queue {name}")
+            elif kind == NOT_FOUND:
+                text = f"queue {name} does not exist at {self.target.where} ({short_reason(exc)})"
+            else:
+                text = f"{self.target.where} answered {short_reason(exc)} for queue {name}"
+            until = (f"for up to {self.burst_timeout:g}s (--burst-timeout)"
+                     if self.burst and self.burst_timeout is not None else "until it answers")
+            log.warning("%s. Retrying %s.", text, until, extra=fields)
+        else:
+            log.warning("storage at %s still failing for queue %s (%s); retrying in %.1fs", self.target.endpoint,
+                        name, short_reason(exc), delay, extra=fields)
+
+    def _credentials_failed(self, name: str, exc: BaseException) -> None:
+        """Rejected credentials while running: an error once (with the setting to fix), then quiet retries."""
+        with self._stats_lock:
+            first = "auth" not in self._reported
+            self._reported.add("auth")
+            self.stats.credentials_rejected = True
+        fields = {"action": "storage_auth_failed", "queue": name, "endpoint": self.target.endpoint,
+                  "reason": short_reason(exc)}
+        if first:
+            then = ("--burst stops (exit status 2)" if self.burst else
+                    "the worker keeps retrying quietly until storage accepts them")
+            log.error("%s; %s", auth_problem(exc, self.target, f"receiving from queue {name}"), then, extra=fields)
+        else:
+            log.debug("storage still rejects the credentials for queue %s (%s)", name, short_reason(exc),
+                      extra=fields)
+
+    def _credentials_back(self, name: str) -> None:
+        with self._stats_lock:
+            self._reported.discard("auth")
+        log.info("storage accepts the credentials again (queue %s)", name,
+                 extra={"action": "storage_auth_recovered", "queue": name})
+
+    def _storage_back(self, name: str) -> None:
+        with self._stats_lock:
+            self._reported.discard("unreachable")
+        log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
+
+    def _start(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.start()
+        self.keeper.start()
+        self._settler.start()
+        loop = asyncio.new_event_loop()
+        loop_thread = threading.Thread(target=self._run_loop, args=(loop,), name="azjobs-async", daemon=True)
+        loop_thread.start()
+        self._loop = loop
+        self._threads.append(loop_thread)
+        for _ in range(self.concurrency):
+            self._start_job_thread()
+        if self._watchdog is not None:
+            self._watchdog.start()
+        if self._summary is not None:
+            self._summary.start()
+        if self.workflows:
+            self._start_workflows()
+        for name in self.queues:
+            busy = threading.Event()
+            lead = threading.Thread(target=self._fetch_loop, args=(name, busy), name=f"azjobs-fetch-{name}",
+                                    daemon=True)
+            lead.start()
+            self._fetchers.append(lead)
+            for index in range(1, self.receivers):
+                helper = threading.Thread(target=self._help_fetch, args=(name, busy, lead),
+                                          name=f"azjobs-fetch-{name}-{index}", daemon=True)
+                helper.start()
+                self._threads.append(helper)
+        timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
+        target = self.target
+        log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
+                 "max polling interval %.1fs%s%s", ", ".join(self.queues), target.where, target.origin,
+                 self.concurrency, self.fetch, self.lease_s, timeout,
+                 self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
+                 f" (the instance's batch limits shared by {self.processes} processes)" if self.processes > 1 else "",
+                 extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
+                        "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst, "processes": self.processes,
+                        "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,
+                        "connection": target.origin})
+
+    def _start_workflows(self) -> None:
+        from ..workflows.driver import WorkflowRunner
+
+        runner = WorkflowRunner(self.client, self.workflows, self._stopping, lease_s=max(int(self.lease_s), 10),
+                                max_dequeue_count=self.settings.max_dequeue_count,
+                                max_poll_s=self.settings.max_polling_interval.total_seconds())
+        thread = threading.Thread(target=runner.run, name="azjobs-workflows", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_job_thread(self) -> None:
+        with self._cond:
+            self._thread_seq += 1
+            index = self._thread_seq
+        thread = threading.Thread(target=self._job_loop, name=f"azjobs-job-{index}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+
+    def _wait(self) -> None:
+        """Block until drained (burst), or stopped and settled, or forced."""
+        with self._cond:
+            while True:
+                if self._forced.is_set():
+                    break
+                fetching = any(thread.is_alive() for thread in self._fetchers)
+                if not fetching and len(self.inflight) == 0:
+                    break
+                if self._stopping.is_set():
+                    self._release_ready()
+                    if self._deadline is not None and time.monotonic() >= self._deadline:
+                        # A receive still under way (its SDK retrying through an outage) is not waited for.
+                        if len(self.inflight):
+                            log.warning("grace period over with %d job(s) still running", self._running,
+                                        extra={"action": "grace_expired", "running": self._running})
+                        break
+                self._cond.wait(0.1)
+            self.stats.abandoned = self._running
+            self.stats.forced = self._forced.is_set()
+
+    def _release_ready(self) -> None:
+        """Release every fetched-but-unstarted message (visibility 0), so others take it now."""
+        while True:
+            try:
+                delivery = self._ready.get_nowait()
+            except queue_module.Empty:
+                return
+            if delivery is not None:
+                self._cond.release()
+                try:
+                    self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
+                finally:
+                    self._cond.acquire()
+
+    def _shutdown(self) -> None:
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        self.inflight.close()
+        forced = self._forced.is_set() or self.stats.abandoned > 0
+        with self._cond:
+            self._cond.notify_all()
+        for _ in range(len(self._threads) + 1):
+            self._ready.put(None)
+        if not forced:
+            # Within the grace period only: what is not deleted or released by then reappears when its lease ends.
+            remaining = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+            self._settler.stop(wait=True, timeout=remaining)
+        else:
+            self._settler.stop(wait=False)
+        # Stopped with a grace period: a thread still busy (inside a storage call) gets SHUTDOWN_BUDGET_S more,
+        # and never past the grace plus that; the job state catch-up may use what is left of the grace too.
+        until = None if self._deadline is None else min(time.monotonic(), self._deadline) + SHUTDOWN_BUDGET_S
+        self.keeper.stop()
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if self._summary is not None:
+            self._summary.stop()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if not forced:
+            stuck = self._stuck_threads()
+            for thread in self._threads:
+                if thread not in stuck:
+                    thread.join(timeout=5 if until is None else max(0.0, until - time.monotonic()))
+        if self._start_failed:
+            return  # it never started: the caller reports why, in one line
+        self._flush_state(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
+        s = self.stats
+        log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
+                 "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
+                 "%d released unstarted, %d abandoned", s.succeeded, s.retry_scheduled, s.dead_lettered, s.deferred,
+                 s.skipped, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
+                 extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
+                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
+                        "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
+                        "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
+                        "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
+                        "storage_gave_up": s.storage_gave_up})
+
+    def _flush_state(self, until: float | None) -> None:
+        """Write the job state outcomes kept during a Table outage (azjobs.state); by ``until`` at the latest."""
+        flush = self.executor.recorder.state.flush
+        if until is None:
+            flush()
+            return
+        thread = threading.Thread(target=flush, name="azjobs-state-flush", daemon=True)
+        thread.start()
+        thread.join(max(0.0, until - time.monotonic()))
+        if thread.is_alive():
+            log.warning("job state not caught up by the end of the grace period: some records may lag",
+                        extra={"action": "state_flush_abandoned"})
+
+    def _stuck_threads(self) -> set[threading.Thread]:
+        with self._cond:
+            return {thread for thread in self._threads if getattr(thread, "_azjobs_stuck", False)}
+
+    # -- fetching ----------------------------------------------------------
+    def _help_fetch(self, name: str, busy: threading.Event, lead: threading.Thread) -> None:
+        """An extra receiver for ``name``: receives only while the queue has a backlog (``busy``)."""
+        queue_client = self._queue_clients[name]
+        try:
+            while not self._stopping.is_set() and lead.is_alive():
+                if not busy.wait(0.5):
+                    continue
+                wanted = self.inflight.reserve(name, timeout=0.5)
+                if wanted == 0:
+                    continue
+                if not busy.is_set() or self._stopping.is_set():
+                    self.inflight.unreserve(name, wanted)
+                    continue
+                self._count("receives")
+                received_at = time.monotonic()
+                try:
+                    messages = self._receive(queue_client, wanted)
+                except Exception:
+                    self.inflight.unreserve(name, wanted)
+                    self._count("receive_errors")
+                    busy.clear()  # the lead receiver backs off and reports it
+                    continue
+                self.inflight.unreserve(name, wanted - len(messages))
+                if len(messages) < wanted:
+                    busy.clear()
+                if messages:
+                    self._dispatch(name, queue_client, messages, received_at)
+        except Exception:  # a bug here must not leave the worker hanging
+            log.exception("receiver for %s crashed", name, extra={"action": "fetch_loop_crashed", "queue": name})
+
+    def _fetch_loop(self, name: str, busy: threading.Event | None = None) -> None:
+        queue_client = self._queue_clients[name]
+        backoff = PollingBackoff(self.settings.max_polling_interval)
+        busy = busy or threading.Event()
+        last_call = 0.0
+        failing: str | None = None  # "auth" or "other" while receives fail
+        failing_since = 0.0
+        try:
+            while not self._stopping.is_set():
+                wanted = self.inflight.reserve(name)
+                if wanted == 0:
+                    break
+                wait = self.interval - (time.monotonic() - last_call)
+                if wait > 0 and self._stopping.wait(wait):
+                    self.inflight.unreserve(name, wanted)
+                    break
+                last_call = time.monotonic()
+                self._count("receives")
+                try:
+                    messages = self._receive(queue_client, wanted)
+                except Exception as exc:
+                    self.inflight.unreserve(name, wanted)
+                    self._count("receive_errors")
+                    delay = backoff.next_delay(False)
+                    now = time.monotonic()
+                    if failing is None:
+                        failing_since = last_call
+                    if storage_error_kind(exc) == AUTH:
+                        failing = "auth"
+                        self._credentials_failed(name, exc)
+                        if self.burst:
+                            break  # permanent: a burst cannot finish
+                    else:
+                        failing = "other"
+                        if self.burst and self.burst_timeout is not None:
+                            left = self.burst_timeout - (now - failing_since)
+                            if left <= 0:
+                                with self._stats_lock:
+                                    self.stats.storage_gave_up = True
+                                log.error("%s did not answer for %.0fs (%s); --burst gives up on queue %s after %gs "
+                                          "(--burst-timeout)", self.target.where, now - failing_since,
+                                          short_reason(exc), name, self.burst_timeout,
+                                          extra={"action": "storage_gave_up", "queue": name,
+                                                 "endpoint": self.target.endpoint})
+                                break
+                            delay = min(delay, left)
+                        self._storage_failed(name, exc, delay, "receive_failed")
+                    self._stopping.wait(delay)
+                    continue
+                if failing is not None:
+                    if failing == "auth":
+                        self._credentials_back(name)
+                    else:
+                        self._storage_back(name)
+                    failing = None
+                self.inflight.unreserve(name, wanted - len(messages))
+                if len(messages) == wanted and not self.interval:
+                    busy.set()  # a full batch: more are likely waiting, let the other receivers help
+                elif len(messages) < wanted:
+                    busy.clear()
+                if messages:
+                    backoff.reset()
+                    self._dispatch(name, queue_client, messages, last_call)
+                    continue
+                if self.burst:
+                    if self._wait_queue_idle(name):
+                        break  # empty, and nothing of this queue in flight could put work back
+                    continue
+                self._stopping.wait(backoff.next_delay(False))
+        except Exception:  # a bug here must not leave the worker hanging
+            log.exception("fetch loop for %s crashed", name, extra={"action": "fetch_loop_crashed", "queue": name})
+        finally:
+            with self._cond:
+                self._cond.notify_all()
+
+    def _receive(self, queue_client: Any, count: int) -> list[Any]:
+        pages = queue_client.receive_messages(messages_per_page=count, max_messages=count,
+                                              visibility_timeout=self.lease_s).by_page()
+        try:
+            return list(next(pages))
+        except StopIteration:
+            return []
+
+    def _wait_queue_idle(self, name: str) -> bool:
+        """Burst mode: after an empty receive, True if nothing of ``name`` is in flight (else wait, False)."""
+        if self.inflight.count(name) == 0:
+            return True
+        while not self._stopping.is_set() and not self.inflight.wait_idle(name, timeout=0.5):
+            pass
+        return False
+
+    def _dispatch(self, name: str, queue_client: Any, messages: list[Any], received_at: float) -> None:
+        with self._stats_lock:
+            self.stats.fetched += len(messages)
+            self.stats.per_queue[name] += len(messages)
+        for message in messages:
+            if self.keeper.orphans() and self.keeper.adopt(name, message.id, message.pop_receipt, received_at):
+                # Our own message whose receipt was lost: its running job keeps it, or its waiting
+                # settlement used the new receipt. It does not run again.
+                self._count("recovered")
+                self.inflight.done(name)
+                continue
+            if (getattr(message, "dequeue_count", None) or 1) > 1:
+                self._count("redeliveries")  # back after a crash, a lost lease or a release
+            lease = self.keeper.track(name, queue_client, message.id, message.pop_receipt, received_at)
+            self._ready.put(Delivery(name, queue_client, message, lease))
+        if self._stopping.is_set():
+            with self._cond:
+                self._cond.notify_all()  # the main thread releases them
+
+    # -- running -----------------------------------------------------------
+    def _job_loop(self) -> None:
+        while True:
+            delivery = self._ready.get()
+            if delivery is None:
+                return
+            if self._stopping.is_set():
+                self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
+                continue
+            try:
+                self._work(delivery)
+            except _Replaced as done:
+                if done.replaced:
+                    return  # a replacement thread runs jobs now
+            except BaseException:  # never lose a job thread
+                log.exception("unexpected error settling message %s", delivery.message.id,
+                              extra={"action": "worker_error", "queue": delivery.queue})
+
+    def _work(self, delivery: Delivery) -> None:
+        message, info = delivery.message, delivery.info
+        with self._cond:
+            self._running += 1
+            if self._running > self.stats.peak_running:
+                self.stats.peak_running = self._running
+        settled = False
+        try:
+            try:
+                step = self.executor.begin(message.content, info, encoded=True)
+                if isinstance(step, Result):
+                    outcome: Result | BaseException = step
+                else:
+                    outcome = self._run(delivery, step)
+            except Redeliver as exc:
+                outcome = exc
+            except _Replaced:
+                settled = True  # the timeout settled this delivery; its thread is done
+                raise
+            except Exception as exc:  # the core itself failed: the host would release the message too
+                log.error("execution core failed on message %s of %s: %s", message.id, delivery.queue,
+                          describe(exc), exc_info=True,
+                          extra={"action": "core_failed", "queue": delivery.queue, "message_id": message.id})
+                outcome = exc
+            settled = True
+            self.settlement.settle(delivery, outcome, lambda: self._done(delivery))
+        finally:
+            with self._cond:
+                self._running -= 1
+            if not settled:
+                self._done(delivery)  # a no-op when the timeout already settled it
+
+    def _run(self, delivery: Delivery, step: Prepared) -> Result:
+        """Run the job under the timeout watch, then let the core record its outcome."""
+        if self._watchdog is None:
+            return self.executor.finish(step, self.executor.run(step, loop=self._loop))
+        watched = self._watchdog.watch(delivery, step)
+        try:
+            run = self.executor.run(step, loop=self._loop, on_future=watched.set_future)
+        finally:
+            self._watchdog.unwatch(watched)
+        if watched.finish():
+            env = step.envelope
+            log.warning("job %s %s returned %.1fs after its timeout; its outcome is discarded (the message was "
+                        "already released)", env.job, env.id, run.duration_s - (self.timeout_s or 0),
+                        extra={"action": "timed_out_job_returned", "job": env.job, "job_id": env.id,
+                               "queue": delivery.queue})
+            thread = threading.current_thread()
+            with self._cond:
+                watched.returned = True
+                replaced = getattr(thread, "_azjobs_stuck", False)
+                if replaced:
+                    thread._azjobs_stuck = False  # type: ignore[attr-defined]
+                    self.stats.stuck -= 1
+            raise _Replaced(replaced)
+        return self.executor.finish(step, run)
+
+    # -- the job timeout ---------------------------------------------------
+    def _timed_out(self, slot: Watched, future: Any) -> None:
+        delivery, env = slot.delivery, slot.step.envelope
+        self._count("timed_out")
+        error = JobTimeout(f"job {env.job} {env.id} ran longer than the job timeout of {self.timeout_s:g}s "
+                           "(host.json functionTimeout or --timeout)")
+        log.error("job %s %s on %s timed out after %gs (attempt %d, dequeue count %d): %s", env.job, env.id,
+                  delivery.queue, self.timeout_s, env.attempt, delivery.info.dequeue_count,
+                  "cancelled" if future is not None else "its thread is left to finish and is replaced",
+                  extra={"action": "job_timed_out", "job": env.job, "job_id": env.id, "queue": delivery.queue,
+                         "attempt": env.attempt, "timeout_s": self.timeout_s})
+        telemetry.raised(slot.step.watch, env, error, "timed_out")
+        if future is not None:
+            future.cancel()
+        # The hung thread keeps its place until it returns; another one takes over its work.
+        with self._cond:
+            still_inside = not slot.returned  # else its thread already took its place back
+            if still_inside:
+                slot.thread._azjobs_stuck = True  # type: ignore[attr-defined]
+                self.stats.stuck += 1
+            stuck = self.stats.stuck
+        if still_inside:
+            if not self._stopping.is_set():
+                self._start_job_thread()
+            if stuck >= self.concurrency and not self._stopping.is_set():
+                with self._cond:
+                    self.stats.restart_needed = True
+                log.error("%d threads are stuck in timed-out jobs (as many as -c): stopping so a fresh process can "
+                          "take over", stuck, extra={"action": "worker_restart_needed", "stuck": stuck})
+                self.stop()
+        # The host's outcome for a timed-out invocation: release, or poison at maxDequeueCount.
+        threading.Thread(target=self.settlement.redeliver, args=(delivery, error, lambda: self._done(delivery)),
+                         name="azjobs-timeout", daemon=True).start()
+
+    def _done(self, delivery: Delivery) -> None:
+        """The delivery's settlement was attempted: it leaves the in-flight count (once)."""
+        with self._cond:
+            if delivery.finished:
+                return
+            delivery.finished = True
+        self.inflight.done(delivery.queue)
+        if self._stopping.is_set() or not self.inflight.count():
+            with self._cond:
+                self._cond.notify_all()  # the main thread waits for in-flight work to end
+
+    def _summary_snapshot(self) -> tuple[WorkerStats, int, int]:
+        with self._stats_lock:
+            stats = dataclasses.replace(self.stats)
+        return stats, self._running, len(self.inflight)
+
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+def drain(client: Client, queues: list[str], *, executor: Executor | None = None, fetch: int = 16,
+          lease_s: int = 30) -> int:
+    """Work every visible message on ``queues`` until they are empty; returns messages handled.
+
+    A thin wrapper over ``Worker(..., burst=True)``.
+    """
+    worker = Worker(queues, client=client, executor=executor, fetch=fetch, lease=lease_s, burst=True)
+    return worker.run().handled
