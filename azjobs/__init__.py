@@ -4,7 +4,8 @@ Write a job once; run it on Azure Functions (``azjobs.blueprint()``) or on your 
 machines (the ``azjobs`` worker) with the same behaviour.
 """
 
-from .api.jobs import Call, Job, JobDefinition, job
+from .api.calls import Call
+from .api.jobs import Job, JobDefinition, job
 from .errors import (
     ArgumentError,
     AzjobsError,
@@ -24,7 +25,9 @@ from .model.retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
 from .model.settings import QueueSettings
 from .schedules import Periodic, periodic
 from .state import JobError, JobFailedError, JobNotFoundError, JobRecord, JobStatus, result, wait
-from .storage.client import Client, EnqueueManyResult, configure, default_client
+from .storage.client import Client, default_client
+from .api.calls import EnqueueManyResult
+from .api.configure import configure
 from .storage.connection import Connection, resolve_connection
 from .version import __version__
 from .workflows import WorkflowFailed, WorkflowHandle, WorkflowNotFoundError, chain, group, sleep

@@ -69,3 +69,15 @@ class UndiscoveredJobError(UnknownJobError, Fail):
     def __init__(self, name: str, why: str) -> None:
         super().__init__(name)
         self.args = (f"no job named {name!r} is registered: {why}",)
+
+
+class JobTimeout(Exception):
+    """A job ran past the job timeout (host.json ``functionTimeout`` or the worker's ``--timeout``)."""
+
+
+class CredentialsRejected(AzjobsError):
+    """Storage rejected the connection's credentials (a wrong key, an expired SAS): permanent."""
+
+
+class StorageUnreachable(AzjobsError):
+    """In burst mode, storage did not answer within ``burst_timeout``."""

@@ -9,7 +9,7 @@
 Behaviour that touches storage is proven against Azurite; these are for the logic around it::
 
     client = RecordingClient()
-    executor = Executor(registry=my_registry, client=client, settings=client.settings)
+    executor = RecordingExecutor(registry=my_registry, client=client, settings=client.settings)
     executor.execute(Envelope.build("my.job", (1,)).encode(), MessageInfo(queue="jobs"))
     assert client.writes == []
 """
@@ -19,49 +19,14 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple, Sequence
 
-from .execution.executor import Executor, JobRun, MessageInfo, Prepared, Result
+from .execution.executor import Executor, Prepared
+from .model.outcome import JobRun, MessageInfo, Result
+from .hosting import standard_hooks
 from .model.envelope import Envelope, decode_body
 from .model.poison_record import PoisonRecord
 from .model.settings import QueueSettings
 from .storage.connection import Connection, azurite_connection_string
-from .storage.payloads import CONSUMED_PREFIX, PayloadError, PayloadStore
-
-
-class MemoryPayloads(PayloadStore):
-    """The real reference checks and argument parsing over a dict instead of Blob Storage."""
-
-    def __init__(self, container: str = "azjobs-payloads") -> None:
-        super().__init__(connection=None, container=container)  # type: ignore[arg-type]
-        self.blobs: dict[str, bytes] = {}
-        self._blobs_lock = threading.Lock()
-
-    def put(self, name: str, data: bytes) -> str:
-        with self._blobs_lock:
-            self.blobs[name] = bytes(data)
-        return self.ref_for(name)
-
-    def get(self, ref: str) -> bytes:
-        name = self.blob_name(ref)
-        with self._blobs_lock:
-            if name not in self.blobs:
-                raise PayloadError(f"payload blob {ref!r} does not exist (already deleted?)", "payload_missing")
-            return self.blobs[name]
-
-    def delete(self, ref: str) -> bool:
-        with self._blobs_lock:
-            return self.blobs.pop(self.blob_name(ref), None) is not None
-
-    def exists(self, ref: str) -> bool:
-        with self._blobs_lock:
-            return self.blob_name(ref) in self.blobs
-
-    def consumed(self) -> list[str]:
-        """Names of the consumed markers left behind."""
-        with self._blobs_lock:
-            return [name for name in self.blobs if name.startswith(CONSUMED_PREFIX)]
-
-    def close(self) -> None:
-        pass
+from .storage.memory import MemoryPayloads
 
 
 class Write(NamedTuple):
@@ -142,9 +107,11 @@ class RecordingClient:
 
 
 class RecordingExecutor(Executor):
-    """The real execution core; also keeps every Result it returned (from any entry point), in order."""
+    """The real execution core with the standard hooks (job state, telemetry, workflow steps); also keeps every
+    Result it returned (from any entry point), in order."""
 
     def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("hooks", standard_hooks())
         super().__init__(**kwargs)
         self.results: list[Result] = []
         self._results_lock = threading.Lock()

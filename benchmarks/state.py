@@ -37,6 +37,7 @@ from .process import ROOT
 from .proxy import CountingProxy, total
 from .report import fmt, table
 from .watch import watch
+from azjobs.state.store import store_for
 
 
 class Tracked:
@@ -74,7 +75,7 @@ def count_calls(azurite, workdir: Path, n: int, state: bool) -> dict:
         job = Tracked(jobs.noop) if state else jobs.noop
         azjobs_side.client(proxied).ensure_queue(queue)
         if state:
-            azjobs_side.client(proxied).state_store.ensure_table()
+            store_for(azjobs_side.client(proxied)).ensure_table()
         queue_proxy.reset(), table_proxy.reset()
         azjobs_side.enqueue_many(proxied, queue, n, job=job)
         enqueue = (queue_proxy.reset(), table_proxy.reset())

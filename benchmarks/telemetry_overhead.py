@@ -41,6 +41,7 @@ WORK = textwrap.dedent("""
     import time
     import azjobs
     from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.hosting import executor as hosted_executor
     from azjobs.testing import RecordingClient
 
     reg = azjobs.Registry()
@@ -50,7 +51,7 @@ WORK = textwrap.dedent("""
 
     job = azjobs.job(queue="bench", registry=reg, name="noop")(noop)
     client = RecordingClient()
-    executor = Executor(registry=reg, client=client, settings=client.settings, host="h")
+    executor = hosted_executor(registry=reg, client=client, settings=client.settings, host="h")
     bound = job.options(client=client)
     N = {jobs}
     best_build = best_run = float("inf")

@@ -1,98 +1,31 @@
-"""Job definitions: ``@azjobs.job(queue=...)`` functions and ``azjobs.Job`` classes."""
+"""Declaring jobs: ``@azjobs.job(queue=...)`` functions and ``azjobs.Job`` classes.
+
+A declaration registers a ``JobDefinition`` (``azjobs.model.definition``) and gives the
+function or class its ``enqueue`` family and workflow steps (``azjobs.api.calls``). A
+``schedule=`` option declares a periodic job too (``azjobs.schedules``, imported only then).
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
-from .. import telemetry
-from ..errors import ArgumentError, ConfigurationError
-from ..model.envelope import Envelope
-from ..model.queue_names import resolve_queue_name, validate_queue_name
+from ..errors import ConfigurationError
+from ..model import definition as model_definition
+from ..model.definition import JOB_OPTIONS, check_job_options
 from ..model.registry import Registry
 from ..model.registry import registry as default_registry
-from ..model.retry import RetryPolicy, accepts_max_retries, build_policy
-
-# Options a job may declare (decorator keywords or class attributes).
-JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry",
-               "track", "unique", "schedule")
-# Options one call may override (``job.options(...)``); these travel with the message or steer the send.
-CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client",
-                "track", "unique", "unique_key", "unique_ttl")  # the last four: job state (azjobs.state)
+from .calls import BoundCall
 
 
-class JobDefinition:
-    """A registered job: its name, queue, target and failure policy."""
+class JobDefinition(model_definition.JobDefinition):
+    """``azjobs.JobDefinition``: a job's definition (``azjobs.model.definition``) plus enqueueing it.
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        queue: str,
-        call: Callable[..., Any],
-        signature_of: Callable[..., Any],
-        target_id: str,
-        max_retries: int | None = None,
-        retry: RetryPolicy | None = None,
-        retry_on=None,
-        give_up_on=None,
-        on_dead_letter: Callable[..., Any] | None = None,
-        track: bool | None = None,
-        unique: bool = False,
-    ) -> None:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
-        self.name = name
-        self.queue = validate_queue_name(queue)
-        self.call = call
-        self.target_id = target_id
-        self.is_async = inspect.iscoroutinefunction(signature_of)
-        try:
-            self.signature = inspect.signature(signature_of)
-        except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
-            self.signature = None
-        self.retry_policy = build_policy(retry, max_retries, retry_on, give_up_on)
-        if on_dead_letter is not None and not callable(on_dead_letter):
-            raise ConfigurationError(f"on_dead_letter must be callable, got {on_dead_letter!r}")
-        self.on_dead_letter = on_dead_letter
-        if track is not None and not isinstance(track, bool):
-            raise ConfigurationError(f"track= takes True, False or None, got {track!r} (job {name})")
-        if not isinstance(unique, bool):
-            raise ConfigurationError(f"unique= takes True or False, got {unique!r} (job {name})")
-        if unique and track is False:
-            raise ConfigurationError(f"job {name}: unique=True needs job state; it cannot be track=False")
-        # Job state for this job (azjobs.state): True always, False never (even with state on for the
-        # process), None as the process says.
-        self.track = track
-        self.unique = unique  # one unfinished job per name and arguments (azjobs.state)
-
-    def __repr__(self) -> str:
-        return f"<job {self.name} queue={self.queue}>"
-
-    def check_arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> None:
-        """Raise ArgumentError if the arguments do not bind to the job's signature."""
-        if self.signature is None:
-            return
-        try:
-            self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ArgumentError(f"arguments do not fit job {self.name}: {exc}") from None
-
-    def run(self, args: tuple, kwargs: Mapping[str, Any]) -> Any:
-        """Call the job (returns a coroutine for ``async def`` jobs)."""
-        return self.call(*args, **kwargs)
-
-    def policy_for(self, envelope: Envelope) -> RetryPolicy:
-        """The retry policy for one message, with its per-call ``max_retries`` override."""
-        override = envelope.options.get("max_retries") if envelope.options else None
-        if isinstance(override, int) and not isinstance(override, bool) and override >= 0 \
-                and accepts_max_retries(self.retry_policy):
-            return build_policy(self.retry_policy, override)
-        # A custom policy keeps its own limit (enqueue refuses the combination; an older
-        # producer's message must not turn a failure into an immediate dead letter).
-        return self.retry_policy
+    ``@azjobs.job`` and ``azjobs.Job`` register one; a definition made directly (and registered with
+    ``Registry.register``) can be enqueued the same way.
+    """
 
     # -- enqueue ---------------------------------------------------------
     def options(self, **overrides: Any) -> "BoundCall":
@@ -122,186 +55,6 @@ class JobDefinition:
     def si(self, *args: Any, **kwargs: Any):
         """A workflow step that ignores the previous step's result."""
         return BoundCall(self, {}).si(*args, **kwargs)
-
-
-class Call:
-    """Arguments for one job call in ``enqueue_many``: ``azjobs.Call(1, to="x")``."""
-
-    __slots__ = ("args", "kwargs")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-
-    @classmethod
-    def coerce(cls, item: Any) -> "Call":
-        if isinstance(item, Call):
-            return item
-        if isinstance(item, (tuple, list)):
-            return cls(*item)
-        if isinstance(item, dict):
-            return cls(**item)
-        return cls(item)
-
-    def __repr__(self) -> str:
-        return f"Call(args={self.args!r}, kwargs={self.kwargs!r})"
-
-
-class BoundCall:
-    """A job with per-call options; built by ``job.options(...)``."""
-
-    def __init__(self, definition: JobDefinition, options: Mapping[str, Any]) -> None:
-        unknown = sorted(set(options) - set(CALL_OPTIONS))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown call option(s) {', '.join(unknown)} for job {definition.name}; known: {', '.join(CALL_OPTIONS)}"
-            )
-        if "delay" in options and "at" in options:
-            raise ConfigurationError("give either delay= or at=, not both")
-        if "queue" in options:
-            validate_queue_name(options["queue"])
-        if "max_retries" in options:
-            build_policy(max_retries=options["max_retries"])  # validates
-            if not accepts_max_retries(definition.retry_policy):
-                raise ConfigurationError(
-                    f"job {definition.name} uses the custom retry policy {definition.retry_policy!r}; per-call "
-                    "max_retries applies to the built-in policies (Backoff, Fixed, NoRetry) only: give the policy "
-                    "its own limit, or enqueue through a job declared with another policy"
-                )
-        if any(key in options for key in ("track", "unique", "unique_key", "unique_ttl")):
-            from ..state.enqueue import check_call_options
-
-            check_call_options(options)
-        self.definition = definition
-        self._options = dict(options)
-
-    def options(self, **overrides: Any) -> "BoundCall":
-        return BoundCall(self.definition, {**self._options, **overrides})
-
-    @property
-    def queue(self) -> str:
-        """The concrete queue (a ``%AppSetting%`` name is resolved from the environment at send time)."""
-        return resolve_queue_name(self._options.get("queue", self.definition.queue))
-
-    def _client(self):
-        from ..storage.client import default_client
-
-        return self._options.get("client") or default_client()
-
-    def build(self, args: tuple, kwargs: Mapping[str, Any]) -> Envelope:
-        """The envelope for one call: arguments checked against the signature and as JSON."""
-        self.definition.check_arguments(args, kwargs)
-        options: dict[str, Any] = {}
-        if "max_retries" in self._options:
-            options["max_retries"] = self._options["max_retries"]
-        if self._options.get("track") is False or (self.definition.track is False and "track" not in self._options):
-            options["track"] = False  # the worker must not track it either, whatever its process says
-        envelope = Envelope.build(
-            self.definition.name, args, kwargs, queue=self.queue, options=options,
-            trace=dict(self._options.get("trace") or {}),
-        )
-        return telemetry.produced(envelope)  # the caller's trace context travels in the message
-
-    def enqueue(self, *args: Any, **kwargs: Any) -> str:
-        """Send one message; returns the job id."""
-        envelope = self.build(args, kwargs)
-        client = self._client()
-        if self._tracked(client):
-            from ..state.enqueue import enqueue_tracked
-
-            return enqueue_tracked(client, self.definition, self._options, envelope)
-        client.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
-        return envelope.id
-
-    def _tracked(self, client: Any) -> bool:
-        """Whether this call writes job state (azjobs.state)."""
-        from ..state.enqueue import wants_state
-
-        return wants_state(self.definition, self._options, client)
-
-    def _timed(self, **when: Any) -> "BoundCall":
-        rest = {k: v for k, v in self._options.items() if k not in ("delay", "at")}
-        return BoundCall(self.definition, {**rest, **when})
-
-    def enqueue_in(self, delay: float | timedelta, *args: Any, **kwargs: Any) -> str:
-        """Send one message that becomes visible after ``delay`` (seconds or timedelta)."""
-        return self._timed(delay=delay).enqueue(*args, **kwargs)
-
-    def enqueue_at(self, when: datetime, *args: Any, **kwargs: Any) -> str:
-        """Send one message that becomes visible at ``when`` (timezone-aware)."""
-        return self._timed(at=when).enqueue(*args, **kwargs)
-
-    def enqueue_many(self, calls: Iterable[Any], *, max_workers: int = 8):
-        """Send many messages concurrently; returns an EnqueueManyResult with per-item failures.
-
-        Each item is an ``azjobs.Call``, a tuple/list of positional arguments, a dict of
-        keyword arguments, or a single argument. An item whose arguments are invalid is
-        reported as a failure; the others are still sent.
-        """
-        from ..storage.client import EnqueueManyResult
-
-        items: list[Envelope | BaseException] = []
-        for item in calls:
-            call = Call.coerce(item)
-            try:
-                items.append(self.build(call.args, call.kwargs))
-            except ArgumentError as exc:
-                items.append(exc)
-        envelopes = [e for e in items if isinstance(e, Envelope)]
-        client = self._client()
-        if self._tracked(client):
-            from ..state.enqueue import send_many_tracked
-
-            sent = send_many_tracked(client, self.definition, self._options, envelopes, max_workers)
-        else:
-            sent = client.send_many(
-                envelopes, delay=self._options.get("delay"), at=self._options.get("at"), max_workers=max_workers
-            )
-        sent_iter = iter(sent)
-        results = [item if isinstance(item, BaseException) else next(sent_iter) for item in items]
-        return EnqueueManyResult(envelopes=[e if isinstance(e, Envelope) else None for e in items], results=results)
-
-    async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
-        from ..storage.client import async_client
-
-        envelope = self.build(args, kwargs)
-        client = self._options.get("client")
-        if self._tracked(client or _default_client()):
-            import asyncio
-
-            from ..state.enqueue import enqueue_tracked
-
-            return await asyncio.to_thread(enqueue_tracked, client or _default_client(), self.definition,
-                                           self._options, envelope)
-        sender = client.aio() if client is not None else async_client()
-        await sender.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
-        return envelope.id
-
-    def s(self, *args: Any, **kwargs: Any):
-        """A workflow step on this call's queue (``queue=``/``max_retries=`` options apply)."""
-        from ..workflows.spec import Step
-
-        return Step(self.definition, args, kwargs, queue=self._options.get("queue", self.definition.queue),
-                    max_retries=self._options.get("max_retries"))
-
-    def si(self, *args: Any, **kwargs: Any):
-        """A workflow step that ignores the previous step's result."""
-        from ..workflows.spec import Step
-
-        return Step(self.definition, args, kwargs, queue=self._options.get("queue", self.definition.queue),
-                    ignore_input=True, max_retries=self._options.get("max_retries"))
-
-
-def _default_client():
-    from ..storage.client import default_client
-
-    return default_client()
-
-
-def _check_options(options: Mapping[str, Any], where: str) -> None:
-    unknown = sorted(set(options) - set(JOB_OPTIONS))
-    if unknown:
-        raise ConfigurationError(f"unknown job option(s) {', '.join(unknown)} on {where}; known: {', '.join(JOB_OPTIONS)}")
 
 
 class JobFunction:
@@ -365,7 +118,7 @@ def _register(definition_kwargs: dict[str, Any], reg: Registry | None) -> JobDef
 
 def job(fn: Callable[..., Any] | None = None, **options: Any):
     """Declare a job: ``@azjobs.job(queue="emails")`` on a module-level function."""
-    _check_options(options, "@azjobs.job")
+    check_job_options(options, "@azjobs.job")
     if "queue" not in options:
         raise ConfigurationError("@azjobs.job needs queue=, e.g. @azjobs.job(queue=\"emails\")")
 
@@ -413,7 +166,7 @@ class Job:
 
     def __init_subclass__(cls, **class_options: Any) -> None:
         super().__init_subclass__()
-        _check_options(class_options, f"class {cls.__qualname__}")
+        check_job_options(class_options, f"class {cls.__qualname__}")
         if cls.__dict__.get("abstract", False):
             return
         qualname = cls.__qualname__

@@ -93,7 +93,7 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     from ..schedules.declarations import schedules, time_zone
     from ..schedules.ticks import TickStore
     from ..storage.connection import resolve_connection
-    from . import _load_jobs
+    from .common import _load_jobs
 
     args = build_parser().parse_args(argv)
     if args.next < 1:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..errors import AzjobsError, ConfigurationError
@@ -19,18 +18,9 @@ from ..state.errors import JobNotFoundError, StateUnavailable
 from ..state.record import JobRecord
 from ..state.store import DEFAULT_TABLE, TABLE_SETTING, StateStore, default_table, id_problem
 from ..storage.connection import resolve_connection
+from .common import parse_duration
 
 OK, FAILED, USAGE = 0, 1, 2
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90``, ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` as a timedelta (argparse type)."""
-    match = _DURATION.match(text or "")
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give e.g. 90s, 30m, 12h, 7d or 2w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def _common() -> argparse.ArgumentParser:
@@ -106,7 +96,7 @@ def _store(args: argparse.Namespace, store: StateStore | None) -> StateStore:
 
 def _storage_failure(prog: str, store: StateStore | None, exc: BaseException, err: Any) -> int:
     from ..model.secrets import describe
-    from ..storage.client import network_reason
+    from ..storage.errors import network_reason
 
     cause = exc.__cause__ if isinstance(exc, StateUnavailable) and exc.__cause__ is not None else exc
     status = getattr(cause, "status_code", None)

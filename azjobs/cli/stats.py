@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TextIO
 
 from ..model.secrets import RedactingStream
-from . import FAILED, OK, USAGE
+from .exits import FAILED, OK, USAGE
 
 DEFAULT_WATCH_S = 2.0
 
@@ -262,7 +262,7 @@ def _queues(args: argparse.Namespace, err: TextIO) -> list[str] | int:
     """The queues to report, or an exit status after one line on stderr."""
     from ..errors import ConfigurationError
     from ..model.registry import registry
-    from . import _declared_queue, _load_jobs, _queue_name
+    from .common import _declared_queue, _load_jobs, _queue_name
 
     if args.queue:
         try:
@@ -304,11 +304,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     from ..errors import ConfigurationError
     from ..storage.connection import resolve_connection
     from ..storage.diagnosis import AUTH, storage_error_kind, storage_problem, storage_target
-    from . import connection_origin
+    from .common import connection_origin
 
     try:
         connection = resolve_connection(args.connection)
-        from ..storage.client import CONNECT_TIMEOUT_S, sdk_retry
+        from ..storage.http import CONNECT_TIMEOUT_S, sdk_retry
 
         service = connection.queue_service(retry_policy=sdk_retry(), connection_timeout=CONNECT_TIMEOUT_S,
                                            read_timeout=30)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     if extra_columns is None and _wants_state(args):
         from ..state import StateStore
         from ..state.store import default_table
-        from .state import parse_duration
+        from .common import parse_duration
 
         try:
             window = parse_duration(args.since)

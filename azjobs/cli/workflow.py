@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import ConfigurationError
-    from ..storage.client import storage_error_text
     from ..storage.connection import resolve_connection
+    from ..storage.errors import storage_error_text
     from ..workflows.handle import WorkflowNotFoundError
     from ..workflows.history import HistoryStore, find, id_problem
 

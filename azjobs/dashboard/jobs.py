@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import pages
-from .app import _plain, page
+from .context import _plain, page
 from .pages import q, text
 
 RECENT_LIMIT = 200

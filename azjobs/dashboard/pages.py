@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from ..cli.poison import PoisonMessage
+from ..poison.queue import PoisonMessage
 from ..model.poison_record import PoisonRecord
 from ..model.secrets import redact
 from .chart import depth_chart

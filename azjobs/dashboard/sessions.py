@@ -46,7 +46,7 @@ class TableSessions:
 
     @classmethod
     def for_connection(cls, connection: Any, table: str | None = None) -> "TableSessions":
-        from ..storage.client import table_service
+        from ..storage.http import table_service
 
         try:
             service = table_service(connection)

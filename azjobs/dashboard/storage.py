@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..cli.poison import PAGE, PoisonMessage, PoisonQueue, ReplayReport
+from ..poison.queue import PAGE, PoisonMessage, PoisonQueue, ReplayReport
 from ..errors import ConfigurationError
 from ..model.queue_names import POISON_SUFFIX, validate_queue_name
 from ..model.secrets import get_logger
-from ..storage.client import Client, storage_error_text
+from ..storage.client import Client
+from ..storage.errors import storage_error_text
 
 log = get_logger("azjobs.dashboard")
 

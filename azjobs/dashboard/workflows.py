@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import pages
-from .app import _plain, page
+from .context import _plain, page
 from .pages import text
 
 STATE_CLASS = {"done": "ok-text", "failed": "bad", "running": "run"}

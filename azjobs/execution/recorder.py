@@ -20,11 +20,12 @@ from ..model.envelope import Envelope, format_time
 from ..model.poison_record import ErrorInfo, PoisonRecord, raw_text
 from ..model.queue_names import poison_queue_name
 from ..model.secrets import describe, get_logger, redact
-from ..storage.client import MAX_VISIBILITY, NEVER_EXPIRE
+from ..storage.delays import MAX_VISIBILITY, NEVER_EXPIRE
 from ..storage.payloads import POISON_PREFIX
 
 if TYPE_CHECKING:
-    from .executor import Executor, MessageInfo
+    from ..model.outcome import MessageInfo
+    from .executor import Executor
 
 log = get_logger("azjobs")
 
@@ -57,9 +58,6 @@ class Recorder:
 
     def __init__(self, owner: "Executor") -> None:
         self._owner = owner
-        from ..state.tracker import StateTracker
-
-        self.state = StateTracker(owner)  # job state writes (azjobs.state); no-ops for untracked jobs
 
     # -- retries and deferrals ---------------------------------------------
     def retry(self, envelope: Envelope, info: "MessageInfo", retry_in: float, first_failed_at: str) -> tuple[Envelope, int]:

@@ -30,7 +30,9 @@ from typing import Awaitable, Callable, Iterable, Optional, Union
 import azure.functions as func
 
 from ..errors import ConfigurationError
-from ..execution.executor import Executor, MessageInfo, Redeliver
+from ..execution.executor import Executor, Redeliver
+from ..model.outcome import MessageInfo
+from ..hosting import executor as hosted_executor
 from ..model.queue_names import is_app_setting_expression, resolve_queue_name, validate_queue_name
 from ..model.registry import Registry
 from ..model.registry import registry as default_registry
@@ -103,7 +105,7 @@ class _ExecutorSource:
             with self._lock:
                 if self._executor is None:
                     client = Client(resolve_connection(self._connection), settings=self._settings)
-                    self._executor = Executor(registry=self._registry, client=client, settings=self._settings)
+                    self._executor = hosted_executor(registry=self._registry, client=client, settings=self._settings)
                     log.info("azjobs Functions dispatcher connected via %s", client.connection.description,
                              extra={"action": "functions_executor_ready", "connection": self._connection})
         return self._executor

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from ..errors import ArgumentError, EnvelopeError, PayloadTooLargeError
-from ..telemetry.tracing import carried
+from .trace_context import carried
 
 FORMAT_VERSION = 1
 FORMAT_KEY = "azjobs"
@@ -132,7 +132,7 @@ class Envelope:
     due_at: str | None = None
     # Per-call overrides of job options that must travel (e.g. max_retries).
     options: Mapping[str, Any] = field(default_factory=dict)
-    # Trace context: W3C traceparent/tracestate (and baggage when opted in), as azjobs.telemetry.tracing.carried
+    # Trace context: W3C traceparent/tracestate (and baggage when opted in), as azjobs.model.trace_context.carried
     # reads it: what does not fit is dropped on decode.
     trace: Mapping[str, str] = field(default_factory=dict)
     # Time of the first failed attempt, kept across retries for the poison record.

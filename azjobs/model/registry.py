@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterator
 from ..errors import ConfigurationError, UndiscoveredJobError, UnknownJobError
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobDefinition
+    from .definition import JobDefinition
 
 
 class Registry:

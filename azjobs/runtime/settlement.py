@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..execution.executor import Executor, MessageInfo, Result
+from ..execution.executor import Executor
+from ..model.outcome import MessageInfo, Result
 from ..execution.recorder import describe
 from ..model.secrets import get_logger
 from ..model.settings import QueueSettings

@@ -42,13 +42,15 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import telemetry
-from ..errors import AzjobsError, ConfigurationError, QueueNotFoundError
-from ..execution.executor import Executor, Prepared, Redeliver, Result
+from ..errors import ConfigurationError, CredentialsRejected, JobTimeout, QueueNotFoundError, StorageUnreachable
+from ..execution.executor import Executor, Prepared, Redeliver
+from ..model.outcome import Result
+from ..hosting import executor as hosted_executor
 from ..execution.recorder import describe
 from ..model.secrets import get_logger
 from ..model.settings import QueueSettings
-from ..storage.client import Client, default_client, http_session
+from ..storage.client import Client, default_client
+from ..storage.http import http_session
 from ..storage.deletes import with_direct_deletes
 from ..storage.diagnosis import (
     AUTH,
@@ -75,18 +77,6 @@ DELETE_THREADS = 8
 # Receivers per queue: one polls (with the host's back-off) while the queue is idle; the others
 # join in only while receives come back full, so a backlog keeps several receives in flight.
 RECEIVERS = 4
-
-
-class JobTimeout(Exception):
-    """A job ran past the job timeout (host.json ``functionTimeout`` or ``--timeout``)."""
-
-
-class CredentialsRejected(AzjobsError):
-    """Storage rejected the connection's credentials at start-up (a wrong key, an expired SAS): permanent."""
-
-
-class StorageUnreachable(AzjobsError):
-    """In burst mode, storage did not answer within ``burst_timeout``."""
 
 
 # In burst mode, how long storage may stay unreachable before the worker gives up (--burst-timeout).
@@ -196,7 +186,7 @@ class Worker:
         else:
             if settings is None:
                 settings = self.client.settings.for_environment()
-            self.executor = Executor(client=self.client, settings=settings)
+            self.executor = hosted_executor(client=self.client, settings=settings)
         self.settings = self.executor.settings
         settings = self.settings
         # -f defaults to host.json batchSize when it sets one, else to the service's maximum of 32
@@ -549,7 +539,7 @@ class Worker:
                     thread.join(timeout=5 if until is None else max(0.0, until - time.monotonic()))
         if self._start_failed:
             return  # it never started: the caller reports why, in one line
-        self._flush_state(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
+        self._close_hooks(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
                  "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
@@ -562,13 +552,13 @@ class Worker:
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
                         "storage_gave_up": s.storage_gave_up})
 
-    def _flush_state(self, until: float | None) -> None:
-        """Write the job state outcomes kept during a Table outage (azjobs.state); by ``until`` at the latest."""
-        flush = self.executor.recorder.state.flush
+    def _close_hooks(self, until: float | None) -> None:
+        """Let the executor's hooks finish (job state writes the outcomes it kept during a Table outage); by
+        ``until`` at the latest."""
         if until is None:
-            flush()
+            self.executor.close()
             return
-        thread = threading.Thread(target=flush, name="azjobs-state-flush", daemon=True)
+        thread = threading.Thread(target=self.executor.close, args=(until,), name="azjobs-state-flush", daemon=True)
         thread.start()
         thread.join(max(0.0, until - time.monotonic()))
         if thread.is_alive():
@@ -806,7 +796,7 @@ class Worker:
                   "cancelled" if future is not None else "its thread is left to finish and is replaced",
                   extra={"action": "job_timed_out", "job": env.job, "job_id": env.id, "queue": delivery.queue,
                          "attempt": env.attempt, "timeout_s": self.timeout_s})
-        telemetry.raised(slot.step.watch, env, error, "timed_out")
+        self.executor.raised(slot.step, error, "timed_out")
         if future is not None:
             future.cancel()
         # The hung thread keeps its place until it returns; another one takes over its work.

@@ -30,7 +30,7 @@ from ..model.queue_names import is_app_setting_expression
 from .ncrontab import Expression, ScheduleError, parse
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobDefinition
+    from ..model.definition import JobDefinition
     from ..model.registry import Registry
     from ..storage.client import Client
 
@@ -233,7 +233,7 @@ def periodic(schedule: str, job: Any, *, args: Iterable[Any] = (), kwargs: Mappi
     the job's name and a digest of the schedule and arguments.
     """
     definition = getattr(job, "job", job)
-    from ..api.jobs import JobDefinition
+    from ..model.definition import JobDefinition
 
     if not isinstance(definition, JobDefinition):
         raise ConfigurationError(f"azjobs.periodic needs a job declared with @azjobs.job or azjobs.Job, got {job!r}")

@@ -259,7 +259,7 @@ class TickStore:
     def _client(self):
         with self._lock:
             if self._container is None:
-                from ..storage.client import CONNECT_TIMEOUT_S
+                from ..storage.http import CONNECT_TIMEOUT_S
                 from ..storage.payloads import _blob_retry
 
                 self._service = self.connection.blob_service(retry_policy=_blob_retry(),

@@ -209,19 +209,5 @@ class EachWrite:
         return answers
 
 
-def transactions_for(table: Any) -> Any:
-    """The sender for ``table``: transactions for a ``TableClient`` (on the writer's own connections
-    with a key or a SAS, through the client's pipeline with a token), single writes otherwise."""
-    try:
-        from azure.data.tables import TableClient
-    except ImportError:  # pragma: no cover - the state extra installs it
-        TableClient = None  # type: ignore[assignment]
-    if TableClient is not None and isinstance(table, TableClient):
-        from .direct import DirectTransactions
-
-        return DirectTransactions.for_client(table) or TableTransactions(table)
-    return EachWrite(table)
-
-
 __all__ = ["MAX_BYTES", "MAX_WRITES", "RETRY", "EachWrite", "TableTransactions", "Write",
-           "build", "parse", "transactions_for", "wire_entity"]
+           "build", "parse", "wire_entity"]

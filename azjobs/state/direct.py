@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from ..storage.direct_http import Connections, Signing
-from .batch import Write, build, parse
+from .batch import EachWrite, TableTransactions, Write, build, parse
 
 API_VERSION = "2019-02-02"
 
@@ -77,4 +77,16 @@ class DirectTransactions:
         self.connections.close()
 
 
-__all__ = ["DirectTransactions"]
+def transactions_for(table: Any) -> Any:
+    """The sender for ``table``: transactions for a ``TableClient`` (on the writer's own connections
+    with a key or a SAS, through the client's pipeline with a token), single writes otherwise."""
+    try:
+        from azure.data.tables import TableClient
+    except ImportError:  # pragma: no cover - the state extra installs it
+        TableClient = None  # type: ignore[assignment]
+    if TableClient is not None and isinstance(table, TableClient):
+        return DirectTransactions.for_client(table) or TableTransactions(table)
+    return EachWrite(table)
+
+
+__all__ = ["DirectTransactions", "transactions_for"]

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import ConfigurationError
 from ..model.envelope import utcnow
 from ..model.secrets import describe, get_logger
-from ..storage.client import plan_delivery
-from .store import unique_key_for
+from ..storage.delays import plan_delivery
+from .store import store_for, unique_key_for
 from .tracker import ETAG_OPTION, TRACK_OPTION, enabled
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobDefinition
+    from ..model.definition import JobDefinition
     from ..model.envelope import Envelope
 
 log = get_logger("azjobs.state")
@@ -93,7 +93,7 @@ def _visible_at(options: Mapping[str, Any]) -> datetime:
 def enqueue_tracked(client: Any, definition: "JobDefinition", options: Mapping[str, Any],
                     envelope: "Envelope") -> str:
     """Send ``envelope`` with its READY record (and unique key); returns the job id that holds the work."""
-    store = client.state_store
+    store = store_for(client)
     visible_at = _visible_at(options)  # a bad delay fails here, before anything is written
     envelope = envelope.evolve(options={**dict(envelope.options), TRACK_OPTION: True})
     key = unique_key(definition, options, envelope)

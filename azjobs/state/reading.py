@@ -7,7 +7,7 @@ from typing import Any
 
 from .errors import JobFailedError, JobNotFoundError
 from .record import JobRecord, JobStatus
-from .store import id_problem
+from .store import id_problem, store_for
 
 DEFAULT_POLL_S = 0.5
 
@@ -17,7 +17,7 @@ def _store(client: Any = None):
         from ..storage.client import default_client
 
         client = default_client()
-    return client.state_store
+    return store_for(client)
 
 
 def result(job_id: str, *, client: Any = None) -> JobRecord:

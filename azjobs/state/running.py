@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..model.secrets import describe, get_logger
 from .store import RUNNING_LEASE

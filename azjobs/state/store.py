@@ -44,8 +44,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..model.envelope import parse_time, to_json_value, utcnow
 from ..model.secrets import describe, get_logger, redact
+from ..storage.http import http_session, table_service
+from ..storage.payloads import PayloadStore
 from ..storage.table_rules import SAFE_STRING_UNITS, fits, key_problem, utf16_units
-from .batch import Write, transactions_for
+from .batch import Write
+from .direct import transactions_for
 from .errors import StateRejected, StateUnavailable
 from .record import FINISHED, JobError, JobRecord, JobStatus
 from .writer import StateWriter
@@ -247,14 +250,10 @@ class StateStore:
                         retention: timedelta = DEFAULT_RETENTION, *,
                         payloads: "PayloadStore | None" = None) -> "StateStore":
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
-        from ..storage.client import http_session, table_service
-
         table = table or default_table()
         # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
         service = table_service(connection, session=http_session(POOL_SIZE))
         if payloads is None:
-            from ..storage.payloads import PayloadStore
-
             payloads = PayloadStore(connection)
         return cls(service.get_table_client(table), payloads=payloads, retention=retention, service=service)
 
@@ -882,5 +881,27 @@ def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any], signat
                                   ensure_ascii=False, default=repr)
 
 
-__all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Prunable", "Start", "StateStore",
+STORE_KEY = "azjobs.state.store"
+
+
+def store_for(client: Any) -> "StateStore | None":
+    """The job state store of ``client``: Table Storage in its account (table ``client.state_table``, else
+    ``AZJOBS_STATE_TABLE``, else ``azjobsstate``), made on first use and closed with the client.
+
+    A test double that carries its own ``state_store`` (``azjobs.testing.RecordingClient``) gives that one,
+    None included (no job state).
+    """
+    if client is None:
+        return None
+    own = getattr(client, "state_store", _NOT_SET)
+    if own is not _NOT_SET:
+        return own
+    return client.extension(STORE_KEY, lambda c: StateStore.from_connection(
+        c.connection, c.state_table, c.state_retention or DEFAULT_RETENTION, payloads=c.payloads))
+
+
+_NOT_SET = object()
+
+
+__all__ = ["STORE_KEY", "store_for", "DEFAULT_RETENTION", "DEFAULT_TABLE", "PARTITIONS", "Prunable", "Start", "StateStore",
            "error_of", "id_problem", "is_permanent", "partition_of", "unique_key_for"]

@@ -164,7 +164,7 @@ def memory_store(*, retention: timedelta = DEFAULT_RETENTION, table: MemoryTable
                  payloads: Any = None, **kwargs: Any) -> StateStore:
     """The real ``StateStore`` over a ``MemoryTable`` (and ``azjobs.testing.MemoryPayloads``)."""
     if payloads is None:
-        from ..testing import MemoryPayloads
+        from ..storage.memory import MemoryPayloads
 
         payloads = MemoryPayloads()
     return StateStore(table if table is not None else MemoryTable(), payloads=payloads, retention=retention, **kwargs)

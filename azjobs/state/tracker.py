@@ -1,6 +1,9 @@
 """Job state as the execution core sees it: which jobs are tracked, and the writes around a run.
 
-The core decides; this writes (``Recorder.state`` is a ``StateTracker``). Nothing here fails
+The core decides; this writes. ``StateTracker`` is the executor hook of job state
+(azjobs/execution/hooks.py): RUNNING before the run or a veto (skip a finished job, defer one
+running under another live lease), SUCCESSFUL before the delete, RETRYING after the retry
+copy, FAILED or DEAD_LETTERED after the poison record. Nothing here fails
 or duplicates a job: a store that cannot be reached is logged (``state_unavailable``) and the
 job runs; its record catches up with the next write that gets through (every write carries
 the job's identity, so it can recreate a missing entity).
@@ -20,16 +23,19 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..execution.hooks import Handling, Hook, Verdict
 from ..model.secrets import describe, get_logger
 from .record import JobStatus
 from .running import RunningJobs
-from .store import Start, error_of, is_permanent
+from .store import Start, error_of, is_permanent, store_for
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobDefinition
-    from ..execution.executor import Executor, MessageInfo
+    from ..execution.executor import Executor
+    from ..execution.recorder import DeadLetter
+    from ..model.definition import JobDefinition
     from ..model.envelope import Envelope
-    from ..model.poison_record import ErrorInfo
+    from ..model.outcome import MessageInfo
+    from ..model.poison_record import ErrorInfo, PoisonRecord
     from .store import StateStore
 
 log = get_logger("azjobs.state")
@@ -101,14 +107,15 @@ class _Kept:
         self.envelope, self.what, self.write, self.tries = envelope, what, write, 0
 
 
-class StateTracker:
+class StateTracker(Hook):
     """The state writes of one executor, each guarded: a store error is logged, never raised."""
 
-    def __init__(self, owner: "Executor") -> None:
-        self._owner = owner
+    def __init__(self, executor: "Executor") -> None:
+        super().__init__(executor)
+        self._owner = executor
         self._pending: deque[_Kept] = deque(maxlen=MAX_PENDING)
         self._pending_lock = threading.Lock()
-        self.running = RunningJobs(self._store)  # tracked runs of this process: their leases kept ahead
+        self.running_jobs = RunningJobs(self._store)  # tracked runs of this process: their leases kept ahead
 
     @property
     def pending(self) -> int:
@@ -181,7 +188,7 @@ class StateTracker:
                   extra={"action": "state_rejected", "job": envelope.job, "job_id": envelope.id, "what": what})
 
     def _store(self) -> "StateStore | None":
-        return getattr(self._owner.client, "state_store", None)
+        return store_for(self._owner.client)
 
     def _tracked(self, envelope: "Envelope | None", definition: "JobDefinition | None" = None) -> bool:
         if envelope is None:
@@ -213,7 +220,7 @@ class StateTracker:
             (self._rejected if is_permanent(exc) else self._unavailable)(envelope, "running", exc)
             return RUN
         if start.action == "run":
-            self.running.add(envelope, info.message_id, info.dequeue_count, start.etag, start.lease_until,
+            self.running_jobs.add(envelope, info.message_id, info.dequeue_count, start.etag, start.lease_until,
                              getattr(info, "held", None) or self._until_timeout())
         return start
 
@@ -238,8 +245,8 @@ class StateTracker:
             self._unavailable(envelope, "check", exc)  # type: ignore[arg-type]
             return False
 
-    def succeeded(self, envelope: "Envelope", definition: "JobDefinition", value: Any) -> None:
-        self.running.end(envelope.id)
+    def record_success(self, envelope: "Envelope", definition: "JobDefinition", value: Any) -> None:
+        self.running_jobs.end(envelope.id)
         if not self._tracked(envelope, definition):
             return
         store = self._store()
@@ -247,10 +254,10 @@ class StateTracker:
             return
         self._outcome(envelope, "successful", lambda: store.succeeded(envelope, value))
 
-    def retrying(self, envelope: "Envelope", error: BaseException, next_attempt: int, *,
-                 attempted: bool = False) -> None:
+    def record_retry(self, envelope: "Envelope", error: BaseException, next_attempt: int, *,
+                     attempted: bool = False) -> None:
         """RETRYING; ``attempted`` for a delivery that counts as an attempt though the job never started."""
-        self.running.end(envelope.id)
+        self.running_jobs.end(envelope.id)
         if not self._tracked(envelope):
             return
         store = self._store()
@@ -260,11 +267,11 @@ class StateTracker:
         self._outcome(envelope, "retrying",
                       lambda: store.retrying(envelope, recorded, next_attempt, attempted=attempted))
 
-    def dead_lettered(self, envelope: "Envelope | None", info: "MessageInfo", error_info: "ErrorInfo",
-                      error: BaseException | None) -> None:
+    def record_failure(self, envelope: "Envelope | None", info: "MessageInfo", error_info: "ErrorInfo",
+                       error: BaseException | None) -> None:
         """FAILED when the job's own code raised on its last attempt, else DEAD_LETTERED."""
         if envelope is not None:
-            self.running.end(envelope.id)
+            self.running_jobs.end(envelope.id)
         if envelope is None or not self._tracked(envelope):
             return
         store = self._store()
@@ -277,6 +284,30 @@ class StateTracker:
         attempted = error_info.reason == "unknown_job"
         self._outcome(envelope, status.value.lower(),
                       lambda: store.dead_lettered(envelope, recorded, status, message_id, attempted=attempted))
+
+    # -- the executor's hook ---------------------------------------------------------------
+    def finished_before(self, handling: Handling) -> bool:
+        return self.finished(handling.envelope)
+
+    def before_run(self, handling: Handling) -> Verdict | None:
+        assert handling.envelope is not None and handling.definition is not None
+        start = self.start(handling.envelope, handling.info, handling.definition)
+        return None if start.action == "run" else Verdict(start.action, start.why, start.defer_s)
+
+    def succeeded(self, handling: Handling, value: Any) -> None:
+        assert handling.envelope is not None and handling.definition is not None
+        self.record_success(handling.envelope, handling.definition, value)
+
+    def retrying(self, handling: Handling, error: BaseException, next_attempt: int, *, attempted: bool) -> None:
+        assert handling.envelope is not None
+        self.record_retry(handling.envelope, error, next_attempt, attempted=attempted)
+
+    def dead_lettered(self, handling: Handling, decision: "DeadLetter", record: "PoisonRecord | None",
+                      error: BaseException | None) -> None:
+        self.record_failure(decision.envelope, decision.info, decision.error, error)
+
+    def close(self, deadline: float | None = None) -> None:
+        self.flush()
 
 
 __all__ = ["ENV_FLAG", "StateTracker", "enable", "enabled", "is_tracked", "worker_id"]

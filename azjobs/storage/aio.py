@@ -19,7 +19,10 @@ from typing import Any
 
 from ..errors import PayloadTooLargeError, QueueNotFoundError
 from ..model.envelope import Envelope
-from .client import CONNECT_TIMEOUT_S, NEVER_EXPIRE, Client, _forget, _storage_error, sdk_retry_async
+from .client import Client, _forget, default_client
+from .delays import NEVER_EXPIRE
+from .errors import to_enqueue_error as _storage_error
+from .http import CONNECT_TIMEOUT_S, sdk_retry_async
 
 log = logging.getLogger("azjobs.aio")
 
@@ -135,3 +138,8 @@ async def aclose() -> None:
     state = _loops.pop(asyncio.get_running_loop(), None)
     if state is not None:
         await state.close()
+
+
+def async_client() -> AsyncClient:
+    """The asyncio sender of the process-wide client."""
+    return AsyncClient(default_client())

@@ -1,286 +1,25 @@
-"""The enqueue side: sending envelopes to queues with only ``azure-storage-queue``.
+"""The queue client: sending envelopes (and raw message text) with only ``azure-storage-queue``.
 
-No Functions package is imported here, so any Python app can enqueue.
+No Functions package and no azjobs feature is imported here, so any Python app can enqueue.
+Features that keep per-client objects (the job state store) hang them on the client with
+``extension`` and are closed with it.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from datetime import timedelta
+from typing import Any, Callable, Sequence
 
-from ..errors import DelayError, EnqueueError, PayloadTooLargeError, QueueNotFoundError
-from ..model.envelope import Envelope, format_time, utcnow
+from ..errors import EnqueueError, PayloadTooLargeError, QueueNotFoundError
+from ..model.envelope import Envelope
 from ..model.settings import QueueSettings
-from ..state.store import DEFAULT_RETENTION, default_table
-from ..telemetry import tracing
-from .connection import Connection, connection_from_string, redact, resolve_connection
+from .connection import Connection, connection_from_string, resolve_connection
+from .delays import NEVER_EXPIRE, Delivery, plan_delivery
+from .errors import to_enqueue_error as _storage_error
+from .http import CONNECT_TIMEOUT_S, http_session, sdk_retry
 from .payloads import DEFAULT_CONTAINER, PayloadStore
-
-if TYPE_CHECKING:
-    from .aio import AsyncClient
-
-# The service's maximum visibility timeout: a longer delay hops (see core.defer).
-MAX_VISIBILITY = timedelta(days=7)
-NEVER_EXPIRE = -1
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """When a message becomes visible, and the due time it carries when that is beyond one hop."""
-
-    visibility_timeout: int  # seconds
-    due_at: str | None = None
-
-
-def plan_delivery(delay: float | timedelta | None = None, at: datetime | None = None, now: datetime | None = None) -> Delivery:
-    """Turn ``delay``/``at`` into an initial visibility; past 7 days the message carries ``due_at``."""
-    now = now or utcnow()
-    if delay is not None and at is not None:
-        raise DelayError("give either a delay or a time, not both")
-    if at is not None:
-        if not isinstance(at, datetime):
-            raise DelayError(f"enqueue_at takes a datetime, got {at!r}")
-        if at.tzinfo is None:
-            raise DelayError("enqueue_at needs a timezone-aware datetime (e.g. datetime.now(timezone.utc) + ...)")
-        seconds = (at - now).total_seconds()
-    elif delay is not None:
-        if isinstance(delay, timedelta):
-            seconds = delay.total_seconds()
-        elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-            try:
-                seconds = float(delay)
-            except OverflowError:  # an int beyond any float
-                seconds = math.inf if delay > 0 else -math.inf
-        else:
-            raise DelayError(f"a delay is seconds (int/float) or a timedelta, got {_shown(delay)}")
-        if math.isnan(seconds) or seconds < 0:
-            raise DelayError(f"a delay must be zero or more seconds, got {_shown(delay)}")
-        if math.isinf(seconds):
-            raise DelayError(f"delay {_shown(delay)} is too far in the future: a due time must be before the year 10000")
-    else:
-        return Delivery(0)
-    seconds = max(0.0, seconds)
-    visibility = math.ceil(seconds)  # never run early
-    if visibility <= MAX_VISIBILITY.total_seconds():
-        return Delivery(visibility)
-    try:
-        due = now + timedelta(seconds=seconds)
-        # The wire format keeps milliseconds: round up so a worker never sees the job as due early.
-        due += timedelta(microseconds=(1000 - due.microsecond % 1000) % 1000)
-        due_text = format_time(due)
-    except (OverflowError, ValueError):
-        what = f"enqueue_at time {_shown(at)}" if at is not None else f"delay {_shown(delay)}"
-        raise DelayError(f"{what} is too far in the future: a due time must be before the year 10000") from None
-    return Delivery(int(MAX_VISIBILITY.total_seconds()), due_text)
-
-
-def _shown(value: Any, width: int = 60) -> str:
-    """A short repr for error messages (an integer too long for repr included)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        text = f"<{type(value).__name__} of {value.bit_length() if isinstance(value, int) else '?'} bits>"
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _storage_error(exc: Exception, queue: str, connection: Connection | None = None) -> Exception:
-    """Map an SDK error to a clear azjobs error (never with a secret in it)."""
-    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
-
-    if isinstance(exc, ResourceNotFoundError) or getattr(exc, "error_code", None) == "QueueNotFound":
-        return QueueNotFoundError(queue)
-    if isinstance(exc, HttpResponseError) and exc.status_code == 413:
-        return PayloadTooLargeError(f"queue {queue!r} refused the message as too large (413)")
-    if isinstance(exc, ServiceRequestError):
-        at = f" at {connection.queue_endpoint}" if connection is not None else ""
-        # The SDK's own words follow (redacted), for whoever reads the log: they name the request.
-        return EnqueueError(f"cannot reach the queue service{at} for {queue!r}: {network_reason(exc)}; "
-                            f"{_first_line(str(exc))}")
-    return EnqueueError(f"sending to queue {queue!r} failed: {storage_error_text(exc, connection)}")
-
-
-def storage_error_text(exc: BaseException, connection: Connection | None = None) -> str:
-    """One line saying what went wrong with a storage call: no XML body, no traceback, no secret."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    at = f" at {connection.queue_endpoint}" if connection is not None else ""
-    source = _source_label(connection)
-    if isinstance(exc, ServiceRequestError):
-        return f"cannot reach the queue service{at}: {network_reason(exc)}"
-    if isinstance(exc, ServiceResponseError):
-        return f"the queue service{at} did not answer: {network_reason(exc)}"
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code
-        code = exc.error_code or (exc.reason or "")
-        if status == 403 and (code == "AuthenticationFailed" or isinstance(exc, ClientAuthenticationError)):
-            return (f"storage{at} rejected the credentials (403 AuthenticationFailed): the AccountKey or "
-                    f"SharedAccessSignature of {source} is wrong, or the SAS has expired")
-        if status == 403:
-            return (f"storage{at} denied the request (403 {code}): the credentials of {source} lack a permission "
-                    "(a SAS needs queue read, add, update and process rights; an identity needs "
-                    "Storage Queue Data Contributor)")
-        first = _first_line(getattr(exc, "message", None) or str(exc))
-        return f"storage{at} answered {status} {code}: {first}".replace("  ", " ")
-    return _first_line(str(exc)) or type(exc).__name__
-
-
-def _source_label(connection: Connection | None) -> str:
-    if connection is None:
-        return "the connection string"
-    if connection.source == "argument" or connection.source.startswith("argument "):
-        return "the connection string given to azjobs.configure() or azjobs.Client()"
-    return f"app setting {connection.source.split(' ')[0]}"
-
-
-def _first_line(text: str) -> str:
-    for line in redact(text or "").splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def network_reason(exc: BaseException) -> str:
-    """Why a connection failed, in words: refused, unknown host, timed out."""
-    import errno
-    import socket
-
-    seen: set[int] = set()
-    pending: list[Any] = [exc]
-    texts = []
-    while pending:
-        error = pending.pop()
-        if error is None or id(error) in seen:
-            continue
-        seen.add(id(error))
-        texts.append(str(error))
-        if isinstance(error, ConnectionRefusedError) or getattr(error, "errno", None) == errno.ECONNREFUSED:
-            return REFUSED
-        if isinstance(error, socket.gaierror):
-            return UNKNOWN_HOST
-        if isinstance(error, BaseException):
-            pending.extend([error.__cause__, error.__context__, getattr(error, "inner_exception", None),
-                            getattr(error, "os_error", None),
-                            *(a for a in error.args if isinstance(a, BaseException))])
-    text = " ".join(texts)
-    if "Connection refused" in text or "Connect call failed" in text or "ECONNREFUSED" in text:
-        return REFUSED
-    if any(marker in text for marker in ("Name or service not known", "nodename nor servname", "getaddrinfo",
-                                         "Temporary failure in name resolution", "No address associated")):
-        return UNKNOWN_HOST
-    if "timed out" in text.lower() or "timeout" in text.lower():
-        return "the connection timed out"
-    return _first_line(str(exc)) or type(exc).__name__
-
-
-REFUSED = "connection refused (nothing listens there: is storage running, is the endpoint right?)"
-UNKNOWN_HOST = "the host name does not resolve (check the account name or the endpoint)"
-
-
-def http_session(pool: int):
-    """A requests session whose connection pool fits ``pool`` concurrent calls (the SDK's default is 10)."""
-    from urllib.request import getproxies_environment
-
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    session = requests.Session()
-    # Without proxy variables, skip requests' per-call look-ups of the environment and ~/.netrc
-    # (about 15% of a busy worker's CPU).
-    session.trust_env = bool(getproxies_environment())
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-# A connection that cannot be made (refused, unknown host, connect timeout) is retried once,
-# quickly: nothing listening is not a hiccup worth 10 s of back-off. 5xx answers and broken
-# responses keep the usual retries.
-CONNECT_TIMEOUT_S = 5
-CONNECT_RETRIES = 1
-CONNECT_RETRY_BACKOFF_S = 0.5
-
-
-@functools.lru_cache(maxsize=None)
-def fast_connect_retry(base: type) -> type:
-    """``base`` (a Storage ``ExponentialRetry``, sync or async) with a short back-off after a failed connect."""
-    from azure.core.exceptions import ServiceRequestError
-
-    class FastConnectRetry(base):  # type: ignore[misc, valid-type]
-        def __init__(self, **kwargs: Any) -> None:
-            kwargs.setdefault("retry_connect", CONNECT_RETRIES)
-            super().__init__(**kwargs)
-
-        def get_backoff_time(self, settings: dict) -> float:
-            history = settings.get("history") or []
-            if history and isinstance(getattr(history[-1], "error", None), ServiceRequestError):
-                return CONNECT_RETRY_BACKOFF_S
-            return super().get_backoff_time(settings)
-
-    FastConnectRetry.__name__ = FastConnectRetry.__qualname__ = f"FastConnect{base.__name__}"
-    return FastConnectRetry
-
-
-def table_service(connection: Any, **kwargs: Any):
-    """A ``TableServiceClient`` for ``connection``'s account with short retries (2, 0.3 s apart) and
-    timeouts: a table that cannot be reached is reported in seconds (job state, workflow pages)."""
-    return connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
-                                    connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10, **kwargs)
-
-
-def sdk_retry():
-    """Short SDK retries (about 1, 3, 5 s) instead of the default 15 s, 18 s, 42 s back-off; a refused
-    connection is retried once after 0.5 s, so it fails in about a second."""
-    from azure.storage.queue import ExponentialRetry
-
-    return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
-
-
-def sdk_retry_async():
-    """``sdk_retry`` for the asyncio SDK clients."""
-    try:
-        from azure.storage.queue._shared.policies_async import ExponentialRetry
-    except ImportError:  # pragma: no cover - the SDK moved it: its default policy with our numbers
-        return None
-    return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
-
-
-@dataclass
-class EnqueueManyResult:
-    """Per-item outcome of ``enqueue_many``: ``results[i]`` is the job id or the exception."""
-
-    envelopes: list[Envelope | None]
-    results: list[Any] = field(default_factory=list)
-
-    @property
-    def ids(self) -> list[str]:
-        return [r for r in self.results if isinstance(r, str)]
-
-    @property
-    def failures(self) -> list[tuple[int, BaseException]]:
-        return [(i, r) for i, r in enumerate(self.results) if isinstance(r, BaseException)]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def raise_for_failures(self) -> "EnqueueManyResult":
-        if self.failures:
-            first_index, first = self.failures[0]
-            raise EnqueueError(
-                f"{len(self.failures)} of {len(self.results)} messages were not sent; first (item {first_index}): {first}"
-            ) from first
-        return self
 
 
 class Client:
@@ -298,7 +37,7 @@ class Client:
         payload_container: str = DEFAULT_CONTAINER,
         state: bool | None = None,
         state_table: str | None = None,
-        state_retention: timedelta = DEFAULT_RETENTION,
+        state_retention: timedelta | None = None,
     ) -> None:
         if isinstance(connection, str):
             connection = connection_from_string(connection, "argument")
@@ -316,11 +55,13 @@ class Client:
         self._known_queues: set[str] = set()
         self.payload_container = payload_container
         self._payloads: PayloadStore | None = None
-        # Job state (azjobs.state): None follows the process (azjobs.configure(state=...), AZJOBS_STATE).
+        # Job state (azjobs.state): None follows the process (azjobs.configure(state=...), AZJOBS_STATE);
+        # no table named: AZJOBS_STATE_TABLE, else azjobsstate; no retention: 7 days.
         self.state = state
-        self.state_table = state_table or default_table()  # AZJOBS_STATE_TABLE, else azjobsstate
+        self.state_table = state_table
         self.state_retention = state_retention
-        self._state_store: Any = None
+        self._extensions: dict[str, Any] = {}
+        self._extensions_lock = threading.Lock()
 
     @property
     def connection(self) -> Connection:
@@ -355,21 +96,14 @@ class Client:
                 self._payloads = PayloadStore(self.connection, self.payload_container)
             return self._payloads
 
-    @property
-    def state_store(self):
-        """The job state store (Table Storage on the same account): ``azjobs.state.StateStore``."""
-        with self._lock:
-            if self._state_store is None:
-                from ..state.store import StateStore
-
-                self._state_store = StateStore.from_connection(self.connection, self.state_table,
-                                                               self.state_retention, payloads=self._payloads_locked())
-            return self._state_store
-
-    def _payloads_locked(self) -> PayloadStore:
-        if self._payloads is None:
-            self._payloads = PayloadStore(self.connection, self.payload_container)
-        return self._payloads
+    def extension(self, key: str, make: Callable[["Client"], Any]) -> Any:
+        """A feature's object for this client (the job state store: ``azjobs.state.store_for``), made once by
+        ``make(client)``; one with a ``close()`` is closed with the client."""
+        with self._extensions_lock:
+            made = self._extensions.get(key)
+            if made is None:
+                made = self._extensions[key] = make(self)
+            return made
 
     def queue(self, name: str):
         """The SDK ``QueueClient`` for ``name`` (no encode policy: azjobs encodes itself)."""
@@ -481,11 +215,6 @@ class Client:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azjobs-send") as pool:
             return list(pool.map(one, envelopes))
 
-    def aio(self) -> "AsyncClient":
-        from .aio import AsyncClient
-
-        return AsyncClient(self)
-
     def close(self) -> None:
         with self._lock:
             if self._service is not None:
@@ -493,11 +222,14 @@ class Client:
             self._service = None
             self._queues.clear()
             payloads, self._payloads = self._payloads, None
-            state_store, self._state_store = self._state_store, None
+        with self._extensions_lock:
+            extensions, self._extensions = list(self._extensions.values()), {}
+        for extension in extensions:
+            close = getattr(extension, "close", None)
+            if close is not None:
+                close()
         if payloads is not None:
             payloads.close()
-        if state_store is not None:
-            state_store.close()
 
 
 def _forget(store: PayloadStore, ref: str) -> None:
@@ -512,26 +244,18 @@ _default: Client | None = None
 _default_lock = threading.Lock()
 
 
-def configure(connection: Connection | str | None = None, *, propagate_baggage: bool | None = None,
-              **options: Any) -> Client:
-    """Set the process-wide client used by ``job.enqueue`` (connection, host.json settings, ...).
+_default: Client | None = None
+_default_lock = threading.Lock()
 
-    ``propagate_baggage=True`` carries W3C Baggage in messages and reads it from them, for the whole
-    process (azjobs.telemetry.tracing; off unless set here or by ``AZJOBS_PROPAGATE_BAGGAGE=1``).
-    """
+
+def set_default_client(client: Client) -> Client:
+    """Make ``client`` the process-wide client (``azjobs.configure`` does); the one it replaces is closed."""
     global _default
     with _default_lock:
-        client = Client(connection, **options)  # a bad connection string fails here, the old client stays
-        if propagate_baggage is not None:
-            tracing.propagate_baggage(propagate_baggage)
-        if options.get("state") is not None:
-            from ..state.tracker import enable
-
-            enable(options["state"])  # for every executor in the process (the Functions one too)
-        if _default is not None:
-            _default.close()
-        _default = client
-        return _default
+        old, _default = _default, client
+    if old is not None and old is not client:
+        old.close()
+    return client
 
 
 def default_client() -> Client:
@@ -542,7 +266,4 @@ def default_client() -> Client:
         return _default
 
 
-def async_client():
-    from .aio import AsyncClient
-
-    return AsyncClient(default_client())
+__all__ = ["Client", "default_client", "set_default_client"]

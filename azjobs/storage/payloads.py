@@ -41,7 +41,7 @@ def _blob_retry():
     """The queue client's retries for blobs: short back-off, a refused connection retried once quickly."""
     from azure.storage.blob import ExponentialRetry
 
-    from .client import fast_connect_retry
+    from .http import fast_connect_retry
 
     return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
 
@@ -59,7 +59,7 @@ class PayloadStore:
     def _client(self):
         with self._lock:
             if self._container_client is None:
-                from .client import CONNECT_TIMEOUT_S
+                from .http import CONNECT_TIMEOUT_S
 
                 self._service = self.connection.blob_service(retry_policy=_blob_retry(),
                                                              connection_timeout=CONNECT_TIMEOUT_S)

@@ -125,7 +125,7 @@ def step_envelope(call: Mapping[str, Any]) -> Envelope:
 
 async def run_activity(executor: Any, call: Mapping[str, Any] | str, workflows: str) -> Any:
     """Run one step (the activity's body): the job's value, or StepFailed with its error and traceback."""
-    from ..execution.executor import MessageInfo, Result
+    from ..model.outcome import MessageInfo, Result
     from ..model.poison_record import ErrorInfo
 
     if isinstance(call, str):

@@ -35,7 +35,7 @@ from ..model.secrets import describe, get_logger
 from .history import HistoryStore, id_problem
 
 if TYPE_CHECKING:
-    from ..api.jobs import JobDefinition
+    from ..model.definition import JobDefinition
     from ..storage.client import Client
     from .handle import WorkflowHandle
 
@@ -268,7 +268,7 @@ def _record_pending(client: Any, workflow_id: str, queue: str) -> None:
             with _table_services_lock:
                 service = _table_services.get(client)
                 if service is None:
-                    from ..storage.client import table_service
+                    from ..storage.http import table_service
 
                     service = _table_services[client] = table_service(client.connection)
             store = HistoryStore(service)  # the table $AZJOBS_WORKFLOWS_TABLE names now (the worker reads it too)

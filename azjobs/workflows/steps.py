@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ArgumentError, PayloadTooLargeError
 from ..execution.recorder import Redeliver
 from ..model.envelope import Envelope, encode_text, to_json_value
+from ..model.outcome import Outcome, Result
 from ..model.poison_record import ErrorInfo
 from ..model.secrets import describe, get_logger
 from .history import CANNOT_RUN_REASONS, TASK_COMPLETED, TASK_FAILED, cannot_run, cannot_run_of
@@ -32,18 +33,17 @@ from .orchestrator import TRIMS, reserved_value, trim_head, trim_tail
 from .replay import json_text
 
 if TYPE_CHECKING:
-    from ..execution.executor import Executor, JobRun, Prepared, Result
+    from ..execution.executor import Executor
     from ..execution.recorder import DeadLetter
+    from ..model.outcome import JobRun, MessageInfo
 
 log = get_logger("azjobs.workflows")
 
 RESULTS_PREFIX = "workflow-results/"  # step values too large for their report, in the payload container
 
 
-def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Result":
-    from ..execution.executor import Outcome, Result
-
-    env = step.envelope
+def report_step(executor: "Executor", env: Envelope, info: "MessageInfo", run: "JobRun") -> Result:
+    """A step that ran: its outcome goes to its workflow (which retries it), not to the core's retry policy."""
     error = run.error
     value = None
     if error is None:
@@ -63,14 +63,14 @@ def report_step(executor: "Executor", step: "Prepared", run: "JobRun") -> "Resul
     log.info("workflow %s step %s %s %s in %.3fs (attempt reported to %s)", env.workflow.get("id"), env.job, env.id,
              outcome, run.duration_s, env.workflow.get("queue"),
              extra={"action": "workflow_step_" + outcome, "job": env.job, "job_id": env.id,
-                    "workflow_id": env.workflow.get("id"), "queue": step.info.queue,
+                    "workflow_id": env.workflow.get("id"), "queue": info.queue,
                     "duration_s": round(run.duration_s, 6)})
     return Result(Outcome.SUCCEEDED, env, error=error, duration_s=run.duration_s, ran=True,
                   detail="" if error is None else "step failed; reported to its workflow",
                   payload_ref=env.payload_ref)
 
 
-def report_not_run(executor: "Executor", decision: "DeadLetter", error: BaseException | None) -> "Result":
+def report_not_run(executor: "Executor", decision: "DeadLetter", error: BaseException | None) -> Result:
     """A step message the core will not run; its workflow hears it and no poison record is written.
 
     One that can never run (``unknown_job``: its job is not registered here; ``bad_arguments``: its
@@ -80,8 +80,6 @@ def report_not_run(executor: "Executor", decision: "DeadLetter", error: BaseExce
     step is sent again from the workflow's history. The workflow's own failure record, on the
     workflows queue's poison queue, holds the failure if the workflow fails.
     """
-    from ..execution.executor import Outcome, Result
-
     env, info = decision.envelope, decision.error
     permanent = info.reason in CANNOT_RUN_REASONS
     if permanent:

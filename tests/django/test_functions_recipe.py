@@ -14,7 +14,7 @@ from azure.storage.queue import QueueClient
 from django.tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
 
 import azjobs
-from azjobs.execution.executor import Outcome
+from azjobs.model.outcome import Outcome
 from azjobs.model.envelope import Envelope, parse_time, utcnow
 from azjobs.contrib.django.execution import worker_id
 from azjobs.testing import RecordingExecutor

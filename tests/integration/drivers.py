@@ -17,7 +17,7 @@ from typing import Callable
 
 import azjobs
 from azjobs.storage.client import Client
-from azjobs.execution.executor import Result
+from azjobs.model.outcome import Result
 from azjobs.model.envelope import utcnow
 from azjobs.model.settings import QueueSettings
 from tests.functions_support import RecordingExecutor, fresh_app, host_like_settle, receive_one

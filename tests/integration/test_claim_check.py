@@ -10,7 +10,7 @@ import string
 import pytest
 
 from azjobs.cli import poison as poison_cli
-from azjobs.execution.executor import MessageInfo, Outcome
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
 from tests.conftest import unique_queue

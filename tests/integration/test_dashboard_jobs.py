@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
 from azjobs.dashboard import create_app
 from azjobs.model.settings import QueueSettings
 from azjobs.state import tracker
@@ -44,7 +44,7 @@ def worked(connection_string, queue_name):
     failed = reg.get("dash.broken").options(queue=queue_name).enqueue("thing")
     from azjobs.runtime.worker import drain
 
-    drain(client, [queue_name], executor=Executor(registry=reg, client=client, settings=SETTINGS), fetch=8, lease_s=30)
+    drain(client, [queue_name], executor=hosted_executor(registry=reg, client=client, settings=SETTINGS), fetch=8, lease_s=30)
     yield client, table, ok, failed
     try:
         client.connection.table_service().delete_table(table)

@@ -108,7 +108,7 @@ def test_through_the_sdks_pipeline_too_a_lost_delete_answer_then_not_found_is_ou
                                                                                            sdk_queue, queue_name):
     """An Entra ID worker deletes through the SDK (so will every worker once deletes move onto an azure-core
     transport): its pipeline must not retry inside the settler's try, or the lost answer is hidden."""
-    from azjobs.storage.client import sdk_retry
+    from azjobs.storage.http import sdk_retry
     from azjobs.runtime.settler import Settler
     from devtools.proxy import FaultProxy
 

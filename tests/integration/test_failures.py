@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Outcome
+from azjobs.model.outcome import Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
 from azjobs.model.retry import Fixed

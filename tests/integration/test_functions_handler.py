@@ -9,7 +9,8 @@ import json
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Outcome, Redeliver
+from azjobs.model.outcome import Outcome
+from azjobs.execution.executor import Redeliver
 from azjobs.model.poison_record import PoisonRecord
 from azjobs.model.settings import QueueSettings
 from tests.conftest import unique_queue

@@ -15,8 +15,11 @@ from datetime import timedelta
 import pytest
 
 import azjobs
+from azjobs.state.store import store_for
+from azjobs.state.tracker import StateTracker
 from azjobs.storage.client import Client
-from azjobs.execution.executor import Executor, Outcome
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.settings import QueueSettings
 from azjobs.state import tracker
@@ -122,7 +125,7 @@ def test_worker_path_moves_ready_running_successful(state_client, queue_name):
     job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("w1")
     ready = azjobs.result(job_id)
     assert ready.status is JobStatus.READY and ready.args == ["w1"] and ready.queue == queue_name
-    executor = Executor(registry=reg, client=state_client, settings=SETTINGS)
+    executor = hosted_executor(registry=reg, client=state_client, settings=SETTINGS)
     worker = threading.Thread(target=drain, args=(state_client, [queue_name]),
                               kwargs={"executor": executor, "fetch": 4, "lease_s": 30})
     worker.start()
@@ -249,7 +252,7 @@ def test_a_table_outage_mid_drain_loses_nothing_and_the_records_catch_up(azurite
                                           target_id="state.cutting"))
         call = reg.get("state.cutting").options(queue=queue_name, client=client)
         ids = dict(zip(keys, call.enqueue_many([azjobs.Call(k, 0.02) for k in keys]).raise_for_failures().ids))
-        executor = Executor(registry=reg, client=client, settings=SETTINGS)
+        executor = hosted_executor(registry=reg, client=client, settings=SETTINGS)
         with caplog.at_level(logging.WARNING, logger="azjobs.state"):
             drain(client, [queue_name], executor=executor, fetch=4, lease_s=30)
         assert proxy.is_cut
@@ -257,15 +260,15 @@ def test_a_table_outage_mid_drain_loses_nothing_and_the_records_catch_up(azurite
         assert raw_queue(queue_name).get_queue_properties().approximate_message_count == 0
         unavailable = [r for r in caplog.records if getattr(r, "action", None) == "state_unavailable"]
         assert unavailable, "the outage was not noticed: the test proved nothing"
-        lagging = executor.recorder.state.pending
+        lagging = executor.hook(StateTracker).pending
         assert lagging > 0
 
         proxy.restore()
         time.sleep(0.6)  # past the pause after a failed connect
         call.enqueue("after", 0.0)
         drain(client, [queue_name], executor=executor, fetch=4, lease_s=30)
-        assert executor.recorder.state.pending == 0
-        store = client.state_store
+        assert executor.hook(StateTracker).pending == 0
+        store = store_for(client)
         assert {key: store.get(job_id).status for key, job_id in ids.items()} == \
             {key: JobStatus.SUCCESSFUL for key in keys}
         assert {key: store.get(job_id).return_value for key, job_id in ids.items()} == {k: k.upper() for k in keys}
@@ -396,7 +399,7 @@ def test_a_bad_id_is_not_found_and_the_next_valid_lookup_still_works_at_once(sta
     with pytest.raises(azjobs.JobNotFoundError, match="no job can have the id"):
         azjobs.wait(bad, timeout=1)
     assert azjobs.result(job_id).status is JobStatus.READY  # no outage pause: the table was never asked
-    assert not state_client.state_store.in_outage()
+    assert not store_for(state_client).in_outage()
 
 
 # -- issue #22: Table limits in UTF-16 units, and what the table refuses (6) ----------------------------
@@ -411,8 +414,8 @@ def test_a_return_value_of_20000_emoji_is_kept_in_a_blob_and_the_record_is_succe
     assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED]
     record = azjobs.result(job_id)
     assert record.status is JobStatus.SUCCESSFUL and record.return_value == EMOJI
-    assert driver.executor.recorder.state.pending == 0  # nothing left for a catch-up queue
-    entity = state_client.state_store.table.get_entity(partition_of(job_id), job_id)
+    assert driver.executor.hook(StateTracker).pending == 0  # nothing left for a catch-up queue
+    entity = store_for(state_client).table.get_entity(partition_of(job_id), job_id)
     assert entity["ReturnValue"] == "" and entity["ReturnValueRef"] == f"azjobs-payloads/results/{job_id}.json"
 
 
@@ -467,10 +470,10 @@ def test_a_successful_write_the_table_refuses_ends_as_a_fallback_record_never_pe
         assert "state_return_value_dropped" in actions
         assert "state_unavailable" not in actions and "state_reconciled" not in actions  # never kept for later
         assert [r.outcome for r in driver.results] == [Outcome.SUCCEEDED]
-        assert driver.executor.recorder.state.pending == 0
-        record = client.state_store.get(job_id)
+        assert driver.executor.hook(StateTracker).pending == 0
+        record = store_for(client).get(job_id)
         assert record.status is JobStatus.SUCCESSFUL and record.return_value is None and record.finished_at
-        entity = client.state_store.table.get_entity(partition_of(job_id), job_id)
+        entity = store_for(client).table.get_entity(partition_of(job_id), job_id)
         assert "the return value was not kept: the table refused it" in entity["ReturnValueNote"]
         assert "PropertyValueTooLarge" in entity["ReturnValueNote"]
         client.close()
@@ -514,7 +517,7 @@ def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_the_worker(
     from azjobs.runtime.worker import Worker
 
     monkeypatch.setattr(running, "CHECK_S", 0.2)
-    store, shift = state_client.state_store, [timedelta(0)]
+    store, shift = store_for(state_client), [timedelta(0)]
     _shifted(store, shift)
     reg = registry_for(queue_name)
     job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("long")
@@ -540,7 +543,7 @@ def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_the_worker(
         worker.stop()
         thread.join(60)
     assert runs == {"long": 1} and azjobs.result(job_id).status is JobStatus.SUCCESSFUL
-    assert len(executor.recorder.state.running) == 0  # the run ended: nothing extends its lease any more
+    assert len(executor.hook(StateTracker).running_jobs) == 0  # the run ended: nothing extends its lease any more
 
 
 def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_functions(state_client, queue_name, raw_queue,
@@ -548,7 +551,7 @@ def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_functions(s
     from azjobs.state import running
 
     monkeypatch.setattr(running, "CHECK_S", 0.2)
-    store, shift = state_client.state_store, [timedelta(0)]
+    store, shift = store_for(state_client), [timedelta(0)]
     _shifted(store, shift)
     reg = registry_for(queue_name)
     job_id = reg.get("state.blocking").options(queue=queue_name).enqueue("long")

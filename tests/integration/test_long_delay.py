@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Outcome
+from azjobs.model.outcome import Outcome
 from azjobs.model.envelope import Envelope, parse_time, utcnow
 from tests.conftest import stored_message, unique_queue
 from tests.integration.worker_support import wait_for

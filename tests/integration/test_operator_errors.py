@@ -19,7 +19,8 @@ import time
 import pytest
 
 import azjobs
-from azjobs.storage.client import Client, fast_connect_retry
+from azjobs.storage.client import Client
+from azjobs.storage.http import fast_connect_retry
 from azjobs.storage.connection import AZURITE_KEY, azurite_connection_string
 from azjobs.errors import ConfigurationError, EnqueueError
 from devtools.azurite import free_port

@@ -18,7 +18,9 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 import azjobs
-from azjobs.execution.executor import Outcome, Redeliver, Result
+from azjobs.state.store import store_for
+from azjobs.model.outcome import Outcome, Result
+from azjobs.execution.executor import Redeliver
 from azjobs.runtime.leases import LeaseKeeper
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
@@ -263,7 +265,7 @@ def test_job_state_is_recorded_the_same_on_both_paths(scenario, connection_strin
 
     table = f"par{uuid.uuid4().hex[:16]}"
     state_client = azjobs.Client(connection_string, state_table=table)
-    store = state_client.state_store
+    store = store_for(state_client)
     records = {}
     try:
         for path, run in (("functions", run_functions_path), ("runner", run_runner_path)):

@@ -14,7 +14,7 @@ import pytest
 
 from azjobs.cli import poison as poison_cli
 from azjobs.storage.client import Client
-from azjobs.execution.executor import Outcome
+from azjobs.model.outcome import Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
 from azjobs.model.settings import QueueSettings

@@ -26,7 +26,8 @@ import pytest
 
 import azjobs
 import azjobs.storage.client
-from azjobs.execution.executor import Outcome, Redeliver
+from azjobs.model.outcome import Outcome
+from azjobs.execution.executor import Redeliver
 from azjobs.model.poison_record import PoisonRecord
 from azjobs.model.retry import NoRetry
 from azjobs.model.settings import QueueSettings

@@ -16,7 +16,7 @@ from datetime import timedelta
 import azjobs
 from azjobs import QueueSettings
 from azjobs.cli import stats as stats_cli
-from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
 from azjobs.runtime.worker import Worker
 from tests.conftest import unique_queue
 
@@ -132,7 +132,7 @@ def test_stats_with_job_state_adds_recent_throughput_and_failure_counts(connecti
         retried.enqueue(5)
         raw_queue(queue)
         raw_queue(other).create_queue()
-        stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+        stats = Worker([queue], client=client, executor=hosted_executor(registry=registry, client=client, settings=FAST),
                        burst=True).run()
         assert (stats.succeeded, stats.dead_lettered, stats.retry_scheduled) == (3, 1, 1)
 

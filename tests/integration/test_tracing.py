@@ -12,8 +12,9 @@ from datetime import timedelta
 from opentelemetry.trace import SpanKind, StatusCode
 
 import azjobs
+from azjobs.model import trace_context
 from azjobs import QueueSettings
-from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
 from azjobs.model.envelope import Envelope
 from azjobs.telemetry import tracing
 from azjobs.runtime.worker import Worker
@@ -98,7 +99,7 @@ def test_worker_job_spans_continue_the_producers_trace_across_a_retry(client, ra
     carried = json.loads(base64.b64decode(message.content))["trace"]
     assert carried["traceparent"].split("-")[1] == f"{trace_id:032x}"
 
-    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+    stats = Worker([queue], client=client, executor=hosted_executor(registry=registry, client=client, settings=FAST),
                    burst=True).run()
     assert (stats.succeeded, stats.retry_scheduled) == (2, 1)
     _check_one_trace(otel, queue, trace_id, job_id)
@@ -123,7 +124,7 @@ def test_an_unusable_message_gets_a_dead_lettered_span_of_its_own(client, raw_qu
     qc = raw_queue(queue)
     qc.create_queue()
     qc.send_message(base64.b64encode(b'{"not": "an envelope"}').decode())
-    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+    stats = Worker([queue], client=client, executor=hosted_executor(registry=registry, client=client, settings=FAST),
                    burst=True).run()
     assert stats.dead_lettered == 1
     (span,) = otel.spans(queue=queue)
@@ -141,7 +142,7 @@ def test_a_timed_out_job_ends_its_span_and_its_poisoning_stays_in_the_trace(clie
                              visibility_timeout=timedelta(0))
     with otel.tracer.start_as_current_span("request") as request:
         hj.async_hang.options(queue=queue).enqueue("ahung", 30)
-    stats = Worker([queue], client=client, executor=Executor(registry=hj.REGISTRY, client=client, settings=settings),
+    stats = Worker([queue], client=client, executor=hosted_executor(registry=hj.REGISTRY, client=client, settings=settings),
                    timeout=1.0, burst=True).run()
     assert (stats.timed_out, stats.dead_lettered) == (1, 1)
     spans = sorted(otel.spans(queue=queue, trace_id=request.get_span_context().trace_id),
@@ -188,7 +189,7 @@ def test_a_scheduled_run_starts_a_trace_that_its_job_span_continues(client, otel
     envelope = item.fire(datetime.now(timezone.utc).replace(microsecond=0), client=client)
     assert envelope.trace["traceparent"]
 
-    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+    stats = Worker([queue], client=client, executor=hosted_executor(registry=registry, client=client, settings=FAST),
                    burst=True).run()
     assert stats.succeeded == 1
     spans = otel.spans(queue=queue)
@@ -306,7 +307,7 @@ def test_baggage_from_an_older_producer_reaches_neither_the_job_its_span_its_ret
 
 def test_with_baggage_propagation_on_the_message_its_retry_and_the_job_carry_the_baggage(
         connection_string, raw_queue, otel, monkeypatch):
-    monkeypatch.setattr(tracing, "_baggage", None)  # restored after the test: off again
+    monkeypatch.setattr(trace_context, "_baggage", None)  # restored after the test: off again
     on = azjobs.configure(connection_string, propagate_baggage=True)
     try:
         queue = unique_queue("tron")
@@ -348,7 +349,7 @@ def test_a_trace_field_that_is_malformed_or_oversized_is_dropped_and_the_job_sti
         body = base64.b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
         assert len(body) < 64 * 1024
         qc.send_message(body)
-    stats = Worker([queue], client=client, executor=Executor(registry=registry, client=client, settings=FAST),
+    stats = Worker([queue], client=client, executor=hosted_executor(registry=registry, client=client, settings=FAST),
                    burst=True).run()
     assert (stats.succeeded, stats.dead_lettered) == (len(fields), 0)
     runs = [s for s in otel.spans(queue=queue) if s.name == f"process {queue}"]

@@ -14,7 +14,9 @@ import pytest
 
 import azjobs
 from azjobs.storage.client import Client
-from azjobs.execution.executor import Executor, Outcome, Redeliver
+from azjobs.execution.executor import Redeliver
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import Outcome
 from azjobs.runtime.leases import LeaseKeeper
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
@@ -106,7 +108,7 @@ def test_a_job_past_its_timeout_is_released_named_in_the_log_and_poisoned_at_max
     timed_out = [r for r in caplog.records if getattr(r, "action", None) == "job_timed_out"]
     assert len(timed_out) == 2 and all(r.job == "hard.hang" and r.job_id == hang_id for r in timed_out)
     (record,) = poison_records(raw_queue, queue_name)
-    assert record.error.reason == "max_dequeue_count" and record.error.type == "azjobs.runtime.worker.JobTimeout"
+    assert record.error.reason == "max_dequeue_count" and record.error.type == "azjobs.errors.JobTimeout"
     assert record.envelope.id == hang_id and record.dequeue_count == 2
     assert len(hj.times("hung", "started")) == 2
 
@@ -184,7 +186,7 @@ def test_a_slow_dead_letter_hook_at_max_dequeue_never_lets_the_message_reappear(
     queue = raw_queue(queue_name)
     queue.create_queue()
     settings = QueueSettings(max_dequeue_count=1)
-    executor = Executor(registry=hj.REGISTRY, client=client, settings=settings)
+    executor = hosted_executor(registry=hj.REGISTRY, client=client, settings=settings)
     monkeypatch.setitem(hj.HOOK_SECONDS, "value", 3.0)  # longer than the 2 s lease
     hj.hooked.clear()
     hj.fatal.options(queue=queue_name).enqueue("slowhook")

@@ -8,7 +8,7 @@ import pytest
 
 import azjobs
 from azjobs import Call, QueueSettings
-from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
 from azjobs.errors import QueueNotFoundError
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
@@ -116,7 +116,7 @@ def test_redelivery_then_poison_at_max_dequeue_count_like_the_host(azurite, clie
     limited = poison_only_client(azurite, queue_name, settings)
     envelope = Envelope.build("wt.fail_retry", ("r1",), queue=queue_name)
     work.send_message(envelope.encode("base64"))
-    executor = Executor(client=limited, settings=settings)
+    executor = hosted_executor(client=limited, settings=settings)
     stats = Worker([queue_name], client=client, executor=executor, settings=settings, burst=True).run()
     # dequeue 1: released (visibilityTimeout 0); dequeue 2 >= maxDequeueCount: poisoned, deleted.
     assert len(wj.starts(test_dir, "r1")) == 2

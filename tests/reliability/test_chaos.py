@@ -73,8 +73,8 @@ HOST_JSON = {
 POISONED_AS = {
     "exit": ("SystemExit", "job_failed"),
     "raise": (f"{chaos.__name__}.ChaosError", "job_failed"),
-    "hang": ("azjobs.runtime.worker.JobTimeout", "max_dequeue_count"),
-    "hang_async": ("azjobs.runtime.worker.JobTimeout", "max_dequeue_count"),
+    "hang": ("azjobs.errors.JobTimeout", "max_dequeue_count"),
+    "hang_async": ("azjobs.errors.JobTimeout", "max_dequeue_count"),
 }
 HANGING = ("hang", "hang_async")
 ENDS = set(chaos.END_MARK.values())

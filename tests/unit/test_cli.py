@@ -9,6 +9,7 @@ import types
 
 import pytest
 
+from azjobs.cli import worker as cli_worker
 from azjobs import cli
 from azjobs.version import __version__
 
@@ -181,7 +182,7 @@ def test_a_second_signal_forces_the_stop_only_when_it_is_not_the_same_stop_arriv
 
     now = [100.0]
     worker = FakeWorker()
-    restore = cli._install_signals(worker, clock=lambda: now[0])
+    restore = cli_worker._install_signals(worker, clock=lambda: now[0])
     try:
         handler = signals.getsignal(signals.SIGTERM)
         handler(signals.SIGTERM, None)

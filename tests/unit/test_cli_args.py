@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from azjobs.cli import worker as cli_worker
 from azjobs import cli
 from azjobs.storage import diagnosis as logs
 from azjobs.model.registry import registry
@@ -155,7 +156,7 @@ def test_allow_no_jobs_lets_the_worker_start(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(registry, "_jobs", {})
     seen = []
-    monkeypatch.setattr(cli, "_work", lambda *a: seen.append("work") or 0)
+    monkeypatch.setattr(cli_worker, "_work", lambda *a: seen.append("work") or 0)
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     assert run(["-q", "emails", "--allow-no-jobs"])[0] == 0 and seen == ["work"]
 

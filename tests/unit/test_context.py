@@ -3,7 +3,8 @@ import asyncio
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.registry import Registry
 from azjobs.testing import RecordingClient
@@ -25,7 +26,7 @@ async def async_job():
 
 def executor():
     client = RecordingClient("base64")
-    return Executor(registry=reg, client=client, settings=client.settings, host="h")
+    return hosted_executor(registry=reg, client=client, settings=client.settings, host="h")
 
 
 @pytest.mark.parametrize("name", ["ctx.sync", "ctx.async"])

@@ -13,7 +13,9 @@ import threading
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.testing import RecordingClient
 
@@ -49,7 +51,7 @@ async def fine() -> str:
 
 def executor() -> tuple[Executor, RecordingClient]:
     client = RecordingClient()
-    return Executor(registry=REG, client=client, settings=client.settings, host="test"), client  # type: ignore[arg-type]
+    return hosted_executor(registry=REG, client=client, settings=client.settings, host="test"), client  # type: ignore[arg-type]
 
 
 def body(job: str, *args, attempt: int = 1) -> str:

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.errors import EnvelopeError
 from azjobs.model.envelope import Envelope
 from azjobs.model.poison_record import PoisonRecord
@@ -33,7 +35,7 @@ def target(a: int, b: str = "x") -> None:
 def executor(encoding: str = "base64") -> Executor:
     client = RecordingClient(encoding)
     fixed_now = datetime(2026, 6, 1, tzinfo=timezone.utc)
-    return Executor(registry=REGISTRY, client=client, settings=client.settings, host="prop",  # type: ignore[arg-type]
+    return hosted_executor(registry=REGISTRY, client=client, settings=client.settings, host="prop",  # type: ignore[arg-type]
                     clock=lambda: fixed_now)
 
 

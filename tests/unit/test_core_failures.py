@@ -8,7 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome, Redeliver
+from azjobs.execution.executor import Redeliver
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.model.envelope import Envelope, format_time
 from azjobs.model.poison_record import PoisonRecord
 from azjobs.model.retry import Backoff, Fixed
@@ -72,7 +74,7 @@ def setup():
     HOOKED.clear()
     client = RecordingClient("base64")
     clock = Clock()
-    ex = Executor(registry=REG, client=client, settings=client.settings, host="h1", clock=clock,
+    ex = hosted_executor(registry=REG, client=client, settings=client.settings, host="h1", clock=clock,
                   unknown_job_policy=Fixed(10, max_retries=1))
     return ex, client, clock
 

@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from azjobs.storage.client import plan_delivery
+from azjobs.storage.delays import plan_delivery
 from azjobs.errors import DelayError
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -132,6 +132,6 @@ def test_the_limits_leave_real_data_alone():
     assert Envelope.decode(envelope.encode()) == envelope
     # A delay far in the future but before year 10000 still works (it hops).
     assert takes.options(client=NoNetwork("UseDevelopmentStorage=true")).build(("x",), {}) is not None
-    from azjobs.storage.client import plan_delivery
+    from azjobs.storage.delays import plan_delivery
 
     assert plan_delivery(timedelta(days=365 * 100)).due_at.startswith(str(datetime.now(timezone.utc).year + 100)[:2])

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.errors import ConfigurationError
 from azjobs.model.envelope import Envelope
 from azjobs.model.retry import RetryDecision
@@ -45,7 +46,7 @@ def test_the_two_second_polling_cap_applies_only_in_development_as_on_the_host()
 
 def test_a_worker_refuses_settings_that_differ_from_its_cores():
     client = RecordingClient()
-    core = Executor(client=client, settings=QueueSettings(max_dequeue_count=5))  # type: ignore[arg-type]
+    core = hosted_executor(client=client, settings=QueueSettings(max_dequeue_count=5))  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="differs"):
         Worker(["q1q"], client=client, executor=core, settings=QueueSettings(max_dequeue_count=2))  # type: ignore[arg-type]
     worker = Worker(["q1q"], client=client, executor=core)  # type: ignore[arg-type]
@@ -91,7 +92,7 @@ def test_per_call_max_retries_with_a_custom_policy_is_refused_at_enqueue():
 
 def test_a_message_carrying_max_retries_for_a_custom_policy_follows_the_policy_not_poison():
     client = RecordingClient()
-    core = Executor(registry=REG, client=client, settings=client.settings)  # type: ignore[arg-type]
+    core = hosted_executor(registry=REG, client=client, settings=client.settings)  # type: ignore[arg-type]
     body = Envelope.build("custom", (), options={"max_retries": 2}).encode()
     result = core.execute(body, MessageInfo("custom-policy"))
     assert result.outcome is Outcome.RETRY_SCHEDULED and result.retry_in_s == 1

@@ -43,7 +43,8 @@ def test_verbose_enables_debug(restore_logging):
 
 def test_a_redelivered_jobs_line_shows_its_dequeue_count(restore_logging):
     import azjobs
-    from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.outcome import MessageInfo
     from azjobs.model.envelope import Envelope
     from azjobs.testing import RecordingClient
 
@@ -52,7 +53,7 @@ def test_a_redelivered_jobs_line_shows_its_dequeue_count(restore_logging):
     stream = io.StringIO()
     logs.setup(0, "text", stream)
     client = RecordingClient()
-    core = Executor(registry=reg, client=client, settings=client.settings)
+    core = hosted_executor(registry=reg, client=client, settings=client.settings)
     body = Envelope.build("logs.quiet", ()).encode()
     core.execute(body, MessageInfo("logs-queue", message_id="m1", dequeue_count=1))
     core.execute(body, MessageInfo("logs-queue", message_id="m1", dequeue_count=3))  # after a crash, say
@@ -67,14 +68,15 @@ def _quiet() -> None:
 
 def test_a_retry_line_says_why_and_a_failed_jobs_traceback_is_logged_at_debug(restore_logging):
     import azjobs
-    from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.outcome import MessageInfo
     from azjobs.model.envelope import Envelope
     from azjobs.testing import RecordingClient
 
     reg = azjobs.Registry()
     azjobs.job(queue="logs-queue", registry=reg, name="logs.boom")(_boom)
     client = RecordingClient()
-    core = Executor(registry=reg, client=client, settings=client.settings)
+    core = hosted_executor(registry=reg, client=client, settings=client.settings)
     for verbose in (0, 1):
         stream = io.StringIO()
         logs.setup(verbose, "text", stream)

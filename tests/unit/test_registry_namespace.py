@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.execution.executor import Executor
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.registry import Registry
 from azjobs.testing import RecordingClient
@@ -11,7 +13,7 @@ from azjobs.testing import RecordingClient
 
 def _executor(registry: Registry) -> tuple[Executor, RecordingClient]:
     client = RecordingClient()
-    return Executor(registry=registry, client=client, settings=client.settings), client
+    return hosted_executor(registry=registry, client=client, settings=client.settings), client
 
 
 def test_an_unknown_name_in_a_closed_namespace_is_dead_lettered_at_once():

@@ -267,14 +267,14 @@ def test_the_schedule_module_keeps_no_state_between_declarations():
 
 # -- the worker and the command ---------------------------------------------------------------------
 def test_a_worker_fires_the_schedules_of_jobs_on_its_queues_unless_told_not_to(reg, monkeypatch):
-    from azjobs.execution.executor import Executor
+    from azjobs.hosting import executor as hosted_executor
     from azjobs.runtime.worker import Worker
 
     monkeypatch.delenv("WEBSITE_TIME_ZONE", raising=False)
     azjobs.job(queue="reports", schedule="0 */5 * * * *", registry=reg, name="r")(report)
     azjobs.job(queue="emails", schedule="0 0 * * * *", registry=reg, name="e")(report)
     client = azjobs.Client(azjobs.storage.connection.azurite_connection_string(queue_port=1))  # never called here
-    executor = Executor(registry=reg, client=client)
+    executor = hosted_executor(registry=reg, client=client)
     worker = Worker(["reports"], executor=executor)
     assert [item.name for item in worker._scheduler.items] == ["r"]
     assert Worker(["reports"], executor=executor, schedules=False)._scheduler is None

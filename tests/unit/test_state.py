@@ -17,7 +17,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Outcome
+from azjobs.state.tracker import StateTracker
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.errors import AzjobsError, ConfigurationError
 from azjobs.model.envelope import Envelope
 from azjobs.model.registry import Registry
@@ -87,7 +89,7 @@ def setup(state: bool | None = True):
     client = RecordingClient("base64")
     client.state = state
     client.state_store = memory_store()
-    return client, Executor(registry=reg, client=client, settings=client.settings, host="h")
+    return client, hosted_executor(registry=reg, client=client, settings=client.settings, host="h")
 
 
 def enqueue(client, job, *args, **options):
@@ -396,7 +398,7 @@ def test_a_table_outage_runs_the_job_and_the_record_catches_up(caplog):
         result = executor.execute(*delivery(client))
     assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
     assert [r for r in caplog.records if getattr(r, "action", None) == "state_unavailable"]
-    assert executor.recorder.state.pending == 1
+    assert executor.hook(StateTracker).pending == 1
     table.down = False
     client.state_store._outage_until = 0  # the pause after a failed connect is over
     assert client.state_store.get(first).status is JobStatus.READY  # lagging
@@ -404,7 +406,7 @@ def test_a_table_outage_runs_the_job_and_the_record_catches_up(caplog):
     executor.execute(*delivery(client, message_id="m-2"))
     assert client.state_store.get(first).status is JobStatus.SUCCESSFUL
     assert client.state_store.get(first).return_value == {"sum": 3}
-    assert executor.recorder.state.pending == 0
+    assert executor.hook(StateTracker).pending == 0
 
 
 def test_an_enqueue_during_an_outage_sends_the_message_and_the_worker_creates_the_record():
@@ -772,7 +774,7 @@ def test_a_message_whose_id_no_key_can_hold_runs_untracked_and_keeps_nothing_pen
     with caplog.at_level(logging.WARNING, logger="azjobs.state"):
         result = executor.execute(envelope.encode(), MessageInfo(queue="st-q", message_id="m-1"))
     assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
-    assert executor.recorder.state.pending == 0 and client.state_store.table.calls == {}
+    assert executor.hook(StateTracker).pending == 0 and client.state_store.table.calls == {}
     assert any(r.action == "state_rejected" for r in caplog.records)
 
 
@@ -788,7 +790,7 @@ def test_a_return_value_of_20000_emoji_goes_to_blob_storage_and_the_record_is_su
     assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
     record = client.state_store.get(job_id)
     assert record.status is JobStatus.SUCCESSFUL and record.return_value == "😀" * 20_000
-    assert executor.recorder.state.pending == 0
+    assert executor.hook(StateTracker).pending == 0
 
 
 def test_arguments_of_20000_emoji_are_not_kept_on_the_ready_record_but_the_record_is_written():
@@ -834,17 +836,17 @@ def test_a_kept_write_that_keeps_failing_does_not_block_the_ones_behind_it(caplo
     table.down = True
     for index in range(3):
         executor.execute(*delivery(client, index, message_id=f"m-{index}"))
-    assert executor.recorder.state.pending == 3
+    assert executor.hook(StateTracker).pending == 3
     table.down = False
     client.state_store._outage_until = 0  # the pause after a failed connect is over
     table.refuse[ids[0]] = 403  # the oldest kept write fails on its own while the table answers
     with caplog.at_level(logging.INFO, logger="azjobs.state"):
-        assert executor.recorder.state.flush() == 2
+        assert executor.hook(StateTracker).flush() == 2
         assert [client.state_store.get(i).status for i in ids[1:]] == [JobStatus.SUCCESSFUL] * 2
-        assert executor.recorder.state.pending == 1
+        assert executor.hook(StateTracker).pending == 1
         for _ in range(10):
-            executor.recorder.state.flush()
-    assert executor.recorder.state.pending == 0  # given up after MAX_TRIES, logged
+            executor.hook(StateTracker).flush()
+    assert executor.hook(StateTracker).pending == 0  # given up after MAX_TRIES, logged
     assert [r for r in caplog.records if getattr(r, "action", None) == "state_write_dropped"]
 
 
@@ -855,12 +857,12 @@ def test_an_outcome_the_table_refuses_for_good_writes_a_fallback_and_is_never_ke
     client.state_store.table.refuse[job_id] = 400
     with caplog.at_level(logging.WARNING, logger="azjobs.state"):
         executor.execute(*delivery(client))  # RUNNING and RETRYING refused: the job runs, nothing is kept
-    assert executor.recorder.state.pending == 0
+    assert executor.hook(StateTracker).pending == 0
     assert [r for r in caplog.records if getattr(r, "action", None) == "state_rejected"]
     assert not [r for r in caplog.records if getattr(r, "action", None) == "state_unavailable"]
     enqueue(client, add, 1, 2)
     executor.execute(*delivery(client, message_id="m-2"))  # no kept write is tried before this start
-    assert client.state_store.table.calls.get("get_entity", 0) >= 1 and executor.recorder.state.pending == 0
+    assert client.state_store.table.calls.get("get_entity", 0) >= 1 and executor.hook(StateTracker).pending == 0
 
 
 # -- issue #22: RUNNING leases kept ahead of long runs (5) ---------------------------------------------

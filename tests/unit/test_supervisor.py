@@ -13,6 +13,7 @@ from typing import Callable
 
 import pytest
 
+from azjobs.cli import worker as cli_worker
 from azjobs import cli
 from azjobs.storage import diagnosis as logs
 from azjobs.runtime import supervisor
@@ -76,7 +77,7 @@ def test_with_one_process_the_cli_runs_the_worker_itself(monkeypatch):
     monkeypatch.delenv("FUNCTIONS_WORKER_PROCESS_COUNT", raising=False)
     monkeypatch.delenv(supervisor.CHILD_ENV, raising=False)
     seen = []
-    monkeypatch.setattr(cli, "_run", lambda args, stdin, out, err: seen.append("run") or 0)
+    monkeypatch.setattr(cli_worker, "_run", lambda args, stdin, out, err: seen.append("run") or 0)
     monkeypatch.setattr(supervisor, "supervise", lambda *a, **k: seen.append("supervise") or 0)
     assert cli.main(["-q", "a"], stderr=io.StringIO()) == 0
     assert cli.main(["-q", "a", "-p", "1"], stderr=io.StringIO()) == 0

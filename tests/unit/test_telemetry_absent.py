@@ -16,6 +16,7 @@ SCENARIO = textwrap.dedent("""
     import asyncio, json, sys
     import azjobs
     from azjobs.execution.executor import Executor, MessageInfo
+    from azjobs.hosting import executor as hosted_executor
     from azjobs.model.registry import Registry
     from azjobs.testing import RecordingClient
 
@@ -30,7 +31,7 @@ SCENARIO = textwrap.dedent("""
     client = RecordingClient()
     job.options(client=client).enqueue("ok")
     job.options(client=client).enqueue("fail")
-    executor = Executor(registry=reg, client=client, settings=client.settings)
+    executor = hosted_executor(registry=reg, client=client, settings=client.settings)
     (ok, _, _), (failing, _, _) = client.sent
     outcomes = [executor.execute(ok.encode(), MessageInfo(queue="absent-q", message_id="1")).outcome.value,
                 asyncio.run(executor.execute_async(failing.encode(), MessageInfo(queue="absent-q", message_id="2"))

@@ -11,7 +11,9 @@ from datetime import timedelta
 import pytest
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo, Redeliver
+from azjobs.execution.executor import Redeliver
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo
 from azjobs.model.envelope import Envelope, format_time, utcnow
 from azjobs.model.registry import Registry
 from azjobs.telemetry import metrics, tracing
@@ -40,7 +42,7 @@ def test_counters_and_histograms_after_a_known_mix_of_outcomes(otel):
     reader = otel
     queue = f"m-{uuid.uuid4().hex[:12]}"
     client = RecordingClient()
-    executor = Executor(registry=reg, client=client, settings=client.settings, host="h")
+    executor = hosted_executor(registry=reg, client=client, settings=client.settings, host="h")
     counter = iter(range(100))
 
     def deliver(envelope_or_body, mode="sync", dequeue_count=1):
@@ -94,7 +96,7 @@ def test_a_delivery_the_core_cannot_settle_counts_as_redelivered(otel):
     reader = otel
     queue = f"m-{uuid.uuid4().hex[:12]}"
     client = RecordingClient()
-    executor = Executor(registry=reg, client=client, settings=client.settings, host="h")
+    executor = hosted_executor(registry=reg, client=client, settings=client.settings, host="h")
     client.fail_with.append(OSError("storage is down"))  # the retry copy cannot be written
     with pytest.raises(Redeliver):
         executor.execute(Envelope.build("m.flaky", queue=queue).encode(), MessageInfo(queue=queue, message_id="x"))

@@ -11,7 +11,9 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 import azjobs
-from azjobs.execution.executor import Executor, MessageInfo
+from azjobs.model import trace_context
+from azjobs.hosting import executor as hosted_executor
+from azjobs.model.outcome import MessageInfo
 from azjobs.errors import ArgumentError
 from azjobs.model.envelope import Envelope
 from azjobs.model.registry import Registry
@@ -44,7 +46,7 @@ def test_a_span_current_on_arrival_is_linked_and_the_producer_stays_the_parent(o
     with otel.tracer.start_as_current_span("request"):
         noop.options(client=client, queue=queue).enqueue()
     (envelope, _, _), = client.sent
-    executor = Executor(registry=reg, client=client, settings=client.settings)
+    executor = hosted_executor(registry=reg, client=client, settings=client.settings)
     with otel.tracer.start_as_current_span("functions invocation") as invocation:
         executor.execute(envelope.encode(), MessageInfo(queue=queue, message_id="m"))
     producer, consumer = sorted(otel.spans(queue=queue), key=lambda s: s.start_time)
@@ -97,10 +99,10 @@ def test_the_trace_field_keeps_only_w3c_keys_within_their_bounds(field, baggage,
 
 
 def test_a_message_whose_trace_field_does_not_fit_decodes_without_it_and_its_job_runs(monkeypatch):
-    monkeypatch.setattr(tracing, "_baggage", False)
+    monkeypatch.setattr(trace_context, "_baggage", False)
     queue = f"tr-{uuid.uuid4().hex[:12]}"
     client = RecordingClient()
-    executor = Executor(registry=reg, client=client, settings=client.settings)
+    executor = hosted_executor(registry=reg, client=client, settings=client.settings)
     for field in ("a string", [PARENT], {"traceparent": 7}, {"traceparent": "00-" + "f" * 5000},
                   {f"k{i}": i for i in range(5000)}, {"baggage": "user.email=ada%40example.com"}):
         data = Envelope.build("t.noop", queue=queue).to_dict()
@@ -112,7 +114,7 @@ def test_a_message_whose_trace_field_does_not_fit_decodes_without_it_and_its_job
 
 
 def test_baggage_propagation_is_off_unless_configured_or_set(monkeypatch):
-    monkeypatch.setattr(tracing, "_baggage", None)
+    monkeypatch.setattr(trace_context, "_baggage", None)
     monkeypatch.delenv(tracing.BAGGAGE_SETTING, raising=False)
     assert tracing.baggage_propagated() is False
     monkeypatch.setenv(tracing.BAGGAGE_SETTING, "1")
@@ -132,7 +134,7 @@ def test_baggage_propagation_is_off_unless_configured_or_set(monkeypatch):
     ({"tracestate": "a=b"}, "a 'tracestate' is carried only beside a 'traceparent'"),
 ])
 def test_an_explicit_trace_option_a_worker_would_drop_is_refused_at_enqueue(given, says, monkeypatch):
-    monkeypatch.setattr(tracing, "_baggage", False)
+    monkeypatch.setattr(trace_context, "_baggage", False)
     client = RecordingClient()
     with pytest.raises(ArgumentError) as refused:
         noop.options(client=client, trace=given).enqueue()

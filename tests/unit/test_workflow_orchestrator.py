@@ -18,7 +18,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 import azjobs
-from azjobs.execution.executor import MessageInfo
+from azjobs.model.outcome import MessageInfo
 from azjobs.model.envelope import Envelope, decode_body
 from azjobs.testing import RecordingClient, RecordingExecutor
 from azjobs.workflows import replay as h

@@ -37,17 +37,17 @@ from django.tasks.signals import task_enqueued
 
 from ...errors import ConfigurationError
 from ...model.envelope import Envelope, parse_time
+from ...storage.aio import AsyncClient
 from ...model.queue_names import validate_queue_name
 from ...storage.connection import DEFAULT_SETTING, Connection, connection_from_string, resolve_connection
-from .discovery import job_name
+from .checks import check_backend
+from .discovery import discover_tasks
+from .known import OPTION_NAMES, OPTIONS_KEY, job_name
+from .results import forget_ready_record, read_result, with_ready_record
 from .times import to_django
 
 #: The OPTIONS an AzureQueueBackend understands.
-OPTION_NAMES = ("connection", "connection_string", "queue_prefix", "queue_names", "max_retries", "retry",
-                "retry_on", "give_up_on", "results")
 RETRY_OPTIONS = ("max_retries", "retry", "retry_on", "give_up_on")
-#: The key of the message's ``options`` that says how Django sent it (backend alias, Django queue name).
-OPTIONS_KEY = "django"
 
 
 class AzureQueueBackend(BaseTaskBackend):
@@ -55,6 +55,7 @@ class AzureQueueBackend(BaseTaskBackend):
     supports_async_task = True
     supports_get_result = True  # False with OPTIONS "results": False
     supports_priority = False  # Storage Queues are first-in, roughly first-out: no priority
+    azjobs_backend = True  # how discovery tells azjobs' backends from others without importing this module
 
     def __init__(self, alias: str, params: dict) -> None:
         super().__init__(alias, params)
@@ -119,8 +120,6 @@ class AzureQueueBackend(BaseTaskBackend):
             raise InvalidTask(f"Queue {task.queue_name!r} maps to an invalid Azure queue name: {exc}") from None
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
-        from .results import forget_ready_record, with_ready_record
-
         self.validate_task(task)
         at = self._run_after(task)
         envelope = with_ready_record(self, self._envelope(task, args, kwargs), at)
@@ -138,15 +137,13 @@ class AzureQueueBackend(BaseTaskBackend):
         the READY record (results on) is one Table Storage write in a thread."""
         import asyncio
 
-        from .results import forget_ready_record, with_ready_record
-
         self.validate_task(task)
         at = self._run_after(task)
         envelope = self._envelope(task, args, kwargs)
         if self.results:
             envelope = await asyncio.to_thread(with_ready_record, self, envelope, at)
         try:
-            await self.client.aio().send(envelope, at=at)
+            await AsyncClient(self.client).send(envelope, at=at)
         except BaseException:
             await asyncio.to_thread(forget_ready_record, self, envelope)
             raise
@@ -157,13 +154,9 @@ class AzureQueueBackend(BaseTaskBackend):
     def get_result(self, result_id: str) -> TaskResult:
         if not self.results:
             return super().get_result(result_id)
-        from .results import read_result
-
-        return read_result(self, result_id)
+        return read_result(self, result_id, discover_tasks)
 
     def check(self, **kwargs: Any) -> list:
-        from .checks import check_backend
-
         return check_backend(self)
 
     # -- helpers -------------------------------------------------------------

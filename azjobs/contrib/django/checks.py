@@ -20,6 +20,7 @@ from typing import Any
 from ...errors import ConfigurationError
 from ...model.queue_names import validate_queue_name
 from ...model.secrets import describe
+from .known import OPTION_NAMES
 
 #: How long the result store check waits for Table Storage (seconds); it does not retry.
 STORE_CHECK_TIMEOUT_S = 3
@@ -31,8 +32,6 @@ def check_backend(backend: Any) -> list:
     where = f"TASKS[{backend.alias!r}]"
     messages: list = []
     if backend.unknown_options:
-        from .backend import OPTION_NAMES
-
         messages.append(checks.Error(
             f"{where} OPTIONS has unknown key(s) {', '.join(map(repr, backend.unknown_options))}",
             hint=f"AzureQueueBackend understands: {', '.join(OPTION_NAMES)}", id="azjobs.E003"))

@@ -16,31 +16,18 @@ be sent to with ``.using(queue_name=...)``, not only the ones tasks declare.
 from __future__ import annotations
 
 import importlib
-import threading
 from types import ModuleType
 from typing import Any, Iterable
 
+from ...model.definition import JobDefinition
 from ...model.registry import Registry
 from ...model.registry import registry as default_registry
 from ...model.secrets import get_logger
+from .execution import task_runner
+from .known import JOB_PREFIX, _lock, _tasks, discovered_task, job_name
 
 log = get_logger("azjobs.django")
 
-#: The prefix of every Django task's job name on the wire: ``django:myapp.tasks.send_email``.
-JOB_PREFIX = "django:"
-
-_lock = threading.Lock()
-_tasks: dict[str, Any] = {}  # module path -> the discovered Task
-
-
-def job_name(task: Any) -> str:
-    """The azjobs job name of a Django task: ``django:`` and its module path."""
-    return JOB_PREFIX + task.module_path
-
-
-def discovered_task(module_path: str) -> Any | None:
-    """The Task discovered under ``module_path`` in this process, or None (nothing is imported)."""
-    return _tasks.get(module_path)
 
 
 def tasks_modules() -> list[str]:
@@ -64,9 +51,7 @@ def azure_backends() -> list[Any]:
     """Every configured backend that is an ``AzureQueueBackend`` (instantiated as Django does)."""
     from django.tasks import task_backends
 
-    from .backend import AzureQueueBackend
-
-    return [backend for backend in task_backends.all() if isinstance(backend, AzureQueueBackend)]
+    return [backend for backend in task_backends.all() if getattr(type(backend), "azjobs_backend", False) is True]
 
 
 def discover_tasks(modules: Iterable[str | ModuleType] = (), *, registry: Registry | None = None) -> list[str]:
@@ -105,9 +90,6 @@ def _is_module_level_task(value: Any) -> bool:
 
 
 def _register(task: Any, registry: Registry, backends: list[Any]) -> None:
-    from ...api.jobs import JobDefinition
-    from .execution import task_runner
-
     with _lock:
         known = _tasks.get(task.module_path)
         if known is not None and known.func is task.func:

@@ -30,6 +30,8 @@ from ...errors import Fail
 from ...model.context import current_job
 from ...model.envelope import parse_time
 from ...model.secrets import get_logger
+from .known import OPTIONS_KEY
+from .results import history
 from .times import now, to_django
 
 log = get_logger("azjobs.django")
@@ -92,8 +94,6 @@ class _Run:
         from django.tasks import task_backends
         from django.tasks.base import TaskResult, TaskResultStatus
 
-        from .backend import OPTIONS_KEY
-
         job = current_job()
         self.job = job
         sent = job.options.get(OPTIONS_KEY) if isinstance(job.options.get(OPTIONS_KEY), dict) else {}
@@ -101,8 +101,6 @@ class _Run:
         queue_name = sent.get("queue") or discovered.queue_name
         self.backend = task_backends[alias]
         self.task = discovered.using(backend=alias, queue_name=queue_name)
-        from .results import history
-
         earlier = history(self.backend, job.id)
         started = now()
         ids = list(earlier.worker_ids[: job.attempt - 1])

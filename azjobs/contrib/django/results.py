@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
+from ...state.store import store_for as _client_store
 from ...model.secrets import describe, get_logger
 from ...state.store import id_problem
+from .known import JOB_PREFIX, discovered_task
 from .times import to_django
 
 log = get_logger("azjobs.django")
@@ -57,7 +59,7 @@ def _status(value: Any) -> Any:
 
 def store_for(backend: Any) -> Any:
     """The job state store on the backend's storage account (its client's, built on first use)."""
-    return backend.client.state_store
+    return _client_store(backend.client)
 
 
 def with_ready_record(backend: Any, envelope: Any, at: datetime | None) -> Any:
@@ -71,7 +73,7 @@ def with_ready_record(backend: Any, envelope: Any, at: datetime | None) -> Any:
         return envelope
     from ...model.envelope import utcnow
     from ...state.tracker import ETAG_OPTION, TRACK_OPTION
-    from ...storage.client import plan_delivery
+    from ...storage.delays import plan_delivery
 
     envelope = envelope.evolve(options={**dict(envelope.options), TRACK_OPTION: True})
     now = utcnow()
@@ -123,12 +125,13 @@ def history(backend: Any, job_id: str) -> History:
     return History(list(record.worker_ids), _errors(record), to_django(record.started_at))
 
 
-def read_result(backend: Any, result_id: str) -> Any:
-    """The TaskResult of ``result_id``; ``TaskResultDoesNotExist`` when the store has no such Django task."""
+def read_result(backend: Any, result_id: str, discover_tasks: Callable[[], Any]) -> Any:
+    """The TaskResult of ``result_id``; ``TaskResultDoesNotExist`` when the store has no such Django task.
+
+    ``discover_tasks`` finds the tasks of ``INSTALLED_APPS`` when the record's task is not known yet.
+    """
     from django.tasks.base import TaskResult
     from django.tasks.exceptions import TaskResultDoesNotExist
-
-    from .discovery import JOB_PREFIX, discover_tasks, discovered_task
 
     why = id_problem(result_id) if isinstance(result_id, str) and result_id else None
     if why is not None:  # never sent to the table (its answer would be a 400 or a 500)

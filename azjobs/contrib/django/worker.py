@@ -41,6 +41,7 @@ def main(argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None
          run_checks=None) -> int:
     """Run the worker for the Django project that is set up; returns the exit status."""
     from ... import cli
+    from ...cli.common import _load_jobs
     from ...model.registry import registry
     from .discovery import azure_backends, discover_tasks
 
@@ -58,7 +59,7 @@ def main(argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None
             return code
     # The -i modules: imported (with the azjobs worker's errors and exit statuses), then discovered.
     if args.include:
-        code = cli._load_jobs(args.include, err, args.verbose)
+        code = _load_jobs(args.include, err, args.verbose)
         if code:
             return code
     discover_tasks(args.include)

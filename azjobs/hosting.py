@@ -1,0 +1,37 @@
+"""Hosting: what every host wires into the execution core.
+
+A host (the worker, the Functions handlers, ``azjobs.testing``) makes its ``Executor`` with the
+features' hooks, in this order:
+
+1. job state (``azjobs.state.tracker.StateTracker``): RUNNING or a veto before the run, the
+   outcome records after it — first, so its veto comes before anything else starts;
+2. telemetry (``azjobs.telemetry.hook.TelemetryHook``): the delivery's span and metrics;
+3. workflow steps (``azjobs.workflows.hook.StepHook``): a step's outcome reported to its workflow.
+
+Each hook costs nothing for messages it has no part in (an untracked job, no OpenTelemetry,
+not a workflow step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .execution.executor import Executor
+from .execution.hooks import HookFactory
+from .state.tracker import StateTracker
+from .telemetry.hook import TelemetryHook
+from .workflows.hook import StepHook
+
+
+def standard_hooks() -> list[HookFactory]:
+    """The hooks every host's executor gets, in the order they are announced to."""
+    return [StateTracker, TelemetryHook, StepHook]
+
+
+def executor(**options: Any) -> Executor:
+    """An ``Executor`` with the standard hooks (``hooks=`` in ``options`` replaces them)."""
+    options.setdefault("hooks", standard_hooks())
+    return Executor(**options)
+
+
+__all__ = ["executor", "standard_hooks"]

@@ -1,0 +1,1 @@
+"""Poison tooling: reading, replaying and purging ``<queue>-poison`` (``azjobs poison``, the dashboard)."""
