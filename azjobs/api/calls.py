@@ -22,6 +22,7 @@ from ..model.envelope import Envelope
 from ..model.queue_names import resolve_queue_name, validate_queue_name
 from ..model.retry import accepts_max_retries, build_policy
 from ..model.trace_context import check_given
+from ..model.tracking import wants_state
 from ..storage.client import default_client
 
 # Options one call may override (``job.options(...)``); these travel with the message or steer the send.
@@ -158,9 +159,7 @@ class BoundCall:
         return envelope.id
 
     def _tracked(self, client: Any) -> bool:
-        """Whether this call writes job state (azjobs.state)."""
-        from ..state.enqueue import wants_state
-
+        """Whether this call writes job state (azjobs.state, loaded only then)."""
         return wants_state(self.definition, self._options, client)
 
     def _timed(self, **when: Any) -> "BoundCall":

@@ -22,7 +22,7 @@ def configure(connection: Connection | str | None = None, *, propagate_baggage: 
     if propagate_baggage is not None:
         _propagate_baggage(propagate_baggage)
     if options.get("state") is not None:
-        from ..state.tracker import enable
+        from ..model.tracking import enable
 
         enable(options["state"])  # for every executor in the process (the Functions one too)
     return set_default_client(client)

@@ -20,7 +20,7 @@ from ..model.secrets import RedactingStream, get_logger
 
 log = get_logger("azjobs.dashboard")
 
-OK, FAILED, USAGE = 0, 1, 2
+from .exits import FAILED, OK, USAGE  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ from ..storage.client import Client
 from ..storage.connection import resolve_connection
 from ..storage.errors import storage_error_text
 
-OK, FAILED, USAGE = 0, 1, 2  # exit status: done; failed or not found; usage error or refused
+from .exits import FAILED, OK, USAGE, exit_code_for  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,15 +184,12 @@ def main(argv: list[str] | None = None, *, client: Client | None = None, stdin=N
         return USAGE
     except AzjobsError as exc:
         print(f"azjobs poison: {exc}", file=err)
-        return FAILED
+        return exit_code_for(exc)
     except Exception as exc:
-        from azure.core.exceptions import AzureError
-
-        if not isinstance(exc, AzureError):
-            raise
-        print(f"azjobs poison: {storage_error_text(exc, client.connection)}", file=err)
+        code = exit_code_for(exc)  # a bug raises here, with its traceback
         # Rejected credentials are a configuration error that no retry fixes: 2, as for the worker.
-        return USAGE if getattr(exc, "status_code", None) in (401, 403) else FAILED
+        print(f"azjobs poison: {storage_error_text(exc, client.connection)}", file=err)
+        return code
     finally:
         if owned:
             client.close()

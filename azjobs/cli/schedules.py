@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from ..errors import ConfigurationError
 from ..model.envelope import format_time
 
-OK, FAILED, USAGE = 0, 1, 2
+from .exits import FAILED, OK, USAGE  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,11 +16,13 @@ from ..errors import AzjobsError, ConfigurationError
 from ..model.secrets import RedactingStream
 from ..state.errors import JobNotFoundError, StateUnavailable
 from ..state.record import JobRecord
-from ..state.store import DEFAULT_TABLE, TABLE_SETTING, StateStore, default_table, id_problem
+from ..state.entities import DEFAULT_TABLE, TABLE_SETTING, default_table, id_problem
+from ..state.store import StateStore
 from ..storage.connection import resolve_connection
 from .common import parse_duration
+from .exits import exit_code_for
 
-OK, FAILED, USAGE = 0, 1, 2
+from .exits import FAILED, OK, USAGE  # noqa: E402
 
 
 def _common() -> argparse.ArgumentParser:
@@ -108,7 +110,7 @@ def _storage_failure(prog: str, store: StateStore | None, exc: BaseException, er
     else:
         text = f"{table}: storage answered {status}: {describe(cause)}"
     print(f"{prog}: {text}", file=err)
-    return USAGE if status in (401, 403) else FAILED
+    return exit_code_for(cause)
 
 
 def _run(prog: str, args: argparse.Namespace, store: StateStore | None, act, err: Any) -> int:
@@ -123,12 +125,9 @@ def _run(prog: str, args: argparse.Namespace, store: StateStore | None, act, err
         return _storage_failure(prog, store, exc, err)
     except AzjobsError as exc:
         print(f"{prog}: {exc}", file=err)
-        return FAILED
+        return exit_code_for(exc)
     except Exception as exc:
-        from azure.core.exceptions import AzureError
-
-        if not isinstance(exc, AzureError):
-            raise
+        exit_code_for(exc)  # a bug raises here, with its traceback
         return _storage_failure(prog, store, exc, err)
     finally:
         store.close()

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TextIO
 
 from ..model.secrets import RedactingStream
-from .exits import FAILED, OK, USAGE
+from .exits import FAILED, OK, USAGE, exit_code_for
 
 DEFAULT_WATCH_S = 2.0
 
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         return queues
     from ..errors import ConfigurationError
     from ..storage.connection import resolve_connection
-    from ..storage.diagnosis import AUTH, storage_error_kind, storage_problem, storage_target
+    from ..storage.diagnosis import storage_problem, storage_target
     from .common import connection_origin
 
     try:
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     store = None
     if extra_columns is None and _wants_state(args):
         from ..state import StateStore
-        from ..state.store import default_table
+        from ..state.entities import default_table
         from .common import parse_duration
 
         try:
@@ -337,8 +337,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             try:
                 rows = collect(service, queues)
             except Exception as exc:
+                code = exit_code_for(exc)  # a bug (a TypeError) raises here, with its traceback
                 print(f"azjobs stats: {storage_problem(exc, target, 'reading queue statistics')}", file=err)
-                return USAGE if storage_error_kind(exc) == AUTH else FAILED
+                return code
             try:
                 document, columns = extra_columns(rows) if extra_columns else ({}, {})
             except _RecentUnavailable:

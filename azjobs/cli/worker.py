@@ -332,7 +332,7 @@ def _jobs_registered(args: argparse.Namespace, err: TextIO) -> bool:
 def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err: TextIO) -> int:
     from ..hosting import executor as hosted_executor
     from ..model.registry import registry
-    from ..runtime import supervisor
+    from ..runtime import children
     from ..runtime.worker import Worker
 
     declared = {_declared_queue(definition) for definition in registry}
@@ -347,7 +347,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         concurrency=args.concurrency, fetch=args.fetch, lease=args.retry, interval=args.interval,
         burst=args.burst, grace=args.grace, timeout=timeout, burst_timeout=args.burst_timeout, origin=origin,
         stats_interval=args.stats_interval or None,
-        processes=supervisor.shared_by(),
+        processes=children.shared_by(),
         schedules=not args.no_schedules,
         workflows=None if args.no_workflows else _workflows_queue(args),
     )
@@ -376,20 +376,20 @@ def run(argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
         parser.error("nothing to do: give -q QUEUE to work, or --create/--empty/--delete NAME")
     if args.create is True and not args.queue:
         parser.error("--create needs a NAME (or -q QUEUE to create the worked queues)")
-    from ..runtime import supervisor
+    from ..runtime import children, supervisor
 
     try:
-        processes = supervisor.process_count(args.processes) if args.queue else 1
+        processes = children.process_count(args.processes) if args.queue else 1
     except ValueError as exc:
         parser.error(str(exc))
     if processes > 1 and (args.empty is not None or args.delete is not None):
         parser.error("--empty/--delete must run once: not with several worker processes (-p or "
-                     f"{supervisor.COUNT_ENV}); run them on their own first")
+                     f"{children.COUNT_ENV}); run them on their own first")
 
     from ..storage import diagnosis as logs
 
     handler = logs.setup(args.verbose, args.log_format, err)
-    supervisor.tag_child_logs(handler, args.log_format)
+    children.tag_child_logs(handler, args.log_format)
     try:
         if processes > 1:
             return supervisor.supervise(args, argv, parser, processes, err,

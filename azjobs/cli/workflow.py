@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any, TextIO
 
-OK, FAILED, USAGE = 0, 1, 2
+from .exits import OK, USAGE, exit_code_for  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,9 +48,10 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     try:
         info = find(store, args.id)
     except Exception as exc:
+        code = exit_code_for(exc)  # a bug raises here, with its traceback
         print(f"azjobs: could not read workflow {args.id} from table {store.table}: "
               f"{storage_error_text(exc, connection)}", file=err)
-        return FAILED
+        return code
     if info is None:
         print(f"azjobs: {WorkflowNotFoundError(args.id, store.table)}", file=err)
         return USAGE

@@ -42,33 +42,26 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import ConfigurationError, CredentialsRejected, JobTimeout, QueueNotFoundError, StorageUnreachable
-from ..execution.executor import Executor, Prepared, Redeliver
-from ..model.outcome import Result
+from ..errors import ConfigurationError
+from ..execution.executor import Executor
 from ..hosting import executor as hosted_executor
-from ..execution.recorder import describe
 from ..model.secrets import get_logger
 from ..model.settings import QueueSettings
 from ..storage.client import Client, default_client
 from ..storage.http import http_session
 from ..storage.deletes import with_direct_deletes
 from ..storage.diagnosis import (
-    AUTH,
-    NOT_FOUND,
-    auth_problem,
-    short_reason,
-    storage_error_kind,
     storage_target,
-    unreachable_problem,
 )
 from ..storage.direct_http import Connections
 from ..telemetry.summary import Summary
 from .inflight import InFlight, QueueLimits
 from .leases import LeaseKeeper
-from .polling import PollingBackoff
+from .fetching import Fetching
+from .jobthreads import JobThreads
 from .settlement import Delivery, Settlement
 from .settler import Settler
-from .timeouts import Watchdog, Watched
+from .timeouts import Watchdog
 
 log = get_logger("azjobs.worker")
 
@@ -123,14 +116,6 @@ class WorkerStats:
                 + self.redelivered)
 
 
-class _Replaced(Exception):
-    """This job thread's job timed out: its outcome is discarded; ``replaced``: another thread took its place."""
-
-    def __init__(self, replaced: bool) -> None:
-        super().__init__("replaced" if replaced else "discarded")
-        self.replaced = replaced
-
-
 def _worker_queue_service(client: Client, pool: int):
     """A queue service for the worker's own calls: short SDK retries, since the worker backs off itself."""
     from azure.storage.queue import ExponentialRetry
@@ -147,7 +132,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class Worker:
+class Worker(Fetching, JobThreads):
     """Works jobs from one or more queues until stopped (or, with ``burst``, until they are empty)."""
 
     def __init__(
@@ -316,96 +301,6 @@ class Worker:
                             extra={"action": "worker_forced_stop"})
             self._cond.notify_all()
 
-    # -- start and stop ----------------------------------------------------
-    def _check_queues(self) -> None:
-        """Fail fast on a missing queue or rejected credentials; wait out an unreachable storage account.
-
-        Rejected credentials raise ``CredentialsRejected`` (one line saying which setting to fix).
-        Unreachable storage is said once in plain words, then in a short line per retry; in burst mode
-        the worker gives up after ``burst_timeout`` seconds (``StorageUnreachable``).
-        """
-        for name, queue_client in self._queue_clients.items():
-            backoff = PollingBackoff(self.settings.max_polling_interval)
-            since: float | None = None
-            while not self._stopping.is_set():
-                called = time.monotonic()
-                try:
-                    queue_client.get_queue_properties()
-                except Exception as exc:
-                    kind = storage_error_kind(exc)
-                    if kind == NOT_FOUND:
-                        self._start_failed = True
-                        raise QueueNotFoundError(name) from None
-                    if kind == AUTH:
-                        self._start_failed = True
-                        raise CredentialsRejected(auth_problem(exc, self.target, f"checking queue {name}")) from None
-                    now = time.monotonic()
-                    since = called if since is None else since
-                    delay = backoff.next_delay(False)
-                    if self.burst and self.burst_timeout is not None:
-                        left = self.burst_timeout - (now - since)
-                        if left <= 0:
-                            self._start_failed = True
-                            raise StorageUnreachable(
-                                f"{self.target.where} did not answer for {now - since:.0f}s "
-                                f"({short_reason(exc)}); --burst gives up after {self.burst_timeout:g}s "
-                                "(--burst-timeout)") from None
-                        delay = min(delay, left)
-                    self._storage_failed(name, exc, delay, "storage_unavailable")
-                    self._stopping.wait(delay)
-                    continue
-                if since is not None:
-                    self._storage_back(name)
-                break
-
-    def _storage_failed(self, name: str, exc: BaseException, delay: float, action: str) -> None:
-        """Log a failed storage call that is retried: in full once per episode, then one short line per retry."""
-        with self._stats_lock:
-            first = "unreachable" not in self._reported
-            self._reported.add("unreachable")
-        fields = {"action": action, "queue": name, "delay_s": round(delay, 3), "endpoint": self.target.endpoint,
-                  "reason": short_reason(exc)}
-        if first:
-            kind = storage_error_kind(exc)
-            if kind == "unreachable":
-                text = unreachable_problem(exc, self.target, f"for queue {name}")
-            elif kind == NOT_FOUND:
-                text = f"queue {name} does not exist at {self.target.where} ({short_reason(exc)})"
-            else:
-                text = f"{self.target.where} answered {short_reason(exc)} for queue {name}"
-            until = (f"for up to {self.burst_timeout:g}s (--burst-timeout)"
-                     if self.burst and self.burst_timeout is not None else "until it answers")
-            log.warning("%s. Retrying %s.", text, until, extra=fields)
-        else:
-            log.warning("storage at %s still failing for queue %s (%s); retrying in %.1fs", self.target.endpoint,
-                        name, short_reason(exc), delay, extra=fields)
-
-    def _credentials_failed(self, name: str, exc: BaseException) -> None:
-        """Rejected credentials while running: an error once (with the setting to fix), then quiet retries."""
-        with self._stats_lock:
-            first = "auth" not in self._reported
-            self._reported.add("auth")
-            self.stats.credentials_rejected = True
-        fields = {"action": "storage_auth_failed", "queue": name, "endpoint": self.target.endpoint,
-                  "reason": short_reason(exc)}
-        if first:
-            then = ("--burst stops (exit status 2)" if self.burst else
-                    "the worker keeps retrying quietly until storage accepts them")
-            log.error("%s; %s", auth_problem(exc, self.target, f"receiving from queue {name}"), then, extra=fields)
-        else:
-            log.debug("storage still rejects the credentials for queue %s (%s)", name, short_reason(exc),
-                      extra=fields)
-
-    def _credentials_back(self, name: str) -> None:
-        with self._stats_lock:
-            self._reported.discard("auth")
-        log.info("storage accepts the credentials again (queue %s)", name,
-                 extra={"action": "storage_auth_recovered", "queue": name})
-
-    def _storage_back(self, name: str) -> None:
-        with self._stats_lock:
-            self._reported.discard("unreachable")
-        log.info("queue %s is reachable again", name, extra={"action": "storage_recovered", "queue": name})
 
     def _start(self) -> None:
         if self._scheduler is not None:
@@ -458,18 +353,6 @@ class Worker:
         thread.start()
         self._threads.append(thread)
 
-    def _start_job_thread(self) -> None:
-        with self._cond:
-            self._thread_seq += 1
-            index = self._thread_seq
-        thread = threading.Thread(target=self._job_loop, name=f"azjobs-job-{index}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_forever()
 
     def _wait(self) -> None:
         """Block until drained (burst), or stopped and settled, or forced."""
@@ -565,270 +448,6 @@ class Worker:
             log.warning("job state not caught up by the end of the grace period: some records may lag",
                         extra={"action": "state_flush_abandoned"})
 
-    def _stuck_threads(self) -> set[threading.Thread]:
-        with self._cond:
-            return {thread for thread in self._threads if getattr(thread, "_azjobs_stuck", False)}
-
-    # -- fetching ----------------------------------------------------------
-    def _help_fetch(self, name: str, busy: threading.Event, lead: threading.Thread) -> None:
-        """An extra receiver for ``name``: receives only while the queue has a backlog (``busy``)."""
-        queue_client = self._queue_clients[name]
-        try:
-            while not self._stopping.is_set() and lead.is_alive():
-                if not busy.wait(0.5):
-                    continue
-                wanted = self.inflight.reserve(name, timeout=0.5)
-                if wanted == 0:
-                    continue
-                if not busy.is_set() or self._stopping.is_set():
-                    self.inflight.unreserve(name, wanted)
-                    continue
-                self._count("receives")
-                received_at = time.monotonic()
-                try:
-                    messages = self._receive(queue_client, wanted)
-                except Exception:
-                    self.inflight.unreserve(name, wanted)
-                    self._count("receive_errors")
-                    busy.clear()  # the lead receiver backs off and reports it
-                    continue
-                self.inflight.unreserve(name, wanted - len(messages))
-                if len(messages) < wanted:
-                    busy.clear()
-                if messages:
-                    self._dispatch(name, queue_client, messages, received_at)
-        except Exception:  # a bug here must not leave the worker hanging
-            log.exception("receiver for %s crashed", name, extra={"action": "fetch_loop_crashed", "queue": name})
-
-    def _fetch_loop(self, name: str, busy: threading.Event | None = None) -> None:
-        queue_client = self._queue_clients[name]
-        backoff = PollingBackoff(self.settings.max_polling_interval)
-        busy = busy or threading.Event()
-        last_call = 0.0
-        failing: str | None = None  # "auth" or "other" while receives fail
-        failing_since = 0.0
-        try:
-            while not self._stopping.is_set():
-                wanted = self.inflight.reserve(name)
-                if wanted == 0:
-                    break
-                wait = self.interval - (time.monotonic() - last_call)
-                if wait > 0 and self._stopping.wait(wait):
-                    self.inflight.unreserve(name, wanted)
-                    break
-                last_call = time.monotonic()
-                self._count("receives")
-                try:
-                    messages = self._receive(queue_client, wanted)
-                except Exception as exc:
-                    self.inflight.unreserve(name, wanted)
-                    self._count("receive_errors")
-                    delay = backoff.next_delay(False)
-                    now = time.monotonic()
-                    if failing is None:
-                        failing_since = last_call
-                    if storage_error_kind(exc) == AUTH:
-                        failing = "auth"
-                        self._credentials_failed(name, exc)
-                        if self.burst:
-                            break  # permanent: a burst cannot finish
-                    else:
-                        failing = "other"
-                        if self.burst and self.burst_timeout is not None:
-                            left = self.burst_timeout - (now - failing_since)
-                            if left <= 0:
-                                with self._stats_lock:
-                                    self.stats.storage_gave_up = True
-                                log.error("%s did not answer for %.0fs (%s); --burst gives up on queue %s after %gs "
-                                          "(--burst-timeout)", self.target.where, now - failing_since,
-                                          short_reason(exc), name, self.burst_timeout,
-                                          extra={"action": "storage_gave_up", "queue": name,
-                                                 "endpoint": self.target.endpoint})
-                                break
-                            delay = min(delay, left)
-                        self._storage_failed(name, exc, delay, "receive_failed")
-                    self._stopping.wait(delay)
-                    continue
-                if failing is not None:
-                    if failing == "auth":
-                        self._credentials_back(name)
-                    else:
-                        self._storage_back(name)
-                    failing = None
-                self.inflight.unreserve(name, wanted - len(messages))
-                if len(messages) == wanted and not self.interval:
-                    busy.set()  # a full batch: more are likely waiting, let the other receivers help
-                elif len(messages) < wanted:
-                    busy.clear()
-                if messages:
-                    backoff.reset()
-                    self._dispatch(name, queue_client, messages, last_call)
-                    continue
-                if self.burst:
-                    if self._wait_queue_idle(name):
-                        break  # empty, and nothing of this queue in flight could put work back
-                    continue
-                self._stopping.wait(backoff.next_delay(False))
-        except Exception:  # a bug here must not leave the worker hanging
-            log.exception("fetch loop for %s crashed", name, extra={"action": "fetch_loop_crashed", "queue": name})
-        finally:
-            with self._cond:
-                self._cond.notify_all()
-
-    def _receive(self, queue_client: Any, count: int) -> list[Any]:
-        pages = queue_client.receive_messages(messages_per_page=count, max_messages=count,
-                                              visibility_timeout=self.lease_s).by_page()
-        try:
-            return list(next(pages))
-        except StopIteration:
-            return []
-
-    def _wait_queue_idle(self, name: str) -> bool:
-        """Burst mode: after an empty receive, True if nothing of ``name`` is in flight (else wait, False)."""
-        if self.inflight.count(name) == 0:
-            return True
-        while not self._stopping.is_set() and not self.inflight.wait_idle(name, timeout=0.5):
-            pass
-        return False
-
-    def _dispatch(self, name: str, queue_client: Any, messages: list[Any], received_at: float) -> None:
-        with self._stats_lock:
-            self.stats.fetched += len(messages)
-            self.stats.per_queue[name] += len(messages)
-        for message in messages:
-            if self.keeper.orphans() and self.keeper.adopt(name, message.id, message.pop_receipt, received_at):
-                # Our own message whose receipt was lost: its running job keeps it, or its waiting
-                # settlement used the new receipt. It does not run again.
-                self._count("recovered")
-                self.inflight.done(name)
-                continue
-            if (getattr(message, "dequeue_count", None) or 1) > 1:
-                self._count("redeliveries")  # back after a crash, a lost lease or a release
-            lease = self.keeper.track(name, queue_client, message.id, message.pop_receipt, received_at)
-            self._ready.put(Delivery(name, queue_client, message, lease))
-        if self._stopping.is_set():
-            with self._cond:
-                self._cond.notify_all()  # the main thread releases them
-
-    # -- running -----------------------------------------------------------
-    def _job_loop(self) -> None:
-        while True:
-            delivery = self._ready.get()
-            if delivery is None:
-                return
-            if self._stopping.is_set():
-                self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
-                continue
-            try:
-                self._work(delivery)
-            except _Replaced as done:
-                if done.replaced:
-                    return  # a replacement thread runs jobs now
-            except BaseException:  # never lose a job thread
-                log.exception("unexpected error settling message %s", delivery.message.id,
-                              extra={"action": "worker_error", "queue": delivery.queue})
-
-    def _work(self, delivery: Delivery) -> None:
-        message, info = delivery.message, delivery.info
-        with self._cond:
-            self._running += 1
-            if self._running > self.stats.peak_running:
-                self.stats.peak_running = self._running
-        settled = False
-        try:
-            try:
-                step = self.executor.begin(message.content, info, encoded=True)
-                if isinstance(step, Result):
-                    outcome: Result | BaseException = step
-                else:
-                    outcome = self._run(delivery, step)
-            except Redeliver as exc:
-                outcome = exc
-            except _Replaced:
-                settled = True  # the timeout settled this delivery; its thread is done
-                raise
-            except Exception as exc:  # the core itself failed: the host would release the message too
-                log.error("execution core failed on message %s of %s: %s", message.id, delivery.queue,
-                          describe(exc), exc_info=True,
-                          extra={"action": "core_failed", "queue": delivery.queue, "message_id": message.id})
-                outcome = exc
-            settled = True
-            self.settlement.settle(delivery, outcome, lambda: self._done(delivery))
-        finally:
-            with self._cond:
-                self._running -= 1
-            if not settled:
-                self._done(delivery)  # a no-op when the timeout already settled it
-
-    def _run(self, delivery: Delivery, step: Prepared) -> Result:
-        """Run the job under the timeout watch, then let the core record its outcome."""
-        if self._watchdog is None:
-            return self.executor.finish(step, self.executor.run(step, loop=self._loop))
-        watched = self._watchdog.watch(delivery, step)
-        try:
-            run = self.executor.run(step, loop=self._loop, on_future=watched.set_future)
-        finally:
-            self._watchdog.unwatch(watched)
-        if watched.finish():
-            env = step.envelope
-            log.warning("job %s %s returned %.1fs after its timeout; its outcome is discarded (the message was "
-                        "already released)", env.job, env.id, run.duration_s - (self.timeout_s or 0),
-                        extra={"action": "timed_out_job_returned", "job": env.job, "job_id": env.id,
-                               "queue": delivery.queue})
-            thread = threading.current_thread()
-            with self._cond:
-                watched.returned = True
-                replaced = getattr(thread, "_azjobs_stuck", False)
-                if replaced:
-                    thread._azjobs_stuck = False  # type: ignore[attr-defined]
-                    self.stats.stuck -= 1
-            raise _Replaced(replaced)
-        return self.executor.finish(step, run)
-
-    # -- the job timeout ---------------------------------------------------
-    def _timed_out(self, slot: Watched, future: Any) -> None:
-        delivery, env = slot.delivery, slot.step.envelope
-        self._count("timed_out")
-        error = JobTimeout(f"job {env.job} {env.id} ran longer than the job timeout of {self.timeout_s:g}s "
-                           "(host.json functionTimeout or --timeout)")
-        log.error("job %s %s on %s timed out after %gs (attempt %d, dequeue count %d): %s", env.job, env.id,
-                  delivery.queue, self.timeout_s, env.attempt, delivery.info.dequeue_count,
-                  "cancelled" if future is not None else "its thread is left to finish and is replaced",
-                  extra={"action": "job_timed_out", "job": env.job, "job_id": env.id, "queue": delivery.queue,
-                         "attempt": env.attempt, "timeout_s": self.timeout_s})
-        self.executor.raised(slot.step, error, "timed_out")
-        if future is not None:
-            future.cancel()
-        # The hung thread keeps its place until it returns; another one takes over its work.
-        with self._cond:
-            still_inside = not slot.returned  # else its thread already took its place back
-            if still_inside:
-                slot.thread._azjobs_stuck = True  # type: ignore[attr-defined]
-                self.stats.stuck += 1
-            stuck = self.stats.stuck
-        if still_inside:
-            if not self._stopping.is_set():
-                self._start_job_thread()
-            if stuck >= self.concurrency and not self._stopping.is_set():
-                with self._cond:
-                    self.stats.restart_needed = True
-                log.error("%d threads are stuck in timed-out jobs (as many as -c): stopping so a fresh process can "
-                          "take over", stuck, extra={"action": "worker_restart_needed", "stuck": stuck})
-                self.stop()
-        # The host's outcome for a timed-out invocation: release, or poison at maxDequeueCount.
-        threading.Thread(target=self.settlement.redeliver, args=(delivery, error, lambda: self._done(delivery)),
-                         name="azjobs-timeout", daemon=True).start()
-
-    def _done(self, delivery: Delivery) -> None:
-        """The delivery's settlement was attempted: it leaves the in-flight count (once)."""
-        with self._cond:
-            if delivery.finished:
-                return
-            delivery.finished = True
-        self.inflight.done(delivery.queue)
-        if self._stopping.is_set() or not self.inflight.count():
-            with self._cond:
-                self._cond.notify_all()  # the main thread waits for in-flight work to end
 
     def _summary_snapshot(self) -> tuple[WorkerStats, int, int]:
         with self._stats_lock:

@@ -8,8 +8,9 @@ Off by default; on for a process with ``azjobs.configure(state=True)`` (or the
 from .errors import JobFailedError, JobNotFoundError, StateRejected, StateUnavailable
 from .reading import result, wait
 from .record import JobError, JobRecord, JobStatus
-from .store import DEFAULT_RETENTION, DEFAULT_TABLE, StateStore
-from .tracker import enable, enabled
+from .entities import DEFAULT_RETENTION, DEFAULT_TABLE
+from .store import StateStore
+from ..model.tracking import enable, enabled
 
 __all__ = ["DEFAULT_RETENTION", "DEFAULT_TABLE", "JobError", "JobFailedError", "JobNotFoundError", "JobRecord",
            "JobStatus", "StateRejected", "StateStore", "StateUnavailable", "enable", "enabled", "result", "wait"]

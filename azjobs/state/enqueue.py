@@ -23,8 +23,9 @@ from ..errors import ConfigurationError
 from ..model.envelope import utcnow
 from ..model.secrets import describe, get_logger
 from ..storage.delays import plan_delivery
-from .store import store_for, unique_key_for
-from .tracker import ETAG_OPTION, TRACK_OPTION, enabled
+from .store import store_for
+from .entities import unique_key_for
+from ..model.tracking import ETAG_OPTION, TRACK_OPTION, wants_state
 
 if TYPE_CHECKING:
     from ..model.definition import JobDefinition
@@ -68,20 +69,6 @@ def unique_key(definition: "JobDefinition", options: Mapping[str, Any], envelope
         return unique_key_for(definition.name, envelope.args, dict(envelope.kwargs),
                               getattr(definition, "signature", None))
     return None
-
-
-def wants_state(definition: "JobDefinition", options: Mapping[str, Any], client: Any) -> bool:
-    """Whether this call writes job state: the call, then the job (``track`` True or False; None follows
-    on), then the client, then the process. A unique job is always tracked."""
-    if options.get("unique_key") is not None or options.get("unique", getattr(definition, "unique", False)):
-        return True
-    if "track" in options:
-        return bool(options["track"])
-    track = getattr(definition, "track", None)
-    if isinstance(track, bool):
-        return track
-    flag = getattr(client, "state", None)
-    return flag if isinstance(flag, bool) else enabled()
 
 
 def _visible_at(options: Mapping[str, Any]) -> datetime:

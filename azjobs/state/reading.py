@@ -7,7 +7,8 @@ from typing import Any
 
 from .errors import JobFailedError, JobNotFoundError
 from .record import JobRecord, JobStatus
-from .store import id_problem, store_for
+from .entities import id_problem
+from .store import store_for
 
 DEFAULT_POLL_S = 0.5
 

@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
 from ..model.secrets import describe, get_logger
-from .store import RUNNING_LEASE
+from .entities import RUNNING_LEASE
 
 if TYPE_CHECKING:
     from ..model.envelope import Envelope

@@ -33,24 +33,27 @@ job by a timeout.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
-import zlib
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..model.envelope import parse_time, to_json_value, utcnow
 from ..model.secrets import describe, get_logger, redact
 from ..storage.http import http_session, table_service
 from ..storage.payloads import PayloadStore
-from ..storage.table_rules import SAFE_STRING_UNITS, fits, key_problem, utf16_units
+from ..storage.table_rules import fits, utf16_units
 from .batch import Write
 from .direct import transactions_for
+from .entities import (_FINISHED_VALUES, _RUNNING_CHANGES, DEFAULT_RETENTION, DEFAULT_TABLE, MAX_NOTE_UNITS,
+                        MAX_PROPERTY_UNITS, MAX_WORKER_ID_UNITS, MAX_WORKER_IDS, OUTAGE_PAUSE_S, OWN_WRITE,
+                        PARTITIONS, POOL_SIZE, RESULTS_PREFIX, RUNNING_LEASE, START_TRIES, Start, _append_error,
+                        _aware, _clip, _dumps, _is, _loads, _merge, _refused_error, _replace, _table_missing,
+                        default_table, error_of, id_problem, is_permanent, partition_of, unique_key_for)
 from .errors import StateRejected, StateUnavailable
-from .record import FINISHED, JobError, JobRecord, JobStatus
+from .queries import Prunable, Queries
+from .record import FINISHED, JobError, JobStatus
+from .unique import UniqueKeys
 from .writer import StateWriter
 
 if TYPE_CHECKING:
@@ -60,168 +63,8 @@ if TYPE_CHECKING:
 
 log = get_logger("azjobs.state")
 
-DEFAULT_TABLE = "azjobsstate"
-TABLE_SETTING = "AZJOBS_STATE_TABLE"  # an app setting naming another table
-DEFAULT_RETENTION = timedelta(days=7)
-PARTITIONS = 8
-PARTITION_PREFIX = "jobs-"
-UNIQUE_ROW = "unique"
-UNIQUE_PREFIX = "unique-"
-# A string property holds at most 64 KiB of UTF-16 (32,768 units; an emoji takes two): counted with
-# azjobs.storage.table_rules, never with len().
-MAX_PROPERTY_UNITS = SAFE_STRING_UNITS
-RESULTS_PREFIX = "results/"
-MAX_ERRORS = 10  # the errors of the last attempts kept on the entity
-MAX_TRACEBACK_CHARS = 6_000
-MAX_WORKER_IDS = 50
-MAX_WORKER_ID_UNITS = 256  # one worker id kept on the record (host:pid, or an invocation id)
-MAX_UNIQUE_KEY_UNITS = 1_000  # the unique key's text kept on its entity, for people reading the table
-MAX_NOTE_UNITS = 1_000
-# A RUNNING entity whose lease ran out is treated as a crashed run. The lease is extended while its
-# delivery still holds the message (azjobs.state.running), so it runs out only after a run stopped.
-RUNNING_LEASE = timedelta(minutes=10)
-OUTAGE_PAUSE_S = 5.0
-POOL_SIZE = 32
-START_TRIES = 5
-OWN_WRITE = "this delivery's own RUNNING write is there (its answer was lost)"
-_FINISHED_VALUES = frozenset(status.value for status in FINISHED)
 
-
-_RUNNING_CHANGES = ("PartitionKey", "RowKey", "UpdatedAt", "ExpiresAt", "Status", "LastAttemptedAt", "Attempt",
-                    "MessageId", "DequeueCount", "LeaseUntil")
-
-
-@dataclass(frozen=True)
-class Prunable:
-    """One entity ``prune`` deletes: a job record (``name`` the job, ``detail`` its status) or a unique key
-    (``name`` the key's text, ``detail`` the job that held it)."""
-
-    kind: str  # "record" or "unique"
-    partition: str
-    row: str
-    name: str
-    detail: str
-    updated_at: datetime
-    blob: str = ""
-
-
-@dataclass(frozen=True)
-class Start:
-    """The store's answer to "may this delivery run?": ``run``, ``skip`` or ``defer`` (``defer_s``)."""
-
-    action: str
-    why: str = ""
-    defer_s: int = 0
-    etag: str | None = None
-    lease_until: datetime | None = None  # a run's RUNNING lease, as written (azjobs.state.running extends it)
-
-
-def _status_code(exc: BaseException) -> int | None:
-    code = getattr(exc, "status_code", None)
-    if code is None:
-        response = getattr(exc, "response", None)
-        code = getattr(response, "status_code", None)
-    return code if isinstance(code, int) else None
-
-
-def _is(exc: BaseException, *codes: int) -> bool:
-    return _status_code(exc) in codes
-
-
-# 4xx answers that mean something of their own (or may pass): everything else in 4xx is permanent.
-_NOT_PERMANENT = (401, 403, 404, 408, 409, 412, 429)
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """True when the table refused the request for good (400 PropertyValueTooLarge, EntityTooLarge,
-    InvalidInput, 413 ...): the same request can never succeed, so it is not kept for a later try."""
-    if isinstance(exc, StateRejected):
-        return True
-    code = _status_code(exc)
-    return code is not None and 400 <= code < 500 and code not in _NOT_PERMANENT
-
-
-def id_problem(job_id: object) -> str | None:
-    """Why ``job_id`` can be no job's id (Table Storage could not hold it as a RowKey); None when it can."""
-    return key_problem(job_id)
-
-
-def _clip(text: str, units: int) -> str:
-    """``text`` cut to at most ``units`` UTF-16 units (never in the middle of a surrogate pair)."""
-    if fits(text, units):
-        return text
-    out, used = [], 0
-    for ch in text:
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > units:
-            break
-        out.append(ch)
-    return "".join(out)
-
-
-def _table_missing(exc: BaseException) -> bool:
-    return _is(exc, 404) and "TableNotFound" in (str(getattr(exc, "error_code", "")) + str(exc))
-
-
-def _aware(moment: Any) -> datetime | None:
-    if moment is None or moment == "":
-        return None
-    if isinstance(moment, str):
-        return parse_time(moment)
-    if isinstance(moment, datetime):
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        # The SDK's TablesEntityDatetime is a datetime subclass: hand out a plain one.
-        return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                        moment.microsecond, tzinfo=timezone.utc) if type(moment) is not datetime else \
-            moment.astimezone(timezone.utc)
-    return None
-
-
-def _loads(text: Any, default: Any) -> Any:
-    if not isinstance(text, str) or not text:
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return default
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def error_of(error: BaseException | None, *, class_path: str = "", message: str = "", traceback: str = "") -> JobError:
-    """A redacted JobError from an exception (or from what a poison record kept)."""
-    if error is not None:
-        import traceback as tb
-
-        kind = type(error)
-        class_path = f"{kind.__module__}.{kind.__qualname__}"
-        message = str(error)
-        traceback = "".join(tb.format_exception(kind, error, error.__traceback__))
-    if len(traceback) > MAX_TRACEBACK_CHARS:
-        traceback = "...\n" + traceback[-MAX_TRACEBACK_CHARS:]
-    return JobError(redact(class_path), redact(message)[:2_000], redact(traceback))
-
-
-def default_table() -> str:
-    """The state table: the ``AZJOBS_STATE_TABLE`` setting, else ``azjobsstate``."""
-    import os
-
-    return os.environ.get(TABLE_SETTING, "").strip() or DEFAULT_TABLE
-
-
-def partition_of(job_id: str) -> str:
-    """The partition of a job's record: a stable hash of its id over ``PARTITIONS`` shards."""
-    return f"{PARTITION_PREFIX}{zlib.crc32(job_id.encode('utf-8')) % PARTITIONS}"
-
-
-def unique_partition(key: str) -> str:
-    return UNIQUE_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
-
-
-class StateStore:
+class StateStore(Queries, UniqueKeys):
     """Job records in one table of the storage account. Thread-safe.
 
     ``table`` is a ``TableClient`` (or anything with its methods, like the in-memory double in
@@ -351,128 +194,6 @@ class StateStore:
     def _expires(self, now: datetime) -> datetime:
         return now + self.retention
 
-    # -- reading -------------------------------------------------------------
-    def get(self, job_id: str) -> JobRecord | None:
-        """The record of ``job_id``, or None if there is none (an id no key can hold has none: no call is made)."""
-        if id_problem(job_id) is not None:
-            return None
-        entity = self._get(job_id)
-        return None if entity is None else self.record(entity)
-
-    def recent(self, *, since: datetime | None = None, limit: int = 100,
-               status: JobStatus | None = None) -> list[JobRecord]:
-        """Records changed since ``since`` (all kept ones without), last changed first, at most ``limit``.
-
-        Table Storage has no index but the key: this scans the table (fine for a dashboard over
-        a week's retention; a very busy app should keep ``since`` recent).
-        """
-        parts = ["PartitionKey ge @first", "PartitionKey lt @after"]
-        parameters: dict[str, Any] = {"first": PARTITION_PREFIX, "after": PARTITION_PREFIX[:-1] + "."}
-        if since is not None:
-            parts.append("UpdatedAt ge @since")
-            parameters["since"] = since.astimezone(timezone.utc)
-        if status is not None:
-            parts.append("Status eq @status")
-            parameters["status"] = JobStatus(status).value
-        try:
-            entities = list(self._call("query_entities", " and ".join(parts), parameters=parameters))
-        except Exception as exc:
-            if _is(exc, 404):
-                return []
-            raise
-        entities.sort(key=_updated, reverse=True)
-        return [self.record(e) for e in entities[:max(0, limit)]]
-
-    def prunable(self, older_than: timedelta | None = None, *, include_unfinished: bool = False) -> list[Prunable]:
-        """What ``prune`` with the same arguments deletes, deleting nothing (``azjobs state prune --dry-run``).
-
-        Job records past their retention (or not updated within ``older_than``) that are finished;
-        with ``include_unfinished`` READY, RUNNING and RETRYING ones too. Unique keys only once they
-        expired, and (unless ``include_unfinished``) only when their job is finished or has no record:
-        a key that still holds a job off is never taken away.
-        """
-        now = self.clock()
-        select = ["PartitionKey", "RowKey", "Status", "Job", "UpdatedAt", "ExpiresAt", "ReturnValueRef", "JobId",
-                  "UniqueKey"]
-        if older_than is None:
-            query, parameters = "ExpiresAt lt @now", {"now": now}
-        else:
-            query, parameters = "UpdatedAt lt @cutoff", {"cutoff": now - older_than}
-        try:
-            entities = list(self._call("query_entities", query, parameters=parameters, select=select))
-        except Exception as exc:
-            if _is(exc, 404):
-                return []
-            raise
-        found: list[Prunable] = []
-        for entity in entities:
-            partition = str(entity.get("PartitionKey", ""))
-            if partition.startswith(UNIQUE_PREFIX):
-                expires = _aware(entity.get("ExpiresAt"))
-                if expires is None or expires > now:
-                    continue  # still held (whatever --older-than says)
-                holder = str(entity.get("JobId") or "")
-                if not include_unfinished and holder:
-                    status = self.status_of(holder)
-                    if status is not None and status not in FINISHED:
-                        continue  # its job is not finished
-                found.append(Prunable("unique", partition, str(entity.get("RowKey")),
-                                      str(entity.get("UniqueKey") or ""), holder, _updated(entity)))
-            elif partition.startswith(PARTITION_PREFIX):
-                status = str(entity.get("Status") or "")
-                if not include_unfinished and status not in _FINISHED_VALUES:
-                    continue
-                found.append(Prunable("record", partition, str(entity.get("RowKey")), str(entity.get("Job") or ""),
-                                      status, _updated(entity), str(entity.get("ReturnValueRef") or "")))
-        return found
-
-    def prune(self, older_than: timedelta | None = None, *, include_unfinished: bool = False) -> int:
-        """Delete what ``prunable`` lists (and the records' return-value blobs); returns how many entities went."""
-        return self.remove(self.prunable(older_than, include_unfinished=include_unfinished))
-
-    def remove(self, items: Iterable[Prunable]) -> int:
-        """Delete the entities ``prunable`` listed (and their return-value blobs); how many went."""
-        removed = 0
-        for item in items:
-            try:
-                self._call("delete_entity", item.partition, item.row)
-                removed += 1
-            except Exception as exc:
-                if not _is(exc, 404):
-                    raise
-            if item.blob and self.payloads is not None:
-                try:
-                    self.payloads.delete(item.blob)
-                except Exception as exc:
-                    log.warning("could not delete return value blob %s: %s", item.blob, describe(exc),
-                                extra={"action": "state_prune_blob_failed"})
-        return removed
-
-    def record(self, entity: Any) -> JobRecord:
-        """A JobRecord from an entity (a large return value is read back from Blob Storage)."""
-        value = _loads(entity.get("ReturnValue"), None)
-        ref = entity.get("ReturnValueRef")
-        if ref and self.payloads is not None:
-            try:
-                value = _loads(self.payloads.get(ref).decode("utf-8"), None)
-            except Exception as exc:  # the record still says what happened; only the value is unreadable
-                log.warning("return value of job %s unreadable at %s: %s", entity["RowKey"], ref, describe(exc),
-                            extra={"action": "state_return_value_unreadable", "job_id": entity["RowKey"]})
-        arguments = _loads(entity.get("Arguments"), {})
-        try:
-            status = JobStatus(entity.get("Status", "READY"))
-        except ValueError:
-            status = JobStatus.READY
-        return JobRecord(
-            id=entity["RowKey"], job=entity.get("Job", ""), queue=entity.get("Queue") or None,
-            status=status, enqueued_at=_aware(entity.get("EnqueuedAt")), started_at=_aware(entity.get("StartedAt")),
-            finished_at=_aware(entity.get("FinishedAt")),
-            last_attempted_at=_aware(entity.get("LastAttemptedAt")), attempts=int(entity.get("Attempts") or 0),
-            worker_ids=list(_loads(entity.get("WorkerIds"), [])), return_value=value,
-            errors=[JobError.from_dict(e) for e in _loads(entity.get("Errors"), [])],
-            args=list(arguments.get("args", [])) if isinstance(arguments, dict) else [],
-            kwargs=dict(arguments.get("kwargs", {})) if isinstance(arguments, dict) else {},
-        )
 
     # -- transitions ---------------------------------------------------------
     def _identity(self, envelope: "Envelope", now: datetime) -> dict[str, Any]:
@@ -748,137 +469,6 @@ class StateStore:
         except StateRejected as exc:  # the status is what matters: written with a short note for the error
             recorded = _refused_error(error, exc)
             self._read_modify_write(envelope.id, change)
-
-    def status_of(self, job_id: str) -> JobStatus | None:
-        if id_problem(job_id) is not None:
-            return None
-        entity = self._get(job_id)
-        if entity is None:
-            return None
-        try:
-            return JobStatus(entity.get("Status"))
-        except ValueError:
-            return None
-
-    # -- unique jobs -----------------------------------------------------------
-    def claim_unique(self, key: str, job_id: str, ttl: timedelta, *, visible_at: datetime | None = None) -> str | None:
-        """Hold ``key`` for ``job_id``; None if it is now ours, else the id of the job holding it.
-
-        A key is held while its job is not finished and its TTL (from when the job is due) has
-        not run out; a conditional insert (or a conditional take-over) makes one caller win.
-        """
-        from azure.core import MatchConditions
-
-        now = self.clock()
-        partition = unique_partition(key)
-        entity = {"PartitionKey": partition, "RowKey": UNIQUE_ROW, "JobId": job_id,
-                  "UniqueKey": _clip(key, MAX_UNIQUE_KEY_UNITS),
-                  "UpdatedAt": now, "ExpiresAt": max(now, visible_at or now) + ttl}
-        for _ in range(START_TRIES):
-            try:
-                self._write("create_entity", entity)
-                return None
-            except Exception as exc:
-                if not _is(exc, 409):
-                    raise
-            held = self._get_key(partition, UNIQUE_ROW)
-            if held is None:
-                continue
-            holder = held.get("JobId", "")
-            expires = _aware(held.get("ExpiresAt"))
-            if expires is not None and expires > now and holder:
-                status = self.status_of(holder)
-                if status is None or status not in FINISHED:
-                    return holder  # unfinished, or its record not written yet: the key is held
-            try:
-                self._call("update_entity", entity, mode=_replace(), etag=held.metadata["etag"],
-                           match_condition=MatchConditions.IfNotModified)
-                return None
-            except Exception as exc:
-                if not _is(exc, 404, 412):
-                    raise
-        raise StateUnavailable(f"unique key {key!r} kept changing hands; gave up")
-
-    def release_unique(self, key: str, job_id: str) -> None:
-        """Free ``key`` if ``job_id`` still holds it (its message was never sent)."""
-        from azure.core import MatchConditions
-
-        held = self._get_key(unique_partition(key), UNIQUE_ROW)
-        if held is None or held.get("JobId") != job_id:
-            return
-        try:
-            self._call("delete_entity", held["PartitionKey"], UNIQUE_ROW, etag=held.metadata["etag"],
-                       match_condition=MatchConditions.IfNotModified)
-        except Exception as exc:
-            if not _is(exc, 404, 412):
-                raise
-
-
-def _append_error(entity: Any | None, error: JobError) -> str:
-    errors = list(_loads(entity.get("Errors") if entity is not None else None, []))
-    errors.append(error.to_dict())
-    errors = errors[-MAX_ERRORS:]
-    text = _dumps(errors)
-    while not fits(text, MAX_PROPERTY_UNITS) and len(errors) > 1:
-        errors = errors[1:]
-        text = _dumps(errors)
-    if not fits(text, MAX_PROPERTY_UNITS):
-        last, room = errors[-1], MAX_PROPERTY_UNITS // 4
-        while True:  # JSON escapes can make text longer: cut until it fits
-            only = {"exception_class_path": _clip(str(last.get("exception_class_path", "")), room // 4),
-                    "message": _clip(str(last.get("message", "")), room),
-                    "traceback": "...\n" + str(last.get("traceback", ""))[-room:]}
-            text = _dumps([only])
-            if fits(text, MAX_PROPERTY_UNITS) or room < 16:
-                return text
-            room //= 2
-    return text
-
-
-def _refused_error(error: JobError, exc: BaseException) -> JobError:
-    """What stands for an error the table refused to keep (the fallback record's note)."""
-    return JobError(_clip(error.exception_class_path, 1_000), _clip(
-        f"{error.message[:500]} (the rest of this error was not kept: the table refused it: {exc})", 2_000), "")
-
-
-def _updated(entity: Any) -> datetime:
-    return _aware(entity.get("UpdatedAt")) or datetime.min.replace(tzinfo=timezone.utc)
-
-
-def _merge():
-    from azure.data.tables import UpdateMode
-
-    return UpdateMode.MERGE
-
-
-def _replace():
-    from azure.data.tables import UpdateMode
-
-    return UpdateMode.REPLACE
-
-
-def unique_key_for(job: str, args: Iterable[Any], kwargs: dict[str, Any], signature: Any = None) -> str:
-    """The key of ``unique=True``: the job name and its arguments as canonical JSON.
-
-    With the job's ``signature`` (an ``inspect.Signature``), the arguments are bound to it with the
-    defaults applied and keyed by parameter name, so ``f(1, 2)``, ``f(a=1, b=2)`` and ``f(1, b=2)`` are
-    one key, and so are ``f(5)`` and ``f(5, 0)`` when ``b`` defaults to 0. ``*args`` is the list of the
-    extra positional arguments and ``**kwargs`` the dict of the extra keywords, under their own names.
-    """
-    args, kwargs = list(args), dict(kwargs)
-    if signature is not None:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError:  # arguments the job cannot take fail at enqueue before this; keyed as given
-            bound = None
-        if bound is not None:
-            bound.apply_defaults()
-            arguments = {name: (list(value) if isinstance(value, tuple) else value)
-                         for name, value in bound.arguments.items()}
-            return f"{job}:" + json.dumps({"arguments": arguments}, sort_keys=True, separators=(",", ":"),
-                                          ensure_ascii=False, default=repr)
-    return f"{job}:" + json.dumps({"args": args, "kwargs": kwargs}, sort_keys=True, separators=(",", ":"),
-                                  ensure_ascii=False, default=repr)
 
 
 STORE_KEY = "azjobs.state.store"

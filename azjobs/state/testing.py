@@ -21,7 +21,8 @@ from datetime import timedelta
 from typing import Any, Iterator
 
 from ..storage.table_rules import MAX_STRING_UNITS, utf16_units
-from .store import DEFAULT_RETENTION, StateStore
+from .entities import DEFAULT_RETENTION
+from .store import StateStore
 
 
 class MemoryEntity(dict):

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..execution.hooks import Handling, Hook, Verdict
 from ..model.secrets import describe, get_logger
+from ..model.tracking import ENV_FLAG, ETAG_OPTION, enable, enabled, is_tracked
 from .record import JobStatus
 from .running import RunningJobs
-from .store import Start, error_of, is_permanent, store_for
+from .entities import Start, error_of, is_permanent
+from .store import store_for
 
 if TYPE_CHECKING:
     from ..execution.executor import Executor
@@ -40,12 +42,6 @@ if TYPE_CHECKING:
 
 log = get_logger("azjobs.state")
 
-ENV_FLAG = "AZJOBS_STATE"
-TRACK_OPTION = "track"
-ETAG_OPTION = "state_etag"
-
-_process_state: bool | None = None
-_lock = threading.Lock()
 
 RUN = Start("run")
 # Outcome writes that failed (a Table outage) and are tried again after the next write that works.
@@ -53,20 +49,6 @@ MAX_PENDING = 10_000
 # A kept write that fails this many times while the table answers others is given up (logged), so it
 # never holds the writes behind it.
 MAX_TRIES = 5
-
-
-def enable(on: bool = True) -> None:
-    """Turn job state on (or off) for every job this process enqueues and runs."""
-    global _process_state
-    with _lock:
-        _process_state = bool(on)
-
-
-def enabled() -> bool:
-    """Whether this process tracks every job: ``enable()``, else the ``AZJOBS_STATE`` setting."""
-    if _process_state is not None:
-        return _process_state
-    return os.environ.get(ENV_FLAG, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 _worker_id: tuple[int, str] | None = None
@@ -79,23 +61,6 @@ def worker_id() -> str:
     if _worker_id is None or _worker_id[0] != pid:
         _worker_id = (pid, f"{socket.gethostname()}:{pid}")
     return _worker_id[1]
-
-
-def is_tracked(envelope: "Envelope | None", definition: "JobDefinition | None" = None, client: Any = None) -> bool:
-    """The message's ``track`` (set by its producer: True, or False for ``track=False``) first, then the
-    job's ``track`` (True or False; None follows on), then the client's and the process's setting."""
-    if envelope is None:
-        return False
-    flag = envelope.options.get(TRACK_OPTION) if envelope.options else None
-    if isinstance(flag, bool):
-        return flag
-    track = getattr(definition, "track", None) if definition is not None else None
-    if isinstance(track, bool):
-        return track
-    client_flag = getattr(client, "state", None)
-    if isinstance(client_flag, bool):
-        return client_flag
-    return enabled()
 
 
 class _Kept:

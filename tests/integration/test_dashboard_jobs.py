@@ -12,7 +12,7 @@ import azjobs
 from azjobs.hosting import executor as hosted_executor
 from azjobs.dashboard import create_app
 from azjobs.model.settings import QueueSettings
-from azjobs.state import tracker
+from azjobs.model import tracking as tracker
 from tests.integration.dashboard_support import Browserless, Served
 from tests.integration.drivers import drop_queues
 

@@ -22,9 +22,10 @@ from azjobs.hosting import executor as hosted_executor
 from azjobs.model.outcome import Outcome
 from azjobs.model.envelope import Envelope
 from azjobs.model.settings import QueueSettings
-from azjobs.state import tracker
+from azjobs.model import tracking as tracker
+from azjobs.state import tracker as state_tracker
 from azjobs.state.record import JobStatus
-from azjobs.state.store import partition_of
+from azjobs.state.entities import partition_of
 from devtools.proxy import FaultProxy
 from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
                                      receive_one)
@@ -137,7 +138,7 @@ def test_worker_path_moves_ready_running_successful(state_client, queue_name):
         worker.join(30)
     record = azjobs.result(job_id)
     assert record.status is JobStatus.SUCCESSFUL and record.return_value == {"key": "w1", "done": True}
-    assert record.worker_ids == [tracker.worker_id()] and record.attempts == 1
+    assert record.worker_ids == [state_tracker.worker_id()] and record.attempts == 1
     assert record.enqueued_at <= record.started_at <= record.finished_at
     assert azjobs.wait(job_id, timeout=5) == {"key": "w1", "done": True}
 
@@ -494,7 +495,7 @@ def _shifted(store, shift: list) -> None:
 
 
 def _lease_until(store, job_id: str):
-    from azjobs.state.store import _aware
+    from azjobs.state.entities import _aware
 
     return _aware(store.table.get_entity(partition_of(job_id), job_id)["LeaseUntil"])
 

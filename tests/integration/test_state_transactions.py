@@ -21,7 +21,8 @@ from azjobs.storage.connection import connection_from_string
 from azjobs.model.envelope import Envelope
 from azjobs.state.direct import DirectTransactions
 from azjobs.state.record import JobStatus
-from azjobs.state.store import StateStore, partition_of
+from azjobs.state.store import StateStore
+from azjobs.state.entities import partition_of
 from azjobs.state.writer import StateWriter
 from devtools.proxy import FaultProxy
 

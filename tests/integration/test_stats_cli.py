@@ -115,7 +115,7 @@ def _slow_retry(n: int) -> None:
 
 
 def test_stats_with_job_state_adds_recent_throughput_and_failure_counts(connection_string, raw_queue, monkeypatch):
-    from azjobs.state import tracker
+    from azjobs.model import tracking as tracker
 
     queue, other = unique_queue("st-state"), unique_queue("st-other")
     table = f"st{uuid.uuid4().hex[:16]}"

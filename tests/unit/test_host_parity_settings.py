@@ -113,7 +113,7 @@ def test_worker_processes_share_one_instances_batch_limits_at_defaults():
 
 
 def test_a_supervised_worker_learns_how_many_processes_share_the_instance():
-    from azjobs.runtime.supervisor import CHILD_ENV, SHARE_ENV, shared_by
+    from azjobs.runtime.children import CHILD_ENV, SHARE_ENV, shared_by
 
     assert shared_by({}) == 1 and shared_by({SHARE_ENV: "4"}) == 1  # not a child: the whole instance
     assert shared_by({CHILD_ENV: "0", SHARE_ENV: "4"}) == 4

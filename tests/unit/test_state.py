@@ -23,9 +23,11 @@ from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.errors import AzjobsError, ConfigurationError
 from azjobs.model.envelope import Envelope
 from azjobs.model.registry import Registry
-from azjobs.state import tracker
+from azjobs.model import tracking as tracker
+from azjobs.state import tracker as state_tracker
 from azjobs.state.record import JobError, JobRecord, JobStatus
-from azjobs.state.store import RUNNING_LEASE, StateStore, partition_of
+from azjobs.state.entities import RUNNING_LEASE, partition_of
+from azjobs.state.store import StateStore
 from azjobs.state.testing import MemoryTable, memory_store
 from azjobs.testing import RecordingClient
 
@@ -586,14 +588,14 @@ def test_a_delivery_whose_own_running_write_was_applied_but_unanswered_runs():
     job_id = enqueue(client, add, 1, 2)
     body, info = delivery(client, message_id="m-1", dequeue_count=1)
     envelope = client.sent[0][0]
-    first = client.state_store.start(envelope, message_id="m-1", dequeue_count=1, worker_id=tracker.worker_id(),
+    first = client.state_store.start(envelope, message_id="m-1", dequeue_count=1, worker_id=state_tracker.worker_id(),
                                      etag=envelope.options["state_etag"])
     assert first.action == "run"
     result = executor.execute(body, info)  # the READY ETag no longer matches: the slow path decides
     assert result.outcome is Outcome.SUCCEEDED and calls == [("add", 1, 2)]
     assert client.state_store.get(job_id).status is JobStatus.SUCCESSFUL
     record = client.state_store.get(job_id)
-    assert record.attempts == 1 and record.worker_ids == [tracker.worker_id()]  # one start, written once
+    assert record.attempts == 1 and record.worker_ids == [state_tracker.worker_id()]  # one start, written once
 
 
 # -- issue #22: unique keys on bound arguments (10) --------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from azjobs.state.batch import RETRY, Write, build, parse, wire_entity
 from azjobs.state.errors import StateUnavailable
-from azjobs.state.store import PARTITIONS, partition_of
+from azjobs.state.entities import PARTITIONS, partition_of
 from azjobs.state.writer import StateWriter
 
 

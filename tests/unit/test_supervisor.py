@@ -16,8 +16,9 @@ import pytest
 from azjobs.cli import worker as cli_worker
 from azjobs import cli
 from azjobs.storage import diagnosis as logs
-from azjobs.runtime import supervisor
-from azjobs.runtime.supervisor import Backoff, RestartPolicy, Supervisor, child_argv, process_count, strip_option
+from azjobs.runtime import children, supervisor
+from azjobs.runtime.children import Backoff, RestartPolicy, child_argv, process_count, strip_option
+from azjobs.runtime.supervisor import Supervisor
 
 
 # -- how many processes ------------------------------------------------------------
@@ -30,7 +31,7 @@ def test_process_count_comes_from_the_flag_then_the_host_setting_then_1():
 
 
 def test_a_child_never_supervises():
-    env = {"FUNCTIONS_WORKER_PROCESS_COUNT": "4", supervisor.CHILD_ENV: "1"}
+    env = {"FUNCTIONS_WORKER_PROCESS_COUNT": "4", children.CHILD_ENV: "1"}
     assert process_count(None, env) == 1 and process_count(8, env) == 1
 
 
@@ -56,7 +57,7 @@ def test_p_defaults_to_unset_and_parses():
 
 def test_an_invalid_host_setting_exits_2(monkeypatch, capsys):
     monkeypatch.setenv("FUNCTIONS_WORKER_PROCESS_COUNT", "many")
-    monkeypatch.delenv(supervisor.CHILD_ENV, raising=False)
+    monkeypatch.delenv(children.CHILD_ENV, raising=False)
     with pytest.raises(SystemExit) as exc:
         cli.main(["-q", "a"])
     assert exc.value.code == 2
@@ -66,7 +67,7 @@ def test_an_invalid_host_setting_exits_2(monkeypatch, capsys):
 
 def test_empty_or_delete_are_refused_with_several_processes(monkeypatch, capsys):
     monkeypatch.delenv("FUNCTIONS_WORKER_PROCESS_COUNT", raising=False)
-    monkeypatch.delenv(supervisor.CHILD_ENV, raising=False)
+    monkeypatch.delenv(children.CHILD_ENV, raising=False)
     with pytest.raises(SystemExit) as exc:
         cli.main(["-q", "a", "--empty", "a", "--yes", "-p", "2"])
     assert exc.value.code == 2 and "--empty/--delete must run once" in capsys.readouterr().err
@@ -75,7 +76,7 @@ def test_empty_or_delete_are_refused_with_several_processes(monkeypatch, capsys)
 def test_with_one_process_the_cli_runs_the_worker_itself(monkeypatch):
     """-p 1 (and no FUNCTIONS_WORKER_PROCESS_COUNT) is today's path: no supervisor."""
     monkeypatch.delenv("FUNCTIONS_WORKER_PROCESS_COUNT", raising=False)
-    monkeypatch.delenv(supervisor.CHILD_ENV, raising=False)
+    monkeypatch.delenv(children.CHILD_ENV, raising=False)
     seen = []
     monkeypatch.setattr(cli_worker, "_run", lambda args, stdin, out, err: seen.append("run") or 0)
     monkeypatch.setattr(supervisor, "supervise", lambda *a, **k: seen.append("supervise") or 0)
@@ -86,13 +87,13 @@ def test_with_one_process_the_cli_runs_the_worker_itself(monkeypatch):
     assert seen == ["run", "run", "run"]
     monkeypatch.setenv("FUNCTIONS_WORKER_PROCESS_COUNT", "3")
     assert cli.main(["-q", "a"], stderr=io.StringIO()) == 0
-    monkeypatch.setenv(supervisor.CHILD_ENV, "0")  # a child: works, whatever the setting says
+    monkeypatch.setenv(children.CHILD_ENV, "0")  # a child: works, whatever the setting says
     assert cli.main(["-q", "a", "-p", "2"], stderr=io.StringIO()) == 0
     assert seen == ["run", "run", "run", "supervise", "run"]
 
 
 def test_supervise_refuses_a_bad_configuration_before_starting_anything(monkeypatch, tmp_path):
-    monkeypatch.delenv(supervisor.CHILD_ENV, raising=False)
+    monkeypatch.delenv(children.CHILD_ENV, raising=False)
     monkeypatch.setattr(supervisor, "Supervisor", lambda *a, **k: pytest.fail("started workers"))
     bad = tmp_path / "host.json"
     bad.write_text('{"version": "2.0", "extensions": {"queues": {"batchSize": 99}}}')
@@ -163,7 +164,7 @@ def test_only_exits_within_the_window_count():
 
 
 def test_what_an_exit_means():
-    classify = supervisor.classify
+    classify = children.classify
     assert classify(0, stopping=True, burst=False) == "stopped"
     assert classify(-9, stopping=True, burst=False) == "stopped"
     assert classify(0, stopping=False, burst=True) == "drained"
@@ -172,8 +173,8 @@ def test_what_an_exit_means():
     assert classify(-9, stopping=False, burst=False) == "crash"
     assert classify(3, stopping=False, burst=False) == "restart"
     assert classify(2, stopping=False, burst=True) == "usage"
-    assert supervisor.RESTART_NEEDED == cli.RESTART_NEEDED
-    assert supervisor.describe_exit(-9) == "signal SIGKILL" and supervisor.describe_exit(1) == "status 1"
+    assert children.RESTART_NEEDED == cli.RESTART_NEEDED
+    assert children.describe_exit(-9) == "signal SIGKILL" and children.describe_exit(1) == "status 1"
 
 
 # -- the supervisor, on fake processes -------------------------------------------
@@ -391,28 +392,28 @@ def test_a_signal_before_the_start_starts_nothing():
 # -- memory and child logs -----------------------------------------------------------
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux /proc")
 def test_read_memory_reads_proc():
-    memory = supervisor.read_memory(os.getpid())
+    memory = children.read_memory(os.getpid())
     assert memory["rss_kb"] > 1000 and memory["peak_kb"] >= memory["rss_kb"] and "uss_kb" not in memory
-    private = supervisor.read_memory(os.getpid(), private=True)
+    private = children.read_memory(os.getpid(), private=True)
     assert 0 < private["uss_kb"] <= private["rss_kb"]
-    assert supervisor.read_memory(2 ** 22 + 12345) == {}
+    assert children.read_memory(2 ** 22 + 12345) == {}
 
 
 def test_a_childs_log_lines_carry_its_slot(restore_logging):
     stream = io.StringIO()
     handler = logs.setup(0, "json", stream)
-    supervisor.tag_child_logs(handler, "json", {supervisor.CHILD_ENV: "1"})
+    children.tag_child_logs(handler, "json", {children.CHILD_ENV: "1"})
     logging.getLogger("azjobs.worker").info("hello %s", "x", extra={"action": "a"})
     line = json.loads(stream.getvalue())
     assert line["worker_process"] == "1" and line["pid"] == os.getpid() and line["message"] == "hello x"
 
     text = io.StringIO()
     handler = logs.setup(0, "text", text)
-    supervisor.tag_child_logs(handler, "text", {supervisor.CHILD_ENV: "0"})
+    children.tag_child_logs(handler, "text", {children.CHILD_ENV: "0"})
     logging.getLogger("azjobs.worker").info("hello %s", "y")
     assert "[worker 0] hello y" in text.getvalue()
 
     plain = io.StringIO()
-    supervisor.tag_child_logs(logs.setup(0, "text", plain), "text", {})  # not a child: untouched
+    children.tag_child_logs(logs.setup(0, "text", plain), "text", {})  # not a child: untouched
     logging.getLogger("azjobs.worker").info("hello %s", "z")
     assert "] hello z" not in plain.getvalue() and "hello z" in plain.getvalue()

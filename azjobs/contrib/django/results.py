@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from ...state.store import store_for as _client_store
 from ...model.secrets import describe, get_logger
-from ...state.store import id_problem
+from ...state.entities import id_problem
 from .known import JOB_PREFIX, discovered_task
 from .times import to_django
 
@@ -72,7 +72,7 @@ def with_ready_record(backend: Any, envelope: Any, at: datetime | None) -> Any:
     if not backend.results:
         return envelope
     from ...model.envelope import utcnow
-    from ...state.tracker import ETAG_OPTION, TRACK_OPTION
+    from ...model.tracking import ETAG_OPTION, TRACK_OPTION
     from ...storage.delays import plan_delivery
 
     envelope = envelope.evolve(options={**dict(envelope.options), TRACK_OPTION: True})
@@ -91,7 +91,7 @@ def with_ready_record(backend: Any, envelope: Any, at: datetime | None) -> Any:
 
 def forget_ready_record(backend: Any, envelope: Any) -> None:
     """Best effort, after a failed send: remove the READY record of a message that was never sent."""
-    from ...state.tracker import ETAG_OPTION
+    from ...model.tracking import ETAG_OPTION
 
     etag = envelope.options.get(ETAG_OPTION) if envelope.options else None
     if not backend.results or not etag:
