@@ -160,10 +160,22 @@ HookFactory = Callable[["Executor"], Hook]
 
 
 class Hooks:
-    """The hooks of one executor, called in order; see the module docstring for who answers what."""
+    """The hooks of one executor, called in order; see the module docstring for who answers what.
+
+    Only the hooks that override a method are called for it (the bound methods are listed once,
+    when the executor is made), so a feature costs nothing at the steps it takes no part in.
+    """
+
+    _METHODS = ("delivered", "finished_before", "before_run", "owns_retries", "started", "running", "succeeded",
+                "settle", "retrying", "not_run", "dead_lettered", "settled", "raised", "close")
 
     def __init__(self, executor: "Executor", factories: Sequence[HookFactory]) -> None:
         self.all: tuple[Hook, ...] = tuple(make(executor) for make in factories)
+        self._calls: dict[str, tuple[Callable[..., Any], ...]] = {
+            name: tuple(getattr(hook, name) for hook in self.all
+                        if getattr(type(hook), name, None) is not getattr(Hook, name))
+            for name in self._METHODS
+        }
 
     def __iter__(self) -> Iterator[Hook]:
         return iter(self.all)
@@ -177,12 +189,12 @@ class Hooks:
 
     # -- observers: a failure is logged, never allowed to change an outcome --------------------
     def _observe(self, method: str, *args: Any) -> None:
-        for hook in self.all:
+        for call in self._calls[method]:
             try:
-                getattr(hook, method)(*args)
+                call(*args)
             except Exception:
-                log.exception("hook %s.%s failed", type(hook).__name__, method,
-                              extra={"action": "hook_failed", "hook": type(hook).__name__, "step": method})
+                log.exception("hook %s.%s failed", type(call.__self__).__name__, method,
+                              extra={"action": "hook_failed", "hook": type(call.__self__).__name__, "step": method})
 
     def delivered(self, handling: Handling) -> None:
         self._observe("delivered", handling)
@@ -196,62 +208,74 @@ class Hooks:
     def raised(self, handling: Handling, error: BaseException, kind: str) -> None:
         self._observe("raised", handling, error, kind)
 
-    @contextlib.contextmanager
-    def running(self, handling: Handling) -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            for hook in self.all:
-                stack.enter_context(hook.running(handling))
-            yield
+    def running(self, handling: Handling) -> contextlib.AbstractContextManager[Any]:
+        calls = self._calls["running"]
+        if not calls:
+            return _NOTHING
+        if len(calls) == 1:
+            return calls[0](handling)
+        return _nested([call(handling) for call in calls])
 
     # -- deciders: the first answer wins -------------------------------------------------------
     def finished_before(self, handling: Handling) -> bool:
-        return any(hook.finished_before(handling) for hook in self.all)
+        return any(call(handling) for call in self._calls["finished_before"])
 
     def owns_retries(self, handling: Handling) -> bool:
-        return any(hook.owns_retries(handling) for hook in self.all)
+        return any(call(handling) for call in self._calls["owns_retries"])
 
     def before_run(self, handling: Handling) -> Verdict | None:
-        for hook in self.all:
-            verdict = hook.before_run(handling)
+        for call in self._calls["before_run"]:
+            verdict = call(handling)
             if verdict is not None:
                 return verdict
         return None
 
     def settle(self, handling: Handling, run: JobRun) -> Result | None:
-        for hook in self.all:
-            result = hook.settle(handling, run)
+        for call in self._calls["settle"]:
+            result = call(handling, run)
             if result is not None:
                 return result
         return None
 
     def not_run(self, handling: Handling, decision: "DeadLetter", error: BaseException | None) -> Result | None:
-        for hook in self.all:
-            result = hook.not_run(handling, decision, error)
+        for call in self._calls["not_run"]:
+            result = call(handling, decision, error)
             if result is not None:
                 return result
         return None
 
     # -- part of the outcome: raised through the core like any storage error -------------------
     def succeeded(self, handling: Handling, value: Any) -> None:
-        for hook in self.all:
-            hook.succeeded(handling, value)
+        for call in self._calls["succeeded"]:
+            call(handling, value)
 
     def retrying(self, handling: Handling, error: BaseException, next_attempt: int, *, attempted: bool) -> None:
-        for hook in self.all:
-            hook.retrying(handling, error, next_attempt, attempted=attempted)
+        for call in self._calls["retrying"]:
+            call(handling, error, next_attempt, attempted=attempted)
 
     def dead_lettered(self, handling: Handling, decision: "DeadLetter", record: "PoisonRecord | None",
                       error: BaseException | None) -> None:
-        for hook in self.all:
-            hook.dead_lettered(handling, decision, record, error)
+        for call in self._calls["dead_lettered"]:
+            call(handling, decision, record, error)
 
     def close(self, deadline: float | None = None) -> None:
-        for hook in self.all:
+        for call in self._calls["close"]:
             try:
-                hook.close(deadline)
+                call(deadline)
             except Exception:
-                log.exception("hook %s could not close", type(hook).__name__,
-                              extra={"action": "hook_failed", "hook": type(hook).__name__, "step": "close"})
+                log.exception("hook %s could not close", type(call.__self__).__name__,
+                              extra={"action": "hook_failed", "hook": type(call.__self__).__name__, "step": "close"})
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _nested(managers: list[contextlib.AbstractContextManager[Any]]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for manager in managers:
+            stack.enter_context(manager)
+        yield
 
 
 __all__ = ["Handling", "Hook", "HookFactory", "Hooks", "Verdict"]
