@@ -17,7 +17,9 @@ otherwise:
     message is settled without a poison record (job state). Any True wins.
 ``before_run(handling) -> Verdict | None``
     the job is registered and its arguments fit: a ``Verdict`` vetoes the run, ``skip`` (settle
-    without running) or ``defer`` (send the message on, seconds later). The first verdict wins
+    without running), ``defer`` (send the message on, seconds later) or ``throttle`` (the same as
+    ``defer``, for a limit with no room: outcome ``throttled``; no attempt is used, and the copy's
+    dequeue count starts again, so it never counts toward ``maxDequeueCount``). The first verdict wins
     and the hooks after it are not asked (job state's duplicate check; cancellation and limits
     belong here too).
 ``owns_retries(handling) -> bool``
@@ -84,19 +86,21 @@ class Handling:
     envelope: Envelope | None = None
     definition: JobDefinition | None = None
     notes: dict[Any, Any] = field(default_factory=dict)
+    # The call's (args, kwargs) once loaded and checked (claim-checked ones included): set before ``before_run``.
+    arguments: tuple[tuple, dict] | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A hook's veto of a run: ``skip`` (settle the message without running) or ``defer`` (send it on)."""
+    """A hook's veto of a run: ``skip`` (settle the message without running), ``defer`` or ``throttle`` (send it on)."""
 
-    action: str  # "skip" or "defer"
+    action: str  # "skip", "defer" or "throttle"
     why: str = ""
     defer_s: int = 0
 
     def __post_init__(self) -> None:
-        if self.action not in ("skip", "defer"):
-            raise ValueError(f"a verdict is 'skip' or 'defer', got {self.action!r}")
+        if self.action not in ("skip", "defer", "throttle"):
+            raise ValueError(f"a verdict is 'skip', 'defer' or 'throttle', got {self.action!r}")
 
 
 class Hook:

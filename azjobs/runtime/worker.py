@@ -91,6 +91,7 @@ class WorkerStats:
     dead_lettered: int = 0
     deferred: int = 0
     skipped: int = 0  # redeliveries of jobs that already finished, settled without running
+    throttled: int = 0  # a limit had no room: sent on for later (azjobs.limits), no attempt used
     redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
     timed_out: int = 0  # jobs that ran past the job timeout
     released: int = 0  # fetched but not started when the worker stopped; made visible at once
@@ -113,7 +114,7 @@ class WorkerStats:
     def handled(self) -> int:
         """Messages whose job (or settling) the core finished."""
         return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
-                + self.redelivered)
+                + self.throttled + self.redelivered)
 
 
 def _worker_queue_service(client: Client, pool: int):
@@ -430,6 +431,7 @@ class Worker(Fetching, JobThreads):
                  s.skipped, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
                         "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
+                        "throttled": s.throttled,
                         "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
                         "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
