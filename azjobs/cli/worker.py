@@ -19,6 +19,7 @@ from typing import Any, Callable, TextIO
 
 from ..errors import AzjobsError, ConfigurationError, CredentialsRejected, QueueNotFoundError
 from ..model.secrets import get_logger
+from ..runtime.weighted import split_weight
 from ..version import __version__
 from .admin import _admin
 from .common import (
@@ -111,7 +112,11 @@ def check_queue_names(args: argparse.Namespace) -> None:
 
     Raises ConfigurationError saying which one is wrong and why.
     """
-    args.queue = [_queue_name(name, "-q") for name in args.queue]
+    named = [split_weight(text) for text in args.queue]
+    args.queue = [_queue_name(name, "-q") for name, _ in named]
+    # -q name:weight shares the job threads by weight (azjobs.runtime.weighted); plain -q: None, as before.
+    args.weights = ({name: weight or 1 for name, (_, weight) in zip(args.queue, named)}
+                    if any(weight is not None for _, weight in named) else None)
     if isinstance(args.create, str):
         args.create = _queue_name(args.create, "--create", needs_poison=False)
     if args.empty is not None:
@@ -140,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     work = parser.add_argument_group("worker")
     work.add_argument("-q", "--queue", action="append", default=[], metavar="QUEUE",
                       help="queue to work; repeat for several queues (each gets its own fetch loop and back-off). "
-                           "Checked as the job decorators check it; %%SETTING%% is read from the environment")
+                           "Checked as the job decorators check it; %%SETTING%% is read from the environment. "
+                           "QUEUE:WEIGHT (-q critical:4 -q default:1) shares the job threads by weight while "
+                           "every queue has work, and lends an idle queue's share to the others")
     work.add_argument("-c", "--concurrency", type=_positive_int(1), metavar="N",
                       help="jobs run at once (default: host.json batchSize + newBatchThreshold)")
     work.add_argument("-f", "--fetch", type=_positive_int(1, 32), metavar="N",
@@ -350,6 +357,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         processes=children.shared_by(),
         schedules=not args.no_schedules,
         workflows=None if args.no_workflows else _workflows_queue(args),
+        weights=getattr(args, "weights", None),
     )
     restore = _install_signals(worker)
     _fast_exit()

@@ -6,7 +6,8 @@ Shape of a ``Worker``:
   real batches (``messages_per_page``) under the host's per-queue batch rules
   (azjobs/inflight.py): ``batchSize`` per receive, fetch again at ``newBatchThreshold``;
   ``-c`` caps all queues together;
-- ``concurrency`` job threads take fetched messages in order and hand each to the shared
+- ``concurrency`` job threads take fetched messages in order (by weight with ``-q name:weight``:
+  azjobs/runtime/weighted.py) and hand each to the shared
   execution core (``Executor``): ``begin``, ``run``, ``finish``. The coroutine of an
   ``async def`` job runs on one event-loop thread while its job thread waits for it, so one
   limit covers both kinds and a sync job never blocks the loop. A job thread survives
@@ -39,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
@@ -62,6 +63,7 @@ from .jobthreads import JobThreads
 from .settlement import Delivery, Settlement
 from .settler import Settler
 from .timeouts import Watchdog
+from .weighted import WeightedReady
 
 log = get_logger("azjobs.worker")
 
@@ -156,6 +158,7 @@ class Worker(Fetching, JobThreads):
         processes: int = 1,
         schedules: bool = True,
         workflows: str | None = None,
+        weights: Mapping[str, int] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -203,6 +206,10 @@ class Worker(Fetching, JobThreads):
         self.concurrency = concurrency or limits.most * len(self.queues)
         self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
         self.threshold = threshold
+        # Weighted queues (-q name:weight): each queue keeps its own batch, so one cannot fill the budget.
+        self.weights = {name: int((weights or {}).get(name, 1)) for name in self.queues} if weights else None
+        if self.weights:
+            self.max_in_flight = max(self.max_in_flight, limits.most * len(self.queues))
         self.inflight = InFlight({name: limits for name in self.queues}, self.max_in_flight)
         if lease <= 0:
             raise ValueError(f"lease must be positive, got {lease}")
@@ -235,7 +242,8 @@ class Worker(Fetching, JobThreads):
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
-        self._ready: "queue_module.Queue[Delivery | None]" = queue_module.Queue()
+        self._ready: "queue_module.Queue[Delivery | None] | WeightedReady" = (
+            WeightedReady(self.weights) if self.weights else queue_module.Queue())
         self._stats_lock = threading.Lock()
         self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"))
         self.settlement = Settlement(executor=self.executor, keeper=self.keeper, settler=self._settler,

@@ -260,6 +260,30 @@ def _visible(qc) -> bool:
     return bool(qc.peek_messages(max_messages=1))
 
 
+def test_weighted_queues_split_the_starts_4_to_1_while_both_are_backed_up_then_lend_the_idle_share(
+        client, raw_queue, test_dir, processes, limits_table, connection_string):
+    critical, default = unique_queue("lcrit"), unique_queue("ldef")
+    for name in (critical, default, f"{critical}-poison", f"{default}-poison"):
+        raw_queue(name)
+    client.ensure_queue(critical), client.ensure_queue(default)
+    for i in range(60):
+        limit_jobs.pause.options(queue=critical).enqueue("w", f"critical-{i}", 0.2)
+        limit_jobs.pause.options(queue=default).enqueue("w", f"default-{i}", 0.2)
+    processes.append(_spawn(connection_string, test_dir, limits_table, "w1", "-q", f"{critical}:4",
+                            "-q", f"{default}:1", "-c", "2"))
+    assert wait_for(lambda: len(_runs(test_dir, "w")) >= 120, timeout=300, interval=0.5), _log(test_dir, "w1")[-3000:]
+    _stop(processes[0])
+    order = [key.split("-")[0] for _, _, key in sorted(
+        (float(start), pid, key) for pid, start, key in
+        (line.split(" ", 2) for line in (test_dir / "w.started").read_text().splitlines()))]
+    assert sorted(order) == ["critical"] * 60 + ["default"] * 60  # every job ran once
+    # The first 50 starts come while both queues have a backlog (critical has 60): 4:1 is 40 of 50.
+    share = order[:50].count("critical") / 50
+    assert 0.6 <= share <= 0.92, order[:50]
+    # Once critical is empty, default takes every thread: the last 10 starts are all default.
+    assert order[-10:] == ["default"] * 10
+
+
 FN_RUNS: list[str] = []
 
 

@@ -25,6 +25,7 @@ def _note(file: str, key: str, started: float) -> None:
 
 
 def _started(file: str, key: str) -> None:
+    """Notes ``<pid> <start> <key>`` in ``<file>.started``."""
     with open(Path(os.environ["AZJOBS_TEST_DIR"]) / f"{file}.started", "a", encoding="utf-8") as fh:
         fh.write(f"{os.getpid()} {time.time():.6f} {key}\n")
 
@@ -62,6 +63,10 @@ def held_long(key: str, seconds: float) -> None:
     held(key, seconds)
 
 
-@azjobs.job(queue=QUEUE, name="lt.plain")
-def plain(file: str, key: str) -> None:
-    _note(file, key, time.time())
+@azjobs.job(queue=QUEUE, name="lt.pause")
+def pause(file: str, key: str, seconds: float) -> None:
+    """No limit: notes its start, then sleeps (the weighted-queue test)."""
+    started = time.time()
+    _started(file, key)
+    time.sleep(seconds)
+    _note(file, key, started)
