@@ -207,8 +207,10 @@ class Worker(Fetching, JobThreads):
         self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
         self.threshold = threshold
         # Weighted queues (-q name:weight): each queue keeps its own batch, so one cannot fill the budget.
+        # Each also fetches one batch early, so a queue's turn never finds it empty while its receive is under way.
         self.weights = {name: int((weights or {}).get(name, 1)) for name in self.queues} if weights else None
         if self.weights:
+            limits = QueueLimits(self.fetch, threshold + self.fetch)
             self.max_in_flight = max(self.max_in_flight, limits.most * len(self.queues))
         self.inflight = InFlight({name: limits for name in self.queues}, self.max_in_flight)
         if lease <= 0:
