@@ -49,6 +49,7 @@ azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
        azjobs schedules [-i PATH ...] [--json]
+       azjobs limits [-i PATH ...] [--json] [--since MINUTES]
        azjobs dashboard [--port PORT] [--host ADDRESS]
        azjobs workflow status ID [--json]"""
 
@@ -63,6 +64,7 @@ commands:
   azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
+  azjobs limits          concurrency and rate limits: slots held now, recent starts and throttles (--help)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
   azjobs workflow ...    workflows run by the worker: status ID [--json]"""
 

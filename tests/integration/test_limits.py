@@ -289,3 +289,41 @@ FN_RUNS: list[str] = []
 
 def lt_fn(tag: str) -> None:
     FN_RUNS.append(tag)
+
+
+def test_azjobs_limits_shows_the_holders_now_and_recent_starts_and_throttles(client, raw_queue, limits_table,
+                                                                             test_dir):
+    import io
+    import json as json_module
+
+    from azjobs.cli import main as cli_main
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.outcome import MessageInfo
+
+    q = unique_queue("lcli")
+    raw_queue(q)
+    client.ensure_queue(q)
+    table = LimitTable.from_connection(client.connection, limits_table)
+    taken = slots.acquire(table, Limit("lt-shared", 1, None, 600, True), "",
+                          {"Holder": "elsewhere:42", "Job": "lt.held", "JobId": "job-🦄/1"},
+                          lambda: datetime.now(timezone.utc))
+    assert isinstance(taken, slots.Slot)
+    limit_jobs.held.options(queue=q).enqueue("cli", 0.1)
+    limit_jobs.rated.options(queue=q).enqueue("cli")
+    executor = hosted_executor(client=client, settings=QueueSettings())
+    outcomes = []
+    for message in raw_queue(q).receive_messages(max_messages=2, visibility_timeout=60):
+        outcomes.append(executor.execute(message.content, MessageInfo(q, message.id, message.dequeue_count)).outcome)
+    executor.close()  # the counts are written
+    assert sorted(o.value for o in outcomes) == ["succeeded", "throttled"]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["limits", "-i", JOBS, "--json"], stdout=out, stderr=err) == 0, err.getvalue()
+    rows = {row["limit"]: row for row in map(json_module.loads, out.getvalue().splitlines())}
+    shared = rows["lt-shared"]
+    assert shared["shared"] and shared["jobs"] == ["lt.held", "lt.held_long"]
+    assert shared["holding"] == 1 and shared["holders"][0]["job_id"] == "job-🦄/1"
+    assert shared["holders"][0]["holder"] == "elsewhere:42"
+    assert (shared["recent_started"], shared["recent_throttled"]) == (0, 1)
+    rated = rows["lt.rated"]
+    assert rated["rate_limit"] == "5/s" and rated["window_starts"] == 1 and rated["recent_started"] == 1
+    assert rows["lt.capped"]["holding"] == 0 and rows["lt.capped"]["concurrency"] == 2
