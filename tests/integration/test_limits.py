@@ -327,3 +327,34 @@ def test_azjobs_limits_shows_the_holders_now_and_recent_starts_and_throttles(cli
     rated = rows["lt.rated"]
     assert rated["rate_limit"] == "5/s" and rated["window_starts"] == 1 and rated["recent_started"] == 1
     assert rows["lt.capped"]["holding"] == 0 and rows["lt.capped"]["concurrency"] == 2
+
+
+def test_azjobs_stats_shows_throttled_deliveries_per_queue(client, raw_queue, limits_table, test_dir):
+    import io
+    import json as json_module
+
+    from azjobs.cli import main as cli_main
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.outcome import MessageInfo
+
+    q, quiet = unique_queue("lstat"), unique_queue("lquiet")
+    raw_queue(q), raw_queue(quiet)
+    client.ensure_queue(q), client.ensure_queue(quiet)
+    table = LimitTable.from_connection(client.connection, limits_table)
+    taken = slots.acquire(table, Limit("lt-shared", 1, None, 600, True), "", {"Holder": "elsewhere:42"},
+                          lambda: datetime.now(timezone.utc))
+    assert isinstance(taken, slots.Slot)
+    for i in range(3):
+        limit_jobs.held.options(queue=q).enqueue(f"s{i}", 0.1)
+    executor = hosted_executor(client=client, settings=QueueSettings())
+    for message in raw_queue(q).receive_messages(max_messages=3, visibility_timeout=60):
+        assert executor.execute(message.content, MessageInfo(q, message.id, 1)).outcome is Outcome.THROTTLED
+    executor.close()
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["stats", "-q", q, "-q", quiet, "--limits", "--json"], stdout=out, stderr=err) == 0, \
+        err.getvalue()
+    assert json_module.loads(out.getvalue())["throttled"]["queues"] == {q: 3, quiet: 0}
+    out = io.StringIO()
+    assert cli_main(["stats", "-q", q, "--limits"], stdout=out, stderr=err) == 0
+    head, line = out.getvalue().splitlines()[:2]
+    assert head.split()[-1] == "THROTTLED/5m" and line.split()[-1] == "3"
