@@ -26,6 +26,7 @@ from azjobs.model.settings import QueueSettings
 from tests.conftest import unique_queue
 from tests.functions_support import HostAction, RecordingExecutor, fresh_app, host_like_settle, receive_one
 from tests.integration.worker_support import ROOT, wait_for
+from tests.integration.dashboard_support import sessions_table  # noqa: F401 (a fixture)
 from tests.jobs import limit_jobs
 
 JOBS = "tests.jobs.limit_jobs"
@@ -358,3 +359,33 @@ def test_azjobs_stats_shows_throttled_deliveries_per_queue(client, raw_queue, li
     assert cli_main(["stats", "-q", q, "--limits"], stdout=out, stderr=err) == 0
     head, line = out.getvalue().splitlines()[:2]
     assert head.split()[-1] == "THROTTLED/5m" and line.split()[-1] == "3"
+
+
+def test_the_dashboard_overview_shows_throttled_deliveries_per_queue(client, raw_queue, limits_table, test_dir,
+                                                                    sessions_table):
+    import re
+
+    from azjobs.dashboard import create_app
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.outcome import MessageInfo
+    from tests.integration.dashboard_support import ADMIN_KEY, Browserless, Served
+
+    q, quiet = unique_queue("ldash"), unique_queue("lquiet")
+    raw_queue(q), raw_queue(quiet)
+    client.ensure_queue(q), client.ensure_queue(quiet)
+    table = LimitTable.from_connection(client.connection, limits_table)
+    taken = slots.acquire(table, Limit("lt-shared", 1, None, 600, True), "", {"Holder": "elsewhere:42"},
+                          lambda: datetime.now(timezone.utc))
+    assert isinstance(taken, slots.Slot)
+    for i in range(2):
+        limit_jobs.held.options(queue=q).enqueue(f"d{i}", 0.1)
+    executor = hosted_executor(client=client, settings=QueueSettings())
+    for message in raw_queue(q).receive_messages(max_messages=2, visibility_timeout=60):
+        assert executor.execute(message.content, MessageInfo(q, message.id, 1)).outcome is Outcome.THROTTLED
+    executor.close()
+    app = create_app(client.connection, admin_key=ADMIN_KEY, queues=[q, quiet], background_sampling=False)
+    with Served(app) as server:
+        page = Browserless(server.port).get("/")
+    assert page.status == 200 and "<th>Throttled (5 min)</th>" in page.text
+    rows = dict(re.findall(r'<tr data-queue="([^"]+)">(.*?)</tr>', page.text))
+    assert re.search(r'class="num throttled">2<', rows[q]) and re.search(r'class="num throttled">0<', rows[quiet])
