@@ -80,7 +80,8 @@ class StorageReader:
     def throttled(self, minutes: int = 5) -> dict[str, int] | None:
         """Deliveries a limit sent on in the last ``minutes``, per queue (azjobs.limits); None if unreadable."""
         try:
-            return throttled_by_queue(table_for(self.client), datetime.now(timezone.utc), minutes)
+            table = table_for(self.client)
+            return None if table is None else throttled_by_queue(table, datetime.now(timezone.utc), minutes)
         except Exception as exc:  # the page still shows the queues
             log.debug("limits table not read: %s", exc, extra={"action": "dashboard_limits_unread"})
             return None

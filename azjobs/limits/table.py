@@ -177,14 +177,17 @@ STORE_KEY = "azjobs.limits"
 _NOT_SET = object()
 
 
-def table_for(client: Any, make: Callable[[Any], LimitTable] | None = None) -> LimitTable:
+def table_for(client: Any, make: Callable[[Any], LimitTable] | None = None) -> LimitTable | None:
     """The limits table of ``client``'s account, made on first use and closed with the client.
 
-    A test double that carries its own ``limit_table`` gives that one.
+    A test double that carries its own ``limit_table`` gives that one (None: limits are not enforced);
+    one without a storage account (no ``extension``, as ``azjobs.testing.RecordingClient``) gives None.
     """
     own = getattr(client, "limit_table", _NOT_SET)
     if own is not _NOT_SET:
         return own
+    if not callable(getattr(client, "extension", None)):
+        return None
     return client.extension(STORE_KEY, make or (lambda c: LimitTable.from_connection(c.connection)))
 
 

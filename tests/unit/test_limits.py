@@ -167,3 +167,17 @@ def test_queue_weights_are_read_from_q(text, expected):
 def test_bad_queue_weights_are_refused(text, message):
     with pytest.raises(ConfigurationError, match=message):
         split_weight(text)
+
+
+def test_a_limited_job_runs_under_a_test_double_client_that_has_no_storage_account():
+    from azjobs.model.envelope import Envelope
+    from azjobs.model.outcome import MessageInfo, Outcome
+    from azjobs.testing import RecordingClient, RecordingExecutor
+
+    job = _declare(concurrency=1, rate_limit="1/h", limit_key="customer_id")
+    registry = azjobs.Registry()
+    registry.register(job.job)
+    executor = RecordingExecutor(registry=registry, client=RecordingClient())
+    for _ in range(2):  # a second start within the hour: a real table would throttle it
+        body = Envelope.build(job.job.name, ("acme",)).encode("base64")
+        assert executor.execute(body, MessageInfo("limits-unit")).outcome is Outcome.SUCCEEDED
