@@ -33,7 +33,7 @@ from ..model.limits import Limit, key_value
 from ..model.secrets import get_logger
 from . import slots, tokens
 from .renewer import Renewer
-from .table import LimitsUnavailable, LimitTable, table_for
+from .table import LimitsUnavailable, LimitTable, shown, table_for
 from .tally import Tally
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ class LimitsHook(Hook):
                                               f"{limit.rate.window_s}s (rate_limit={limit.rate})",
                                               self._rate_delay(answer, limit))
         except LimitsUnavailable as exc:
-            return self._throttle(handling, limits[0], taken, f"the limits table could not be reached ({exc})",
+            return self._throttle(handling, limits[0], taken, f"the limits table could not be used ({exc})",
                                   UNAVAILABLE_WAIT_S + self.rng.randint(0, UNAVAILABLE_WAIT_S))
         except BaseException:
             self._give_back(taken)
@@ -122,8 +122,9 @@ class LimitsHook(Hook):
     def _holder(self, handling: Handling) -> dict[str, Any]:
         envelope = handling.envelope
         assert envelope is not None
-        return {"Holder": handling.info.worker_id or self.worker, "Job": envelope.job, "JobId": envelope.id,
-                "Queue": handling.info.queue}
+        # Clipped: a property is at most 64 KiB, and a refused write would throttle the job for ever.
+        return {"Holder": shown(handling.info.worker_id or self.worker), "Job": shown(envelope.job),
+                "JobId": shown(envelope.id), "Queue": handling.info.queue}
 
     def _throttle(self, handling: Handling, limit: Limit, taken: list[slots.Slot], why: str,
                   delay_s: int) -> Verdict:

@@ -389,3 +389,19 @@ def test_the_dashboard_overview_shows_throttled_deliveries_per_queue(client, raw
     assert page.status == 200 and "<th>Throttled (5 min)</th>" in page.text
     rows = dict(re.findall(r'<tr data-queue="([^"]+)">(.*?)</tr>', page.text))
     assert re.search(r'class="num throttled">2<', rows[q]) and re.search(r'class="num throttled">0<', rows[quiet])
+
+
+def test_a_job_id_too_long_for_a_table_property_still_takes_a_slot_and_runs(client, raw_queue, limits_table, test_dir):
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.envelope import Envelope
+    from azjobs.model.outcome import MessageInfo
+
+    q = unique_queue("llong")
+    long_id = "j" * 33_000  # 66,000 bytes as UTF-16: over a property's 64 KiB, and the message still fits
+    body = Envelope.build("lt.capped", ("long", 0.01), id=long_id).encode("base64")
+    executor = hosted_executor(client=client, settings=QueueSettings())
+    result = executor.execute(body, MessageInfo(q, "m-1", 1))
+    assert result.outcome is Outcome.SUCCEEDED, result.detail
+    assert [key for *_, key in _runs(test_dir, "capped")] == ["long"]
+    table = LimitTable.from_connection(client.connection, limits_table)
+    assert table.query("PartitionKey eq @pk", {"pk": slot_partition("lt.capped", "")}) == []  # given back
