@@ -405,3 +405,33 @@ def test_a_job_id_too_long_for_a_table_property_still_takes_a_slot_and_runs(clie
     assert [key for *_, key in _runs(test_dir, "capped")] == ["long"]
     table = LimitTable.from_connection(client.connection, limits_table)
     assert table.query("PartitionKey eq @pk", {"pk": slot_partition("lt.capped", "")}) == []  # given back
+
+
+def test_a_limited_run_costs_3_table_calls_for_a_slot_and_2_for_a_rate(client, limits_table, test_dir, monkeypatch):
+    from azjobs.hosting import executor as hosted_executor
+    from azjobs.model.envelope import Envelope
+    from azjobs.model.outcome import MessageInfo
+
+    q = unique_queue("lcost")
+    executor = hosted_executor(client=client, settings=QueueSettings())
+    warm = Envelope.build("lt.capped", ("warm", 0.0)).encode("base64")
+    assert executor.execute(warm, MessageInfo(q, "m-0", 1)).outcome is Outcome.SUCCEEDED  # the table exists now
+    calls: list[str] = []
+    real = LimitTable._call
+
+    def counted(self, method, *args, **kwargs):
+        calls.append(method)
+        return real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(LimitTable, "_call", counted)
+    capped = Envelope.build("lt.capped", ("cost", 0.0)).encode("base64")
+    assert executor.execute(capped, MessageInfo(q, "m-1", 1)).outcome is Outcome.SUCCEEDED
+    assert calls == ["query_entities", "create_entity", "delete_entity"]
+    calls.clear()
+    rated = Envelope.build("lt.rated", ("cost",)).encode("base64")
+    assert executor.execute(rated, MessageInfo(q, "m-2", 1)).outcome is Outcome.SUCCEEDED
+    assert calls == ["get_entity", "create_entity"]
+    calls.clear()
+    plain = Envelope.build("lt.pause", ("cost", "free", 0.0)).encode("base64")
+    assert executor.execute(plain, MessageInfo(q, "m-3", 1)).outcome is Outcome.SUCCEEDED
+    assert calls == []  # a job without limits costs nothing
