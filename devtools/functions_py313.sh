@@ -5,7 +5,8 @@
 # bindings and the handler are checked against both. Creates .venv313 at the repo root
 # with pyenv's 3.13 on first use and reuses it afterwards (idempotent). Exits non-zero
 # if the venv cannot be built or any test fails. Extra arguments go to pytest.
-# The Django Tasks backend's tests (tests/django; Django 6 needs Python 3.12+) run here too.
+# The Django Tasks backend's tests (tests/django; Django 6 needs Python 3.12+) run here too, and the
+# language-worker tests (tests/functions_worker: azure-functions-runtime, the Python worker for 3.13+).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,6 +79,9 @@ cd "$ROOT"
     "tests/integration/test_schedules.py::test_a_functions_timer_handler_invoked_with_a_timer_request_enqueues_the_job" \
     tests/integration/test_dashboard_functions.py \
     "$@"
+# A session of its own: the real language worker indexes function_app.py, whose jobs are azjobs' default registry.
+echo "functions_py313: the Python language worker (azure-functions-runtime $RUNTIME_VERSION) driven as the host drives it (tests/functions_worker)" >&2
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/functions_worker "$@"
 # A session of its own: setting Django up registers the test project's tasks in azjobs' registry.
 echo "functions_py313: Django Tasks backend tests (tests/django)" >&2
 exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/django "$@"

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from devtools import functionrpc_protos
+from azjobs.model.queue_names import poison_queue_name
 from tests.functions_support import _delete, _poison_raw
 
 PROTOS_DIR = Path(sys.prefix) / "functionrpc"
@@ -289,13 +290,16 @@ def deliver_queue_message(worker: LanguageWorker, function: str, queue_client: A
     """One host delivery of a received message through the worker, settled as the host settles it."""
     loaded = worker.functions[function]
     count = sdk_message.dequeue_count if dequeue_count is None else dequeue_count
+    has_poison_queue = poison_queue_name(queue_client.queue_name) is not None
     try:
         inputs, metadata = queue_trigger_inputs(loaded, sdk_message, encoding, count)
+        too_many = count > max_dequeue_count
     except NotBase64:
-        _poison_raw(queue_client, sdk_message.content)
-        _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
-        return QueueDelivery(HostAction.POISONED)
-    if count > max_dequeue_count:
+        too_many = True
+    if too_many:
+        if not has_poison_queue:
+            raise NotImplementedError("a message the host poisons before the run, on a queue without a poison twin: "
+                                      "not modelled here")
         _poison_raw(queue_client, sdk_message.content)
         _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
         return QueueDelivery(HostAction.POISONED)
@@ -303,7 +307,7 @@ def deliver_queue_message(worker: LanguageWorker, function: str, queue_client: A
     if response.result.status == protos().StatusResult.Success:
         _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
         return QueueDelivery(HostAction.DELETED, response)
-    if count >= max_dequeue_count:
+    if count >= max_dequeue_count and has_poison_queue:  # without a poison queue the host releases it
         _poison_raw(queue_client, sdk_message.content)
         _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
         return QueueDelivery(HostAction.POISONED, response)
