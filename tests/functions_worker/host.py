@@ -11,7 +11,7 @@ azure-functions-host builds them (``ScriptInvocationContextExtensions.ToRpcInvoc
 ``GrpcMessageConversionExtensions.ToRpc``):
 
 - the trigger value is one ``ParameterBinding``: a queue message as ``bytes`` when the binding's
-  ``dataType`` is ``binary``, else as a ``string`` (the body decoded as UTF-8, the host's
+  ``dataType`` is ``binary`` (read ignoring case), else as a ``string`` (the body decoded as UTF-8, the host's
   ``BinaryData.ToString()``, invalid bytes becoming U+FFFD); a timer's ``TimerInfo`` and an
   orchestration's or activity's payload as the host serializes them (``json`` / ``string``);
 - every binding-data value becomes trigger metadata: strings as ``string``, anything else as
@@ -22,8 +22,9 @@ azure-functions-host builds them (``ScriptInvocationContextExtensions.ToRpcInvoc
 - with ``messageEncoding: base64`` the host decodes the wire text first: a body that is not base64
   goes to ``<queue>-poison`` as it is and the function never runs; so does a message dequeued more
   than ``maxDequeueCount`` times. After the invocation, ``StatusResult.Success`` deletes the
-  message; ``Failure`` poisons the bare body once ``DequeueCount >= maxDequeueCount``, else makes
-  the message visible again after ``visibilityTimeout``.
+  message; ``Failure`` poisons the bare body once ``DequeueCount >= maxDequeueCount`` (a queue named
+  ``...-poison`` has no poison queue: released instead), else makes the message visible again after
+  ``visibilityTimeout``.
 
 The protos come from ``devtools/functionrpc_protos.py`` (downloaded into the test venv once).
 """
@@ -170,8 +171,9 @@ class LanguageWorker:
             invocation_id=invocation_id or str(uuid.uuid4()), function_id=loaded.function_id,
             input_data=[p.ParameterBinding(name=name, data=data) for name, data in inputs.items()],
             trigger_metadata=dict(trigger_metadata or {}),
-            trace_context=p.RpcTraceContext(trace_parent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"),
-            retry_context=p.RetryContext(retry_count=0, max_retry_count=0))
+            # No retry_context: the host sets one only for a function with a retry policy (not queue triggers).
+            trace_context=p.RpcTraceContext(trace_parent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+                                            attributes={"OperationName": function}))
         return self._call(self._runtime.invocation_request,
                           p.StreamingMessage(request_id=uuid.uuid4().hex, invocation_request=request))
 

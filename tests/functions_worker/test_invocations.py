@@ -131,8 +131,9 @@ def test_the_worker_turns_the_hosts_trigger_metadata_into_the_queue_message_azjo
                                     is_deferred_binding=False)
     assert converted.id == message.id and converted.pop_receipt == message.pop_receipt
     assert converted.dequeue_count == 1 and isinstance(converted.dequeue_count, int)
-    assert converted.insertion_time == message.inserted_on.replace(microsecond=0)
-    assert converted.expiration_time == message.expires_on.replace(microsecond=0)
+    assert converted.insertion_time == message.inserted_on
+    assert converted.expiration_time == message.expires_on
+    assert converted.time_next_visible == message.next_visible_on
     assert converted.get_body() == base64.b64decode(message.content)
 
 
