@@ -15,6 +15,13 @@ package): it is downloaded with pip, checked against the sha256 below, and only 
 extracted, renamed to the package ``azjobs_functionrpc``, into a directory of the test venv.
 Nothing of it is committed. The ``*_grpc.py`` stubs are left out: no gRPC channel is involved.
 
+Checked once by hand (not in the suite, which cannot carry the .proto files): their descriptors are
+identical, field for field (protoc drops ``json_name`` from generated code), to the three .proto files
+of azure-functions-python-worker (its subtree of the protobuf repository) compiled with grpcio-tools
+1.70 and protobuf 5.29, the runtime's own development pins. The host's newer copy (v1.10.0-protofile)
+adds only ``FunctionEnvironmentReloadResponse.capabilities_update_strategy``, a message these tests
+do not use (placeholder specialization).
+
     python devtools/functionrpc_protos.py DIR     # idempotent; prints DIR
 """
 
