@@ -49,8 +49,9 @@ BINDING_NAME = "msg"
 #: Every generated function's name starts with this, so they are easy to find in the portal.
 FUNCTION_PREFIX = "azjobs_"
 #: The queue trigger's ``dataType``: the host hands the worker the body's bytes as stored (after the base64 wire
-#: decoding). Left undefined, the host converts the body to a string (UTF-8, invalid bytes replaced by U+FFFD), so
-#: a body that is not UTF-8 would reach azjobs, and its poison record, altered.
+#: decoding). Left undefined, the host decodes the body as strict UTF-8 for a string: a body that is not UTF-8
+#: fails its binding before azjobs runs, again on each delivery, until the host poisons it bare, with no reason
+#: recorded. As bytes it reaches azjobs, which dead-letters it at once with a record that keeps it (not_utf8).
 QUEUE_DATA_TYPE = func.DataType.BINARY
 #: The host's rule for function names (checked case-insensitively by the host).
 FUNCTION_NAME_RULE = re.compile(r"^[a-z][a-z0-9_-]{0,127}$", re.IGNORECASE)

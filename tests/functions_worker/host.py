@@ -11,14 +11,17 @@ azure-functions-host builds them (``ScriptInvocationContextExtensions.ToRpcInvoc
 ``GrpcMessageConversionExtensions.ToRpc``):
 
 - the trigger value is one ``ParameterBinding``: a queue message as ``bytes`` when the binding's
-  ``dataType`` is ``binary`` (read ignoring case), else as a ``string`` (the body decoded as UTF-8, the host's
-  ``BinaryData.ToString()``, invalid bytes becoming U+FFFD); a timer's ``TimerInfo`` and an
-  orchestration's or activity's payload as the host serializes them (``json`` / ``string``);
+  ``dataType`` is ``binary`` (read ignoring case), else as a ``string``: the Storage Queues extension
+  (5.x, ``StorageQueueMessageToStringConverter``) decodes the body with a strict UTF-8 decoder, so a body
+  that is not UTF-8 fails the binding and the function is never called (a failed delivery); a timer's
+  ``TimerInfo`` and an orchestration's or activity's payload as the host serializes them (``json`` /
+  ``string``);
 - every binding-data value becomes trigger metadata: strings as ``string``, anything else as
   Newtonsoft JSON (``ToRpcDefault``): the queue's ``DequeueCount`` (a long) as the JSON number,
   ``InsertionTime``/``ExpirationTime``/``NextVisibleTime`` (DateTimeOffset) as JSON strings
   (``"2026-03-01T12:00:00+00:00"``), ``Id`` and ``PopReceipt`` as strings, ``QueueTrigger`` the body
-  as a string, and ``sys`` (``MethodName``, ``UtcNow``, ``RandGuid``) as a JSON object;
+  as a string (left out when it is not UTF-8: the extension's ``TryGetAsString`` gives null, and the
+  host skips null binding data), and ``sys`` (``MethodName``, ``UtcNow``, ``RandGuid``) as a JSON object;
 - with ``messageEncoding: base64`` the host decodes the wire text first: a body that is not base64
   goes to ``<queue>-poison`` as it is and the function never runs; so does a message dequeued more
   than ``maxDequeueCount`` times. After the invocation, ``StatusResult.Success`` deletes the
@@ -212,6 +215,10 @@ def sys_metadata(function: str) -> Any:
     return json_data({"MethodName": function, "UtcNow": host_time(now), "RandGuid": str(uuid.uuid4())})
 
 
+class BindingFailed(ValueError):
+    """The host could not convert the message for the trigger's parameter: the invocation fails without a call."""
+
+
 class NotBase64(ValueError):
     """The wire text is not base64: the host poisons the message without invoking the function."""
 
@@ -234,16 +241,25 @@ def queue_trigger_inputs(function: LoadedFunction, sdk_message: Any, encoding: s
     """
     trigger = function.trigger()
     body = decoded_body(sdk_message.content, encoding)
-    text = body.decode("utf-8", errors="replace")  # .NET's Encoding.UTF8: invalid bytes become U+FFFD
-    value = protos().TypedData(bytes=body) if str(trigger.get("dataType", "")).lower() == BINARY else string_data(text)
+    try:
+        text: str | None = body.decode("utf-8")  # strict, as the extension's UTF8Encoding(false, true)
+    except UnicodeDecodeError:
+        text = None
+    if str(trigger.get("dataType", "")).lower() == BINARY:
+        value = protos().TypedData(bytes=body)
+    elif text is None:
+        raise BindingFailed(f"message {sdk_message.id}: the body is not UTF-8 and the binding asks for a string")
+    else:
+        value = string_data(text)
     count = sdk_message.dequeue_count if dequeue_count is None else dequeue_count
     metadata = {
-        "QueueTrigger": string_data(text),
         "Id": string_data(sdk_message.id),
         "PopReceipt": string_data(sdk_message.pop_receipt),
         "DequeueCount": json_data(count),
         "sys": sys_metadata(function.name),
     }
+    if text is not None:
+        metadata["QueueTrigger"] = string_data(text)
     for key, moment in (("InsertionTime", sdk_message.inserted_on), ("ExpirationTime", sdk_message.expires_on),
                         ("NextVisibleTime", sdk_message.next_visible_on)):
         if moment is not None:  # the host skips null binding data
@@ -283,7 +299,7 @@ class HostAction(enum.Enum):
 @dataclass
 class QueueDelivery:
     action: HostAction
-    response: Any = None  # the InvocationResponse; None when the host poisoned without invoking
+    response: Any = None  # the InvocationResponse; None when the host never invoked the worker
 
 
 def deliver_queue_message(worker: LanguageWorker, function: str, queue_client: Any, sdk_message: Any, *,
@@ -293,11 +309,14 @@ def deliver_queue_message(worker: LanguageWorker, function: str, queue_client: A
     loaded = worker.functions[function]
     count = sdk_message.dequeue_count if dequeue_count is None else dequeue_count
     has_poison_queue = poison_queue_name(queue_client.queue_name) is not None
+    response = None
     try:
         inputs, metadata = queue_trigger_inputs(loaded, sdk_message, encoding, count)
         too_many = count > max_dequeue_count
     except NotBase64:
         too_many = True
+    except BindingFailed:
+        too_many, inputs = count > max_dequeue_count, None
     if too_many:
         if not has_poison_queue:
             raise NotImplementedError("a message the host poisons before the run, on a queue without a poison twin: "
@@ -305,8 +324,9 @@ def deliver_queue_message(worker: LanguageWorker, function: str, queue_client: A
         _poison_raw(queue_client, sdk_message.content)
         _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
         return QueueDelivery(HostAction.POISONED)
-    response = worker.invoke(function, inputs, metadata)
-    if response.result.status == protos().StatusResult.Success:
+    if inputs is not None:
+        response = worker.invoke(function, inputs, metadata)
+    if response is not None and response.result.status == protos().StatusResult.Success:
         _delete(queue_client, sdk_message.id, sdk_message.pop_receipt)
         return QueueDelivery(HostAction.DELETED, response)
     if count >= max_dequeue_count and has_poison_queue:  # without a poison queue the host releases it
@@ -332,7 +352,7 @@ def returned_json(response: Any) -> Any:
     raise AssertionError(f"unexpected return value type {kind!r}")
 
 
-__all__ = ["BINARY", "HostAction", "HostRequest", "LanguageWorker", "LoadedFunction", "NotBase64", "QueueDelivery",
+__all__ = ["BINARY", "BindingFailed", "HostAction", "HostRequest", "LanguageWorker", "LoadedFunction", "NotBase64", "QueueDelivery",
            "activity_inputs", "decoded_body", "deliver_queue_message", "host_time", "json_data",
            "orchestration_inputs", "protos", "queue_trigger_inputs", "returned_json", "status_name", "string_data",
            "timer_inputs"]

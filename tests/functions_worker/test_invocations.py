@@ -167,13 +167,15 @@ def test_a_failure_for_good_returns_success_after_the_poison_record_is_written(w
 
 
 def test_a_body_that_is_not_utf8_reaches_azjobs_byte_for_byte(worker, queues, client, raw_queue):
-    """The trigger declares dataType binary, so the host passes the stored bytes: the poison record keeps them,
-    and replaying it sends the very message. (As a string, the host would have replaced them with U+FFFD.)"""
+    """The trigger declares dataType binary, so the host passes the stored bytes and azjobs poisons the message at
+    once, with a record that keeps them and says why. (For a string the host's strict UTF-8 decoding would fail
+    the binding: the function never runs, and after maxDequeueCount deliveries the host poisons the bare body.)"""
     body = b"\xff\xfe\x00 not an azjobs message \x80"
     qc = raw_queue(queues["jobs"])
     qc.create_queue()
     qc.send_message(base64.b64encode(body).decode("ascii"))
     delivery = deliver_queue_message(worker, JOBS_FUNCTION, qc, receive_one(qc))
+    assert delivery.response is not None, f"the host could not bind the body: {delivery.action.value}, never run"
     assert status_name(delivery.response) == "Success" and delivery.action is HostAction.DELETED
     (record,) = _poison(raw_queue, queues["jobs"])
     assert record.error.reason == "not_utf8"
