@@ -121,6 +121,7 @@ class LanguageWorker:
         self.functions: dict[str, LoadedFunction] = {}
         self.init_response: Any = None
         self._runtime: Any = None
+        self._threadpool: Any = None
 
     # -- lifecycle, in the host's order ---------------------------------------------------------
     def start(self) -> "LanguageWorker":
@@ -130,6 +131,9 @@ class LanguageWorker:
         sys.modules.pop(self.script_module, None)
         sys.path.insert(0, str(self.app_dir))
         self._runtime = importlib.import_module("azure_functions_runtime.handle_event")
+        # The worker's pool for plain (sync) functions, which the process around the runtime starts and stops.
+        self._threadpool = importlib.import_module("azure_functions_runtime.utils.threadpool")
+        self._threadpool.start_threadpool_executor()
         p = protos()
         init = p.StreamingMessage(request_id=uuid.uuid4().hex, worker_init_request=p.WorkerInitRequest(
             host_version=HOST_VERSION, function_app_directory=str(self.app_dir), worker_directory=str(self.app_dir),
@@ -151,6 +155,8 @@ class LanguageWorker:
         return self
 
     def close(self) -> None:
+        if self._threadpool is not None:
+            self._threadpool.stop_threadpool_executor()
         try:
             sys.path.remove(str(self.app_dir))
         except ValueError:

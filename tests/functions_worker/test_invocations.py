@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import base64
 import re
-from urllib.parse import quote, unquote
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -40,7 +41,7 @@ from tests.functions_worker.host import (
     timer_inputs,
 )
 
-APP = worker_jobs.__file__.rsplit("/", 1)[0] + "/app"
+APP = Path(worker_jobs.__file__).resolve().parent / "app"
 JOBS_FUNCTION = function_name_for(worker_jobs.QUEUE)
 
 
@@ -242,7 +243,7 @@ def _runner_path(client, queue_client, message, registry) -> str:
     from azjobs.runtime.settler import Settler
     from azjobs.testing import RecordingExecutor
 
-    settings = QueueSettings.load(f"{APP}/host.json")
+    settings = QueueSettings.load(APP / "host.json")
     executor = RecordingExecutor(registry=registry, client=client, settings=settings)
     keeper, settler = LeaseKeeper(60), Settler(1).start()
     counts: list = []
