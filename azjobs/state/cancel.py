@@ -26,7 +26,13 @@ _UNTRACKED = ("only a tracked job can be cancelled (enqueued with job state on: 
 
 
 def cancel(job_id: str, *, client: Any = None) -> JobRecord:
-    """Cancel ``job_id``; its record as the cancel left it.
+    """Cancel ``job_id``; its record as the cancel left it (see ``cancel_job``)."""
+    return cancel_job(job_id, client=client)[0]
+
+
+def cancel_job(job_id: str, *, client: Any = None) -> tuple[JobRecord, str]:
+    """Cancel ``job_id``; its record as the cancel left it, and what the cancel did: ``"cancelled"``,
+    ``"requested"`` or ``"finished"`` (nothing changed).
 
     ``CANCELLED`` when it was not running (it never runs now); ``RUNNING`` with
     ``cancel_requested`` when it runs (it becomes CANCELLED once that run ends, or SUCCESSFUL /
@@ -54,7 +60,7 @@ def cancel(job_id: str, *, client: Any = None) -> JobRecord:
                  extra={"action": "job_cancel_requested", "job": record.job, "job_id": job_id, "running": True})
     else:
         assert what == FINISHED
-    return record
+    return record, what
 
 
 async def cancel_async(job_id: str, *, client: Any = None) -> JobRecord:
@@ -62,4 +68,4 @@ async def cancel_async(job_id: str, *, client: Any = None) -> JobRecord:
     return await asyncio.to_thread(cancel, job_id, client=client)
 
 
-__all__ = ["cancel", "cancel_async"]
+__all__ = ["CANCELLED", "FINISHED", "REQUESTED", "cancel", "cancel_async", "cancel_job"]

@@ -371,3 +371,46 @@ def test_the_running_job_check_is_one_query_per_partition_and_14_jobs_each_inter
     after = len(calls)
     time.sleep(0.6)
     assert len(calls) == after  # no running job: no reads
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def _cli(*argv: str) -> tuple[int, str, str]:
+    import io
+
+    from azjobs import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_cancel_command_cancels_reports_finished_jobs_and_refuses_unknown_ids(state_client, queue_name,
+                                                                                 monkeypatch, connection_string):
+    import json
+
+    monkeypatch.setenv("AzureWebJobsStorage", connection_string)
+    table = state_client.state_table
+    reg = registry_for(queue_name)
+    job_id = reg.get("c.quick").options(queue=queue_name).enqueue("cli")
+    code, out, err = _cli("cancel", job_id, "--table", table)
+    assert (code, err) == (0, "") and out == f"job c.quick {job_id} CANCELLED: it does not run\n"
+    code, out, err = _cli("cancel", job_id, "--json", "--table", table)
+    shown = json.loads(out)
+    assert (code, err) == (0, "") and shown["status"] == "CANCELLED" and shown["cancel_requested"] is True
+    code, out, err = _cli("cancel", job_id, "--table", table)
+    assert code == 0 and out == f"job c.quick {job_id} was already CANCELLED: nothing changed\n"
+    code, out, err = _cli("cancel", "no-such-job", "--table", table)
+    assert code == 2 and out == "" and "only a tracked job can be cancelled" in err
+    code, out, err = _cli("cancel", "a/b", "--table", table)
+    assert code == 2 and out == "" and "no job can have the id 'a/b'" in err
+    RunnerDriver(state_client, queue_name, reg, settings=SETTINGS).drain()
+    assert started == {}
+
+
+def test_the_cancel_command_exits_1_when_the_state_table_cannot_be_reached(monkeypatch):
+    monkeypatch.setenv("AzureWebJobsStorage", "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                       "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+                       "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+                       "BlobEndpoint=http://127.0.0.1:9/devstoreaccount1")
+    code, out, err = _cli("cancel", "some-job", "--table", "nowhere")
+    assert code == 1 and out == "" and "azjobs cancel: the state table could not be reached" in err
