@@ -24,6 +24,7 @@ from azjobs.model.envelope import utcnow
 from azjobs.model.outcome import MessageInfo, Outcome
 from azjobs.model.settings import QueueSettings
 from azjobs.state import running as running_module
+from azjobs.state.cancel import cancel_job
 from azjobs.state.entities import partition_of
 from azjobs.state.record import JobStatus
 from azjobs.state.store import store_for
@@ -309,18 +310,18 @@ def test_a_cancel_racing_the_start_either_prevents_the_run_or_is_seen_by_it(stat
         host = threading.Thread(target=deliver)
         host.start()
         barrier.wait()
-        azjobs.cancel(job_id)
+        _, what = cancel_job(job_id)
         host.join(60)
         assert not host.is_alive()
         (result,) = results
         assert result.outcome is Outcome.CANCELLED, (rep, result)
         assert finished.get(key) is None  # no run of it went on to its end
-        if started.get(key):
-            assert saw_cancel.get(key) == "flag" and result.ran
-            seen += 1
-        else:
-            assert not result.ran
+        if what == "cancelled":  # CANCELLED written while nothing ran: nothing may start after it
+            assert not started.get(key) and not result.ran, (rep, what, result)
             prevented += 1
+        else:  # the start won: the run was asked to stop, and saw it
+            assert what == "requested" and started.get(key) == 1 and saw_cancel.get(key) == "flag" and result.ran
+            seen += 1
         assert azjobs.result(job_id).status is JobStatus.CANCELLED
         queue.delete_message(message.id, message.pop_receipt)
     assert prevented + seen == 30
