@@ -54,7 +54,8 @@ _LAZY = {
     **dict.fromkeys(("result", "wait"), "azjobs.state.reading"),
     **dict.fromkeys(("cancel", "cancel_async"), "azjobs.state.cancel"),
     **dict.fromkeys(("Periodic", "periodic"), "azjobs.schedules.declarations"),
-    **dict.fromkeys(("WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError"), "azjobs.workflows.handle"),
+    **dict.fromkeys(("WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError"),
+                    "azjobs.workflows.handle"),
     **dict.fromkeys(("chain", "group", "sleep"), "azjobs.workflows.spec"),
 }
 
@@ -97,7 +98,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .state.record import JobError, JobRecord, JobStatus
     from .storage.client import Client, default_client
     from .storage.connection import Connection, resolve_connection
-    from .workflows.handle import WorkflowFailed, WorkflowHandle, WorkflowNotFoundError
+    from .workflows.handle import WorkflowCancelled, WorkflowFailed, WorkflowHandle, WorkflowNotFoundError
     from .workflows.spec import chain, group, sleep
 
 __all__ = sorted([*_LAZY, "__version__", "blueprint"])

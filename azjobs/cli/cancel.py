@@ -1,10 +1,13 @@
-"""``azjobs cancel JOB_ID [--json]``: cancel a tracked job (``azjobs.cancel``).
+"""``azjobs cancel ID [--json]``: cancel a tracked job (``azjobs.cancel``), or a workflow (``handle.cancel()``).
 
 A job not yet started never runs; a running one is asked to stop and becomes CANCELLED when its
 run ends; a finished one is left as it is (and the command says so). Exit status: 0 cancelled,
 asked to stop, or already finished; 1 the state table could not be reached; 2 no record of the
 id (an untracked job: job state was off when it was enqueued, or the id is wrong), usage or
 configuration error, rejected credentials.
+
+An id with no job record is looked up as a workflow the worker runs (the history table,
+``$AZJOBS_WORKFLOWS_TABLE``): one found is cancelled, its status becoming ``Terminated``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from ..state.record import JobRecord
 from ..storage.client import Client
 from ..storage.connection import resolve_connection
 from ..storage.errors import network_reason
+from ..workflows.handle import WorkflowHandle, WorkflowNotFoundError
+from ..workflows.history import TERMINATED
 from .exits import OK, USAGE, exit_code_for
 
 
@@ -61,8 +66,22 @@ def main(argv: list[str], *, out: Any = None, err: Any = None) -> int:
     try:
         record, what = cancel_job(args.job_id, client=client)
     except JobNotFoundError as exc:
-        print(f"azjobs cancel: {exc}", file=err)
-        return USAGE
+        try:
+            status = WorkflowHandle(args.job_id, client=client).cancel()
+        except WorkflowNotFoundError:
+            print(f"azjobs cancel: {exc} (and no workflow has that id)", file=err)
+            return USAGE
+        except Exception as problem:
+            code = exit_code_for(problem)  # a bug raises here, with its traceback
+            print(f"azjobs cancel: the workflow history could not be read: {describe(problem)}", file=err)
+            return code
+        if args.json:
+            print(json.dumps({"workflow": args.job_id, "status": status}), file=out)
+        elif status == TERMINATED:
+            print(f"workflow {args.job_id} cancelled: {status}", file=out)
+        else:
+            print(f"workflow {args.job_id} had already ended: {status}; nothing changed", file=out)
+        return OK
     except StateUnavailable as exc:
         cause = exc.__cause__ if exc.__cause__ is not None else exc
         code = exit_code_for(cause)
