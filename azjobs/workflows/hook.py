@@ -89,10 +89,20 @@ class StepHook(Hook):
         if not _is_step(handling):
             return None
         assert handling.envelope is not None
-        if handling.cancellation.is_set() and _worker_step(handling) is not None:
+        if handling.cancellation.is_set() and self._workflow_ended(handling):
             return Result(Outcome.CANCELLED, handling.envelope, ran=True, duration_s=run.duration_s,
                           detail="its workflow was cancelled", payload_ref=handling.envelope.payload_ref)
         return report_step(self.executor, handling.envelope, handling.info, run)
+
+    def _workflow_ended(self, handling: Handling) -> bool:
+        """A cancelled step's workflow was cancelled (a step cancelled alone, as a job, reports as it ran)."""
+        workflow_id, store = _worker_step(handling), self._store()
+        if workflow_id is None or store is None:
+            return False
+        try:
+            return store.terminated(workflow_id)
+        except Exception:  # unknown: reported (a terminated workflow ignores a late report)
+            return False
 
     def raised(self, handling: Handling, error: BaseException, kind: str) -> None:
         if _KEY in handling.notes:

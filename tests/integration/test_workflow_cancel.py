@@ -115,3 +115,36 @@ def test_cancel_async_terminates_a_durable_orchestration_through_its_client():
     handle = WorkflowHandle("wf-durable-1", durable_client=DurableClient())
     assert asyncio.run(handle.cancel_async()) == "Terminated"
     assert calls == [("wf-durable-1", cancel_module.REASON)]
+
+
+def test_a_step_cancelled_alone_as_a_job_reports_to_its_workflow_which_goes_on(client, flows, connection_string,
+                                                                              monkeypatch):
+    """Only the workflow's cancel drops a step's report: a step cancelled as a job (state on) fails that attempt,
+    and its workflow hears it (here: no retry left, so the workflow fails, saying why)."""
+    import uuid
+
+    from azjobs.model import tracking
+    from azjobs.state import running as running_module
+    from azjobs.workflows.driver import step_job_id
+
+    monkeypatch.setattr(running_module, "CANCEL_CHECK_S", 0.2)
+    table = f"wfst{uuid.uuid4().hex[:12]}"
+    tracked = azjobs.configure(connection_string, state=True, state_table=table)
+    steps, queue = flows
+    try:
+        handle = azjobs.chain(hold.options(queue=steps).s("alone")).enqueue(queue=queue)
+        background = Background(Worker([steps], client=tracked, settings=FAST, lease=30, workflows=queue)).start()
+        try:
+            _until(lambda: started == ["alone"])
+            (step,) = handle.status()["steps"]
+            record = azjobs.cancel(step_job_id(handle.id, step["task"]))
+            assert record.cancel_requested
+            with pytest.raises(azjobs.WorkflowFailed, match="JobCancelled"):
+                handle.result(timeout=60)
+        finally:
+            background.stop()
+        assert stopped == ["alone"]
+    finally:
+        tracked.connection.table_service().delete_table(table)
+        tracked.close()
+        tracking._process_state = None
