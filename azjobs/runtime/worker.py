@@ -91,6 +91,7 @@ class WorkerStats:
     dead_lettered: int = 0
     deferred: int = 0
     skipped: int = 0  # redeliveries of jobs that already finished, settled without running
+    cancelled: int = 0  # cancelled jobs (azjobs.cancel): deleted without running, or their run's result discarded
     redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
     timed_out: int = 0  # jobs that ran past the job timeout
     released: int = 0  # fetched but not started when the worker stopped; made visible at once
@@ -113,7 +114,7 @@ class WorkerStats:
     def handled(self) -> int:
         """Messages whose job (or settling) the core finished."""
         return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
-                + self.redelivered)
+                + self.cancelled + self.redelivered)
 
 
 def _worker_queue_service(client: Client, pool: int):
@@ -425,11 +426,11 @@ class Worker(Fetching, JobThreads):
         self._close_hooks(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
-                 "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
+                 "%d cancelled, %d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
                  "%d released unstarted, %d abandoned", s.succeeded, s.retry_scheduled, s.dead_lettered, s.deferred,
-                 s.skipped, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
+                 s.skipped, s.cancelled, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
-                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
+                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped, "cancelled": s.cancelled,
                         "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
                         "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
