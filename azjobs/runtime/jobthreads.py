@@ -54,7 +54,7 @@ class JobThreads:
             delivery = self._ready.get()
             if delivery is None:
                 return
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._claim():
                 self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
                 continue
             try:
