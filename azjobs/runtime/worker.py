@@ -25,9 +25,10 @@ jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, 
 stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
 the host restarts its language worker after a timeout.
 
-``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted
-messages at once, lets running jobs finish within ``grace`` seconds; ``stop(force=True)``
-returns at once and leaves held messages to reappear when their lease ends.
+``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted messages
+at once, lets running jobs finish within ``grace`` seconds, then releases the messages of jobs
+still running (azjobs/runtime/scaling.py); ``stop(force=True)`` returns at once and leaves held
+messages to reappear when their lease ends.
 ``max_jobs`` and ``heartbeat``: what scaling platforms need (azjobs/runtime/scaling.py).
 """
 
@@ -103,6 +104,7 @@ class WorkerStats:
     delete_failed: int = 0
     receive_errors: int = 0
     abandoned: int = 0  # still running when the grace period ended or a forced stop came
+    abandoned_released: int = 0  # of those, messages made visible at once when the grace ended
     stuck: int = 0  # threads still inside a sync job that timed out (replaced by new threads)
     peak_running: int = 0
     forced: bool = False
@@ -244,6 +246,7 @@ class Worker(Fetching, JobThreads, Scaling):
 
         self._cond = threading.Condition()
         self._running = 0
+        self._active: dict[int, Delivery] = {}  # deliveries whose job is running
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
@@ -391,6 +394,11 @@ class Worker(Fetching, JobThreads, Scaling):
                         if len(self.inflight):
                             log.warning("grace period over with %d job(s) still running", self._running,
                                         extra={"action": "grace_expired", "running": self._running})
+                            self._cond.release()
+                            try:
+                                self._release_abandoned(SHUTDOWN_BUDGET_S)
+                            finally:
+                                self._cond.acquire()
                         break
                 self._cond.wait(0.1)
             self.stats.abandoned = self._running

@@ -75,3 +75,25 @@ def test_check_passes_while_the_worker_runs_and_fails_once_it_is_gone(connection
 def test_check_without_a_heartbeat_file_is_a_usage_error():
     code, line = check(env={"AZJOBS_HEARTBEAT": ""})
     assert code == 2 and "--heartbeat PATH" in line and "AZJOBS_HEARTBEAT" in line
+
+
+def test_sigterm_past_the_grace_releases_the_running_jobs_message_at_once_and_exits_0(
+        connection_string, client, queue_name, raw_queue, test_dir, processes):
+    """The drain's last step: a job still running when --grace ends has its message made visible at once (not
+    after its 60 s lease), so another replica runs it now; nothing is stranded, so the exit status is 0."""
+    queue = raw_queue(queue_name)
+    client.ensure_queue(queue_name)
+    wj.slow.options(queue=queue_name).enqueue("overrun", 60.0)
+    worker = spawn(connection_string, test_dir, "-q", queue_name, "-c", "1", "-r", "60", "--grace", "1",
+                   "--log-format", "json")
+    processes.append(worker)
+    assert wait_for(lambda: wj.starts(test_dir, "overrun"), timeout=60), log_of(test_dir)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, log_of(test_dir)
+    assert wj.runs(test_dir, "overrun") == []  # it did not finish here
+    assert len(list(queue.peek_messages())) == 1  # visible now, for another worker
+    events = [json.loads(line) for line in log_of(test_dir).splitlines() if line.startswith("{")]
+    released = [event for event in events if event.get("action") == "abandoned_released"]
+    assert released and released[0]["released"] == 1 and released[0]["running"] == 1
+    stopped = [event for event in events if event.get("action") == "worker_stopped"]
+    assert stopped and stopped[0]["abandoned"] == 1
