@@ -50,7 +50,8 @@ azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
        azjobs schedules [-i PATH ...] [--json]
        azjobs dashboard [--port PORT] [--host ADDRESS]
-       azjobs workflow status ID [--json]"""
+       azjobs workflow status ID [--json]
+       azjobs check [--heartbeat PATH] [--max-age S] [--storage-max-age S]"""
 
 
 DESCRIPTION = """\
@@ -64,7 +65,8 @@ commands:
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
-  azjobs workflow ...    workflows run by the worker: status ID [--json]"""
+  azjobs workflow ...    workflows run by the worker: status ID [--json]
+  azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)"""
 
 
 EXAMPLES = """\
