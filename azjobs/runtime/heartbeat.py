@@ -58,8 +58,9 @@ class Heartbeat:
     def stop(self) -> None:
         """Stop writing; a last write says the worker is stopping (the probe thread is not waited for)."""
         self._stop.set()
-        if self._threads:
-            self._threads[0].join(5)
+        if not self._threads:
+            return  # never started (the worker failed its start-up checks): no file claims otherwise
+        self._threads[0].join(5)
         self.write(stopping=True)
 
     def storage_answered(self) -> None:

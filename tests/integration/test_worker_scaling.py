@@ -97,3 +97,12 @@ def test_sigterm_past_the_grace_releases_the_running_jobs_message_at_once_and_ex
     assert released and released[0]["released"] == 1 and released[0]["running"] == 1
     stopped = [event for event in events if event.get("action") == "worker_stopped"]
     assert stopped and stopped[0]["abandoned"] == 1
+
+
+def test_a_worker_that_fails_its_start_up_leaves_no_heartbeat_file(connection_string, test_dir):
+    beat = test_dir / "heartbeat.json"
+    worker = spawn(connection_string, test_dir, "-q", "scaling-missing-queue", "--heartbeat", str(beat))
+    assert worker.wait(60) == 1, log_of(test_dir)  # the queue does not exist
+    assert not beat.exists()
+    code, line = check("--heartbeat", str(beat))
+    assert code == 1 and line.startswith("missing:"), line
