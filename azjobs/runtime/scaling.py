@@ -58,6 +58,8 @@ class Scaling:
         released: list[str] = []
 
         def release(delivery: Any) -> None:
+            if delivery.lease.closed:
+                return  # settled meanwhile (a timed-out job's message was already released or poisoned)
             receipt = self.keeper.close(delivery.lease)  # waits for a renewal under way (bounded)
             if receipt is None:
                 return  # settled meanwhile, or not ours any more
