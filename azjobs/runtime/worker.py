@@ -25,9 +25,11 @@ jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, 
 stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
 the host restarts its language worker after a timeout.
 
-``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted
-messages at once, lets running jobs finish within ``grace`` seconds; ``stop(force=True)``
-returns at once and leaves held messages to reappear when their lease ends.
+``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted messages
+at once, lets running jobs finish within ``grace`` seconds, then releases the messages of jobs
+still running (azjobs/runtime/scaling.py); ``stop(force=True)`` returns at once and leaves held
+messages to reappear when their lease ends.
+``max_jobs`` and ``heartbeat``: what scaling platforms need (azjobs/runtime/scaling.py).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ from ..telemetry.summary import Summary
 from .inflight import InFlight, QueueLimits
 from .leases import LeaseKeeper
 from .fetching import Fetching
+from .heartbeat import Heartbeat
+from .scaling import Scaling
 from .jobthreads import JobThreads
 from .settlement import Delivery, Settlement
 from .settler import Settler
@@ -101,6 +105,7 @@ class WorkerStats:
     delete_failed: int = 0
     receive_errors: int = 0
     abandoned: int = 0  # still running when the grace period ended or a forced stop came
+    abandoned_released: int = 0  # of those, messages made visible at once when the grace ended
     stuck: int = 0  # threads still inside a sync job that timed out (replaced by new threads)
     peak_running: int = 0
     forced: bool = False
@@ -108,6 +113,7 @@ class WorkerStats:
     redeliveries: int = 0  # deliveries with a dequeue count above 1 (after a crash, a lost lease or a release)
     credentials_rejected: bool = False  # storage rejected the credentials while running (logged once)
     storage_gave_up: bool = False  # burst mode: storage stayed unreachable past burst_timeout
+    max_jobs_reached: bool = False  # --max-jobs: that many jobs started, the worker stopped after them
     per_queue: dict[str, int] = field(default_factory=dict)  # messages fetched per queue
 
     @property
@@ -133,7 +139,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class Worker(Fetching, JobThreads):
+class Worker(Fetching, JobThreads, Scaling):
     """Works jobs from one or more queues until stopped (or, with ``burst``, until they are empty)."""
 
     def __init__(
@@ -156,6 +162,9 @@ class Worker(Fetching, JobThreads):
         processes: int = 1,
         schedules: bool = True,
         workflows: str | None = None,
+        max_jobs: int | None = None,
+        heartbeat: str | None = None,
+        heartbeat_interval: float = 10.0,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -191,6 +200,12 @@ class Worker(Fetching, JobThreads):
         self.fetch = fetch or (batch if concurrency is None else min(batch, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
+        if max_jobs is not None and max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
+        self.max_jobs = max_jobs
+        self._claimed = 0  # jobs started, counted against max_jobs
+        if max_jobs is not None:
+            self.fetch = min(self.fetch, max_jobs)  # never lease more than the slice it may work
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         # The host's rules per queue. With an explicit -c, each queue fetches again once its
@@ -232,6 +247,7 @@ class Worker(Fetching, JobThreads):
 
         self._cond = threading.Condition()
         self._running = 0
+        self._active: dict[int, Delivery] = {}  # deliveries whose job is running
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
@@ -257,6 +273,9 @@ class Worker(Fetching, JobThreads):
             self._scheduler = prepare_for(self)
         # The workflows queue this worker also works (azjobs/workflows/driver.py), or None.
         self.workflows = workflows
+        self._heartbeat: Heartbeat | None = None
+        if heartbeat:
+            self._heartbeat = Heartbeat(heartbeat, heartbeat_interval, self._probe_storage, self._heartbeat_snapshot)
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -304,6 +323,9 @@ class Worker(Fetching, JobThreads):
 
 
     def _start(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.storage_answered()  # _check_queues just read every queue's properties
+            self._heartbeat.start()
         if self._scheduler is not None:
             self._scheduler.start()
         self.keeper.start()
@@ -364,6 +386,8 @@ class Worker(Fetching, JobThreads):
                 fetching = any(thread.is_alive() for thread in self._fetchers)
                 if not fetching and len(self.inflight) == 0:
                     break
+                if self._slice_done() and not self._stopping.is_set():
+                    self.stop()  # nothing runs or waits any more: nothing for the grace period to wait for
                 if self._stopping.is_set():
                     self._release_ready()
                     if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -371,6 +395,11 @@ class Worker(Fetching, JobThreads):
                         if len(self.inflight):
                             log.warning("grace period over with %d job(s) still running", self._running,
                                         extra={"action": "grace_expired", "running": self._running})
+                            self._cond.release()
+                            try:
+                                self._release_abandoned(SHUTDOWN_BUDGET_S)
+                            finally:
+                                self._cond.acquire()
                         break
                 self._cond.wait(0.1)
             self.stats.abandoned = self._running
@@ -392,6 +421,8 @@ class Worker(Fetching, JobThreads):
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
         self.inflight.close()
