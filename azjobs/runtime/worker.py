@@ -27,9 +27,8 @@ the host restarts its language worker after a timeout.
 
 ``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted messages
 at once, lets running jobs finish within ``grace`` seconds, then releases the messages of jobs
-still running (azjobs/runtime/scaling.py); ``stop(force=True)`` returns at once and leaves held
-messages to reappear when their lease ends.
-``max_jobs`` and ``heartbeat``: what scaling platforms need (azjobs/runtime/scaling.py).
+still running; ``stop(force=True)`` returns at once and leaves held messages to reappear when
+their lease ends. That last release, ``max_jobs`` and ``heartbeat``: azjobs/runtime/scaling.py.
 """
 
 from __future__ import annotations
