@@ -5,6 +5,8 @@
     azjobs poison ...            (inspect and replay poison queues; see ``azjobs poison --help``)
     azjobs stats ...             (queue depths, poison depths, oldest message age; see ``azjobs stats --help``)
     azjobs limits ...            (each limit's holders now, recent starts and throttles; ``azjobs limits --help``)
+    azjobs cancel JOB_ID         (cancel a tracked job; see ``azjobs cancel --help``)
+    azjobs check ...             (exec probe: is the worker's --heartbeat file fresh; see ``azjobs check --help``)
 
 Exit status, for every form: 0 done; 1 failed (a storage error, a queue that does not exist, a jobs
 module that raised on import, a burst that could not finish); 2 a usage or configuration error, or
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from . import state as state_cli
 
         return state_cli.main(argv, out=out, err=err)
+    if argv and argv[0] == "cancel":
+        from . import cancel as cancel_cli
+
+        return cancel_cli.main(argv[1:], out=out, err=err)
     if argv and argv[0] == "schedules":
         from . import schedules as listing
 
@@ -61,6 +67,10 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: 
         from . import limits as limits_cli
 
         return limits_cli.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "check":  # the exec probe (azjobs.cli.check)
+        from . import check as check_cli
+
+        return check_cli.main(argv[1:], out=out, err=err)
     if argv and argv[0] == "workflow":
         from . import workflow as workflow_cli
 

@@ -103,4 +103,19 @@ class WeightedReady:
 _NONE = object()
 
 
-__all__ = ["MAX_WEIGHT", "WeightedReady", "split_weight"]
+def weigh(weights: Mapping[str, int] | None, queues: list[str], limits: Any, max_in_flight: int
+          ) -> tuple[dict[str, int] | None, Any, int, Any]:
+    """The worker's weights, per-queue batch rules, overall in-flight cap and ready queue.
+
+    Without weights: the batch rules and cap unchanged, and one FIFO. With weights each queue keeps
+    its own batch, so one cannot fill the worker's budget, and fetches one batch early, so its turn
+    never finds it empty while its receive is under way; the ready queue hands out by weight.
+    """
+    if not weights:
+        return None, limits, max_in_flight, queue_module.Queue()
+    weighted = {name: int(weights.get(name, 1)) for name in queues}
+    limits = type(limits)(limits.fetch, limits.threshold + limits.fetch)
+    return weighted, limits, max(max_in_flight, limits.most * len(queues)), WeightedReady(weighted)
+
+
+__all__ = ["MAX_WEIGHT", "WeightedReady", "split_weight", "weigh"]

@@ -2,33 +2,30 @@
 
 Shape of a ``Worker``:
 
-- one fetch thread per queue, each with its own polling back-off and rate limit, receiving
-  real batches (``messages_per_page``) under the host's per-queue batch rules
-  (azjobs/inflight.py): ``batchSize`` per receive, fetch again at ``newBatchThreshold``;
-  ``-c`` caps all queues together;
-- ``concurrency`` job threads take fetched messages in order (by weight with ``-q name:weight``:
-  azjobs/runtime/weighted.py) and hand each to the shared
-  execution core (``Executor``): ``begin``, ``run``, ``finish``. The coroutine of an
-  ``async def`` job runs on one event-loop thread while its job thread waits for it, so one
-  limit covers both kinds and a sync job never blocks the loop. A job thread survives
-  anything a job raises;
-- a ``LeaseKeeper`` renews every held message at half its lease, each renewal independent
-  and bounded (azjobs/lease.py);
-- ``Settlement`` deletes, releases and poisons as the host does (azjobs/settlement.py),
-  deleting on a few ``Settler`` threads with the newest pop receipt;
+- one fetch thread per queue (its own polling back-off and rate limit) receiving real batches
+  under the host's per-queue batch rules (azjobs/inflight.py): ``batchSize`` per receive, fetch
+  again at ``newBatchThreshold``; ``-c`` caps all queues together;
+- ``concurrency`` job threads take fetched messages in order (by weight with ``-q name:weight``,
+  azjobs/runtime/weighted.py) and hand each to the shared execution core (``Executor``): ``begin``,
+  ``run``, ``finish``. An ``async def`` job's coroutine runs on one event-loop thread while its job
+  thread waits for it, so one limit covers both kinds and a sync job never blocks the loop. A job
+  thread survives anything a job raises;
+- a ``LeaseKeeper`` renews every held message at half its lease, each renewal independent and
+  bounded (azjobs/lease.py); ``Settlement`` deletes, releases and poisons as the host does
+  (azjobs/settlement.py), deleting on a few ``Settler`` threads with the newest pop receipt;
 - a watchdog enforces the job timeout (host.json ``functionTimeout``, ``--timeout``).
 
-A job past its timeout gets the host's outcome: its message is released with
-``visibilityTimeout`` (poisoned at ``maxDequeueCount``) and the log names the job. An
-``async def`` job is cancelled. A sync job's thread cannot be killed in Python: it is
-left to finish on its own, its result is discarded, and a replacement thread keeps ``-c``
-jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, the worker
-stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
-the host restarts its language worker after a timeout.
+A job past its timeout gets the host's outcome: its message is released with ``visibilityTimeout``
+(poisoned at ``maxDequeueCount``) and the log names the job. An ``async def`` job is cancelled. A
+sync job's thread cannot be killed in Python: it is left to finish on its own, its result is
+discarded, and a replacement thread keeps ``-c`` jobs running. Such stuck threads are counted; when
+as many are stuck as ``-c``, the worker stops (exit status 3, ``restart_needed``) so its supervisor
+can start a fresh process, as the host restarts its language worker after a timeout.
 
-``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted
-messages at once, lets running jobs finish within ``grace`` seconds; ``stop(force=True)``
-returns at once and leaves held messages to reappear when their lease ends.
+``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted messages
+at once, lets running jobs finish within ``grace`` seconds, then releases the messages of jobs
+still running; ``stop(force=True)`` returns at once and leaves held messages to reappear when
+their lease ends. That last release, ``max_jobs`` and ``heartbeat``: azjobs/runtime/scaling.py.
 """
 
 from __future__ import annotations
@@ -40,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
@@ -59,11 +56,13 @@ from ..telemetry.summary import Summary
 from .inflight import InFlight, QueueLimits
 from .leases import LeaseKeeper
 from .fetching import Fetching
+from .heartbeat import Heartbeat
+from .scaling import Scaling
 from .jobthreads import JobThreads
 from .settlement import Delivery, Settlement
 from .settler import Settler
 from .timeouts import Watchdog
-from .weighted import WeightedReady
+from .weighted import weigh
 
 log = get_logger("azjobs.worker")
 
@@ -94,6 +93,7 @@ class WorkerStats:
     deferred: int = 0
     skipped: int = 0  # redeliveries of jobs that already finished, settled without running
     throttled: int = 0  # a limit had no room: sent on for later (azjobs.limits), no attempt used
+    cancelled: int = 0  # cancelled jobs (azjobs.cancel): deleted without running, or their run's result discarded
     redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
     timed_out: int = 0  # jobs that ran past the job timeout
     released: int = 0  # fetched but not started when the worker stopped; made visible at once
@@ -103,6 +103,7 @@ class WorkerStats:
     delete_failed: int = 0
     receive_errors: int = 0
     abandoned: int = 0  # still running when the grace period ended or a forced stop came
+    abandoned_released: int = 0  # of those, messages made visible at once when the grace ended
     stuck: int = 0  # threads still inside a sync job that timed out (replaced by new threads)
     peak_running: int = 0
     forced: bool = False
@@ -110,13 +111,14 @@ class WorkerStats:
     redeliveries: int = 0  # deliveries with a dequeue count above 1 (after a crash, a lost lease or a release)
     credentials_rejected: bool = False  # storage rejected the credentials while running (logged once)
     storage_gave_up: bool = False  # burst mode: storage stayed unreachable past burst_timeout
+    max_jobs_reached: bool = False  # --max-jobs: that many jobs started, the worker stopped after them
     per_queue: dict[str, int] = field(default_factory=dict)  # messages fetched per queue
 
     @property
     def handled(self) -> int:
         """Messages whose job (or settling) the core finished."""
         return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
-                + self.throttled + self.redelivered)
+                + self.throttled + self.cancelled + self.redelivered)
 
 
 def _worker_queue_service(client: Client, pool: int):
@@ -135,7 +137,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class Worker(Fetching, JobThreads):
+class Worker(Fetching, JobThreads, Scaling):
     """Works jobs from one or more queues until stopped (or, with ``burst``, until they are empty)."""
 
     def __init__(
@@ -158,7 +160,10 @@ class Worker(Fetching, JobThreads):
         processes: int = 1,
         schedules: bool = True,
         workflows: str | None = None,
-        weights: Mapping[str, int] | None = None,
+        max_jobs: int | None = None,
+        heartbeat: str | None = None,
+        heartbeat_interval: float = 10.0,
+        weights: dict[str, int] | None = None,  # -q name:weight (azjobs/runtime/weighted.py)
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -194,6 +199,12 @@ class Worker(Fetching, JobThreads):
         self.fetch = fetch or (batch if concurrency is None else min(batch, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
+        if max_jobs is not None and max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
+        self.max_jobs = max_jobs
+        self._claimed = 0  # jobs started, counted against max_jobs
+        if max_jobs is not None:
+            self.fetch = min(self.fetch, max_jobs)  # never lease more than the slice it may work
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         # The host's rules per queue. With an explicit -c, each queue fetches again once its
@@ -206,12 +217,7 @@ class Worker(Fetching, JobThreads):
         self.concurrency = concurrency or limits.most * len(self.queues)
         self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
         self.threshold = threshold
-        # Weighted queues (-q name:weight): each queue keeps its own batch, so one cannot fill the budget.
-        # Each also fetches one batch early, so a queue's turn never finds it empty while its receive is under way.
-        self.weights = {name: int((weights or {}).get(name, 1)) for name in self.queues} if weights else None
-        if self.weights:
-            limits = QueueLimits(self.fetch, threshold + self.fetch)
-            self.max_in_flight = max(self.max_in_flight, limits.most * len(self.queues))
+        self.weights, limits, self.max_in_flight, self._ready = weigh(weights, self.queues, limits, self.max_in_flight)
         self.inflight = InFlight({name: limits for name in self.queues}, self.max_in_flight)
         if lease <= 0:
             raise ValueError(f"lease must be positive, got {lease}")
@@ -241,11 +247,10 @@ class Worker(Fetching, JobThreads):
 
         self._cond = threading.Condition()
         self._running = 0
+        self._active: dict[int, Delivery] = {}  # deliveries whose job is running
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
-        self._ready: "queue_module.Queue[Delivery | None] | WeightedReady" = (
-            WeightedReady(self.weights) if self.weights else queue_module.Queue())
         self._stats_lock = threading.Lock()
         self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"))
         self.settlement = Settlement(executor=self.executor, keeper=self.keeper, settler=self._settler,
@@ -267,6 +272,9 @@ class Worker(Fetching, JobThreads):
             self._scheduler = prepare_for(self)
         # The workflows queue this worker also works (azjobs/workflows/driver.py), or None.
         self.workflows = workflows
+        self._heartbeat: Heartbeat | None = None
+        if heartbeat:
+            self._heartbeat = Heartbeat(heartbeat, heartbeat_interval, self._probe_storage, self._heartbeat_snapshot)
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -314,6 +322,9 @@ class Worker(Fetching, JobThreads):
 
 
     def _start(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.storage_answered()  # _check_queues just read every queue's properties
+            self._heartbeat.start()
         if self._scheduler is not None:
             self._scheduler.start()
         self.keeper.start()
@@ -374,6 +385,8 @@ class Worker(Fetching, JobThreads):
                 fetching = any(thread.is_alive() for thread in self._fetchers)
                 if not fetching and len(self.inflight) == 0:
                     break
+                if self._slice_done() and not self._stopping.is_set():
+                    self.stop()  # nothing runs or waits any more: nothing for the grace period to wait for
                 if self._stopping.is_set():
                     self._release_ready()
                     if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -381,6 +394,11 @@ class Worker(Fetching, JobThreads):
                         if len(self.inflight):
                             log.warning("grace period over with %d job(s) still running", self._running,
                                         extra={"action": "grace_expired", "running": self._running})
+                            self._cond.release()
+                            try:
+                                self._release_abandoned(SHUTDOWN_BUDGET_S)
+                            finally:
+                                self._cond.acquire()
                         break
                 self._cond.wait(0.1)
             self.stats.abandoned = self._running
@@ -402,6 +420,8 @@ class Worker(Fetching, JobThreads):
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
         self.inflight.close()
@@ -436,14 +456,13 @@ class Worker(Fetching, JobThreads):
         self._close_hooks(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
-                 "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
+                 "%d cancelled, %d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
                  "%d released unstarted, %d abandoned", s.succeeded, s.retry_scheduled, s.dead_lettered, s.deferred,
-                 s.skipped, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
+                 s.skipped, s.cancelled, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
-                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
-                        "throttled": s.throttled,
-                        "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
-                        "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
+                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped, "cancelled": s.cancelled,
+                        "throttled": s.throttled, "redeliveries": s.redeliveries, "redelivered": s.redelivered,
+                        "timed_out": s.timed_out, "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
                         "storage_gave_up": s.storage_gave_up})
 
