@@ -98,6 +98,12 @@ class BoundCall:
     """A job with per-call options; built by ``job.options(...)``."""
 
     def __init__(self, definition: JobDefinition, options: Mapping[str, Any]) -> None:
+        declared = sorted(set(options) & {"concurrency", "rate_limit", "limit_key", "limit"})
+        if declared:
+            raise ConfigurationError(
+                f"{', '.join(declared)} cannot be set per call (job {definition.name}): limits are declarations, "
+                "on @azjobs.job(...) or azjobs.limit(...), so every worker and instance enforces the same ones"
+            )
         unknown = sorted(set(options) - set(CALL_OPTIONS))
         if unknown:
             raise ConfigurationError(
