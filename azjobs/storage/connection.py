@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from ..model.secrets import redact, remember, secrets_in_connection_string
+from .transport import MAX_IDLE_PER_HOST, transport_options
 
 DEFAULT_SETTING = "AzureWebJobsStorage"
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -94,14 +95,19 @@ class Connection:
             ) from None
         return DefaultAzureCredential()
 
-    def queue_service(self, **kwargs: Any):
+    # Every synchronous client below sends through azjobs' transport (azjobs.storage.transport) unless
+    # the caller passes its own ``transport=`` or ``session=``; ``pool`` sizes its idle-connection pool.
+
+    def queue_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
         from azure.storage.queue import QueueServiceClient
 
+        kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
         return QueueServiceClient(self.queue_service_uri, credential=self._credential(), **kwargs)
 
     def queue_service_async(self, **kwargs: Any):
+        """The asyncio client keeps the SDK's own async transport (aiohttp)."""
         from azure.storage.queue.aio import QueueServiceClient
 
         if self.connection_string:
@@ -110,9 +116,10 @@ class Connection:
 
         return QueueServiceClient(self.queue_service_uri, credential=DefaultAzureCredential(), **kwargs)
 
-    def blob_service(self, **kwargs: Any):
+    def blob_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
         from azure.storage.blob import BlobServiceClient
 
+        kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return BlobServiceClient.from_connection_string(self.connection_string, **kwargs)
         uri = self.blob_service_uri
@@ -123,10 +130,11 @@ class Connection:
         return BlobServiceClient(uri, credential=self._credential(), **kwargs)
 
 
-    def table_service(self, **kwargs: Any):
+    def table_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
         """A ``TableServiceClient`` (azure-data-tables) for the same account: job state, workflow history."""
         from azure.data.tables import TableServiceClient
 
+        kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return TableServiceClient.from_connection_string(self.connection_string, **kwargs)
         uri = self.table_service_uri
