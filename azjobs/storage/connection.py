@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from ..model.secrets import redact, remember, secrets_in_connection_string
+from .credentials import live_shared_key
 from .transport import MAX_IDLE_PER_HOST, transport_options
 
 DEFAULT_SETTING = "AzureWebJobsStorage"
@@ -48,6 +50,10 @@ class Connection:
     blob_service_uri: str | None = None
     table_service_uri: str | None = None
     source: str = "default"
+    # With the service URIs: the credential to use (a TokenCredential such as a ManagedIdentityCredential,
+    # an AzureNamedKeyCredential or an AzureSasCredential; its update() is honoured on every call). None:
+    # DefaultAzureCredential.
+    credential: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every secret this connection holds is hidden wherever azjobs writes text.
@@ -87,6 +93,8 @@ class Connection:
         return repr(self)
 
     def _credential(self) -> Any:
+        if self.credential is not None:
+            return self.credential
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:  # pragma: no cover - depends on the install
@@ -104,7 +112,8 @@ class Connection:
         kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
-        return QueueServiceClient(self.queue_service_uri, credential=self._credential(), **kwargs)
+        return QueueServiceClient(self.queue_service_uri, credential=live_shared_key(self._credential(), "queue"),
+                                  **kwargs)
 
     def queue_service_async(self, **kwargs: Any):
         """The asyncio client keeps the SDK's own async transport (aiohttp)."""
@@ -112,6 +121,12 @@ class Connection:
 
         if self.connection_string:
             return QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
+        if self.credential is not None:
+            get_token = getattr(self.credential, "get_token", None)
+            if get_token is None or inspect.iscoroutinefunction(get_token):
+                return QueueServiceClient(self.queue_service_uri, credential=self.credential, **kwargs)
+            raise ConfigurationError("the asyncio client needs an asyncio token credential (azure.identity.aio); "
+                                     "this connection holds a synchronous one")
         from azure.identity.aio import DefaultAzureCredential
 
         return QueueServiceClient(self.queue_service_uri, credential=DefaultAzureCredential(), **kwargs)
@@ -127,7 +142,7 @@ class Connection:
             raise ConfigurationError(
                 "large payloads need Blob Storage: set AzureWebJobsStorage__blobServiceUri (or __accountName)"
             )
-        return BlobServiceClient(uri, credential=self._credential(), **kwargs)
+        return BlobServiceClient(uri, credential=live_shared_key(self._credential(), "blob"), **kwargs)
 
 
     def table_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
