@@ -27,7 +27,8 @@ from azjobs.storage.connection import Connection
 from devtools.azurite import ACCOUNT, KEY, Azurite
 from devtools.proxy import FaultProxy
 from tests.conftest import unique_queue
-from tests.integration.storage_stack_support import ForwardProxy, StorageToken, make_tls_files
+from devtools.tls import StorageToken, make_tls_files
+from tests.integration.storage_stack_support import ForwardProxy
 from tests.integration.worker_support import Background, wait_for
 from tests.jobs import worker_jobs as wj
 
