@@ -11,7 +11,7 @@ Each runs on one of two transports:
 - ``default``: what ``QueueClient.from_connection_string`` builds by itself (azure-core's
   ``RequestsTransport`` with its own ``requests`` session: ``trust_env`` on, so requests
   looks up proxy variables and ``~/.netrc`` on every call; a pool of 10 connections);
-- ``tuned``: the transport azjobs builds for itself (``azjobs.storage.client.http_session``): one
+- ``tuned``: the requests session azjobs used for its calls before it had its own transport: one
   pooled ``requests`` session with ``trust_env=False`` and a pool as large as the threads,
   passed as ``RequestsTransport(session=..., session_owner=False)``. It is built here, not
   imported, so the bound does not move when azjobs changes.

@@ -111,6 +111,8 @@ def measure(kind: str, server: Azurite, token: StorageToken | None, calls: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=600, help="deletes per variant (default 600)")
+    parser.add_argument("--transport", action="append", choices=TRANSPORTS, help="only these (repeatable)")
+    parser.add_argument("--credential", action="append", choices=("key", "token"), help="only these (repeatable)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-tls-"))
     ca, cert, key = make_tls_files(folder)
@@ -118,9 +120,11 @@ def main() -> None:
     plain, secure = Azurite().start(), Azurite(cert=cert, key=key, oauth="basic").start()
     try:
         print(f"{'credential':<28} {'transport':<12} {'CPU/delete ms':>14} {'CPU/8-write tx ms':>18}")
-        for label, server, token in (("account key, HTTP", plain, None),
-                                     ("Entra ID token, HTTPS", secure, StorageToken())):
-            for kind in TRANSPORTS:
+        for name, label, server, token in (("key", "account key, HTTP", plain, None),
+                                           ("token", "Entra ID token, HTTPS", secure, StorageToken())):
+            if args.credential and name not in args.credential:
+                continue
+            for kind in args.transport or TRANSPORTS:
                 per_delete, per_transaction = measure(kind, server, token, args.calls)
                 print(f"{label:<28} {kind:<12} {per_delete:>14.3f} {per_transaction:>18.3f}", flush=True)
     finally:
