@@ -33,9 +33,26 @@ class Deletes:
         self.options = []
 
     def delete_message(self, message_id, pop_receipt, **options):
-        self.options.append(options)
+        self.options.append({k: v for k, v in options.items() if k != "raw_response_hook"})
         if self.errors:
-            raise self.errors.pop(0)
+            error = self.errors.pop(0)
+            if isinstance(error, Answers):  # the SDK's attempts inside this try: their statuses, then the error
+                for status in error.statuses:
+                    options["raw_response_hook"](Answer(status))
+                error = error.error
+            raise error
+
+
+class Answer:
+    def __init__(self, status):
+        self.http_response = type("HttpResponse", (), {"status_code": status})()
+
+
+class Answers:
+    """A try in which the SDK got ``statuses`` (retrying the first ones itself) and then raised ``error``."""
+
+    def __init__(self, statuses, error):
+        self.statuses, self.error = statuses, error
 
 
 def settle(errors, held=lambda: True):
@@ -100,3 +117,17 @@ def test_rejected_credentials_on_a_delete_are_not_retried_and_take_the_rejected_
     finally:
         settler.stop()
     assert len(deletes.options) == 1 and failed == [1] and reported == [("q", rejected)]
+
+
+def test_not_found_after_the_sdk_retried_a_500_in_the_same_try_is_our_delete():
+    # Storage answered 500 (the delete may have completed all the same); the SDK's retry then read 404.
+    assert settle([Answers([500, 404], not_found())])[:2] == (True, 1)
+
+
+def test_not_found_after_the_sdk_retried_a_503_keeps_the_blob():
+    # 503 ServerBusy: the service did not process the delete, so the 404 is someone else's doing.
+    assert settle([Answers([503, 404], not_found())])[:2] == (False, 1)
+
+
+def test_not_found_after_a_retried_500_once_the_lease_ran_out_keeps_the_blob():
+    assert settle([Answers([500, 404], not_found())], held=lambda: False)[:2] == (False, 1)
