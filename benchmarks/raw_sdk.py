@@ -98,12 +98,15 @@ class RawDrain:
         return self.jobs / self.seconds if self.seconds > 0 else 0.0
 
 
-def drain(connection_string: str, queue: str, expected: int, threads: int = 8, transport: str = "default") -> RawDrain:
+def drain(connection_string: str, queue: str, expected: int, threads: int = 8, transport: str = "default",
+          client: QueueClient | None = None) -> RawDrain:
     """Receive-32-and-delete on ``threads`` threads until empty; seconds from first message to last delete.
 
     The CPU figure is this whole process's over the drain; the harness runs nothing else meanwhile.
+    ``client``: a QueueClient made by the caller (another credential), used instead of one for
+    ``connection_string`` and ``transport``.
     """
-    client = queue_client(connection_string, queue, transport, threads)
+    client = client or queue_client(connection_string, queue, transport, threads)
     lock = threading.Lock()
     first: list[float] = []
     last = [0.0]

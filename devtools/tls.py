@@ -72,3 +72,55 @@ class StorageToken:
                   "00000/", "iat": now - 60, "nbf": now - 60, "exp": now + self.lifetime_s, "oid": "azjobs-test"}
         token = f"{_b64({'typ': 'JWT', 'alg': 'RS256'})}.{_b64(claims)}.{_b64({'sig': 'not checked'})}"
         return AccessToken(token, now + self.lifetime_s)
+
+
+class ManagedIdentityEndpoint:
+    """A local stand-in for App Service's managed identity endpoint (``IDENTITY_ENDPOINT`` /
+    ``IDENTITY_HEADER``): ``DefaultAzureCredential`` and ``ManagedIdentityCredential`` get their
+    tokens (``StorageToken``'s) from it, so a worker in another process runs with the real
+    identity code. ``environment`` holds the two settings; ``requests`` counts the tokens handed out."""
+
+    def __init__(self, lifetime_s: int = 3600) -> None:
+        import secrets
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        tokens = StorageToken(lifetime_s)
+        header = secrets.token_hex(16)
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                query = parse_qs(urlsplit(self.path).query)
+                if self.headers.get("X-IDENTITY-HEADER") != header:
+                    self.send_error(401, "wrong X-IDENTITY-HEADER")
+                    return
+                resource = (query.get("resource") or [""])[0]
+                token = tokens.get_token(resource.rstrip("/") + "/.default")
+                endpoint.requests += 1
+                body = json.dumps({"access_token": token.token, "expires_on": str(token.expires_on),
+                                   "resource": resource, "token_type": "Bearer"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.requests = 0
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.environment = {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{self._server.server_address[1]}/msi/token",
+                            "IDENTITY_HEADER": header}
+        self._thread = threading.Thread(target=self._server.serve_forever, name="identity-endpoint", daemon=True)
+
+    def start(self) -> "ManagedIdentityEndpoint":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -8,9 +8,13 @@ table transactions, a credential rotated with ``update()``, and credentials stor
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential
@@ -27,7 +31,7 @@ from azjobs.storage.connection import Connection
 from devtools.azurite import ACCOUNT, KEY, Azurite
 from devtools.proxy import FaultProxy
 from tests.conftest import unique_queue
-from devtools.tls import StorageToken, make_tls_files
+from devtools.tls import ManagedIdentityEndpoint, StorageToken, make_tls_files
 from tests.integration.storage_stack_support import ForwardProxy
 from tests.integration.worker_support import Background, wait_for
 from tests.jobs import worker_jobs as wj
@@ -142,6 +146,34 @@ def test_a_worker_with_an_entra_id_token_drains_deletes_and_writes_job_state(
         assert {azjobs.result(job_id).status for job_id in _job_ids(client, store, keys)} == {JobStatus.SUCCESSFUL}
         assert token.scopes and all(scopes == ("https://storage.azure.com/.default",) for scopes in token.scopes)
     finally:
+        client.close()
+
+
+def test_a_worker_process_on_an_identity_setting_drains_with_default_azure_credential(
+        secure_azurite, trusted, test_dir, no_proxy_settings):
+    # What App Service gives an app with a managed identity: DefaultAzureCredential finds it by itself.
+    identity = ManagedIdentityEndpoint().start()
+    queue = unique_queue("identity")
+    client = Client(secure_azurite.connection_string)  # enqueues and checks with the key
+    try:
+        client.ensure_queue(queue)
+        set_default_client(client)
+        keys = [f"mi{i:02d}" for i in range(12)]
+        wj.record.options(queue=queue).enqueue_many([Call(key) for key in keys]).raise_for_failures()
+        base = f"https://127.0.0.1:{{}}/{ACCOUNT}"
+        env = {**os.environ, **identity.environment, "AzureWebJobsStorage": "", "AZJOBS_TEST_DIR": str(test_dir),
+               "AzureWebJobsStorage__queueServiceUri": base.format(secure_azurite.queue_port),
+               "AzureWebJobsStorage__blobServiceUri": base.format(secure_azurite.blob_port),
+               "AzureWebJobsStorage__tableServiceUri": base.format(secure_azurite.table_port),
+               "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        done = subprocess.run([sys.executable, "-m", "azjobs", "-q", queue, "-i", wj.__name__, "--burst"], env=env,
+                              cwd=test_dir, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert {key: len(wj.runs(test_dir, key)) for key in keys} == {key: 1 for key in keys}
+        assert _left(client, queue) == 0  # deleted with the identity's tokens
+        assert identity.requests >= 1
+    finally:
+        identity.stop()
         client.close()
 
 
