@@ -124,7 +124,8 @@ class Connection:
         if self.credential is not None:
             get_token = getattr(self.credential, "get_token", None)
             if get_token is None or inspect.iscoroutinefunction(get_token):
-                return QueueServiceClient(self.queue_service_uri, credential=self.credential, **kwargs)
+                return QueueServiceClient(self.queue_service_uri, credential=live_shared_key(self.credential, "queue"),
+                                          **kwargs)
             raise ConfigurationError("the asyncio client needs an asyncio token credential (azure.identity.aio); "
                                      "this connection holds a synchronous one")
         from azure.identity.aio import DefaultAzureCredential

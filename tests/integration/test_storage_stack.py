@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -325,6 +325,61 @@ def test_a_key_rotated_with_update_is_used_by_the_next_delete(azurite, no_proxy_
         assert _left(client, queue) == 0
     finally:
         client.close()
+
+
+def test_a_sas_rotated_with_update_is_used_by_the_next_call(azurite, no_proxy_settings):
+    from azure.core.credentials import AzureSasCredential
+    from azure.storage.queue import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    def sas(key: str) -> str:
+        return generate_account_sas(ACCOUNT, key, resource_types=ResourceTypes(service=True, container=True,
+                                                                               object=True),
+                                    permission=AccountSasPermissions(read=True, add=True, update=True, process=True,
+                                                                     delete=True, list=True, create=True, write=True),
+                                    expiry=datetime.now(timezone.utc) + timedelta(hours=1))
+
+    credential = AzureSasCredential(sas(KEY))
+    client = _keyed(azurite, credential)
+    queue = unique_queue("sas")
+    try:
+        client.send_text(queue, "a")
+        (message,) = client.queue(queue).receive_messages(max_messages=1, visibility_timeout=60)
+        credential.update(sas("d3Jvbmcga2V5LCByZXZva2Vk"))  # signed with a key storage does not know
+        with pytest.raises(ClientAuthenticationError):
+            client.queue(queue).delete_message(message)
+        credential.update(sas(KEY))
+        client.queue(queue).delete_message(message)
+        assert _left(client, queue) == 0
+    finally:
+        client.close()
+
+
+def test_the_asyncio_client_honours_a_rotated_key_too(azurite, no_proxy_settings):
+    import asyncio
+
+    credential = AzureNamedKeyCredential(ACCOUNT, "d3Jvbmcga2V5LCByZXZva2Vk")  # a key storage does not know
+    connection = Connection(queue_service_uri=f"http://127.0.0.1:{azurite.queue_port}/{ACCOUNT}",
+                            credential=credential)
+    queue = unique_queue("aio")
+    checker = Client(Connection(queue_service_uri=connection.queue_service_uri,
+                                credential=AzureNamedKeyCredential(ACCOUNT, KEY)))
+
+    async def rotate_mid_use() -> None:
+        async with connection.queue_service_async() as service:
+            client = service.get_queue_client(queue)  # one client, before and after the rotation
+            with pytest.raises(ClientAuthenticationError):
+                await client.send_message("refused")
+            credential.update(ACCOUNT, KEY)
+            await client.send_message("async")
+            async for message in client.receive_messages(max_messages=1, visibility_timeout=60):
+                await client.delete_message(message)
+
+    try:
+        checker.ensure_queue(queue)
+        asyncio.run(rotate_mid_use())
+        assert _left(checker, queue) == 0
+    finally:
+        checker.close()
 
 
 def test_a_delete_refused_for_its_credentials_takes_the_workers_rejected_credential_path(
