@@ -88,3 +88,27 @@ def test_a_callers_transport_or_session_wins_over_azjobs_own():
     made = transport_options({"connection_timeout": 5, "read_timeout": 30}, pool=7)["transport"]
     assert isinstance(made, StorageTransport)
     assert (made.connection_timeout, made.read_timeout, made.max_idle) == (5, 30, 7)
+
+
+class _Answer:
+    def __init__(self, headers):
+        self.headers = headers
+
+
+class _Try:
+    def __init__(self, response=None, error=None):
+        self.http_response, self.error = response, error
+
+
+@pytest.mark.parametrize("headers, at_least", [({"Retry-After": "7"}, 7.0), ({"x-ms-retry-after-ms": "4500"}, 4.5),
+                                               ({"Retry-After": "600"}, 60.0)])
+def test_a_throttled_answer_waits_at_least_what_retry_after_asks(headers, at_least):
+    from azure.storage.queue import ExponentialRetry
+
+    from azjobs.storage.http import fast_connect_retry
+
+    policy = fast_connect_retry(ExponentialRetry)(initial_backoff=0.5, increment_base=2, retry_total=3,
+                                                  random_jitter_range=0)
+    settings = {"count": 0, "history": [_Try(_Answer(headers))]}
+    assert policy.get_backoff_time(settings) == at_least  # capped at a minute
+    assert policy.get_backoff_time({"count": 0, "history": [_Try(_Answer({}))]}) == 0.5  # no header: back-off
