@@ -152,6 +152,7 @@ class Queries:
             errors=[JobError.from_dict(e) for e in _loads(entity.get("Errors"), [])],
             args=list(arguments.get("args", [])) if isinstance(arguments, dict) else [],
             kwargs=dict(arguments.get("kwargs", {})) if isinstance(arguments, dict) else {},
+            cancel_requested=bool(entity.get("CancelRequested")),
         )
 
     def status_of(self, job_id: str) -> JobStatus | None:
