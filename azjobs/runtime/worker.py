@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ..execution.executor import Executor
@@ -46,12 +45,10 @@ from ..hosting import executor as hosted_executor
 from ..model.secrets import get_logger
 from ..model.settings import QueueSettings
 from ..storage.client import Client, default_client
-from ..storage.http import http_session
-from ..storage.deletes import with_direct_deletes
+from ..storage.http import fast_connect_retry
 from ..storage.diagnosis import (
     storage_target,
 )
-from ..storage.direct_http import Connections
 from ..telemetry.summary import Summary
 from .inflight import InFlight, QueueLimits
 from .leases import LeaseKeeper
@@ -125,8 +122,10 @@ def _worker_queue_service(client: Client, pool: int):
     """A queue service for the worker's own calls: short SDK retries, since the worker backs off itself."""
     from azure.storage.queue import ExponentialRetry
 
+    # fast_connect_retry: a throttled call waits at least the service's Retry-After.
     return client.connection.queue_service(
-        session=http_session(pool), retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=1),
+        pool=pool, retry_policy=fast_connect_retry(ExponentialRetry)(initial_backoff=0.5, increment_base=2,
+                                                                     retry_total=1),
         connection_timeout=5, read_timeout=30,
     )
 
@@ -252,7 +251,8 @@ class Worker(Fetching, JobThreads, Scaling):
         self._forced = threading.Event()
         self._deadline: float | None = None
         self._stats_lock = threading.Lock()
-        self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"))
+        self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"),
+                                on_credentials_rejected=self._credentials_failed)
         self.settlement = Settlement(executor=self.executor, keeper=self.keeper, settler=self._settler,
                                      count=self._count, forced=self._forced.is_set)
         self._queue_clients: dict[str, Any] = {}
@@ -281,10 +281,7 @@ class Worker(Fetching, JobThreads, Scaling):
         """Work until stopped (or drained, in burst mode); returns what was done."""
         service = _worker_queue_service(
             self.client, pool=max(8, len(self.queues) * self.receivers + DELETE_THREADS + 12))
-        # Deletes (one per job) on connections of their own; every other call through the SDK.
-        deletes = Connections(f"{service.scheme}://{urlsplit(service.url).netloc}")
-        self._queue_clients = {name: with_direct_deletes(service.get_queue_client(name), deletes)
-                               for name in self.queues}
+        self._queue_clients = {name: service.get_queue_client(name) for name in self.queues}
         try:
             self._check_queues()
             if self._stopping.is_set():

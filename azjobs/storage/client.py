@@ -18,7 +18,7 @@ from ..model.settings import QueueSettings
 from .connection import Connection, connection_from_string, resolve_connection
 from .delays import NEVER_EXPIRE, Delivery, plan_delivery
 from .errors import to_enqueue_error as _storage_error
-from .http import CONNECT_TIMEOUT_S, http_session, sdk_retry
+from .http import CONNECT_TIMEOUT_S, sdk_retry
 from .payloads import DEFAULT_CONTAINER, PayloadStore
 
 
@@ -83,7 +83,7 @@ class Client:
         with self._lock:
             if self._service is None:
                 self._service = self.connection.queue_service(
-                    session=http_session(self.pool_size), retry_policy=sdk_retry(),
+                    pool=self.pool_size, retry_policy=sdk_retry(),
                     connection_timeout=CONNECT_TIMEOUT_S,
                 )
             return self._service
