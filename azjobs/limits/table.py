@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ..model.secrets import describe, get_logger
-from ..storage.http import http_session, table_service
+from ..storage.http import table_service
 from ..storage.table_rules import utf16_units
 
 log = get_logger("azjobs.limits")
@@ -118,7 +118,7 @@ class LimitTable:
 
     @classmethod
     def from_connection(cls, connection: Any, table: str | None = None) -> "LimitTable":
-        service = table_service(connection, session=http_session(POOL_SIZE))
+        service = table_service(connection, pool=POOL_SIZE)
         return cls(service.get_table_client(table or default_table()), service=service)
 
     def close(self) -> None:
