@@ -15,6 +15,7 @@ preferred to a loss), logged as ``unique_unavailable``.
 
 from __future__ import annotations
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -141,7 +142,9 @@ def send_many_tracked(client: Any, definition: "JobDefinition", options: Mapping
 
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(envelopes))),
                             thread_name_prefix="azjobs-send") as pool:
-        return list(pool.map(one, envelopes))
+        # Each send runs in the caller's context (contextvars), as a send from the caller's thread would.
+        sends = [pool.submit(contextvars.copy_context().run, one, envelope) for envelope in envelopes]
+        return [send.result() for send in sends]
 
 
 __all__ = ["DEFAULT_UNIQUE_TTL", "STATE_CALL_OPTIONS", "check_call_options", "enqueue_tracked",

@@ -161,6 +161,28 @@ class MemoryTable:
         pass
 
 
+class MemoryTableService:
+    """The ``TableServiceClient`` methods azjobs' other table users call (the workflow history), over
+    ``MemoryTable``s by name."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, MemoryTable] = {}
+        self._lock = threading.Lock()
+
+    def get_table_client(self, table_name: str) -> MemoryTable:
+        with self._lock:
+            table = self.tables.get(table_name)
+            if table is None:
+                table = self.tables[table_name] = MemoryTable(table_name)
+            return table
+
+    def create_table_if_not_exists(self, table_name: str) -> MemoryTable:
+        return self.get_table_client(table_name)
+
+    def close(self) -> None:
+        pass
+
+
 def memory_store(*, retention: timedelta = DEFAULT_RETENTION, table: MemoryTable | None = None,
                  payloads: Any = None, **kwargs: Any) -> StateStore:
     """The real ``StateStore`` over a ``MemoryTable`` (and ``azjobs.testing.MemoryPayloads``)."""
@@ -171,4 +193,4 @@ def memory_store(*, retention: timedelta = DEFAULT_RETENTION, table: MemoryTable
     return StateStore(table if table is not None else MemoryTable(), payloads=payloads, retention=retention, **kwargs)
 
 
-__all__ = ["MemoryEntity", "MemoryTable", "memory_store"]
+__all__ = ["MemoryEntity", "MemoryTable", "MemoryTableService", "memory_store"]
