@@ -16,6 +16,8 @@ if str(ROOT) not in sys.path:
 # Django 6 (tests/django) needs Python 3.12+: those tests run in the 3.13 phase of scripts/test
 # (devtools/functions_py313.sh), never skipped there.
 collect_ignore = ["django"] if sys.version_info < (3, 12) else []
+# A project of its own (tests/integration/test_example_project.py installs it in a fresh venv and runs its pytest).
+collect_ignore.append("example_project")
 
 
 # The session's Azurite is the azjobs pytest plugin's ``azurite`` fixture (azjobs/testing/pytest_plugin.py,

@@ -96,3 +96,8 @@ def morning_report() -> str:
 def untracked(name: str) -> str:
     seen.append(("untracked", name))
     return name
+
+
+@azjobs.job(queue="inline-mail", retry=azjobs.NoRetry())
+def refuse(name: str) -> str:
+    raise PermissionError(f"{name} is not allowed")
