@@ -98,3 +98,11 @@ def test_with_azjobs_require_azurite_a_missing_azurite_fails_the_tests_instead(p
     result = project.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*Azurite is not installed*azjobs_require_azurite is set*"])
+
+
+def test_the_readmes_complete_example_is_the_example_project_as_it_is():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Testing your jobs"):readme.index("## Dashboard")]
+    for name in ("shop_jobs.py", "tests/test_shop_jobs.py"):
+        source = (ROOT / "tests" / "example_project" / name).read_text(encoding="utf-8")
+        assert f"```python\n# {name}\n{source}```" in section, name
