@@ -139,6 +139,7 @@ class InlineClient:
         self.encoding = encoding
         self.create_queues = True
         self.message_ttl = NEVER_EXPIRE
+        self.send_threads = 1  # enqueue_many sends (and so runs) one job after another, in the caller's thread
         self.payloads = MemoryPayloads()
         self.state = True  # every job is tracked (unless it says track=False), so azjobs.result() answers
         self.state_store = memory_store(payloads=self.payloads)

@@ -101,3 +101,8 @@ def untracked(name: str) -> str:
 @azjobs.job(queue="inline-mail", retry=azjobs.NoRetry())
 def refuse(name: str) -> str:
     raise PermissionError(f"{name} is not allowed")
+
+
+@azjobs.job(queue="inline-orders")
+def fan_out_forever(n: int) -> None:
+    fan_out_forever.enqueue_many([n + 1, n + 2]).raise_for_failures()

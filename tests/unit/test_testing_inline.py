@@ -132,6 +132,12 @@ def test_a_job_that_enqueues_itself_for_ever_raises_at_the_outer_enqueue(azjobs_
         ij.ping_pong.enqueue(0)
 
 
+def test_a_job_that_enqueue_manys_itself_meets_the_depth_guard_at_once(azjobs_inline):
+    with pytest.raises(azjobs.testing.InlineRecursionError, match="more than 25 levels deep"):
+        ij.fan_out_forever.enqueue(0)
+    assert len(azjobs_inline.runs) <= 2 * 25  # the first branch down, then one failed attempt per level
+
+
 def test_a_delayed_job_runs_at_once_even_past_the_seven_day_visibility_limit(azjobs_inline):
     soon = ij.greet.enqueue_in(timedelta(minutes=5), "Grace")
     later = ij.greet.enqueue_at(datetime.now(timezone.utc) + timedelta(days=30), "Linus")
@@ -197,8 +203,10 @@ def test_async_enqueues_and_async_jobs_run_inline(azjobs_inline):
     assert asyncio.run(view()) == (3, 7)
 
 
-def test_enqueue_many_runs_every_item_and_reports_the_bad_one(azjobs_inline):
+def test_enqueue_many_runs_every_item_in_order_and_reports_the_bad_one(azjobs_inline):
     result = ij.greet.enqueue_many(["a", ("b", "?"), {"name": "c"}, {"nom": "d"}])
+
+    assert ij.seen == [("greet", "a"), ("greet", "b"), ("greet", "c")]
 
     assert [azjobs.result(job_id).return_value for job_id in result.ids] == ["hello a!", "hello b?", "hello c!"]
     assert [index for index, _ in result.failures] == [3]
