@@ -208,9 +208,6 @@ class InlineClient:
         message = self._add(queue, text, visibility_timeout)
         self._maybe_run(message)
 
-    def ensure_queue(self, name: str) -> bool:
-        return False
-
     def close(self) -> None:
         self.executor.close()
         self.state_store.close()

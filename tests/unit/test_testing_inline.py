@@ -203,6 +203,11 @@ def test_async_enqueues_and_async_jobs_run_inline(azjobs_inline):
     assert asyncio.run(view()) == (3, 7)
 
 
+def test_an_untracked_jobs_async_enqueue_runs_inline_too(azjobs_inline):
+    asyncio.run(ij.untracked.enqueue_async("async quiet"))
+    assert ij.seen == [("untracked", "async quiet")]
+
+
 def test_enqueue_many_runs_every_item_in_order_and_reports_the_bad_one(azjobs_inline):
     result = ij.greet.enqueue_many(["a", ("b", "?"), {"name": "c"}, {"nom": "d"}])
 
