@@ -106,3 +106,18 @@ def refuse(name: str) -> str:
 @azjobs.job(queue="inline-orders")
 def fan_out_forever(n: int) -> None:
     fan_out_forever.enqueue_many([n + 1, n + 2]).raise_for_failures()
+
+
+@azjobs.job(queue="inline-orders")
+def cancel_myself() -> str:
+    """Asks for its own cancel from another thread, then works until it is told (as a long job would)."""
+    import threading
+    import time
+
+    job = azjobs.current_job()
+    threading.Thread(target=azjobs.cancel, args=(job.id,), daemon=True).start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job.raise_if_cancelled()
+        time.sleep(0.05)
+    return "never told"

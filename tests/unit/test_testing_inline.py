@@ -231,6 +231,14 @@ def test_an_untracked_job_runs_and_has_no_record_as_in_production(azjobs_inline)
     assert [ran.value for ran in azjobs_inline.runs] == ["quiet"]
 
 
+def test_a_running_job_cancelled_with_azjobs_cancel_stops_and_reads_cancelled(azjobs_inline):
+    """The running jobs' cancel check (a query the memory store answers as Table Storage does) reaches it."""
+    job_id = ij.cancel_myself.enqueue()
+
+    assert azjobs.result(job_id).status is JobStatus.CANCELLED
+    assert [ran.outcome for ran in azjobs_inline.runs] == ["cancelled"]
+
+
 def test_recording_lists_the_enqueues_without_running_them_and_run_all_runs_them():
     with azjobs.testing.recording() as jobs:
         first = ij.greet.options(max_retries=0).enqueue("Ada", punctuation=".")
