@@ -239,6 +239,16 @@ def test_a_running_job_cancelled_with_azjobs_cancel_stops_and_reads_cancelled(az
     assert [ran.outcome for ran in azjobs_inline.runs] == ["cancelled"]
 
 
+def test_a_job_cancelled_while_it_waits_for_its_time_never_runs():
+    with azjobs.testing.inline(delays="keep") as jobs:
+        job_id = ij.greet.enqueue_in(timedelta(hours=1), "Ada")
+        azjobs.cancel(job_id)
+
+        [ran] = jobs.run_due(datetime.now(timezone.utc) + timedelta(hours=2))
+
+        assert (ran.outcome, azjobs.result(job_id).status, ij.seen) == ("cancelled", JobStatus.CANCELLED, [])
+
+
 def test_recording_lists_the_enqueues_without_running_them_and_run_all_runs_them():
     with azjobs.testing.recording() as jobs:
         first = ij.greet.options(max_retries=0).enqueue("Ada", punctuation=".")
