@@ -106,6 +106,9 @@ class Flow:
                 id: str | None = None) -> "WorkflowHandle":
         """Send the workflow to the workflows queue; returns a handle (``.id``, ``.status()``, ``.result()``).
 
+        The workflows queue and every step's queue are created when missing, unless the client
+        was configured with ``create_queues=False``.
+
         The workflow is first recorded as Pending in the history table, so ``WorkflowHandle(id)``
         tells it from an id that was never enqueued; a table that cannot be reached does not stop
         the enqueue (logged as ``workflow_pending_unavailable``)."""
@@ -128,6 +131,12 @@ class Flow:
                                            json.dumps(spec, ensure_ascii=False).encode("utf-8"))
             text = encode_text(start_message(spec, spec_ref=spec_ref), client.encoding)
         _record_pending(client, spec["id"], name)
+        # As job.enqueue() creates its queue: no worker meets a missing step queue (a recording
+        # test client has nothing to create).
+        ensure = getattr(client, "ensure_queue", None)
+        if getattr(client, "create_queues", False) and ensure is not None:
+            for step_queue in sorted(step_queues(spec["root"]) - getattr(client, "_known_queues", set())):
+                ensure(step_queue)
         try:
             client.send_text(name, text)
         except BaseException:
@@ -137,6 +146,16 @@ class Flow:
         handle = WorkflowHandle(spec["id"], client=client, queue=name)
         handle._sent = True
         return handle
+
+
+def step_queues(node: Mapping[str, Any]) -> set[str]:
+    """The queues of every step in a spec node (chains and groups walked)."""
+    if "step" in node:
+        return {node["queue"]}
+    found: set[str] = set()
+    for child in node.get("chain") or node.get("group") or ():
+        found |= step_queues(child)
+    return found
 
 
 class Step(Flow):

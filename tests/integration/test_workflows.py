@@ -21,6 +21,7 @@ from azjobs.runtime.worker import Worker
 from azjobs.workflows import WorkflowFailed, WorkflowHandle, WorkflowTimeout
 from azjobs.storage.table_rules import utf16_units
 from azjobs.workflows.history import HistoryStore
+from tests.conftest import unique_queue
 from tests.integration.worker_support import Background, log_of, spawn, wait_for
 from tests.jobs import workflow_jobs as wf
 
@@ -585,3 +586,36 @@ def test_requeueing_a_workflow_steps_record_is_refused_and_runs_nothing(client, 
     out = capsys.readouterr().out
     assert code == 2 and f"it is a step of workflow {handle.id} (job wf.double)" in out, out
     assert empty_or_missing(raw_queue(steps)) and len(raw_queue(f"{steps}-poison").peek_messages()) == 1
+
+
+def test_flow_enqueue_creates_the_step_queues_and_a_worker_then_runs_the_workflow(client, flows, raw_queue):
+    from azure.core.exceptions import ResourceNotFoundError
+
+    _, queue = flows
+    first, second = raw_queue(unique_queue("wfa")), raw_queue(unique_queue("wfb"))  # deleted at teardown
+    for missing in (first, second):
+        with pytest.raises(ResourceNotFoundError):
+            missing.get_queue_properties()
+    flow = azjobs.chain(wf.add.options(queue=first.queue_name).s(1, 2),
+                        azjobs.group(wf.double.options(queue=second.queue_name).s(key="w1")))
+    handle = flow.enqueue(queue=queue)
+    for created in (first, second):
+        assert created.get_queue_properties() is not None  # exists now
+    with Background(Worker([first.queue_name, second.queue_name], client=client, settings=FAST, lease=2,
+                           workflows=queue)):
+        assert handle.result(timeout=30) == [6]
+
+
+def test_flow_enqueue_with_create_queues_false_leaves_step_queues_alone(connection_string, flows, raw_queue):
+    from azure.core.exceptions import ResourceNotFoundError
+
+    _, queue = flows
+    raw_queue(queue).create_queue()
+    step = raw_queue(unique_queue("wfc"))
+    no_create = azjobs.Client(connection_string, create_queues=False)
+    try:
+        azjobs.chain(wf.add.options(queue=step.queue_name).s(1, 2)).enqueue(queue=queue, client=no_create)
+    finally:
+        no_create.close()
+    with pytest.raises(ResourceNotFoundError):
+        step.get_queue_properties()
