@@ -203,6 +203,20 @@ def test_azjobs_dashboard_command_serves_the_pages_and_stops_on_sigterm(connecti
     assert ADMIN_KEY not in line + out + err and AZURITE_KEY not in line + out + err
 
 
+def test_azjobs_dashboard_on_a_port_in_use_says_so_in_one_line_and_exits_1(connection_string, tmp_path):
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--port", str(port)], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert result.stderr == (f"azjobs dashboard: cannot listen on 127.0.0.1:{port}: the address is already in use "
+                             "(another process listens there: stop it or choose --port)\n")
+    assert result.stdout == ""
+
+
 def test_azjobs_dashboard_refuses_a_short_admin_key(connection_string, tmp_path):
     env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--admin-key", "short"], cwd=tmp_path,
