@@ -19,7 +19,8 @@ from ..state.record import JobRecord
 from ..state.entities import DEFAULT_TABLE, TABLE_SETTING, default_table, id_problem
 from ..state.store import StateStore
 from ..storage.connection import resolve_connection
-from .common import parse_duration
+from ..storage.diagnosis import storage_problem, storage_target
+from .common import connection_origin, parse_duration
 from .exits import exit_code_for
 
 from .exits import FAILED, OK, USAGE  # noqa: E402
@@ -96,20 +97,15 @@ def _store(args: argparse.Namespace, store: StateStore | None) -> StateStore:
     return StateStore.from_connection(resolve_connection(args.connection), args.table or default_table())
 
 
-def _storage_failure(prog: str, store: StateStore | None, exc: BaseException, err: Any) -> int:
-    from ..model.secrets import describe
-    from ..storage.errors import network_reason
-
+def _storage_failure(prog: str, args: argparse.Namespace, store: StateStore | None, exc: BaseException,
+                     err: Any) -> int:
+    """One line, in the words every command uses, naming the table endpoint that was tried."""
     cause = exc.__cause__ if isinstance(exc, StateUnavailable) and exc.__cause__ is not None else exc
-    status = getattr(cause, "status_code", None)
-    table = f"state table {store.table_name!r}" if store is not None else "the state table"
-    if status in (401, 403):
-        text = f"storage rejected the credentials for {table} ({status}): check the connection setting"
-    elif status is None:
-        text = f"cannot reach {table}: {network_reason(cause)}"
-    else:
-        text = f"{table}: storage answered {status}: {describe(cause)}"
-    print(f"{prog}: {text}", file=err)
+    table = f"state table {store.table_name}" if store is not None else "the state table"
+    doing = f"reading job {args.job_id} from {table}" if getattr(args, "job_id", None) else f"pruning {table}"
+    connection = resolve_connection(args.connection)
+    target = storage_target(connection, connection_origin(args.connection, connection), args.connection, "table")
+    print(f"{prog}: {storage_problem(cause, target, doing)}", file=err)
     return exit_code_for(cause)
 
 
@@ -122,13 +118,13 @@ def _run(prog: str, args: argparse.Namespace, store: StateStore | None, act, err
     try:
         return act(store)
     except StateUnavailable as exc:
-        return _storage_failure(prog, store, exc, err)
+        return _storage_failure(prog, args, store, exc, err)
     except AzjobsError as exc:
         print(f"{prog}: {exc}", file=err)
         return exit_code_for(exc)
     except Exception as exc:
         exit_code_for(exc)  # a bug raises here, with its traceback
-        return _storage_failure(prog, store, exc, err)
+        return _storage_failure(prog, args, store, exc, err)
     finally:
         store.close()
 

@@ -31,7 +31,8 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
     from ..errors import ConfigurationError
     from ..storage.connection import resolve_connection
-    from ..storage.errors import storage_error_text
+    from ..storage.diagnosis import storage_problem, storage_target
+    from .common import connection_origin
     from ..workflows.handle import WorkflowNotFoundError
     from ..workflows.history import HistoryStore, find, id_problem
 
@@ -49,8 +50,10 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
         info = find(store, args.id)
     except Exception as exc:
         code = exit_code_for(exc)  # a bug raises here, with its traceback
-        print(f"azjobs: could not read workflow {args.id} from table {store.table}: "
-              f"{storage_error_text(exc, connection)}", file=err)
+        # The table endpoint it tried, in the words every command uses (the worker's included).
+        target = storage_target(connection, connection_origin(args.connection, connection), args.connection, "table")
+        print(f"azjobs: {storage_problem(exc, target, f'reading workflow {args.id} from table {store.table}')}",
+              file=err)
         return code
     if info is None:
         print(f"azjobs: {WorkflowNotFoundError(args.id, store.table)}", file=err)
