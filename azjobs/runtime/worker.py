@@ -333,11 +333,18 @@ class Worker(Fetching, JobThreads):
                 self._threads.append(helper)
         timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
         target = self.target
+        # The host's 1 min cap, not set anywhere: a newcomer's first job can wait that long on an idle queue.
+        slow_idle = (not self.settings.max_polling_interval_set
+                     and self.settings.max_polling_interval.total_seconds() >= 60 and not self.burst)
         log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
-                 "max polling interval %.1fs%s%s", ", ".join(self.queues), target.where, target.origin,
+                 "max polling interval %.1fs%s%s%s", ", ".join(self.queues), target.where, target.origin,
                  self.concurrency, self.fetch, self.lease_s, timeout,
                  self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
                  f" (the instance's batch limits shared by {self.processes} processes)" if self.processes > 1 else "",
+                 "; no host.json sets maxPollingInterval, so an idle queue is polled as the host does, backing off "
+                 "to every 60 s and a new job can wait up to a minute: set extensions.queues.maxPollingInterval "
+                 "in host.json (e.g. \"00:00:02\") or AZURE_FUNCTIONS_ENVIRONMENT=Development (2 s)"
+                 if slow_idle else "",
                  extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
                         "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst, "processes": self.processes,
                         "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,

@@ -176,17 +176,33 @@ def test_no_at_the_prompt_prints_a_line_and_exits_2(tmp_path, monkeypatch):
 
 
 # -- C. --help ---------------------------------------------------------------------------------------
+def test_fetch_help_states_the_default_the_worker_uses_without_host_json(capsys):
+    from azjobs.model.settings import QueueSettings
+    from azjobs.runtime.worker import Worker
+    from azjobs.testing import RecordingClient
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert ("-f N, --fetch N messages per receive call, 1..32 (default: host.json batchSize when it sets one, else 32, "
+            "the service's maximum; never more than -c; shared out among -p processes)") in flat
+    client = RecordingClient("base64")
+    assert Worker(["q-fetch"], client=client, settings=QueueSettings()).fetch == 32
+    assert Worker(["q-fetch"], client=client, settings=QueueSettings(), concurrency=4).fetch == 4
+
+
 def test_help_lists_every_command_with_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith("usage: azjobs -q QUEUE [-q QUEUE ...] [options]\n"
+    assert text.startswith("usage: azjobs -q QUEUE [-q QUEUE ...] [options]  |  azjobs -i PATH [options]\n"
                            "       azjobs --create NAME | --empty NAME | --delete NAME [--yes]\n"
                            "       azjobs poison {list,show,requeue,purge} QUEUE ...\n")
     commands = text.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert commands == [
-        "  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)",
+        "  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty);",
+        "                         azjobs -i PATH works the queues of the jobs PATH declares",
         "  azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)",
         "  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)",
         "  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)",
