@@ -131,14 +131,20 @@ def _run(prog: str, args: argparse.Namespace, store: StateStore | None, act, err
 
 def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = None, err: Any = None) -> int:
     """``azjobs status JOB_ID [--json]``."""
-    args = build_status_parser().parse_args(argv)
+    parser = build_status_parser()
+    args = parser.parse_args(argv)
+    if not args.job_id.strip():
+        parser.error("JOB_ID is empty: give the id enqueue returned")
     out, err = RedactingStream(out or sys.stdout), RedactingStream(err or sys.stderr)
 
     def act(store: StateStore) -> int:
         record = store.get(args.job_id)
         if record is None:
-            print(f"azjobs status: {JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))}",
-                  file=err)
+            problem = JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))
+            print(f"azjobs status: {problem}", file=err)
+            if args.json:  # a script reading stdout gets a document either way
+                print(json.dumps({"error": "not_found", "id": args.job_id, "table": store.table_name,
+                                  "message": str(problem)}, indent=2, ensure_ascii=False), file=out)
             return FAILED
         if args.json:
             print(json.dumps(record.to_dict(), indent=2, ensure_ascii=False), file=out)

@@ -646,3 +646,21 @@ def test_wait_keeps_polling_through_a_table_outage_until_the_job_finishes(azurit
     finally:
         through_proxy.close()
         proxy.stop()
+
+
+def test_status_of_an_unknown_job_with_json_prints_a_json_error_and_an_empty_id_is_a_usage_error(state_client,
+                                                                                                 state_table, capsys):
+    from azjobs import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["status", "no-such-job", "--json", "--table", state_table], stdout=out, stderr=err)
+    assert code == 1
+    document = json.loads(out.getvalue())
+    assert document == {"error": "not_found", "id": "no-such-job", "table": state_table,
+                        "message": err.getvalue().removeprefix("azjobs status: ").rstrip("\n")}
+    assert "no record of job 'no-such-job'" in document["message"]
+    for empty in ("", "   "):
+        with pytest.raises(SystemExit) as usage:
+            cli.main(["status", empty, "--table", state_table], stdout=io.StringIO(), stderr=io.StringIO())
+        assert usage.value.code == 2
+        assert capsys.readouterr().err.endswith("azjobs status: error: JOB_ID is empty: give the id enqueue returned\n")

@@ -361,3 +361,23 @@ def test_a_record_sent_to_the_job_queue_is_unwrapped_on_requeue(setup):
     assert "(the job inside a poison record that had been sent back as a job)" in text
     back = Envelope.decode(only_message(setup.client, setup.queue).content)
     assert back.id == inner.envelope.id and back.args == ("nested-a",) and back.attempt == 1
+
+
+def _to_closed_pipe(connection_string: str, *argv: str) -> subprocess.CompletedProcess:
+    """``azjobs ARGV | head`` where head has already gone: stdout is a pipe whose reader is closed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "azjobs", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=ROOT,
+                              env={**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+
+
+def test_poison_list_and_show_into_a_closed_pipe_stop_quietly_with_status_0(setup, connection_string):
+    poison_some(setup, ["pipe-a"])
+    [message] = setup.client.queue(setup.queue + "-poison").peek_messages()
+    for argv in (("poison", "list", setup.queue), ("poison", "show", setup.queue, message.id)):
+        done = _to_closed_pipe(connection_string, *argv)
+        assert (done.returncode, done.stderr) == (0, ""), argv

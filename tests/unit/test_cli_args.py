@@ -349,3 +349,19 @@ def test_the_connection_origin_says_where_the_setting_was_found(tmp_path, monkey
     target = logs.storage_target(connection, cli.connection_origin("JobsStorage", connection))
     assert (target.account, target.endpoint, target.credential) == (
         "prodjobs", "https://prodjobs.queue.core.windows.net", "identity")
+
+
+@pytest.mark.parametrize("typed,meant", [("stat", "stats"), ("statu", "status"), ("workflows", "workflow"),
+                                         ("dashbaord", "dashboard"), ("schedule", "schedules"), ("poisn", "poison")])
+def test_a_mistyped_subcommand_gets_did_you_mean_and_exit_2(typed, meant):
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main([typed, "x"], stdout=out, stderr=err) == 2
+    assert (out.getvalue(), err.getvalue()) == (
+        "", f"azjobs: {typed!r} is not a command; did you mean `azjobs {meant}`? (see azjobs --help)\n")
+
+
+def test_a_poison_command_without_poison_keeps_its_own_hint(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["list", "emails"], stdout=io.StringIO(), stderr=io.StringIO())
+    assert exc.value.code == 2
+    assert "'list' is a poison command: azjobs poison list emails" in capsys.readouterr().err
