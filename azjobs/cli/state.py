@@ -80,7 +80,8 @@ def show(record: JobRecord, out: Any) -> None:
         f"last attempt  {_when(record.last_attempted_at)}",
         f"finished      {_when(record.finished_at)}",
         f"attempts      {record.attempts}" + (f"  (workers: {', '.join(record.worker_ids)})" if record.worker_ids else ""),
-        f"arguments     {_short(json.dumps({'args': record.args, 'kwargs': record.kwargs}, ensure_ascii=False), 500)}",
+        "arguments     " + (record.arguments_note or
+                             _short(json.dumps({'args': record.args, 'kwargs': record.kwargs}, ensure_ascii=False), 500)),
     ]
     if record.status.value == "SUCCESSFUL":
         lines.append(f"return value  {_short(json.dumps(record.return_value, ensure_ascii=False))}")

@@ -80,6 +80,8 @@ class JobRecord:
     errors: list[JobError] = field(default_factory=list)
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
+    # Why ``args``/``kwargs`` are empty though the call had arguments ("" when they were kept).
+    arguments_note: str = ""
 
     @property
     def finished(self) -> bool:
@@ -98,8 +100,11 @@ class JobRecord:
             "finished_at": when(self.finished_at), "last_attempted_at": when(self.last_attempted_at),
             "attempts": self.attempts, "worker_ids": list(self.worker_ids), "return_value": self.return_value,
             "errors": [error.to_dict() for error in self.errors], "args": list(self.args),
-            "kwargs": dict(self.kwargs),
+            "kwargs": dict(self.kwargs), **({"arguments_note": self.arguments_note} if self.arguments_note else {}),
         }
 
 
-__all__ = ["FINISHED", "JobError", "JobRecord", "JobStatus"]
+# What a record says of arguments too large for a Table string property (64 KiB: 32K UTF-16 units).
+ARGUMENTS_NOT_KEPT = "not kept: over 32K characters (a Table string property holds 32K UTF-16 units)"
+
+__all__ = ["ARGUMENTS_NOT_KEPT", "FINISHED", "JobError", "JobRecord", "JobStatus"]

@@ -208,9 +208,10 @@ class HistoryStore:
         text = json.dumps(episode.events, separators=(",", ":"), ensure_ascii=False)
         chunks = split_units(text, CHUNK_UNITS)
         if len(chunks) > MAX_PARTS:
-            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {utf16_units(text):,} UTF-16 "
-                                  f"units of history, more than one table row holds ({MAX_PARTS * CHUNK_UNITS:,}); "
-                                  "pass references, not large values")
+            # Said once, without the workflow id: the failure it becomes names the workflow.
+            raise HistoryTooLarge(f"episode {episode.seq} of its history is {utf16_units(text):,} UTF-16 units, more "
+                                  f"than one table row holds ({MAX_PARTS * CHUNK_UNITS:,}); pass references (a blob "
+                                  "name, a row id) as step arguments and results, not large values")
         entity = {"PartitionKey": workflow_id, "RowKey": f"{episode.seq:08d}", "parts": len(chunks),
                   "sources": json.dumps(episode.sources), "sent": episode.sent, "status": episode.status}
         for i, chunk in enumerate(chunks):
