@@ -142,7 +142,10 @@ def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = 
         record = store.get(args.job_id)
         if record is None:
             problem = JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))
-            print(f"azjobs status: {problem}", file=err)
+            # Four ids name one job (job, message, poison message, poison record): say which one this takes.
+            print(f"azjobs status: {problem}. It takes the job id ({args.job_id!r} was given): what enqueue "
+                  "returned, the JOB ID column of `azjobs poison list`, the job_id of a log line; a message id, "
+                  "a poison message id or a record id is not one", file=err)
             if args.json:  # a script reading stdout gets a document either way
                 print(json.dumps({"error": "not_found", "id": args.job_id, "table": store.table_name,
                                   "message": str(problem)}, indent=2, ensure_ascii=False), file=out)

@@ -72,6 +72,14 @@ def test_a_poison_record_is_listed_and_shown_with_its_traceback(served, client, 
     ids = re.findall(r'<tr data-id="([^"]+)">', listing.text)
     assert sorted(ids) == sorted(poison_ids(client, busy))
     assert listing.text.count("azjobs.errors.Fail: cannot ever work for dash-") == 2
+    # Each row shows its job's id (what `azjobs status` takes), linking to the poison message.
+    from azjobs.model.poison_record import PoisonRecord
+
+    for m in client.queue(busy + "-poison").peek_messages(max_messages=32):
+        job_id = PoisonRecord.decode(m.content).envelope_id
+        assert re.search(rf'<tr data-id="{m.id}"><td><a href="/queues/{busy}/poison/{m.id}">{job_id}</a></td>',
+                         listing.text), job_id
+    assert "<th>Job id</th><th>Job</th>" in listing.text
     shown = browser.get(f"/queues/{busy}/poison/{ids[0]}")
     assert shown.status == 200
     traceback = re.search(r'<pre id="traceback">(.*?)</pre>', shown.text, re.S).group(1)
@@ -129,7 +137,8 @@ def test_requeue_with_the_admin_key_sends_the_job_back_with_attempts_reset(serve
     operator = Browserless(served.port)
     operator.login()
     done = operator.post(f"/queues/{busy}/poison/{target}/requeue", {"csrf": operator.csrf()})
-    assert done.status == 200 and f"requeued {target} to {busy}" in done.text
+    assert done.status == 200 and re.search(rf"requeued job [0-9a-f-]{{36}} \(poison message {target}\) to {busy}",
+                                            done.text), done.text
     assert poison_ids(client, busy) == [other]
     bodies = [decode_body(m.content, client.encoding) for m in client.queue(busy).peek_messages(max_messages=32)]
     jobs = [Envelope.from_json(b) for b in bodies]
