@@ -133,9 +133,11 @@ def _timeout(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, prog: str = "azjobs", usage: str = USAGE_TEXT, description: str = DESCRIPTION,
+                 epilog: str = EXAMPLES) -> argparse.ArgumentParser:
+    """The worker's flags; another front end (Django's ``manage.py azjobs_worker``) gives its own name and text."""
     parser = argparse.ArgumentParser(
-        prog="azjobs", usage=USAGE_TEXT, description=DESCRIPTION, epilog=EXAMPLES,
+        prog=prog, usage=usage, description=description, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     work = parser.add_argument_group("worker")
