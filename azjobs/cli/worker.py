@@ -49,7 +49,7 @@ azjobs -q QUEUE [-q QUEUE ...] [options]  |  azjobs -i PATH [options]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
        azjobs schedules [-i PATH ...] [--json]
        azjobs dashboard [--port PORT] [--host ADDRESS]
-       azjobs workflow status ID [--json]"""
+       azjobs workflow status ID [--json] | azjobs workflow list [--status S] [--since 1h]"""
 
 
 DESCRIPTION = """\
@@ -64,7 +64,7 @@ commands:
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
-  azjobs workflow ...    workflows run by the worker: status ID [--json]"""
+  azjobs workflow ...    workflows run by the worker: status ID, list"""
 
 
 EXAMPLES = """\

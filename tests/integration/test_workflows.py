@@ -174,7 +174,9 @@ def test_workflow_status_command_shows_steps_and_results(client, flows, capsys):
     assert [(s["job"], s["state"], s["result"]) for s in info["steps"]] == [("wf.add", "done", 3), ("wf.double", "done", 6)]
     assert cli.main(["workflow", "status", handle.id]) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"workflow {handle.id}: Completed\nsteps: 2 done, 0 running, 0 failed") and "output: 6" in text
+    first, times, counts = text.splitlines()[:3]
+    assert first == f"workflow {handle.id}: Completed" and "output: 6" in text
+    assert times.startswith("created 20") and counts.startswith("steps: 2 done, 0 running, 0 failed (2 attempt(s))")
     assert cli.main(["workflow", "status", "no-such-workflow"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("azjobs: no workflow 'no-such-workflow' in table") and err.count("\n") == 1
@@ -320,7 +322,7 @@ def test_a_history_row_is_split_by_utf16_units_as_table_storage_counts(client, f
         return Incoming(f"task:{task_id}", "event", event=event)
 
     assert driver.advance(wid, [failed(0), failed(1), failed(2)]) == "Running"  # the retry task's closing timer
-    rows = history_rows(client, wid)
+    rows = [row for row in history_rows(client, wid) if row["RowKey"].isdigit()]  # (not the listing row)
     assert len(rows) == 2 and max(string_units(rows)) <= 32_000
     assert sum(string_units(rows)) > 60_000  # the emoji are all there, two units each
     [_, episode] = store.load(wid).episodes
@@ -461,7 +463,10 @@ def test_the_status_command_says_pending_not_found_and_impossible_ids_in_one_lin
     steps, queue = flows
     handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).enqueue(queue=queue, id="order-42-" + uuid.uuid4().hex)
     assert cli.main(["workflow", "status", handle.id]) == 0
-    assert capsys.readouterr().out.startswith(f"workflow {handle.id}: Pending\nsteps: 0 done, 0 running, 0 failed")
+    first, times, counts = capsys.readouterr().out.splitlines()[:3]
+    assert (first, counts.split(";")[0]) == (f"workflow {handle.id}: Pending", "steps: 0 done, 0 running, 0 failed "
+                                                                               "(0 attempt(s))")
+    assert times.startswith("created 20") and times.endswith(", finished -")  # created: when it was enqueued
     for impossible in ("order/42", "a#b"):
         assert cli.main(["workflow", "status", impossible]) == 2
         err = capsys.readouterr().err
@@ -624,3 +629,53 @@ def test_flow_enqueue_with_create_queues_false_leaves_step_queues_alone(connecti
         no_create.close()
     with pytest.raises(ResourceNotFoundError):
         step.get_queue_properties()
+
+
+# -- #25 item 7: status counts steps with their attempts; recent workflows are listed -----------------
+def test_status_shows_a_retried_step_once_with_its_attempts_and_list_finds_recent_workflows(client, flows, test_dir,
+                                                                                           raw_queue):
+    import io
+
+    from azjobs import cli
+
+    steps, queue = flows
+    table = os.environ["AZJOBS_WORKFLOWS_TABLE"]
+    good = azjobs.chain(wf.add.options(queue=steps).s(1, 2), azjobs.sleep(0.5),
+                        wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    bad = azjobs.chain(wf.broken.options(queue=steps).s(2, key="lst")).enqueue(queue=queue)
+    raw_queue(f"{queue}-later")  # deleted at teardown
+    waiting = azjobs.chain(wf.add.options(queue=steps).s(5, 5)).enqueue(queue=f"{queue}-later")  # never worked
+    with worker(client, steps, queue):
+        assert good.result(timeout=30) == 6
+        with pytest.raises(WorkflowFailed):
+            bad.result(timeout=30)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return cli.main(list(argv), stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+    code, text, err = run("workflow", "status", bad.id)
+    assert (code, err) == (0, "")
+    lines = text.splitlines()
+    assert lines[1].startswith("created 20") and ", finished 20" in lines[1]
+    # Durable answers each failed attempt with a retry timer, the last one included.
+    assert lines[2] == "steps: 0 done, 0 running, 1 failed (2 attempt(s)); 0 sleep(s), 2 retry wait(s); history " \
+                       f"{lines[2].rsplit('history ', 1)[1]}"
+    assert lines[3].startswith("  0.0      wf.broken                      failed   2 attempts  !! ValueError: broken")
+    code, text, _ = run("workflow", "status", good.id)
+    assert "steps: 2 done, 0 running, 0 failed (2 attempt(s)); 1 sleep(s), 0 retry wait(s)" in text
+
+    code, text, err = run("workflow", "list", "--since", "1h")
+    assert (code, err) == (0, ""), err
+    rows = [line.split() for line in text.splitlines()]
+    assert rows[0] == ["ID", "STATUS", "CREATED", "FINISHED"]
+    assert {row[0]: row[1] for row in rows[1:]} == {good.id: "Completed", bad.id: "Failed", waiting.id: "Pending"}
+    assert rows[1][0] == waiting.id  # newest first
+    assert all(row[3] != "-" for row in rows[1:] if row[0] != waiting.id)
+    code, text, _ = run("workflow", "list", "--status", "failed", "--json")
+    assert code == 0 and [json.loads(line)["id"] for line in text.splitlines()] == [bad.id]
+    code, text, _ = run("workflow", "list", "--status", "Running")
+    assert (code, text) == (0, f"no Running workflows in table {table}\n")
+    with pytest.raises(SystemExit) as usage:
+        run("workflow", "list", "--status", "Done")
+    assert usage.value.code == 2

@@ -209,7 +209,7 @@ def test_help_lists_every_command_with_one_line(capsys):
         "  azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)",
         "  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)",
         "  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)",
-        "  azjobs workflow ...    workflows run by the worker: status ID [--json]",
+        "  azjobs workflow ...    workflows run by the worker: status ID, list",
     ]
     flat = " ".join(text.split())
     for flag in ("-q QUEUE, --queue QUEUE", "-c N, --concurrency N", "-f N, --fetch N", "-r SECONDS, --retry SECONDS",
