@@ -143,12 +143,13 @@ def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = 
         if record is None:
             problem = JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))
             # Four ids name one job (job, message, poison message, poison record): say which one this takes.
-            print(f"azjobs status: {problem}. It takes the job id ({args.job_id!r} was given): what enqueue "
-                  "returned, the JOB ID column of `azjobs poison list`, the job_id of a log line; a message id, "
-                  "a poison message id or a record id is not one", file=err)
+            message = (f"{problem}. It takes the job id ({args.job_id!r} was given): what enqueue returned, the "
+                       "JOB ID column of `azjobs poison list`, the job_id of a log line; a message id, a poison "
+                       "message id or a record id is not one")
+            print(f"azjobs status: {message}", file=err)
             if args.json:  # a script reading stdout gets a document either way
                 print(json.dumps({"error": "not_found", "id": args.job_id, "table": store.table_name,
-                                  "message": str(problem)}, indent=2, ensure_ascii=False), file=out)
+                                  "message": message}, indent=2, ensure_ascii=False), file=out)
             return FAILED
         if args.json:
             print(json.dumps(record.to_dict(), indent=2, ensure_ascii=False), file=out)
