@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..workflows.listing import DEFAULT_LIMIT, STATUSES, recent, status_named
 from . import pages
 from .context import _plain, page
 from .pages import text
@@ -45,8 +46,6 @@ def _filter_url(ctx: pages.Context, status: str | None, since: str | None) -> st
 
 def workflows_page(ctx: pages.Context, items: list[dict[str, Any]], status: str | None, since: str | None,
                    table: str) -> str:
-    from ..workflows.listing import STATUSES
-
     by_status = [f'<a href="{_filter_url(ctx, None, since)}">{"<b>all</b>" if status is None else "all"}</a>']
     for name in STATUSES:
         label = f"<b>{text(name)}</b>" if name == status else text(name)
@@ -64,7 +63,7 @@ def workflows_page(ctx: pages.Context, items: list[dict[str, Any]], status: str 
         '<p class="note">No workflows here.</p>')
     body = (f'{STYLE}<h1>Workflows</h1>{lookup_form(ctx)}<p class="filters">{" ".join(by_status)}</p>'
             f'<p class="filters">{" ".join(by_time)}</p>{table_html}<p class="muted">Workflows run by the '
-            f'<code>azjobs</code> worker, newest first (at most {len(items) if len(items) >= 100 else 100}), from '
+            f'<code>azjobs</code> worker, newest first (at most {DEFAULT_LIMIT}), from '
             f'table {text(table)}. On Azure Functions, the Durable HTTP status API shows a workflow.</p>')
     return pages.layout(ctx, "Workflows", body)
 
@@ -108,8 +107,6 @@ async def workflows_list(dash, request: Request) -> Response:
     lookup = dash.looked_up(request, "/workflows")
     if lookup is not None:
         return lookup
-    from ..workflows.listing import recent, status_named
-
     status = request.query_params.get("status") or None
     since = request.query_params.get("since") or None
     if status is not None:
