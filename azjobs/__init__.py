@@ -36,7 +36,8 @@ from .version import __version__
 # public name -> the module that defines it
 _LAZY = {
     **dict.fromkeys(("ArgumentError", "AzjobsError", "ConfigurationError", "DelayError", "EnqueueError",
-                     "EnvelopeError", "Fail", "PayloadTooLargeError", "QueueNotFoundError", "UnknownJobError"),
+                     "EnvelopeError", "Fail", "JobCancelled", "PayloadTooLargeError", "QueueNotFoundError",
+                     "UnknownJobError"),
                     "azjobs.errors"),
     **dict.fromkeys(("Job", "JobDefinition", "job"), "azjobs.api.jobs"),
     **dict.fromkeys(("Call", "EnqueueManyResult"), "azjobs.api.calls"),
@@ -51,8 +52,10 @@ _LAZY = {
     **dict.fromkeys(("JobError", "JobRecord", "JobStatus"), "azjobs.state.record"),
     **dict.fromkeys(("JobFailedError", "JobNotFoundError"), "azjobs.state.errors"),
     **dict.fromkeys(("result", "wait"), "azjobs.state.reading"),
+    **dict.fromkeys(("cancel", "cancel_async"), "azjobs.state.cancel"),
     **dict.fromkeys(("Periodic", "periodic"), "azjobs.schedules.declarations"),
-    **dict.fromkeys(("WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError"), "azjobs.workflows.handle"),
+    **dict.fromkeys(("WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError"),
+                    "azjobs.workflows.handle"),
     **dict.fromkeys(("chain", "group", "sleep"), "azjobs.workflows.spec"),
 }
 
@@ -82,7 +85,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .api.configure import configure
     from .api.jobs import Job, JobDefinition, job
     from .errors import (ArgumentError, AzjobsError, ConfigurationError, DelayError, EnqueueError, EnvelopeError, Fail,
-                         PayloadTooLargeError, QueueNotFoundError, UnknownJobError)
+                         JobCancelled, PayloadTooLargeError, QueueNotFoundError, UnknownJobError)
     from .model.context import JobContext, current_job
     from .model.envelope import Envelope
     from .model.registry import Registry, registry
@@ -90,11 +93,12 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .model.settings import QueueSettings
     from .schedules.declarations import Periodic, periodic
     from .state.errors import JobFailedError, JobNotFoundError
+    from .state.cancel import cancel, cancel_async
     from .state.reading import result, wait
     from .state.record import JobError, JobRecord, JobStatus
     from .storage.client import Client, default_client
     from .storage.connection import Connection, resolve_connection
-    from .workflows.handle import WorkflowFailed, WorkflowHandle, WorkflowNotFoundError
+    from .workflows.handle import WorkflowCancelled, WorkflowFailed, WorkflowHandle, WorkflowNotFoundError
     from .workflows.spec import chain, group, sleep
 
 __all__ = sorted([*_LAZY, "__version__", "blueprint"])

@@ -71,6 +71,15 @@ class UndiscoveredJobError(UnknownJobError, Fail):
         self.args = (f"no job named {name!r} is registered: {why}",)
 
 
+class JobCancelled(AzjobsError):
+    """The job was cancelled (``azjobs.cancel``): raised by ``current_job().raise_if_cancelled()`` so a job can
+    stop at a safe point, and what an async job's run ends with once its task was cancelled."""
+
+    def __init__(self, job_id: str = "") -> None:
+        super().__init__(f"job {job_id} was cancelled" if job_id else "the job was cancelled")
+        self.job_id = job_id
+
+
 class JobTimeout(Exception):
     """A job ran past the job timeout (host.json ``functionTimeout`` or the worker's ``--timeout``)."""
 

@@ -4,6 +4,8 @@
     azjobs --create NAME | --empty NAME | --delete NAME [--yes]
     azjobs poison ...            (inspect and replay poison queues; see ``azjobs poison --help``)
     azjobs stats ...             (queue depths, poison depths, oldest message age; see ``azjobs stats --help``)
+    azjobs cancel JOB_ID         (cancel a tracked job; see ``azjobs cancel --help``)
+    azjobs check ...             (exec probe: is the worker's --heartbeat file fresh; see ``azjobs check --help``)
 
 Exit status, for every form: 0 done; 1 failed (a storage error, a queue that does not exist, a jobs
 module that raised on import, a burst that could not finish); 2 a usage or configuration error, or
@@ -25,7 +27,7 @@ from .exits import FAILED, OK, RESTART_NEEDED, USAGE, ExitCode, ReaderGone
 from .worker import POISON_COMMANDS, build_parser, check_queue_names
 
 
-SUBCOMMANDS = ("poison", "stats", "dashboard", "status", "state", "schedules", "workflow")
+SUBCOMMANDS = ("poison", "stats", "dashboard", "status", "state", "cancel", "schedules", "check", "workflow", "limits")
 
 
 class _ReaderGuard:
@@ -107,10 +109,18 @@ def _main(argv: list[str] | None, *, stdin: TextIO | None, stdout: TextIO, stder
         from . import state as state_cli
 
         return state_cli.main(argv, out=out, err=err)
+    if argv and argv[0] == "cancel":
+        from . import cancel as cancel_cli
+
+        return cancel_cli.main(argv[1:], out=out, err=err)
     if argv and argv[0] == "schedules":
         from . import schedules as listing
 
         return listing.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "check":  # the exec probe (azjobs.cli.check)
+        from . import check as check_cli
+
+        return check_cli.main(argv[1:], out=out, err=err)
     if argv and argv[0] == "workflow":
         from . import workflow as workflow_cli
 

@@ -12,8 +12,8 @@ changed or leased.
 
 With job state on (``AZJOBS_STATE=1``, ``azjobs.configure(state=True)`` in the loaded modules, or
 ``--state``) each queue also gets what the state table says about its jobs changed within
-``--since`` (default 1 h): succeeded, failed, dead-lettered, retrying, running, and finished jobs
-per minute.
+``--since`` (default 1 h): succeeded, failed, dead-lettered, cancelled, retrying, running, and
+finished jobs per minute (succeeded, failed and dead-lettered: the jobs that ran to an end).
 
 Exit status: 0 done; 1 a storage error or a queue that does not exist; 2 a usage or
 configuration error (no queues, a bad queue name, rejected credentials).
@@ -142,6 +142,7 @@ class Recent:
     succeeded: int = 0
     failed: int = 0  # the job raised on its last attempt (FAILED)
     dead_lettered: int = 0  # dead-lettered without the job failing on that delivery (DEAD_LETTERED)
+    cancelled: int = 0  # cancelled (azjobs.cancel) within the window: CANCELLED
     retrying: int = 0
     running: int = 0
     finished_per_min: float = 0.0  # SUCCESSFUL + FAILED + DEAD_LETTERED finished within the window, per minute
@@ -171,6 +172,8 @@ def recent_counts(store: Any, queues: list[str], window: timedelta,
             row.failed += 1
         elif status is JobStatus.DEAD_LETTERED and finished:
             row.dead_lettered += 1
+        elif status is JobStatus.CANCELLED and finished:
+            row.cancelled += 1
         elif status is JobStatus.RETRYING:
             row.retrying += 1
         elif status is JobStatus.RUNNING:
@@ -207,6 +210,7 @@ def recent_columns(store: Any, window: timedelta, err: TextIO
                                "capped_at": RECENT_LIMIT if capped else None,
                                "queues": {queue: counts[queue].to_dict() for queue in queues}}}
         table_cells = {queue: {f"OK/{label}": str(c.succeeded), f"FAILED/{label}": str(c.failed + c.dead_lettered),
+                               f"CANCELLED/{label}": str(c.cancelled),
                                "RETRYING": str(c.retrying), "RUNNING": str(c.running),
                                "JOBS/MIN": f"{c.finished_per_min:g}"} for queue, c in counts.items()}
         return document, table_cells

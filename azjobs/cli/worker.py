@@ -19,6 +19,7 @@ from typing import Any, Callable, TextIO
 
 from ..errors import AzjobsError, ConfigurationError, CredentialsRejected, QueueNotFoundError
 from ..model.secrets import get_logger
+from ..runtime.heartbeat import HEARTBEAT_ENV
 from ..version import __version__
 from .admin import _admin
 from .common import (
@@ -49,7 +50,8 @@ azjobs -q QUEUE [-q QUEUE ...] [options]  |  azjobs -i PATH [options]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
        azjobs schedules [-i PATH ...] [--json]
        azjobs dashboard [--port PORT] [--host ADDRESS]
-       azjobs workflow status ID [--json] | azjobs workflow list [--status S] [--since 1h]"""
+       azjobs workflow status ID [--json] | azjobs workflow list [--status S] [--since 1h]
+       azjobs check [--heartbeat PATH] [--max-age S] [--storage-max-age S]"""
 
 
 DESCRIPTION = """\
@@ -64,7 +66,8 @@ commands:
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
-  azjobs workflow ...    workflows run by the worker: status ID, list"""
+  azjobs workflow ...    workflows run by the worker: status ID, list
+  azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)"""
 
 
 EXAMPLES = """\
@@ -183,6 +186,14 @@ def build_parser(*, prog: str = "azjobs", usage: str = USAGE_TEXT, description: 
                       help="do not work the workflows queue (workflows of jobs; see README Workflows)")
     work.add_argument("--workflows-queue", metavar="QUEUE",
                       help="the workflows queue (default $AZJOBS_WORKFLOWS_QUEUE or azjobs-workflows)")
+    work.add_argument("--max-jobs", type=_positive_int(1), metavar="N",
+                      help="stop after N jobs started here are settled, and exit 0 (a Kubernetes ScaledJob or "
+                           "Container Apps Job execution works a slice and ends); fetching stops at the Nth start")
+    work.add_argument("--heartbeat", default=os.environ.get(HEARTBEAT_ENV) or None, metavar="PATH",
+                      help=f"rewrite the file PATH every --heartbeat-interval seconds for `azjobs check` (an exec "
+                           f"liveness/readiness probe; default ${HEARTBEAT_ENV}, else none)")
+    work.add_argument("--heartbeat-interval", type=_seconds(0, strict=True), default=10.0, metavar="SECONDS",
+                      help="how often the heartbeat file is written and storage asked whether it answers (default 10)")
     work.add_argument("-p", "--processes", type=_positive_int(1, 64), metavar="N",
                       help="worker processes, 1..64: N > 1 runs N workers under a supervisor that restarts one "
                            "that dies (default: FUNCTIONS_WORKER_PROCESS_COUNT, else 1)")
@@ -380,6 +391,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         processes=children.shared_by(),
         schedules=not args.no_schedules,
         workflows=None if args.no_workflows else _workflows_queue(args),
+        max_jobs=args.max_jobs, heartbeat=args.heartbeat, heartbeat_interval=args.heartbeat_interval,
     )
     restore = _install_signals(worker)
     _fast_exit()
@@ -393,7 +405,8 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         return USAGE
     if args.burst and stats.storage_gave_up:
         return FAILED
-    return FAILED if stats.forced or stats.abandoned else OK
+    # A drain that released every job still running when the grace ended stranded nothing: exit 0.
+    return FAILED if stats.forced or stats.abandoned > stats.abandoned_released else OK
 
 
 def run(argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
@@ -414,6 +427,9 @@ def run(argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
         processes = children.process_count(args.processes) if args.queue or derive else 1
     except ValueError as exc:
         parser.error(str(exc))
+    if processes > 1 and (args.max_jobs is not None or args.heartbeat):
+        parser.error("--max-jobs and --heartbeat ($AZJOBS_HEARTBEAT) work with one worker process (-p 1, "
+                     f"{children.COUNT_ENV} unset or 1): on Kubernetes or Container Apps, scale with replicas")
     if processes > 1 and (args.empty is not None or args.delete is not None):
         parser.error("--empty/--delete must run once: not with several worker processes (-p or "
                      f"{children.COUNT_ENV}); run them on their own first")

@@ -3,9 +3,11 @@
 ``/jobs`` lists the records changed most recently (a status filter, a job-id box) with a
 chart of jobs finished per minute over the last half hour (SUCCESSFUL and FAILED or
 DEAD_LETTERED), computed from the records' ``finished_at``; ``/jobs/{id}`` shows one record:
-times, attempts, workers, arguments, return value and each failed attempt's traceback.
-Reading only: the state store is never written by the dashboard. Imported by ``create_app``
-only when a state store is given.
+times, attempts, workers, arguments, return value and each failed attempt's traceback, and
+for a job not finished a Cancel button (``/jobs/{id}/cancel``: a confirmation, then
+``azjobs.cancel``'s write, behind the admin key, session, CSRF and origin checks of every
+action). Cancelling is the one write the dashboard makes to the state store. Imported by
+``create_app`` only when a state store is given.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..model.secrets import get_logger
 from . import pages
 from .context import _plain, page
 from .pages import q, text
 
+log = get_logger("azjobs.dashboard")
+
 RECENT_LIMIT = 200
 CHART_MINUTES = 30
 STATUS_CLASS = {"SUCCESSFUL": "ok-text", "FAILED": "bad", "DEAD_LETTERED": "bad", "RETRYING": "warn",
-                "RUNNING": "run", "READY": "muted"}
+                "RUNNING": "run", "READY": "muted", "CANCELLED": "muted"}
 JOBS_STYLE = ("<style>.ok-text{color:#1a7f37;font-weight:600}.warn{color:#9a6700;font-weight:600}"
               ".run{color:#0b6bcb;font-weight:600}.filters a{margin-right:10px}.chart .ok{fill:#2da44e}"
               ".chart .failed{fill:#c62828}</style>")
@@ -126,6 +131,10 @@ def job_page(ctx: pages.Context, r: Any) -> str:
     if getattr(r.status, "value", r.status) in ("FAILED", "DEAD_LETTERED") and r.queue:
         link = (f'<p><a class="button" href="{ctx.url("/queues/" + q(r.queue))}">Poison messages of '
                 f'{text(r.queue)}</a></p>')
+    if getattr(r.status, "value", r.status) in ("READY", "RUNNING", "RETRYING"):
+        asked = getattr(r, "cancel_requested", False)
+        link += ('<p class="muted" id="cancel-requested">Cancel requested: the run was asked to stop.</p>' if asked else
+                 f'<p><a class="button" id="cancel" href="{ctx.url("/jobs/" + q(r.id) + "/cancel")}">Cancel job…</a></p>')
     body = f'{JOBS_STYLE}<h1>Job {text(r.id)}</h1>{link}<dl>{dl}</dl>{"".join(parts)}'
     return pages.layout(ctx, f"Job {r.id}", body)
 
@@ -161,4 +170,32 @@ async def job_detail(dash, request: Request) -> Response:
     return dash.respond(ctx, job_page(ctx, record))
 
 
-ROUTES = [Route("/jobs", jobs_list), Route("/jobs/{id}", job_detail)]
+@page
+async def cancel_job(dash, request: Request) -> Response:
+    job_id = request.path_params["id"]
+    back = "/jobs/" + q(job_id)
+    path = back + "/cancel"
+    if request.method == "POST":
+        await dash.check_action(request)
+        answer = await run_in_threadpool(dash.state_store.cancel, job_id)
+        ctx = dash.context(request)
+        if answer is None:
+            return _plain(dash, request, 404, f"no record of job {job_id} in the state store: nothing was cancelled")
+        record, what = answer
+        line = {"cancelled": f"job {record.job} {job_id} CANCELLED: it does not run",
+                "requested": f"job {record.job} {job_id} is running: asked to stop; it becomes CANCELLED when its "
+                             "run ends"}.get(what, f"job {record.job} {job_id} was already {record.status.value}: "
+                                                   "nothing changed")
+        log.info("dashboard cancelled job %s (%s)", job_id, what,
+                 extra={"action": "dashboard_cancel", "job_id": job_id, "what": what})
+        return dash.respond(ctx, pages.result_page(ctx, "Cancelled" if what != "finished" else "Nothing to cancel",
+                                                   [line], back, "Back to the job", what != "finished"))
+    ctx = dash.context(request)
+    question = (f"Cancel job <code>{text(job_id)}</code>? Not started, it never runs; running, it is asked to stop "
+                "and its result is discarded. It is not retried and not dead-lettered.")
+    return dash.respond(ctx, pages.confirm_page(ctx, "Cancel a job", question, path, "Yes, cancel the job", back,
+                                                danger=True))
+
+
+ROUTES = [Route("/jobs", jobs_list), Route("/jobs/{id}", job_detail),
+          Route("/jobs/{id}/cancel", cancel_job, methods=["GET", "POST"])]

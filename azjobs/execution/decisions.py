@@ -1,4 +1,4 @@
-"""Deciding an outcome: success, a retry copy, a deferral hop, a skip or a poison record.
+"""Deciding an outcome: success, a retry copy, a deferral hop, a skip, a cancel or a poison record.
 
 The ``Executor`` (azjobs/execution/executor.py) decodes, checks and runs; these methods decide
 what the run (or the message that could not run) means and have the ``Recorder`` write it,
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import Fail
 from ..model.envelope import format_time, parse_time
-from ..model.outcome import Outcome, Result
+from ..model.outcome import JobRun, Outcome, Result
 from ..model.poison_record import ErrorInfo
 from ..model.retry import RetryDecision
 from ..model.secrets import get_logger
@@ -64,6 +64,18 @@ class Decisions:
                     extra={"action": "duplicate_skipped", "job": env.job, "job_id": env.id, "queue": info.queue,
                            "dequeue_count": info.dequeue_count})
         return self._settled(Result(Outcome.SKIPPED, env, detail=why))
+
+    def _cancelled(self: "Executor", h: Handling, why: str, run: JobRun | None = None) -> Result:
+        """A cancelled job: its message is deleted, not retried, not poisoned; a run's result is discarded."""
+        env, info = h.envelope, h.info
+        assert env is not None
+        duration = run.duration_s if run is not None else 0.0
+        log.info("job %s %s cancelled: %s", env.job, env.id, why,
+                 extra={"action": "job_cancelled", "job": env.job, "job_id": env.id, "queue": info.queue,
+                        "attempt": env.attempt, "dequeue_count": info.dequeue_count, "ran": run is not None,
+                        "duration_s": round(duration, 6)})
+        return self._settled(Result(Outcome.CANCELLED, env, detail=why, duration_s=duration, ran=run is not None,
+                                    payload_ref=env.payload_ref))
 
     def _failed(self: "Executor", step: "Prepared", error: BaseException, duration: float) -> Result:
         env, info = step.envelope, step.info

@@ -54,6 +54,7 @@ from ..model.secrets import get_logger
 from ..model.settings import QueueSettings
 from ..storage.client import Client, default_client
 from ..storage.payloads import PayloadError, PayloadStore
+from .cancelling import cancellable
 from .decisions import Decisions
 from .hooks import Handling, HookFactory, Hooks
 from .recorder import DeadLetter, Recorder, Redeliver
@@ -268,6 +269,8 @@ class Executor(Decisions):
         verdict = self.hooks.before_run(h)  # job state: RUNNING, or why not
         if verdict is not None and verdict.action == "skip":
             return self._skipped(h, verdict.why)
+        if verdict is not None and verdict.action == "cancel":
+            return self._cancelled(h, verdict.why)
         if verdict is not None:
             self.recorder.defer(envelope, info, verdict.defer_s)
             log.info("job %s %s deferred %ss: %s", envelope.job, envelope.id, verdict.defer_s, verdict.why,
@@ -313,7 +316,8 @@ class Executor(Decisions):
         try:
             with running(_context(step)), self.hooks.running(step.handling):
                 if step.definition.is_async:
-                    value = await step.definition.run(step.args, step.kwargs)
+                    value = await cancellable(_wrapped(step.definition.run(step.args, step.kwargs)),
+                                              step.handling.cancellation, step.envelope.id)
                 else:
                     value = await asyncio.to_thread(step.definition.run, step.args, step.kwargs)
                     if asyncio.iscoroutine(value):
@@ -321,6 +325,8 @@ class Executor(Decisions):
         except asyncio.CancelledError as cancelled:
             self.hooks.raised(step.handling, cancelled, "cancelled")
             raise  # the host cancelled the invocation (timeout, shutdown): not the job's outcome
+        except _Raised as wrapped:
+            return JobRun(error=wrapped.error, duration_s=time.perf_counter() - started)
         except BaseException as error:  # SystemExit & co. must not escape into the host's event loop
             return JobRun(error=error, duration_s=time.perf_counter() - started)
         return JobRun(value=value, duration_s=time.perf_counter() - started)
@@ -340,6 +346,9 @@ class Executor(Decisions):
         taken = self.hooks.settle(step.handling, run)  # a workflow step: its workflow retries it
         if taken is not None:
             return self._settled(taken)
+        if step.handling.cancellation.is_set():  # whatever the run gave: its result is discarded
+            self.hooks.cancelled(step.handling)  # before the delete
+            return self._cancelled(step.handling, "cancelled while it ran", run)
         if run.error is None:
             self.hooks.succeeded(step.handling, run.value)  # before the delete
             return self._succeeded(step, run.duration_s)
@@ -380,12 +389,16 @@ async def _within(context: JobContext, job: Any, hooks: Hooks, handling: Handlin
     the event loop itself (asyncio re-raises SystemExit and KeyboardInterrupt).
     """
     with running(context), hooks.running(handling):
-        try:
-            return await job
-        except (Exception, asyncio.CancelledError):
-            raise
-        except BaseException as error:
-            raise _Raised(error) from None
+        return await cancellable(_wrapped(job), handling.cancellation, context.id)
+
+
+async def _wrapped(job: Any) -> Any:
+    try:
+        return await job
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as error:
+        raise _Raised(error) from None
 
 
 def _context(step: Prepared) -> JobContext:
@@ -393,7 +406,7 @@ def _context(step: Prepared) -> JobContext:
     return JobContext(job=env.job, id=env.id, attempt=env.attempt, queue=info.queue, enqueued_at=env.enqueued_at,
                       message_id=info.message_id, dequeue_count=info.dequeue_count, trace=dict(env.trace),
                       scheduled_at=env.scheduled_at, past_due=env.past_due,
-                      options=dict(env.options))
+                      options=dict(env.options), cancellation=step.handling.cancellation)
 
 
 def _as_bytes(body: bytes | str) -> bytes:

@@ -17,7 +17,8 @@ otherwise:
     message is settled without a poison record (job state). Any True wins.
 ``before_run(handling) -> Verdict | None``
     the job is registered and its arguments fit: a ``Verdict`` vetoes the run, ``skip`` (settle
-    without running) or ``defer`` (send the message on, seconds later). The first verdict wins
+    without running), ``defer`` (send the message on, seconds later) or ``cancel`` (the job was
+    cancelled: settled without running, outcome ``cancelled``). The first verdict wins
     and the hooks after it are not asked (job state's duplicate check; cancellation and limits
     belong here too).
 ``owns_retries(handling) -> bool``
@@ -29,6 +30,10 @@ otherwise:
     around the job's run, on the thread or task that runs it (telemetry's current span).
 ``succeeded(handling, value)``
     the job returned; before its message is deleted (job state: SUCCESSFUL).
+``cancelled(handling)``
+    the run ended after ``handling.cancellation`` was set (whatever it returned or raised): the
+    outcome is ``cancelled``, not retried, not poisoned; before its message is deleted (job
+    state: CANCELLED).
 ``settle(handling, run) -> Result | None``
     after any run, before the retry policy: a ``Result`` takes the outcome over and the hooks
     after it are not asked (a workflow step reports to its workflow instead of retrying).
@@ -59,6 +64,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
+from ..model.context import Cancellation
 from ..model.definition import JobDefinition
 from ..model.envelope import Envelope
 from ..model.outcome import JobRun, MessageInfo, Result
@@ -77,26 +83,32 @@ class Handling:
     """One delivery of a message as the core handles it: what the queue said, then what decoding found.
 
     ``notes`` is the hooks' own per-delivery scratch space (telemetry keeps its span there), keyed
-    by whatever a hook chooses.
+    by whatever a hook chooses. ``cancellation`` is set by a hook that learns the job was cancelled
+    while it runs (job state); the job sees it as ``current_job().cancelled``.
     """
 
     info: MessageInfo
     envelope: Envelope | None = None
     definition: JobDefinition | None = None
     notes: dict[Any, Any] = field(default_factory=dict)
+    cancellation: Cancellation = field(default_factory=Cancellation)
+
+
+ACTIONS = ("skip", "defer", "cancel")
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A hook's veto of a run: ``skip`` (settle the message without running) or ``defer`` (send it on)."""
+    """A hook's veto of a run: ``skip`` (settle the message without running), ``defer`` (send it on) or
+    ``cancel`` (settle it without running, outcome ``cancelled``)."""
 
-    action: str  # "skip" or "defer"
+    action: str  # "skip", "defer" or "cancel"
     why: str = ""
     defer_s: int = 0
 
     def __post_init__(self) -> None:
-        if self.action not in ("skip", "defer"):
-            raise ValueError(f"a verdict is 'skip' or 'defer', got {self.action!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"a verdict is one of {', '.join(map(repr, ACTIONS))}, got {self.action!r}")
 
 
 class Hook:
@@ -129,6 +141,9 @@ class Hook:
         return contextlib.nullcontext()
 
     def succeeded(self, handling: Handling, value: Any) -> None:
+        pass
+
+    def cancelled(self, handling: Handling) -> None:
         pass
 
     def settle(self, handling: Handling, run: JobRun) -> Result | None:
@@ -167,7 +182,7 @@ class Hooks:
     """
 
     _METHODS = ("delivered", "finished_before", "before_run", "owns_retries", "started", "running", "succeeded",
-                "settle", "retrying", "not_run", "dead_lettered", "settled", "raised", "close")
+                "cancelled", "settle", "retrying", "not_run", "dead_lettered", "settled", "raised", "close")
 
     def __init__(self, executor: "Executor", factories: Sequence[HookFactory]) -> None:
         self.all: tuple[Hook, ...] = tuple(make(executor) for make in factories)
@@ -248,6 +263,10 @@ class Hooks:
     def succeeded(self, handling: Handling, value: Any) -> None:
         for call in self._calls["succeeded"]:
             call(handling, value)
+
+    def cancelled(self, handling: Handling) -> None:
+        for call in self._calls["cancelled"]:
+            call(handling)
 
     def retrying(self, handling: Handling, error: BaseException, next_attempt: int, *, attempted: bool) -> None:
         for call in self._calls["retrying"]:

@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Optional, Union
 
@@ -47,6 +48,11 @@ log = get_logger("azjobs.functions")
 BINDING_NAME = "msg"
 #: Every generated function's name starts with this, so they are easy to find in the portal.
 FUNCTION_PREFIX = "azjobs_"
+#: The queue trigger's ``dataType``: the host hands the worker the body's bytes as stored (after the base64 wire
+#: decoding). Left undefined, the host decodes the body as strict UTF-8 for a string: a body that is not UTF-8
+#: fails its binding before azjobs runs, again on each delivery, until the host poisons it bare, with no reason
+#: recorded. As bytes it reaches azjobs, which dead-letters it at once with a record that keeps it (not_utf8).
+QUEUE_DATA_TYPE = func.DataType.BINARY
 #: The host's rule for function names (checked case-insensitively by the host).
 FUNCTION_NAME_RULE = re.compile(r"^[a-z][a-z0-9_-]{0,127}$", re.IGNORECASE)
 MAX_FUNCTION_NAME = 128
@@ -238,7 +244,8 @@ def blueprint(
         names[name] = queue
         handler = _make_handler(_QueueName(queue), source)
         handler.__name__ = handler.__qualname__ = name
-        bp.function_name(name=name)(bp.queue_trigger(arg_name=BINDING_NAME, queue_name=queue, connection=connection)(handler))
+        bp.function_name(name=name)(bp.queue_trigger(arg_name=BINDING_NAME, queue_name=queue, connection=connection,
+                                                     data_type=QUEUE_DATA_TYPE)(handler))
         log.debug("generated function %s for queue %s", name, queue,
                   extra={"action": "functions_binding_generated", "function": name, "queue": queue})
     if schedules:
@@ -286,9 +293,20 @@ def _make_timer_handler(item, source: _ExecutorSource) -> Callable[[func.TimerRe
     return handler
 
 
+def use_monitor_for(item) -> Optional[bool]:
+    """The timer's ``useMonitor``, stated in its metadata: the host's default made explicit (on when the schedule's
+    occurrences are at least a minute apart, off for more frequent ones). A ``%AppSetting%`` schedule is only known
+    on the host: None leaves the default to it."""
+    if is_app_setting_expression(item.schedule):
+        return None
+    upcoming = item.expression.upcoming(datetime.now(timezone.utc), 8)
+    gaps = [later - earlier for earlier, later in zip(upcoming, upcoming[1:])]
+    return all(gap >= timedelta(minutes=1) for gap in gaps)
+
+
 def _add_timers(bp: func.Blueprint, registry: Registry, chosen: list, source: _ExecutorSource, names: dict) -> None:
-    """One timer trigger per periodic job on the chosen queues (azjobs.schedules); ``use_monitor`` is left to the
-    host's default (on for schedules more than a minute apart)."""
+    """One timer trigger per periodic job on the chosen queues (azjobs.schedules), ``useMonitor`` as the host's
+    default would set it (``use_monitor_for``)."""
     from ..schedules.declarations import schedules
 
     for item in schedules.for_queues(registry, chosen):
@@ -300,10 +318,11 @@ def _add_timers(bp: func.Blueprint, registry: Registry, chosen: list, source: _E
         names[name] = item.name
         handler = _make_timer_handler(item, source)
         handler.__name__ = handler.__qualname__ = name
-        bp.function_name(name=name)(bp.timer_trigger(arg_name=TIMER_BINDING_NAME, schedule=item.schedule)(handler))
+        bp.function_name(name=name)(bp.timer_trigger(arg_name=TIMER_BINDING_NAME, schedule=item.schedule,
+                                                     use_monitor=use_monitor_for(item))(handler))
         log.debug("generated timer function %s for periodic job %s", name, item.name,
                   extra={"action": "functions_binding_generated", "function": name, "schedule": item.name})
 
 
-__all__ = ["BINDING_NAME", "FUNCTION_NAME_RULE", "FUNCTION_PREFIX", "TIMER_BINDING_NAME", "blueprint",
-           "function_name_for", "host_json_path", "timer_function_name_for"]
+__all__ = ["BINDING_NAME", "FUNCTION_NAME_RULE", "FUNCTION_PREFIX", "QUEUE_DATA_TYPE", "TIMER_BINDING_NAME", "blueprint",
+           "function_name_for", "host_json_path", "timer_function_name_for", "use_monitor_for"]

@@ -54,7 +54,7 @@ class JobThreads:
             delivery = self._ready.get()
             if delivery is None:
                 return
-            if self._stopping.is_set():
+            if self._stopping.is_set() or not self._claim():
                 self.settlement.release_unstarted(delivery, lambda d=delivery: self._done(d))
                 continue
             try:
@@ -70,6 +70,7 @@ class JobThreads:
         message, info = delivery.message, delivery.info
         with self._cond:
             self._running += 1
+            self._active[id(delivery)] = delivery  # released at once if still running when the grace ends
             if self._running > self.stats.peak_running:
                 self.stats.peak_running = self._running
         settled = False
@@ -95,6 +96,7 @@ class JobThreads:
         finally:
             with self._cond:
                 self._running -= 1
+                self._active.pop(id(delivery), None)
             if not settled:
                 self._done(delivery)  # a no-op when the timeout already settled it
 

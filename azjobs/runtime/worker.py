@@ -25,9 +25,10 @@ jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, 
 stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
 the host restarts its language worker after a timeout.
 
-``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted
-messages at once, lets running jobs finish within ``grace`` seconds; ``stop(force=True)``
-returns at once and leaves held messages to reappear when their lease ends.
+``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted messages
+at once, lets running jobs finish within ``grace`` seconds, then releases the messages of jobs
+still running; ``stop(force=True)`` returns at once and leaves held messages to reappear when
+their lease ends. That last release, ``max_jobs`` and ``heartbeat``: azjobs/runtime/scaling.py.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ from ..telemetry.summary import Summary
 from .inflight import InFlight, QueueLimits
 from .leases import LeaseKeeper
 from .fetching import Fetching
+from .heartbeat import Heartbeat
+from .scaling import Scaling
 from .jobthreads import JobThreads
 from .settlement import Delivery, Settlement
 from .settler import Settler
@@ -91,6 +94,7 @@ class WorkerStats:
     dead_lettered: int = 0
     deferred: int = 0
     skipped: int = 0  # redeliveries of jobs that already finished, settled without running
+    cancelled: int = 0  # cancelled jobs (azjobs.cancel): deleted without running, or their run's result discarded
     redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
     timed_out: int = 0  # jobs that ran past the job timeout
     released: int = 0  # fetched but not started when the worker stopped; made visible at once
@@ -100,6 +104,7 @@ class WorkerStats:
     delete_failed: int = 0
     receive_errors: int = 0
     abandoned: int = 0  # still running when the grace period ended or a forced stop came
+    abandoned_released: int = 0  # of those, messages made visible at once when the grace ended
     stuck: int = 0  # threads still inside a sync job that timed out (replaced by new threads)
     peak_running: int = 0
     forced: bool = False
@@ -107,13 +112,14 @@ class WorkerStats:
     redeliveries: int = 0  # deliveries with a dequeue count above 1 (after a crash, a lost lease or a release)
     credentials_rejected: bool = False  # storage rejected the credentials while running (logged once)
     storage_gave_up: bool = False  # burst mode: storage stayed unreachable past burst_timeout
+    max_jobs_reached: bool = False  # --max-jobs: that many jobs started, the worker stopped after them
     per_queue: dict[str, int] = field(default_factory=dict)  # messages fetched per queue
 
     @property
     def handled(self) -> int:
         """Messages whose job (or settling) the core finished."""
         return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
-                + self.redelivered)
+                + self.cancelled + self.redelivered)
 
 
 def _worker_queue_service(client: Client, pool: int):
@@ -132,7 +138,7 @@ def _seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class Worker(Fetching, JobThreads):
+class Worker(Fetching, JobThreads, Scaling):
     """Works jobs from one or more queues until stopped (or, with ``burst``, until they are empty)."""
 
     def __init__(
@@ -155,6 +161,9 @@ class Worker(Fetching, JobThreads):
         processes: int = 1,
         schedules: bool = True,
         workflows: str | None = None,
+        max_jobs: int | None = None,
+        heartbeat: str | None = None,
+        heartbeat_interval: float = 10.0,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -190,6 +199,12 @@ class Worker(Fetching, JobThreads):
         self.fetch = fetch or (batch if concurrency is None else min(batch, concurrency))
         if not 1 <= self.fetch <= MAX_FETCH:
             raise ValueError(f"fetch must be 1..{MAX_FETCH}, got {self.fetch}")
+        if max_jobs is not None and max_jobs < 1:
+            raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
+        self.max_jobs = max_jobs
+        self._claimed = 0  # jobs started, counted against max_jobs
+        if max_jobs is not None:
+            self.fetch = min(self.fetch, max_jobs)  # never lease more than the slice it may work
         if concurrency is not None and concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         # The host's rules per queue. With an explicit -c, each queue fetches again once its
@@ -231,6 +246,7 @@ class Worker(Fetching, JobThreads):
 
         self._cond = threading.Condition()
         self._running = 0
+        self._active: dict[int, Delivery] = {}  # deliveries whose job is running
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
@@ -256,6 +272,9 @@ class Worker(Fetching, JobThreads):
             self._scheduler = prepare_for(self)
         # The workflows queue this worker also works (azjobs/workflows/driver.py), or None.
         self.workflows = workflows
+        self._heartbeat: Heartbeat | None = None
+        if heartbeat:
+            self._heartbeat = Heartbeat(heartbeat, heartbeat_interval, self._probe_storage, self._heartbeat_snapshot)
 
     # -- public ------------------------------------------------------------
     def run(self) -> WorkerStats:
@@ -303,6 +322,9 @@ class Worker(Fetching, JobThreads):
 
 
     def _start(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.storage_answered()  # _check_queues just read every queue's properties
+            self._heartbeat.start()
         if self._scheduler is not None:
             self._scheduler.start()
         self.keeper.start()
@@ -331,20 +353,13 @@ class Worker(Fetching, JobThreads):
                                           name=f"azjobs-fetch-{name}-{index}", daemon=True)
                 helper.start()
                 self._threads.append(helper)
-        timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
-        target = self.target
-        # The host's 1 min cap, not set anywhere: a newcomer's first job can wait that long on an idle queue.
-        slow_idle = (not self.settings.max_polling_interval_set
-                     and self.settings.max_polling_interval.total_seconds() >= 60 and not self.burst)
+        timeout, target = "none" if self.timeout_s is None else f"{self.timeout_s:g}s", self.target
         log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
                  "max polling interval %.1fs%s%s%s", ", ".join(self.queues), target.where, target.origin,
                  self.concurrency, self.fetch, self.lease_s, timeout,
                  self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
                  f" (the instance's batch limits shared by {self.processes} processes)" if self.processes > 1 else "",
-                 "; no host.json sets maxPollingInterval, so an idle queue is polled as the host does, backing off "
-                 "to every 60 s and a new job can wait up to a minute: set extensions.queues.maxPollingInterval "
-                 "in host.json (e.g. \"00:00:02\") or AZURE_FUNCTIONS_ENVIRONMENT=Development (2 s)"
-                 if slow_idle else "",
+                 "" if self.burst else self.settings.idle_polling_note(),
                  extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
                         "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst, "processes": self.processes,
                         "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,
@@ -370,6 +385,8 @@ class Worker(Fetching, JobThreads):
                 fetching = any(thread.is_alive() for thread in self._fetchers)
                 if not fetching and len(self.inflight) == 0:
                     break
+                if self._slice_done() and not self._stopping.is_set():
+                    self.stop()  # nothing runs or waits any more: nothing for the grace period to wait for
                 if self._stopping.is_set():
                     self._release_ready()
                     if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -377,6 +394,11 @@ class Worker(Fetching, JobThreads):
                         if len(self.inflight):
                             log.warning("grace period over with %d job(s) still running", self._running,
                                         extra={"action": "grace_expired", "running": self._running})
+                            self._cond.release()
+                            try:
+                                self._release_abandoned(SHUTDOWN_BUDGET_S)
+                            finally:
+                                self._cond.acquire()
                         break
                 self._cond.wait(0.1)
             self.stats.abandoned = self._running
@@ -398,6 +420,8 @@ class Worker(Fetching, JobThreads):
 
     def _shutdown(self) -> None:
         self._stopping.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._scheduler is not None:
             self._scheduler.stop()
         self.inflight.close()
@@ -432,11 +456,11 @@ class Worker(Fetching, JobThreads):
         self._close_hooks(None if self._deadline is None else self._deadline + SHUTDOWN_BUDGET_S)
         s = self.stats
         log.info("worker stopped: %d succeeded, %d retries scheduled, %d dead-lettered, %d deferred, %d skipped, "
-                 "%d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
+                 "%d cancelled, %d redeliveries received (dequeue count > 1), %d released for redelivery, %d timed out, "
                  "%d released unstarted, %d abandoned", s.succeeded, s.retry_scheduled, s.dead_lettered, s.deferred,
-                 s.skipped, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
+                 s.skipped, s.cancelled, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
-                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped,
+                        "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped, "cancelled": s.cancelled,
                         "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
                         "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,

@@ -54,7 +54,7 @@ _RUNNING_CHANGES = ("PartitionKey", "RowKey", "UpdatedAt", "ExpiresAt", "Status"
 
 @dataclass(frozen=True)
 class Start:
-    """The store's answer to "may this delivery run?": ``run``, ``skip`` or ``defer`` (``defer_s``)."""
+    """The store's answer to "may this delivery run?": ``run``, ``skip``, ``defer`` (``defer_s``) or ``cancel``."""
 
     action: str
     why: str = ""

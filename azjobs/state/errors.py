@@ -27,11 +27,13 @@ class JobNotFoundError(AzjobsError, LookupError):
 
 
 class JobFailedError(AzjobsError):
-    """``azjobs.wait`` on a job that FAILED or was DEAD_LETTERED; ``.record`` is its JobRecord."""
+    """``azjobs.wait`` on a job that FAILED, was DEAD_LETTERED or CANCELLED; ``.record`` is its JobRecord."""
 
     def __init__(self, record: "JobRecord") -> None:
         last = record.errors[-1] if record.errors else None
         what = f"{last.exception_class_path}: {last.message}" if last else "no error was recorded"
+        if record.status.value == "CANCELLED":
+            what = "it was cancelled (azjobs.cancel)"
         super().__init__(f"job {record.job} {record.id} {record.status.value} after {record.attempts} attempt(s): {what}")
         self.record = record
 

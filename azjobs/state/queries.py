@@ -154,6 +154,7 @@ class Queries:
             kwargs=dict(arguments.get("kwargs", {})) if isinstance(arguments, dict) else {},
             # Written empty when over a Table string property (enqueued()): say so, never show an empty call.
             arguments_note=ARGUMENTS_NOT_KEPT if entity.get("Arguments") == "" else "",
+            cancel_requested=bool(entity.get("CancelRequested")),
         )
 
     def status_of(self, job_id: str) -> JobStatus | None:

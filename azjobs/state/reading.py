@@ -63,7 +63,7 @@ def result(job_id: str, *, client: Any = None) -> JobRecord:
 def wait(job_id: str, timeout: float | None = None, *, poll_s: float = DEFAULT_POLL_S, client: Any = None) -> Any:
     """Wait until ``job_id`` is finished; its return value if SUCCESSFUL.
 
-    Raises ``JobFailedError`` (``.record``) for a FAILED or DEAD_LETTERED job,
+    Raises ``JobFailedError`` (``.record``) for a FAILED, DEAD_LETTERED or CANCELLED job,
     ``TimeoutError`` when ``timeout`` seconds pass first (None: wait for ever), and
     ``JobNotFoundError`` at once for an id with no record.
 

@@ -20,7 +20,12 @@ class JobStatus(str, enum.Enum):
       run again unless replayed;
     - ``DEAD_LETTERED``: azjobs dead-lettered the message without the job failing on that
       delivery (it crashed or timed out its worker ``maxDequeueCount`` times, names an unknown
-      job, or its arguments no longer fit); it will not run again unless replayed.
+      job, or its arguments no longer fit); it will not run again unless replayed;
+    - ``CANCELLED``: cancelled (``azjobs.cancel``) before it ran, or while it ran and that run has
+      ended; nothing of it runs any more and it will not run again.
+
+    A RUNNING job that was asked to stop stays RUNNING (``JobRecord.cancel_requested``) until its
+    run ends: then CANCELLED, or SUCCESSFUL / FAILED when the cancel crossed its end.
     """
 
     READY = "READY"
@@ -29,12 +34,13 @@ class JobStatus(str, enum.Enum):
     SUCCESSFUL = "SUCCESSFUL"
     FAILED = "FAILED"
     DEAD_LETTERED = "DEAD_LETTERED"
+    CANCELLED = "CANCELLED"
 
     def __str__(self) -> str:
         return self.value
 
 
-FINISHED = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.DEAD_LETTERED})
+FINISHED = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.DEAD_LETTERED, JobStatus.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,8 @@ class JobRecord:
     Times are timezone-aware UTC datetimes, or None when the job has not got there.
     ``attempts`` counts the runs that started (``len(worker_ids)`` unless the list was
     trimmed); ``worker_ids`` are ``host:pid`` for the ``azjobs`` worker and the invocation
-    id on Azure Functions. ``return_value`` is the job's JSON return value once SUCCESSFUL.
+    id on Azure Functions. ``return_value`` is the job's JSON return value once SUCCESSFUL. ``cancel_requested``: the job was
+    cancelled (``azjobs.cancel``); while RUNNING, its run was asked to stop.
     """
 
     id: str
@@ -82,10 +89,11 @@ class JobRecord:
     kwargs: dict = field(default_factory=dict)
     # Why ``args``/``kwargs`` are empty though the call had arguments ("" when they were kept).
     arguments_note: str = ""
+    cancel_requested: bool = False
 
     @property
     def finished(self) -> bool:
-        """True once the job will not run again: SUCCESSFUL, FAILED or DEAD_LETTERED."""
+        """True once the job will not run again: SUCCESSFUL, FAILED, DEAD_LETTERED or CANCELLED."""
         return self.status in FINISHED
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +108,8 @@ class JobRecord:
             "finished_at": when(self.finished_at), "last_attempted_at": when(self.last_attempted_at),
             "attempts": self.attempts, "worker_ids": list(self.worker_ids), "return_value": self.return_value,
             "errors": [error.to_dict() for error in self.errors], "args": list(self.args),
-            "kwargs": dict(self.kwargs), **({"arguments_note": self.arguments_note} if self.arguments_note else {}),
+            "kwargs": dict(self.kwargs), "cancel_requested": self.cancel_requested,
+            **({"arguments_note": self.arguments_note} if self.arguments_note else {}),
         }
 
 

@@ -18,16 +18,24 @@ hour for each job that runs longer than 5 minutes, none for shorter ones. The ch
 in memory, every ``CHECK_S`` seconds, on one thread per process that exists only while
 tracked jobs run.
 
-One place knows every tracked job running in this process and visits each on a steady
-cadence: the seam for what needs running jobs' records next (cancellation).
+Cancellation: every ``CANCEL_CHECK_S`` seconds, while tracked jobs run, the same thread reads
+which of them were cancelled (``StateStore.cancel_requests``: one query per partition and 14
+running jobs, only the RowKey, status and cancel flag selected) and sets the run's
+``Cancellation`` (``current_job().cancelled``; an async job's task is cancelled). Cost: 12
+queries a minute for a process with one tracked job running, the same 12 for up to 14 running
+jobs of one partition, at most 12 × (8 + n / 14) for n running jobs: under one table call per
+running job per minute once 14 or more run. A job learns of its cancel within about
+``CANCEL_CHECK_S`` seconds (plus the query's own time).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
+from ..model.context import Cancellation
 from ..model.secrets import describe, get_logger
 from .entities import RUNNING_LEASE
 
@@ -38,15 +46,17 @@ if TYPE_CHECKING:
 log = get_logger("azjobs.state")
 
 CHECK_S = 15.0  # how often (real time) the leases are looked at; a table call only when one is half gone
+CANCEL_CHECK_S = 5.0  # how often (real time) the running jobs' records are read for a cancel
 
 
 class Run:
     """One tracked delivery running in this process, and its record's lease as last written."""
 
-    __slots__ = ("envelope", "message_id", "dequeue_count", "etag", "lease_until", "held", "extensions")
+    __slots__ = ("envelope", "message_id", "dequeue_count", "etag", "lease_until", "held", "extensions",
+                 "cancellation")
 
     def __init__(self, envelope: "Envelope", message_id: str, dequeue_count: int, etag: str | None,
-                 lease_until: datetime, held: Callable[[], bool]) -> None:
+                 lease_until: datetime, held: Callable[[], bool], cancellation: Cancellation | None = None) -> None:
         self.envelope = envelope
         self.message_id = message_id
         self.dequeue_count = dequeue_count
@@ -54,6 +64,7 @@ class Run:
         self.lease_until = lease_until
         self.held = held
         self.extensions = 0
+        self.cancellation = cancellation if cancellation is not None else Cancellation()
 
 
 class RunningJobs:
@@ -74,11 +85,13 @@ class RunningJobs:
             return list(self._runs.values())
 
     def add(self, envelope: "Envelope", message_id: str, dequeue_count: int, etag: str | None,
-            lease_until: datetime | None, held: Callable[[], bool] | None) -> Run | None:
-        """Keep the lease of a run that just started; ``held`` says whether it still holds its message."""
+            lease_until: datetime | None, held: Callable[[], bool] | None,
+            cancellation: Cancellation | None = None) -> Run | None:
+        """Keep the lease of a run that just started; ``held`` says whether it still holds its message;
+        ``cancellation`` is set when its record says it was cancelled."""
         if lease_until is None:
             return None
-        run = Run(envelope, message_id, dequeue_count, etag, lease_until, held or (lambda: True))
+        run = Run(envelope, message_id, dequeue_count, etag, lease_until, held or (lambda: True), cancellation)
         with self._cond:
             self._runs[id(run)] = run
             if self._thread is None or not self._thread.is_alive():
@@ -95,15 +108,43 @@ class RunningJobs:
                     del self._runs[key]
 
     def _loop(self) -> None:
+        next_cancels, next_leases = time.monotonic() + CANCEL_CHECK_S, time.monotonic() + CHECK_S
         while True:
             with self._cond:
                 if not self._runs:
                     self._thread = None
                     return
-                self._cond.wait(CHECK_S)
+                left = min(next_cancels, next_leases) - time.monotonic()
+                if left > 0:  # woken early (a run started): the cadence stays, whatever starts
+                    self._cond.wait(left)
+                    continue
                 runs = list(self._runs.items())
-            for key, run in runs:
-                self._visit(key, run)
+            if time.monotonic() >= next_cancels:
+                next_cancels = time.monotonic() + CANCEL_CHECK_S
+                self._check_cancels([run for _, run in runs])
+            if time.monotonic() >= next_leases:
+                next_leases = time.monotonic() + CHECK_S
+                for key, run in runs:
+                    self._visit(key, run)
+
+    def _check_cancels(self, runs: list[Run]) -> None:
+        """One batched read of the running jobs' records; the cancelled ones are told."""
+        waiting = [run for run in runs if not run.cancellation.is_set()]
+        store = self._store()
+        if not waiting or store is None:
+            return
+        ids = {run.envelope.id for run in waiting}
+        try:
+            cancelled = store.cancel_requests(ids)
+        except Exception as exc:  # tried again at the next check
+            log.warning("could not check %d running job(s) for a cancel: %s", len(ids), describe(exc),
+                        extra={"action": "state_cancel_check_failed"})
+            return
+        for run in waiting:
+            if run.envelope.id in cancelled:
+                log.info("job %s %s was cancelled: its run is asked to stop", run.envelope.job, run.envelope.id,
+                         extra={"action": "job_cancel_seen", "job": run.envelope.job, "job_id": run.envelope.id})
+                run.cancellation.set()
 
     def _visit(self, key: int, run: Run) -> None:
         try:
@@ -139,4 +180,4 @@ class RunningJobs:
             self._runs.pop(key, None)
 
 
-__all__ = ["CHECK_S", "Run", "RunningJobs"]
+__all__ = ["CANCEL_CHECK_S", "CHECK_S", "Run", "RunningJobs"]

@@ -20,8 +20,10 @@ Transitions (what ``azjobs.state.tracker`` calls from the execution core):
 - ``enqueued``: READY, a conditional insert; its ETag travels in the message, so the first
   start is one conditional write (no read);
 - ``start``: RUNNING, conditional on that ETag; on a mismatch (a redelivery, a retry copy,
-  another worker) the entity is read and the decision made on what it says: run, skip a
-  finished job, or defer a message whose job runs under another live lease;
+  another worker) the entity is read and the decision made on what it says
+  (``azjobs.state.decide``): run, skip a finished job, defer a message whose job runs under
+  another live lease, or cancel a cancelled job;
+- ``cancel`` (``azjobs.state.cancels``): CANCELLED, or a running job's cancel request;
 - ``succeeded`` / ``retrying`` / ``dead_lettered``: the outcome, written after the queue
   write that makes it true.
 
@@ -51,6 +53,8 @@ from .entities import (_FINISHED_VALUES, _RUNNING_CHANGES, DEFAULT_RETENTION, DE
                         _aware, _clip, _dumps, _is, _loads, _merge, _refused_error, _replace, _table_missing,
                         default_table, error_of, id_problem, is_permanent, partition_of, unique_key_for)
 from .errors import StateRejected, StateUnavailable
+from .cancels import Cancels
+from .decide import CANCEL_PENDING, CANCELLED, decide
 from .queries import Prunable, Queries
 from .record import FINISHED, JobError, JobStatus
 from .unique import UniqueKeys
@@ -64,7 +68,7 @@ if TYPE_CHECKING:
 log = get_logger("azjobs.state")
 
 
-class StateStore(Queries, UniqueKeys):
+class StateStore(Queries, UniqueKeys, Cancels):
     """Job records in one table of the storage account. Thread-safe.
 
     ``table`` is a ``TableClient`` (or anything with its methods, like the in-memory double in
@@ -272,7 +276,11 @@ class StateStore(Queries, UniqueKeys):
                     if _is(exc, 409):
                         continue
                     raise
-            decision = self._decide(entity, envelope, message_id, dequeue_count, now)
+            decision = decide(entity, envelope, message_id, dequeue_count, now)
+            if decision.why == CANCEL_PENDING:  # a cancel no live run is left to finish: written here
+                if self.mark_cancelled(entity, now):
+                    return Start("cancel", why=CANCELLED)
+                continue
             if decision.action != "run":
                 return decision
             if decision.why == OWN_WRITE:  # already RUNNING for this delivery: nothing more to write
@@ -330,38 +338,6 @@ class StateStore(Queries, UniqueKeys):
                 return None
             raise
         return (answer.get("etag") if isinstance(answer, dict) else None), until
-
-    def _decide(self, entity: Any, envelope: "Envelope", message_id: str, dequeue_count: int,
-                now: datetime) -> Start:
-        status = entity.get("Status")
-        recorded_attempt = int(entity.get("Attempt") or 1)
-        same_message = bool(message_id) and entity.get("MessageId") == message_id
-        if status == JobStatus.SUCCESSFUL.value:
-            return Start("skip", why="the job already succeeded (a redelivered or duplicate message)")
-        if status in (JobStatus.FAILED.value, JobStatus.DEAD_LETTERED.value):
-            if same_message:
-                return Start("skip", why=f"the job was already {status} from this message (its delete failed)")
-            return Start("run", why=f"a new message for a {status} job (a replay)")
-        if envelope.attempt < recorded_attempt:
-            return Start("skip", why=f"attempt {envelope.attempt} was superseded by attempt {recorded_attempt} "
-                                     "(a redelivery of a message whose retry was already scheduled)")
-        if status == JobStatus.RUNNING.value:
-            if envelope.attempt > recorded_attempt:
-                return Start("run", why="a retry copy of an attempt that ended (its RETRYING write was lost)")
-            recorded_count = int(entity.get("DequeueCount") or 0)
-            if same_message and dequeue_count > recorded_count:
-                return Start("run", why="the previous delivery of this message lost its lease (its worker stopped)")
-            if same_message and dequeue_count == recorded_count:
-                # One receive gives one (message id, dequeue count): this delivery wrote that RUNNING
-                # itself, and the answer was lost (a timeout after the service applied the write).
-                return Start("run", why=OWN_WRITE)
-            lease_until = _aware(entity.get("LeaseUntil"))
-            if lease_until is not None and lease_until > now:
-                wait_s = max(1, int((lease_until - now).total_seconds()) + 1)
-                return Start("defer", why=f"the job is RUNNING under another live lease (message "
-                                          f"{entity.get('MessageId')})", defer_s=wait_s)
-            return Start("run", why="a RUNNING record whose lease ran out (its worker stopped)")
-        return Start("run")
 
     def _read_modify_write(self, job_id: str, change: Callable[[Any | None], dict[str, Any] | None]) -> None:
         """Apply ``change`` to the current entity with an ETag-conditional write, retrying on a race."""
@@ -435,6 +411,8 @@ class StateStore(Queries, UniqueKeys):
             update = self._identity(envelope, now)
             update.update(Status=JobStatus.RETRYING.value, Attempt=next_attempt, LeaseUntil=now,
                           Errors=_append_error(entity, recorded))
+            if entity is not None and entity.get("CancelRequested"):  # cancelled while it ran: no next attempt
+                update.update(Status=JobStatus.CANCELLED.value, FinishedAt=now)
             if attempted:  # an attempt that ended before the job ran (an unknown job): it counts all the same
                 update.update(LastAttemptedAt=now,
                               Attempts=max(int(entity.get("Attempts") or 0) if entity is not None else 0,

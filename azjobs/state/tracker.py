@@ -2,7 +2,7 @@
 
 The core decides; this writes. ``StateTracker`` is the executor hook of job state
 (azjobs/execution/hooks.py): RUNNING before the run or a veto (skip a finished job, defer one
-running under another live lease), SUCCESSFUL before the delete, RETRYING after the retry
+running under another live lease, cancel a cancelled one), SUCCESSFUL or CANCELLED before the delete, RETRYING after the retry
 copy, FAILED or DEAD_LETTERED after the poison record. Nothing here fails
 or duplicates a job: a store that cannot be reached is logged (``state_unavailable``) and the
 job runs; its record catches up with the next write that gets through (every write carries
@@ -34,6 +34,7 @@ from .store import store_for
 if TYPE_CHECKING:
     from ..execution.executor import Executor
     from ..execution.recorder import DeadLetter
+    from ..model.context import Cancellation
     from ..model.definition import JobDefinition
     from ..model.envelope import Envelope
     from ..model.outcome import MessageInfo
@@ -167,8 +168,11 @@ class StateTracker(Hook):
                     envelope.job, envelope.id, what, describe(exc),
                     extra={"action": "state_unavailable", "job": envelope.job, "job_id": envelope.id, "what": what})
 
-    def start(self, envelope: "Envelope", info: "MessageInfo", definition: "JobDefinition") -> Start:
-        """RUNNING before the run; or skip (finished) / defer (running elsewhere)."""
+    def start(self, envelope: "Envelope", info: "MessageInfo", definition: "JobDefinition",
+              cancellation: "Cancellation | None" = None) -> Start:
+        """RUNNING before the run; or skip (finished) / defer (running elsewhere) / cancel (cancelled).
+
+        ``cancellation`` is set if the job is cancelled while it runs (``azjobs.state.running``)."""
         if not self._tracked(envelope, definition):
             return RUN
         store = self._store()
@@ -186,7 +190,7 @@ class StateTracker(Hook):
             return RUN
         if start.action == "run":
             self.running_jobs.add(envelope, info.message_id, info.dequeue_count, start.etag, start.lease_until,
-                             getattr(info, "held", None) or self._until_timeout())
+                             getattr(info, "held", None) or self._until_timeout(), cancellation)
         return start
 
     def _until_timeout(self) -> Callable[[], bool]:
@@ -218,6 +222,16 @@ class StateTracker(Hook):
         if store is None:
             return
         self._outcome(envelope, "successful", lambda: store.succeeded(envelope, value))
+
+    def record_cancelled(self, envelope: "Envelope") -> None:
+        """CANCELLED after a run that was cancelled while it ran (before its message is deleted)."""
+        self.running_jobs.end(envelope.id)
+        if not self._tracked(envelope):
+            return
+        store = self._store()
+        if store is None:
+            return
+        self._outcome(envelope, "cancelled", lambda: store.cancelled(envelope))
 
     def record_retry(self, envelope: "Envelope", error: BaseException, next_attempt: int, *,
                      attempted: bool = False) -> None:
@@ -256,12 +270,16 @@ class StateTracker(Hook):
 
     def before_run(self, handling: Handling) -> Verdict | None:
         assert handling.envelope is not None and handling.definition is not None
-        start = self.start(handling.envelope, handling.info, handling.definition)
+        start = self.start(handling.envelope, handling.info, handling.definition, handling.cancellation)
         return None if start.action == "run" else Verdict(start.action, start.why, start.defer_s)
 
     def succeeded(self, handling: Handling, value: Any) -> None:
         assert handling.envelope is not None and handling.definition is not None
         self.record_success(handling.envelope, handling.definition, value)
+
+    def cancelled(self, handling: Handling) -> None:
+        assert handling.envelope is not None
+        self.record_cancelled(handling.envelope)
 
     def retrying(self, handling: Handling, error: BaseException, next_attempt: int, *, attempted: bool) -> None:
         assert handling.envelope is not None

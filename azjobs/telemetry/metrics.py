@@ -7,6 +7,7 @@
 | ``azjobs.jobs.retried`` | counter | ``{job}`` | retry copies written (a failed run with retries left, or an unknown job) |
 | ``azjobs.jobs.dead_lettered`` | counter | ``{job}`` | poison records written (the job's, or an unusable message's) |
 | ``azjobs.jobs.skipped`` | counter | ``{job}`` | redeliveries of a finished job, settled without running (duplicates) |
+| ``azjobs.jobs.cancelled`` | counter | ``{job}`` | cancelled jobs' deliveries settled without running, or runs whose result was discarded |
 | ``azjobs.jobs.redelivered`` | counter | ``{job}`` | deliveries released for the host-style redelivery (storage failed, a timeout) |
 | ``azjobs.job.duration`` | histogram | ``s`` | run time of each run, with ``azjobs.outcome`` |
 | ``azjobs.job.queue_wait`` | histogram | ``s`` | enqueue to start: from ``enqueued_at`` (a retry: from its copy's write; a long delay: from ``due_at``) |
@@ -32,6 +33,7 @@ COUNTERS = {
     "retried": ("azjobs.jobs.retried", "retry copies written"),
     "dead_lettered": ("azjobs.jobs.dead_lettered", "poison records written"),
     "skipped": ("azjobs.jobs.skipped", "redeliveries of finished jobs settled without running (duplicates)"),
+    "cancelled": ("azjobs.jobs.cancelled", "deliveries of cancelled jobs (not run, or their run's result discarded)"),
     "redelivered": ("azjobs.jobs.redelivered", "deliveries released for redelivery"),
 }
 DURATION = "azjobs.job.duration"

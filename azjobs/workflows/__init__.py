@@ -6,8 +6,8 @@ that same orchestrator function with the Durable package's own replay over a his
 kept in Table Storage. See azjobs/workflows/driver.py.
 """
 
-from .handle import WorkflowFailed, WorkflowHandle, WorkflowNotFoundError, WorkflowTimeout
+from .handle import WorkflowCancelled, WorkflowFailed, WorkflowHandle, WorkflowNotFoundError, WorkflowTimeout
 from .spec import DEFAULT_QUEUE, Chain, Flow, Group, Sleep, Step, chain, group, sleep, workflows_queue
 
-__all__ = ["DEFAULT_QUEUE", "Chain", "Flow", "Group", "Sleep", "Step", "WorkflowFailed", "WorkflowHandle",
+__all__ = ["DEFAULT_QUEUE", "Chain", "Flow", "Group", "Sleep", "Step", "WorkflowCancelled", "WorkflowFailed", "WorkflowHandle",
            "WorkflowNotFoundError", "WorkflowTimeout", "chain", "group", "sleep", "workflows_queue"]

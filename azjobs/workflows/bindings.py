@@ -54,7 +54,7 @@ def add_workflow_functions(bp: func.Blueprint, source: Any, *, connection: str, 
         await start_once(client, message, source.get().payloads if "spec_ref" in message else None)
 
     bp.function_name(name=START)(
-        bp.queue_trigger(arg_name="msg", queue_name=name, connection=connection)(
+        bp.queue_trigger(arg_name="msg", queue_name=name, connection=connection, data_type=func.DataType.BINARY)(
             bp.durable_client_input(client_name=CLIENT_BINDING)(azjobs_workflow_start)))
 
     # The very function the off-cloud driver replays (azjobs/workflows/driver.py).

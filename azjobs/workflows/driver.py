@@ -57,6 +57,7 @@ from .history import (
     TASK_SCHEDULED,
     TIMER_CREATED,
     TIMER_FIRED,
+    ENDED,
     Episode,
     History,
     HistoryStore,
@@ -175,7 +176,7 @@ class Driver:
         seen = history.sources
         fresh = [item for item in incoming if item.key not in seen]
         self._resend_unsent(workflow_id, history, [item.key for item in incoming if item.key in seen])
-        if history.status in (COMPLETED, FAILED):
+        if history.status in ENDED:
             if fresh:
                 log.info("workflow %s is %s; %d late event(s) ignored", workflow_id, history.status.lower(),
                          len(fresh), extra={"action": "workflow_late_event", "workflow_id": workflow_id})
@@ -332,7 +333,7 @@ class Driver:
                                                                   self.client.encoding))
                     continue
                 steps.append(step_envelope(call).evolve(
-                    id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"azjobs-workflow:{workflow_id}:{item.id}")),
+                    id=step_job_id(workflow_id, item.id),
                     workflow={"id": workflow_id, "task": item.id, "queue": self.queue}))
             else:
                 self.send_timer(workflow_id, item.id, item.fire_at)
@@ -351,6 +352,11 @@ class Driver:
                               visibility_timeout=hop)
 
 _CONFLICT = object()
+
+
+def step_job_id(workflow_id: str, task_id: int) -> str:
+    """The job id of a workflow's step message (the same for every send of it)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"azjobs-workflow:{workflow_id}:{task_id}"))
 
 
 class WorkflowRunner:
@@ -478,4 +484,4 @@ class WorkflowRunner:
         self._delete(message)
 
 
-__all__ = ["Driver", "Incoming", "Work", "WorkflowRunner", "event_message", "waiting_on"]
+__all__ = ["Driver", "Incoming", "Work", "WorkflowRunner", "event_message", "step_job_id", "waiting_on"]

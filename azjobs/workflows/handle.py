@@ -6,7 +6,8 @@ import time
 from typing import Any
 
 from ..errors import AzjobsError
-from .history import COMPLETED, FAILED, PENDING, HistoryStore, find, id_problem
+from .cancel import REASON, terminate
+from .history import COMPLETED, FAILED, PENDING, TERMINATED, HistoryStore, find, id_problem
 
 
 class WorkflowFailed(AzjobsError):
@@ -16,6 +17,14 @@ class WorkflowFailed(AzjobsError):
         super().__init__(f"workflow {workflow_id} failed: {error}")
         self.workflow_id = workflow_id
         self.error = error
+
+
+class WorkflowCancelled(AzjobsError):
+    """The workflow was cancelled (``handle.cancel()``, ``azjobs cancel ID``): its status is ``Terminated``."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"workflow {workflow_id} was cancelled (Terminated)")
+        self.workflow_id = workflow_id
 
 
 class WorkflowTimeout(AzjobsError, TimeoutError):
@@ -116,9 +125,31 @@ class WorkflowHandle:
                 "created": _iso(getattr(found, "created_time", None)),
                 "updated": _iso(getattr(found, "last_updated_time", None)), "source": "durable"}
 
+    def cancel(self) -> str:
+        """Cancel the workflow (run by the azjobs worker): steps not started never run, running ones are
+        cancelled as jobs are, and its status becomes ``Terminated``; returns the status after (a workflow that
+        had already ended keeps its status). ``WorkflowNotFoundError`` for an id that was never enqueued."""
+        why = id_problem(self.id)
+        if why is not None:
+            raise WorkflowNotFoundError(self.id, why=why)
+        answer = terminate(self.store, self.id)
+        if answer is None:
+            raise WorkflowNotFoundError(self.id, self.store.table)
+        return answer[0]
+
+    async def cancel_async(self) -> str:
+        """``cancel()`` for asyncio apps; with a ``durable_client`` (inside a function app), the Durable
+        orchestration is terminated instead (its status becomes ``Terminated``)."""
+        import asyncio
+
+        if self.durable_client is None:
+            return await asyncio.to_thread(self.cancel)
+        await self.durable_client.terminate(self.id, REASON)
+        return TERMINATED
+
     def result(self, timeout: float | None = None, interval: float = 0.2) -> Any:
-        """Wait for the workflow's output; raise WorkflowFailed (its recorded error), WorkflowTimeout, or
-        WorkflowNotFoundError (an id that was never enqueued)."""
+        """Wait for the workflow's output; raise WorkflowFailed (its recorded error), WorkflowCancelled,
+        WorkflowTimeout, or WorkflowNotFoundError (an id that was never enqueued)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             info = self.status()
@@ -126,6 +157,8 @@ class WorkflowHandle:
                 return info["output"]
             if info["status"] == FAILED:
                 raise WorkflowFailed(self.id, info["error"])
+            if info["status"] == TERMINATED:
+                raise WorkflowCancelled(self.id)
             if deadline is not None and time.monotonic() >= deadline:
                 raise WorkflowTimeout(f"workflow {self.id} did not finish within {timeout}s "
                                       f"(status {info['status']}, {info['done']} step(s) done)")
@@ -136,4 +169,4 @@ def _iso(moment: Any) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-__all__ = ["WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowTimeout"]
+__all__ = ["WorkflowCancelled", "WorkflowFailed", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowTimeout"]

@@ -52,6 +52,9 @@ ORCHESTRATOR_STARTED = 12
 ORCHESTRATOR_COMPLETED = 13
 
 RUNNING, COMPLETED, FAILED = "Running", "Completed", "Failed"
+TERMINATED = "Terminated"  # cancelled (handle.cancel(), azjobs cancel ID): as Durable's terminate
+ENDED = (COMPLETED, FAILED, TERMINATED)
+TERMINATED_ROW = "terminated"  # the RowKey of the marker a cancel writes first: steps read it before they run
 PENDING = "Pending"  # enqueued, not started by a worker yet
 PENDING_ROW = "pending"  # the RowKey of the row flow.enqueue() writes (episode rows are digits)
 
@@ -259,6 +262,24 @@ class HistoryStore:
             self.service.create_table_if_not_exists(self.table)
             self._ready = True
             self.client.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def mark_terminated(self, workflow_id: str, reason: str) -> None:
+        """The marker a step reads before it runs (one point read): its workflow was cancelled."""
+        from azure.data.tables import UpdateMode
+
+        self.ensure()
+        self.client.upsert_entity({"PartitionKey": workflow_id, "RowKey": TERMINATED_ROW, "reason": reason},
+                                  mode=UpdateMode.MERGE)
+
+    def terminated(self, workflow_id: str) -> bool:
+        """True when the workflow was cancelled (its marker row is there)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            self.client.get_entity(workflow_id, TERMINATED_ROW)
+        except ResourceNotFoundError:  # no such row (or no table yet)
+            return False
+        return True
 
     def mark_sent(self, workflow_id: str, seq: int) -> None:
         from azure.data.tables import UpdateMode

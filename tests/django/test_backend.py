@@ -198,3 +198,15 @@ def test_get_result_of_an_id_no_key_can_hold_does_not_exist_and_the_next_lookup_
     with pytest.raises(TaskResultDoesNotExist, match="no result can have the id"):
         site.backend.get_result(bad)  # an id from a URL: never sent to the table
     assert site.backend.get_result(result.id).status == "READY"  # no outage pause for the next request
+
+
+def test_a_cancelled_task_s_result_is_failed_the_nearest_django_status(site):
+    import azjobs
+    from shop import tasks
+
+    result = tasks.add.enqueue(2, b=3)
+    record = azjobs.cancel(result.id, client=site.backend.client)
+    assert record.status is azjobs.JobStatus.CANCELLED
+    cancelled = site.backend.get_result(result.id)
+    assert cancelled.status == "FAILED" and cancelled.errors == []
+    assert not hasattr(site.backend, "supports_cancel")  # Django 6 has no cancel API to declare

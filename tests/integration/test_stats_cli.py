@@ -130,28 +130,29 @@ def test_stats_with_job_state_adds_recent_throughput_and_failure_counts(connecti
         quick.enqueue_many([(i,) for i in range(3)]).raise_for_failures()
         broken.enqueue(4)
         retried.enqueue(5)
+        azjobs.cancel(quick.enqueue(6))  # cancelled before it runs: its own outcome
         raw_queue(queue)
         raw_queue(other).create_queue()
         stats = Worker([queue], client=client, executor=hosted_executor(registry=registry, client=client, settings=FAST),
                        burst=True).run()
-        assert (stats.succeeded, stats.dead_lettered, stats.retry_scheduled) == (3, 1, 1)
+        assert (stats.succeeded, stats.dead_lettered, stats.retry_scheduled, stats.cancelled) == (3, 1, 1, 1)
 
         code, out, err = _stats("-q", queue, "-q", other, "--json")  # job state is on in this process
         assert code == 0, err
         document = json.loads(out)
         recent = document["recent"]
         assert recent["window_s"] == 3600 and recent["table"] == table and recent["capped_at"] is None
-        assert recent["queues"][queue] == {"succeeded": 3, "failed": 1, "dead_lettered": 0, "retrying": 1,
-                                           "running": 0, "finished_per_min": round(4 / 60, 2)}
+        assert recent["queues"][queue] == {"succeeded": 3, "failed": 1, "dead_lettered": 0, "cancelled": 1,
+                                           "retrying": 1, "running": 0, "finished_per_min": round(4 / 60, 2)}
         assert recent["queues"][other]["succeeded"] == 0
         depth = {row["queue"]: row["depth"] for row in document["queues"]}
         assert depth == {queue: 1, other: 0}  # the retry copy waits its 300 s back-off
 
         code, out, err = _stats("-q", queue, "--since", "30m")
         header, row = out.splitlines()
-        assert header.split() == ["QUEUE", "DEPTH", "POISON", "OLDEST", "OK/30m", "FAILED/30m", "RETRYING",
-                                  "RUNNING", "JOBS/MIN"]
-        assert row.split() == [queue, "1", "1", "-", "3", "1", "1", "0", "0.13"]
+        assert header.split() == ["QUEUE", "DEPTH", "POISON", "OLDEST", "OK/30m", "FAILED/30m", "CANCELLED/30m",
+                                  "RETRYING", "RUNNING", "JOBS/MIN"]
+        assert row.split() == [queue, "1", "1", "-", "3", "1", "1", "1", "0", "0.13"]
 
         tracker.enable(False)  # job state off: no recent columns unless asked with --state
         code, out, err = _stats("-q", queue)

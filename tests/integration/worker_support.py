@@ -24,10 +24,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
     return bool(predicate())
 
 
-def spawn(connection_string: str, test_dir: Path, *args: str, name: str = "worker") -> subprocess.Popen:
+def spawn(connection_string: str, test_dir: Path, *args: str, name: str = "worker",
+          env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python -m azjobs -i tests.jobs.worker_jobs ARGS`` with its log in ``test_dir/<name>.log``."""
     env = dict(os.environ, AzureWebJobsStorage=connection_string, AZJOBS_TEST_DIR=str(test_dir),
-               PYTHONPATH=str(ROOT))
+               PYTHONPATH=str(ROOT), **(env_extra or {}))
     log = open(test_dir / f"{name}.log", "ab")
     return subprocess.Popen([sys.executable, "-m", "azjobs", "-i", JOBS, *args], cwd=test_dir, env=env,
                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)

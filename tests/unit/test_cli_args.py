@@ -210,11 +210,13 @@ def test_help_lists_every_command_with_one_line(capsys):
         "  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)",
         "  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)",
         "  azjobs workflow ...    workflows run by the worker: status ID, list",
+        "  azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)",
     ]
     flat = " ".join(text.split())
     for flag in ("-q QUEUE, --queue QUEUE", "-c N, --concurrency N", "-f N, --fetch N", "-r SECONDS, --retry SECONDS",
                  "-i PATH, --include PATH", "-e NAME, --empty NAME", "-d NAME, --delete NAME", "--interval SECONDS",
-                 "--create [NAME]", "--version", "-h, --help", "--burst-timeout SECONDS", "--allow-no-jobs"):
+                 "--create [NAME]", "--version", "-h, --help", "--burst-timeout SECONDS", "--allow-no-jobs",
+                 "--max-jobs N", "--heartbeat PATH", "--heartbeat-interval SECONDS"):
         assert flag in flat, flag
     assert ("create queue NAME and exit; with -q and no NAME: create the worked queues if missing, then work them "
             "(a worker starts)") in flat

@@ -225,8 +225,19 @@ def test_blueprint_generates_one_timer_trigger_per_periodic_job(reg):
     assert set(timers) == {"azjobs_timer_example_reports_daily", "azjobs_timer_report_eu"}
     daily = timers["azjobs_timer_example_reports_daily"]
     assert daily["schedule"] == "0 */5 * * * *" and daily["name"] == "timer" and daily["direction"] == "IN"
-    assert "useMonitor" not in daily and "runOnStartup" not in daily  # the host's defaults
+    # The host's default, stated: the monitor on for a schedule a minute or more apart; runOnStartup left off.
+    assert daily["useMonitor"] is True and "runOnStartup" not in daily
     assert timers["azjobs_timer_report_eu"]["schedule"] == "%EU_REPORT%"  # the host resolves the setting
+    assert "useMonitor" not in timers["azjobs_timer_report_eu"]  # so it applies its default to what it resolves
+
+
+def test_a_timer_firing_more_than_once_a_minute_is_not_monitored_as_on_the_host(reg):
+    azjobs.job(queue="reports", schedule="*/20 * * * * *", registry=reg, name="often")(report)
+    app = func.FunctionApp()
+    app.register_functions(azjobs.blueprint(registry=reg, workflows=False))
+    (timer,) = [b for f in functions_of(app) for b in json.loads(f.get_function_json())["bindings"]
+                if b["type"] == "timerTrigger"]
+    assert timer["schedule"] == "*/20 * * * * *" and timer["useMonitor"] is False
 
 
 def test_blueprint_schedules_false_leaves_the_timers_out(reg):

@@ -111,7 +111,8 @@ def rerun_copy(client, write_index=-1, *, message_id, dequeue_count=1):
 
 # -- the record ------------------------------------------------------------------------------
 def test_status_is_a_str_enum_whose_values_are_the_names():
-    assert [s.value for s in JobStatus] == ["READY", "RUNNING", "RETRYING", "SUCCESSFUL", "FAILED", "DEAD_LETTERED"]
+    assert [s.value for s in JobStatus] == ["READY", "RUNNING", "RETRYING", "SUCCESSFUL", "FAILED", "DEAD_LETTERED",
+                                         "CANCELLED"]
     assert JobStatus.SUCCESSFUL == "SUCCESSFUL" and isinstance(JobStatus.FAILED, str)
     assert json.dumps({"s": JobStatus.RUNNING}) == '{"s": "RUNNING"}'
 

@@ -33,7 +33,7 @@ def test_each_line_counts_what_happened_since_the_last_one(caplog):
         fields = summary.log_once()
     (record,) = [r for r in caplog.records if getattr(r, "action", None) == "worker_summary"]
     assert record.getMessage() == ("worker summary (last 60s): 120 succeeded, 3 retries scheduled, 1 dead-lettered, "
-                                   "0 skipped, 0 released for redelivery; 2.1 jobs/s; 4 running, 12 in flight")
+                                   "0 skipped, 0 cancelled, 0 released for redelivery; 2.1 jobs/s; 4 running, 12 in flight")
     assert (fields["succeeded"], fields["retry_scheduled"], fields["dead_lettered"], fields["jobs_per_s"]) == (
         120, 3, 1, 2.067)
     assert (record.running, record.in_flight, record.window_s) == (4, 12, 60.0)

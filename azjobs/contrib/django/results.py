@@ -1,6 +1,6 @@
 """``get_result``: a Django ``TaskResult`` from the azjobs job state store.
 
-Statuses map as follows (Django has four, the store six):
+Statuses map as follows (Django has four, the store seven):
 
 =================  ====================================================================
 store              Django
@@ -13,6 +13,9 @@ SUCCESSFUL         SUCCESSFUL (``return_value`` is the task's JSON return value)
 FAILED             FAILED: the last attempt raised, the task is in ``<queue>-poison``
 DEAD_LETTERED      FAILED: dead-lettered without the task failing on that delivery
                    (a worker crashed or timed out on it ``maxDequeueCount`` times, ...)
+CANCELLED          FAILED: cancelled (``azjobs.cancel``); Django 6 has no cancelled status
+                   (FAILED is "unable to start" too) and no cancel API (no
+                   ``supports_cancel``); ``errors`` holds only what earlier attempts raised
 =================  ====================================================================
 
 Each ``get_result`` is one Table Storage point read (a ``GET`` of one entity).
@@ -54,6 +57,7 @@ def _status(value: Any) -> Any:
         JobStatus.SUCCESSFUL: TaskResultStatus.SUCCESSFUL,
         JobStatus.FAILED: TaskResultStatus.FAILED,
         JobStatus.DEAD_LETTERED: TaskResultStatus.FAILED,
+        JobStatus.CANCELLED: TaskResultStatus.FAILED,
     }[JobStatus(value)]
 
 
