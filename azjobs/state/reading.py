@@ -22,6 +22,11 @@ def _client(client: Any = None) -> Any:
     return client
 
 
+def _store(client: Any = None):
+    """The job state store of ``client`` (the default client when None)."""
+    return store_for(_client(client))
+
+
 def _one_line(exc: StateUnavailable, client: Any, table: str | None, job_id: str) -> StateUnavailable:
     """``exc`` saying its cause as the ``azjobs`` command does: one line naming the table endpoint tried
     (never the SDK's retry story); the same class, the SDK error kept as ``__cause__``."""
