@@ -47,6 +47,7 @@ _LAZY = {
     **dict.fromkeys(("Registry", "registry"), "azjobs.model.registry"),
     **dict.fromkeys(("Backoff", "Fixed", "NoRetry", "RetryDecision", "RetryPolicy"), "azjobs.model.retry"),
     "QueueSettings": "azjobs.model.settings",
+    "limit": "azjobs.model.limits",
     **dict.fromkeys(("Client", "default_client"), "azjobs.storage.client"),
     **dict.fromkeys(("Connection", "resolve_connection"), "azjobs.storage.connection"),
     **dict.fromkeys(("JobError", "JobRecord", "JobStatus"), "azjobs.state.record"),
@@ -88,6 +89,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
                          JobCancelled, PayloadTooLargeError, QueueNotFoundError, UnknownJobError)
     from .model.context import JobContext, current_job
     from .model.envelope import Envelope
+    from .model.limits import limit
     from .model.registry import Registry, registry
     from .model.retry import Backoff, Fixed, NoRetry, RetryDecision, RetryPolicy
     from .model.settings import QueueSettings

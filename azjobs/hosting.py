@@ -3,13 +3,15 @@
 A host (the worker, the Functions handlers, ``azjobs.testing``) makes its ``Executor`` with the
 features' hooks, in this order:
 
+0. limits (``azjobs.limits.hook.LimitsHook``): a slot and a start of each of the job's limits, or
+   ``throttle`` — first, so a throttled delivery costs no job state write;
 1. job state (``azjobs.state.tracker.StateTracker``): RUNNING or a veto before the run, the
-   outcome records after it — first, so its veto comes before anything else starts;
+   outcome records after it — before anything else starts;
 2. telemetry (``azjobs.telemetry.hook.TelemetryHook``): the delivery's span and metrics;
 3. workflow steps (``azjobs.workflows.hook.StepHook``): a step's outcome reported to its workflow.
 
-Each hook costs nothing for messages it has no part in (an untracked job, no OpenTelemetry,
-not a workflow step).
+Each hook costs nothing for messages it has no part in (a job without limits, an untracked job,
+no OpenTelemetry, not a workflow step).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from .execution.executor import Executor
 from .execution.hooks import HookFactory
+from .limits.hook import LimitsHook
 from .state.tracker import StateTracker
 from .telemetry.hook import TelemetryHook
 from .workflows.hook import StepHook
@@ -25,7 +28,7 @@ from .workflows.hook import StepHook
 
 def standard_hooks() -> list[HookFactory]:
     """The hooks every host's executor gets, in the order they are announced to."""
-    return [StateTracker, TelemetryHook, StepHook]
+    return [LimitsHook, StateTracker, TelemetryHook, StepHook]
 
 
 def executor(**options: Any) -> Executor:

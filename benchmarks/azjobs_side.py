@@ -89,7 +89,9 @@ def worker_cwd(workdir: Path) -> Path:
     return cwd
 
 
-def worker_env(connection_string: str, side_path: str) -> dict[str, str]:
+def worker_env(connection_string: str, side_path: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's environment; ``extra`` (e.g. identity-based ``AzureWebJobsStorage__*`` settings with
+    ``AzureWebJobsStorage`` empty) is applied last."""
     from . import sidechannel
 
     env = dict(os.environ)
@@ -98,6 +100,7 @@ def worker_env(connection_string: str, side_path: str) -> dict[str, str]:
     env["AzureWebJobsStorage"] = connection_string
     env[sidechannel.ENV] = side_path
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
     return env
 
 
@@ -119,20 +122,22 @@ def worker_argv(queue: str, burst: bool, concurrency: int | None = None, setup: 
 
 def start_worker(connection_string: str, queue: str, workdir: Path, *, burst: bool, setup: Setup = HOST_DEFAULTS,
                  concurrency: int | None = None, processes: int | None = None,
-                 tag: str = "") -> tuple[WorkerProcess, str]:
+                 tag: str = "", env: dict[str, str] | None = None) -> tuple[WorkerProcess, str]:
     side = str(workdir / f"{queue}.side")
     worker = WorkerProcess(worker_argv(queue, burst, concurrency, setup, processes),
-                           worker_env(connection_string, side), workdir / f"{queue}{tag}.log",
+                           worker_env(connection_string, side, env), workdir / f"{queue}{tag}.log",
                            cwd=worker_cwd(workdir)).start()
     return worker, side
 
 
 def drain(connection_string: str, queue: str, n: int, workdir: Path, *, job=jobs.noop, setup: Setup = HOST_DEFAULTS,
-          concurrency: int | None = None, processes: int | None = None, timeout: float = 300.0) -> Drain:
-    """Pre-enqueue ``n`` jobs (untimed), then time a burst worker working them off."""
+          concurrency: int | None = None, processes: int | None = None, timeout: float = 300.0,
+          env: dict[str, str] | None = None) -> Drain:
+    """Pre-enqueue ``n`` jobs (untimed), then time a burst worker working them off (``env``: the worker's
+    own settings on top, e.g. an identity instead of the connection string used to enqueue and watch)."""
     enqueue_many(connection_string, queue, n, job=job)
     worker, side = start_worker(connection_string, queue, workdir, burst=True, setup=setup,
-                                concurrency=concurrency, processes=processes)
+                                concurrency=concurrency, processes=processes, env=env)
     try:
         result = watch(worker, side, n, client(connection_string).queue(queue), timeout)
         code = worker.wait(60)

@@ -11,7 +11,7 @@ Each runs on one of two transports:
 - ``default``: what ``QueueClient.from_connection_string`` builds by itself (azure-core's
   ``RequestsTransport`` with its own ``requests`` session: ``trust_env`` on, so requests
   looks up proxy variables and ``~/.netrc`` on every call; a pool of 10 connections);
-- ``tuned``: the transport azjobs builds for itself (``azjobs.storage.client.http_session``): one
+- ``tuned``: the requests session azjobs used for its calls before it had its own transport: one
   pooled ``requests`` session with ``trust_env=False`` and a pool as large as the threads,
   passed as ``RequestsTransport(session=..., session_owner=False)``. It is built here, not
   imported, so the bound does not move when azjobs changes.
@@ -98,12 +98,15 @@ class RawDrain:
         return self.jobs / self.seconds if self.seconds > 0 else 0.0
 
 
-def drain(connection_string: str, queue: str, expected: int, threads: int = 8, transport: str = "default") -> RawDrain:
+def drain(connection_string: str, queue: str, expected: int, threads: int = 8, transport: str = "default",
+          client: QueueClient | None = None) -> RawDrain:
     """Receive-32-and-delete on ``threads`` threads until empty; seconds from first message to last delete.
 
     The CPU figure is this whole process's over the drain; the harness runs nothing else meanwhile.
+    ``client``: a QueueClient made by the caller (another credential), used instead of one for
+    ``connection_string`` and ``transport``.
     """
-    client = queue_client(connection_string, queue, transport, threads)
+    client = client or queue_client(connection_string, queue, transport, threads)
     lock = threading.Lock()
     first: list[float] = []
     last = [0.0]

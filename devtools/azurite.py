@@ -50,7 +50,15 @@ class Azurite:
     """
 
     def __init__(self, queue_port: int | None = None, blob_port: int | None = None, location: str | None = None,
-                 *, table_port: int | None = None, accounts: Mapping[str, str] | None = None):
+                 *, table_port: int | None = None, accounts: Mapping[str, str] | None = None,
+                 cert: str | None = None, key: str | None = None, oauth: str | None = None):
+        """``cert``/``key`` (PEM files) serve HTTPS; ``oauth="basic"`` (needs HTTPS) also accepts bearer tokens."""
+        if (cert is None) != (key is None):
+            raise ValueError("HTTPS needs both cert and key")
+        if oauth is not None and cert is None:
+            raise ValueError("Azurite accepts OAuth tokens only over HTTPS (give cert and key)")
+        self.cert, self.key, self.oauth = cert, key, oauth
+        self.scheme = "https" if cert else "http"
         self.queue_port = queue_port or free_port()
         self.blob_port = blob_port or free_port()
         self.table_port = table_port or free_port()
@@ -84,10 +92,10 @@ class Azurite:
         else:
             raise KeyError(f"Azurite serves no account {account!r} (pass it in accounts=)")
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{account};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{account};"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/{account};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={account};AccountKey={key};"
+            f"BlobEndpoint={self.scheme}://127.0.0.1:{self.blob_port}/{account};"
+            f"QueueEndpoint={self.scheme}://127.0.0.1:{self.queue_port}/{account};"
+            f"TableEndpoint={self.scheme}://127.0.0.1:{self.table_port}/{account};"
         )
 
     def start(self, timeout: float = 30.0) -> "Azurite":
@@ -98,6 +106,10 @@ class Azurite:
             "--blobHost", "127.0.0.1", "--blobPort", str(self.blob_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
         ]
+        if self.cert:
+            cmd += ["--cert", self.cert, "--key", self.key]
+        if self.oauth:
+            cmd += ["--oauth", self.oauth]
         env = None
         if self.accounts:
             # Azurite serves only the accounts listed here, so the default one is listed too.

@@ -1,9 +1,8 @@
-"""Shared fixtures: one Azurite per test session, a unique queue per test."""
+"""Shared fixtures: one Azurite per test session (the azjobs plugin's ``azurite``), a unique queue per test."""
 
 from __future__ import annotations
 
 import base64
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -17,27 +16,17 @@ if str(ROOT) not in sys.path:
 # Django 6 (tests/django) needs Python 3.12+: those tests run in the 3.13 phase of scripts/test
 # (devtools/functions_py313.sh), never skipped there.
 collect_ignore = ["django"] if sys.version_info < (3, 12) else []
+# A project of its own (tests/integration/test_example_project.py installs it in a fresh venv and runs its pytest).
+collect_ignore.append("example_project")
 
 
-# A second storage account on the session's Azurite, for tests that must tell two accounts apart
-# (a named connection such as JobsStorage beside AzureWebJobsStorage).
+# The session's Azurite is the azjobs pytest plugin's ``azurite`` fixture (azjobs/testing/pytest_plugin.py,
+# loaded through the pytest11 entry point of the editable install): its connection string, with the ports.
+# pyproject.toml's [tool.pytest.ini_options] makes it fail, never skip, when Azurite cannot start, and adds
+# a second storage account, for tests that must tell two accounts apart (a named connection such as
+# JobsStorage beside AzureWebJobsStorage).
 SECOND_ACCOUNT = "azjobssecond"
 SECOND_KEY = base64.b64encode(b"azjobs second test account key, not a secret").decode("ascii")
-
-
-@pytest.fixture(scope="session")
-def azurite():
-    """Azurite on free ports for the whole session; the run fails (never skips) if it cannot start."""
-    from devtools.azurite import Azurite
-
-    try:
-        server = Azurite(accounts={SECOND_ACCOUNT: SECOND_KEY}).start()
-    except (RuntimeError, OSError) as exc:
-        pytest.fail(f"Azurite is required by the test suite and could not be started: {exc} "
-                    "(run scripts/setup, which installs it with npm ci)", pytrace=False)
-    os.environ["AzureWebJobsStorage"] = server.connection_string
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

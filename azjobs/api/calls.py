@@ -23,7 +23,7 @@ from ..model.queue_names import resolve_queue_name, validate_queue_name
 from ..model.retry import accepts_max_retries, build_policy
 from ..model.trace_context import check_given
 from ..model.tracking import wants_state
-from ..storage.client import default_client
+from ..storage.client import client_for
 
 # Options one call may override (``job.options(...)``); these travel with the message or steer the send.
 CALL_OPTIONS = ("queue", "delay", "at", "max_retries", "trace", "client",
@@ -98,6 +98,12 @@ class BoundCall:
     """A job with per-call options; built by ``job.options(...)``."""
 
     def __init__(self, definition: JobDefinition, options: Mapping[str, Any]) -> None:
+        declared = sorted(set(options) & {"concurrency", "rate_limit", "limit_key", "limit"})
+        if declared:
+            raise ConfigurationError(
+                f"{', '.join(declared)} cannot be set per call (job {definition.name}): limits are declarations, "
+                "on @azjobs.job(...) or azjobs.limit(...), so every worker and instance enforces the same ones"
+            )
         unknown = sorted(set(options) - set(CALL_OPTIONS))
         if unknown:
             raise ConfigurationError(
@@ -131,7 +137,7 @@ class BoundCall:
         return resolve_queue_name(self._options.get("queue", self.definition.queue))
 
     def _client(self):
-        return self._options.get("client") or default_client()
+        return client_for(self._options.get("client"))
 
     def build(self, args: tuple, kwargs: Mapping[str, Any]) -> Envelope:
         """The envelope for one call: arguments checked against the signature and as JSON."""
@@ -203,17 +209,15 @@ class BoundCall:
         return EnqueueManyResult(envelopes=[e if isinstance(e, Envelope) else None for e in items], results=results)
 
     async def enqueue_async(self, *args: Any, **kwargs: Any) -> str:
-        from ..storage.aio import AsyncClient, async_client
+        from ..storage.aio import AsyncClient
 
         envelope = self.build(args, kwargs)
-        client = self._options.get("client")
-        if self._tracked(client or default_client()):
+        client = self._client()
+        if self._tracked(client):
             from ..state.enqueue import enqueue_tracked
 
-            return await asyncio.to_thread(enqueue_tracked, client or default_client(), self.definition,
-                                           self._options, envelope)
-        sender = AsyncClient(client) if client is not None else async_client()
-        await sender.send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
+            return await asyncio.to_thread(enqueue_tracked, client, self.definition, self._options, envelope)
+        await AsyncClient(client).send(envelope, delay=self._options.get("delay"), at=self._options.get("at"))
         return envelope.id
 
     def s(self, *args: Any, **kwargs: Any):

@@ -4,6 +4,7 @@
     azjobs --create NAME | --empty NAME | --delete NAME [--yes]
     azjobs poison ...            (inspect and replay poison queues; see ``azjobs poison --help``)
     azjobs stats ...             (queue depths, poison depths, oldest message age; see ``azjobs stats --help``)
+    azjobs limits ...            (each limit's holders now, recent starts and throttles; ``azjobs limits --help``)
     azjobs cancel JOB_ID         (cancel a tracked job; see ``azjobs cancel --help``)
     azjobs check ...             (exec probe: is the worker's --heartbeat file fresh; see ``azjobs check --help``)
 
@@ -117,6 +118,10 @@ def _main(argv: list[str] | None, *, stdin: TextIO | None, stdout: TextIO, stder
         from . import schedules as listing
 
         return listing.main(argv[1:], out=out, err=err)
+    if argv and argv[0] == "limits":
+        from . import limits as limits_cli
+
+        return limits_cli.main(argv[1:], out=out, err=err)
     if argv and argv[0] == "check":  # the exec probe (azjobs.cli.check)
         from . import check as check_cli
 

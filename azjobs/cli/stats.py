@@ -1,7 +1,7 @@
 """``azjobs stats``: is it keeping up? Per queue: depth, poison depth, age of the oldest visible message.
 
     azjobs stats [-q QUEUE ...] [-i PATH ...] [--json] [--watch [SECONDS]] [--connection SETTING]
-                 [--state] [--since DURATION] [--table TABLE]
+                 [--state] [--since DURATION] [--table TABLE] [--limits]
 
 Which queues: those given with ``-q``, else those the loaded jobs use (``-i``, default
 ``./function_app.py``), as for the worker. Per queue, three storage calls: the queue's
@@ -14,6 +14,10 @@ With job state on (``AZJOBS_STATE=1``, ``azjobs.configure(state=True)`` in the l
 ``--state``) each queue also gets what the state table says about its jobs changed within
 ``--since`` (default 1 h): succeeded, failed, dead-lettered, cancelled, retrying, running, and
 finished jobs per minute (succeeded, failed and dead-lettered: the jobs that ran to an end).
+
+With limits (``--limits``, or without ``-q`` a loaded job with ``concurrency=``, ``rate_limit=`` or ``limit=``),
+each queue also gets THROTTLED: deliveries a limit sent on in the last 5 minutes, as every
+worker and instance counted them (``azjobs limits`` shows them per limit).
 
 Exit status: 0 done; 1 a storage error or a queue that does not exist; 2 a usage or
 configuration error (no queues, a bad queue name, rejected credentials).
@@ -218,6 +222,43 @@ def recent_columns(store: Any, window: timedelta, err: TextIO
     return columns
 
 
+THROTTLED_MINUTES = 5
+_Columns = Callable[[list[QueueStats]], tuple[dict[str, Any], dict[str, dict[str, str]]]]
+
+
+def throttled_columns(limits_table: Any, inner: "_Columns | None", err: TextIO) -> _Columns:
+    """``inner``'s columns plus THROTTLED: deliveries a limit sent on in the last 5 minutes (azjobs.limits)."""
+    from ..limits.report import throttled_by_queue
+
+    def columns(rows: list[QueueStats]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+        document, cells = inner(rows) if inner is not None else ({}, {})
+        try:
+            counts: dict[str, int] | None = throttled_by_queue(limits_table, datetime.now(timezone.utc),
+                                                               THROTTLED_MINUTES)
+        except Exception as exc:  # the queue numbers still show
+            print(f"azjobs stats: the limits table could not be read: {exc}", file=err)
+            counts = None
+        label = f"THROTTLED/{THROTTLED_MINUTES}m"
+        document = {**document, "throttled": {"window_s": THROTTLED_MINUTES * 60, "queues": {
+            row.queue: None if counts is None else counts.get(row.queue, 0) for row in rows}}}
+        cells = {row.queue: {**cells.get(row.queue, {}),
+                             label: "-" if counts is None else str(counts.get(row.queue, 0))} for row in rows}
+        return document, cells
+
+    return columns
+
+
+def _wants_limits(args: argparse.Namespace) -> bool:
+    """--limits, or (the queues coming from the loaded jobs, not -q) a loaded job with a limit."""
+    if args.limits:
+        return True
+    if args.queue:
+        return False
+    from ..model.registry import registry
+
+    return any(definition.limits is not None for definition in registry)
+
+
 class _RecentUnavailable(Exception):
     """The state table could not be read (said on stderr): exit status 1."""
 
@@ -248,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the window for recent counts: 90s, 30m, 12h, 7d (default 1h)")
     recent.add_argument("--table", default=None, help="the job state table (default: $AZJOBS_STATE_TABLE, else "
                                                       "azjobsstate)")
+    parser.add_argument("--limits", action="store_true",
+                        help=f"add THROTTLED: deliveries a limit sent on in the last {THROTTLED_MINUTES} minutes "
+                             "(default: on when, without -q, a loaded job has a limit)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks of import errors")
     return parser
 
@@ -334,6 +378,12 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
             return USAGE
         store = StateStore.from_connection(connection, args.table or default_table())
         extra_columns = recent_columns(store, window, err)
+    limits_table = None
+    if _wants_limits(args):
+        from ..limits.table import LimitTable
+
+        limits_table = LimitTable.from_connection(connection)
+        extra_columns = throttled_columns(limits_table, extra_columns, err)
     shown = 0
     code = OK
     try:
@@ -373,6 +423,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         service.close()
         if store is not None:
             store.close()
+        if limits_table is not None:
+            limits_table.close()
     if code:
         print(f"azjobs stats: queue {', '.join(missing)} does not exist at {target.where}", file=err)
     return code

@@ -20,6 +20,7 @@ from typing import Any, Callable, TextIO
 from ..errors import AzjobsError, ConfigurationError, CredentialsRejected, QueueNotFoundError
 from ..model.secrets import get_logger
 from ..runtime.heartbeat import HEARTBEAT_ENV
+from ..runtime.weighted import split_weight
 from ..version import __version__
 from .admin import _admin
 from .common import (
@@ -49,6 +50,7 @@ azjobs -q QUEUE [-q QUEUE ...] [options]  |  azjobs -i PATH [options]
        azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
        azjobs stats [-q QUEUE ...] [--json] [--watch [SECONDS]]
        azjobs schedules [-i PATH ...] [--json]
+       azjobs limits [-i PATH ...] [--json] [--since MINUTES]
        azjobs dashboard [--port PORT] [--host ADDRESS]
        azjobs workflow status ID [--json] | azjobs workflow list [--status S] [--since 1h]
        azjobs check [--heartbeat PATH] [--max-age S] [--storage-max-age S]"""
@@ -65,6 +67,7 @@ commands:
   azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
   azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
+  azjobs limits          concurrency and rate limits: slots held now, recent starts and throttles (--help)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
   azjobs workflow ...    workflows run by the worker: status ID, list
   azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)"""
@@ -115,7 +118,11 @@ def check_queue_names(args: argparse.Namespace) -> None:
 
     Raises ConfigurationError saying which one is wrong and why.
     """
-    args.queue = [_queue_name(name, "-q") for name in args.queue]
+    named = [split_weight(text) for text in args.queue]
+    args.queue = [_queue_name(name, "-q") for name, _ in named]
+    # -q name:weight shares the job threads by weight (azjobs.runtime.weighted); plain -q: None, as before.
+    args.weights = ({name: weight or 1 for name, (_, weight) in zip(args.queue, named)}
+                    if any(weight is not None for _, weight in named) else None)
     if isinstance(args.create, str):
         args.create = _queue_name(args.create, "--create", needs_poison=False)
     if args.empty is not None:
@@ -147,7 +154,9 @@ def build_parser(*, prog: str = "azjobs", usage: str = USAGE_TEXT, description: 
     work.add_argument("-q", "--queue", action="append", default=[], metavar="QUEUE",
                       help="queue to work; repeat for several queues (each gets its own fetch loop and back-off). "
                            "Checked as the job decorators check it; %%SETTING%% is read from the environment. "
-                           "Without -q, the queues the jobs imported with -i declare")
+                           "QUEUE:WEIGHT (-q critical:4 -q default:1) shares the job threads by weight while "
+                           "every queue has work, and lends an idle queue's share to the others. Without -q, the "
+                           "queues the jobs imported with -i declare")
     work.add_argument("-c", "--concurrency", type=_positive_int(1), metavar="N",
                       help="jobs run at once (default: host.json batchSize + newBatchThreshold)")
     work.add_argument("-f", "--fetch", type=_positive_int(1, 32), metavar="N",
@@ -392,6 +401,7 @@ def _work(args: argparse.Namespace, client: Any, settings: Any, origin: str, err
         schedules=not args.no_schedules,
         workflows=None if args.no_workflows else _workflows_queue(args),
         max_jobs=args.max_jobs, heartbeat=args.heartbeat, heartbeat_interval=args.heartbeat_interval,
+        weights=getattr(args, "weights", None),
     )
     restore = _install_signals(worker)
     _fast_exit()

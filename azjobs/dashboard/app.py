@@ -62,7 +62,8 @@ REFRESH_S = 5.0
 async def overview(dash: Dashboard, request: Request) -> Response:
     ctx = dash.context(request)
     depths = await dash.sample()
-    return dash.respond(ctx, pages.overview(ctx, depths, dash.history, REFRESH_S))
+    throttled = await run_in_threadpool(dash.reader.throttled)
+    return dash.respond(ctx, pages.overview(ctx, depths, dash.history, REFRESH_S, throttled=throttled))
 
 
 @page

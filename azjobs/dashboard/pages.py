@@ -121,8 +121,10 @@ def legend() -> str:
 
 
 def overview(ctx: Context, depths: Sequence[QueueDepth], history: DepthHistory, refresh_s: float,
-             error: str | None = None) -> str:
+             error: str | None = None, throttled: dict[str, int] | None = None) -> str:
     rows = []
+    # Deliveries a limit sent on (azjobs.limits), shown only when some queue had any.
+    throttled = throttled if throttled and any(throttled.get(d.name) for d in depths) else None
     for d in depths:
         rate = history.rate_per_min(d.name)
         poison = _count(d.poison_depth, "none")
@@ -131,9 +133,12 @@ def overview(ctx: Context, depths: Sequence[QueueDepth], history: DepthHistory, 
         rows.append(
             f'<tr data-queue="{text(d.name)}"><td><a href="{ctx.url("/queues/" + q(d.name))}">{text(d.name)}</a></td>'
             f'<td class="num depth">{_count(d.depth, "missing")}</td><td class="num poison-depth">{poison}</td>'
-            f'<td class="num">{"-" if rate is None else f"{rate:+.1f}"}</td></tr>')
+            f'<td class="num">{"-" if rate is None else f"{rate:+.1f}"}</td>'
+            + (f'<td class="num throttled">{throttled.get(d.name, 0)}</td>' if throttled else "") + '</tr>')
+    throttled_head = '<th>Throttled (5 min)</th>' if throttled else ""
     table = ('<table id="queues"><thead><tr><th>Queue</th><th>Depth (approx.)</th><th>Poison depth</th>'
-             '<th>Change per min</th></tr></thead><tbody>' + "".join(rows) + '</tbody></table>') if rows else (
+             f'<th>Change per min</th>{throttled_head}</tr></thead><tbody>' + "".join(rows) + '</tbody></table>'
+             ) if rows else (
         '<p class="note">No queues in this account yet: they are created when the first job is enqueued.</p>')
     charts = "".join(
         f'<figure><figcaption><a href="{ctx.url("/queues/" + q(d.name))}">{text(d.name)}</a></figcaption>'

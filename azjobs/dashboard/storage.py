@@ -8,6 +8,7 @@ go through ``azjobs.cli.poison.PoisonQueue``, the same code as ``azjobs poison``
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable
@@ -15,6 +16,8 @@ from typing import Iterable
 from ..poison.queue import PAGE, PoisonMessage, PoisonQueue, ReplayReport
 from ..errors import ConfigurationError
 from ..model.queue_names import POISON_SUFFIX, validate_queue_name
+from ..limits.report import throttled_by_queue
+from ..limits.table import table_for
 from ..model.secrets import get_logger
 from ..storage.client import Client
 from ..storage.errors import storage_error_text
@@ -73,6 +76,15 @@ class StorageReader:
         with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
             counts = list(pool.map(lambda n: (self._count(n), self._count(n + POISON_SUFFIX)), names))
         return [QueueDepth(name, depth, poison, now) for name, (depth, poison) in zip(names, counts)]
+
+    def throttled(self, minutes: int = 5) -> dict[str, int] | None:
+        """Deliveries a limit sent on in the last ``minutes``, per queue (azjobs.limits); None if unreadable."""
+        try:
+            table = table_for(self.client)
+            return None if table is None else throttled_by_queue(table, datetime.now(timezone.utc), minutes)
+        except Exception as exc:  # the page still shows the queues
+            log.debug("limits table not read: %s", exc, extra={"action": "dashboard_limits_unread"})
+            return None
 
     def depth(self, queue: str) -> QueueDepth:
         name = self.allowed(queue)

@@ -20,7 +20,7 @@ from ..model.poison_record import ErrorInfo
 from ..model.retry import RetryDecision
 from ..model.secrets import get_logger
 from ..storage.delays import MAX_VISIBILITY
-from .hooks import Handling
+from .hooks import Handling, Verdict
 from .recorder import DeadLetter
 
 if TYPE_CHECKING:
@@ -46,6 +46,16 @@ class Decisions:
                  extra={"action": "job_deferred", "job": envelope.job, "job_id": envelope.id,
                         "queue": info.queue, "delay_s": hop})
         return self._settled(Result(Outcome.DEFERRED, envelope, detail=f"due {envelope.due_at}", retry_in_s=hop))
+
+    def _throttled(self: "Executor", h: Handling, verdict: "Verdict") -> Result:
+        """A limit had no room: the same message again later (a deferral hop), no attempt used."""
+        envelope, info = h.envelope, h.info
+        assert envelope is not None
+        self.recorder.defer(envelope, info, verdict.defer_s)
+        log.info("job %s %s throttled for %ss: %s", envelope.job, envelope.id, verdict.defer_s, verdict.why,
+                 extra={"action": "job_throttled", "job": envelope.job, "job_id": envelope.id, "queue": info.queue,
+                        "delay_s": verdict.defer_s, "dequeue_count": info.dequeue_count})
+        return self._settled(Result(Outcome.THROTTLED, envelope, detail=verdict.why, retry_in_s=verdict.defer_s))
 
     def _succeeded(self: "Executor", step: "Prepared", duration: float) -> Result:
         env, info = step.envelope, step.info

@@ -266,9 +266,12 @@ class Executor(Decisions):
         except ArgumentError as exc:
             return self._dead_letter(h, DeadLetter(info, ErrorInfo.from_exception(exc, reason="bad_arguments"),
                                                    envelope=envelope), error=exc)
-        verdict = self.hooks.before_run(h)  # job state: RUNNING, or why not
+        h.arguments = (tuple(args), kwargs)
+        verdict = self.hooks.before_run(h)  # limits: a slot and a token; job state: RUNNING, or why not
         if verdict is not None and verdict.action == "skip":
             return self._skipped(h, verdict.why)
+        if verdict is not None and verdict.action == "throttle":
+            return self._throttled(h, verdict)
         if verdict is not None and verdict.action == "cancel":
             return self._cancelled(h, verdict.why)
         if verdict is not None:

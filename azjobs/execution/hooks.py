@@ -17,8 +17,10 @@ otherwise:
     message is settled without a poison record (job state). Any True wins.
 ``before_run(handling) -> Verdict | None``
     the job is registered and its arguments fit: a ``Verdict`` vetoes the run, ``skip`` (settle
-    without running), ``defer`` (send the message on, seconds later) or ``cancel`` (the job was
-    cancelled: settled without running, outcome ``cancelled``). The first verdict wins
+    without running), ``defer`` (send the message on, seconds later), ``cancel`` (the job was
+    cancelled: settled without running, outcome ``cancelled``) or ``throttle`` (as ``defer``, for a
+    limit with no room: outcome ``throttled``; no attempt is used, and the copy's dequeue count
+    starts again, so it never counts toward ``maxDequeueCount``). The first verdict wins
     and the hooks after it are not asked (job state's duplicate check; cancellation and limits
     belong here too).
 ``owns_retries(handling) -> bool``
@@ -92,17 +94,20 @@ class Handling:
     definition: JobDefinition | None = None
     notes: dict[Any, Any] = field(default_factory=dict)
     cancellation: Cancellation = field(default_factory=Cancellation)
+    # The call's (args, kwargs) once loaded and checked (claim-checked ones included): set before ``before_run``.
+    arguments: tuple[tuple, dict] | None = None
 
 
-ACTIONS = ("skip", "defer", "cancel")
+ACTIONS = ("skip", "defer", "cancel", "throttle")
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A hook's veto of a run: ``skip`` (settle the message without running), ``defer`` (send it on) or
-    ``cancel`` (settle it without running, outcome ``cancelled``)."""
+    """A hook's veto of a run: ``skip`` (settle the message without running), ``defer`` (send it on),
+    ``cancel`` (settle it without running, outcome ``cancelled``) or ``throttle`` (send it on, outcome
+    ``throttled``, no attempt used)."""
 
-    action: str  # "skip", "defer" or "cancel"
+    action: str  # "skip", "defer", "cancel" or "throttle"
     why: str = ""
     defer_s: int = 0
 

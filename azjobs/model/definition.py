@@ -12,12 +12,13 @@ from typing import Any, Callable, Mapping
 
 from ..errors import ArgumentError, ConfigurationError
 from .envelope import Envelope
+from .limits import JobLimits, job_limits
 from .queue_names import validate_queue_name
 from .retry import RetryPolicy, accepts_max_retries, build_policy
 
 # Options a job may declare (decorator keywords or class attributes).
 JOB_OPTIONS = ("queue", "name", "max_retries", "retry", "retry_on", "give_up_on", "on_dead_letter", "registry",
-               "track", "unique", "schedule")
+               "track", "unique", "schedule", "concurrency", "rate_limit", "limit_key", "limit")
 
 
 class JobDefinition:
@@ -38,6 +39,10 @@ class JobDefinition:
         on_dead_letter: Callable[..., Any] | None = None,
         track: bool | None = None,
         unique: bool = False,
+        concurrency: int | None = None,
+        rate_limit: str | None = None,
+        limit_key: Any = None,
+        limit: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
@@ -64,6 +69,9 @@ class JobDefinition:
         # process), None as the process says.
         self.track = track
         self.unique = unique  # one unfinished job per name and arguments (azjobs.state)
+        # Limits across every worker and instance (azjobs.limits): None when the job has none.
+        self.limits: JobLimits | None = job_limits(name, {"concurrency": concurrency, "rate_limit": rate_limit,
+                                                          "limit_key": limit_key, "limit": limit}, self.signature)
 
     def __repr__(self) -> str:
         return f"<job {self.name} queue={self.queue}>"

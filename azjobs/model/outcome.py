@@ -17,6 +17,7 @@ class Outcome(enum.Enum):
     DEAD_LETTERED = "dead_lettered"
     DEFERRED = "deferred"  # received before its due time and sent on for another hop
     SKIPPED = "skipped"  # a redelivery of a job that already finished: settled without running
+    THROTTLED = "throttled"  # a limit had no free slot or token: sent on for later, no attempt used
     CANCELLED = "cancelled"  # cancelled (azjobs.cancel): deleted without running, or its run's result discarded
 
 

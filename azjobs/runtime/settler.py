@@ -11,8 +11,15 @@ connection reset or timed out after the request went out), that finds the messag
 (404 ``MessageNotFound``) while the message is still hidden under this worker's lease, was
 deleted by that unanswered try: nobody else can have received it, so it counts as deleted by
 us and what belongs to it (its claim-check blob) is removed. The same answer to a first try,
-or after the lease ran out, leaves everything as it is. Every try is the settler's own (the
-SDK is told not to retry a delete), so this holds whichever transport sends it.
+or after the lease ran out, leaves everything as it is. A try whose answer was lost is never
+re-sent inside the SDK (``retry_read=0``), so the settler sees every such try; the SDK's
+retry policy still retries, with its back-off and the service's ``Retry-After``, a connection
+that could not be made and an error answer (503 ServerBusy, 500). An attempt answered 500, 502
+or 504 may have deleted the message all the same: a "not found" after it, in the same try, is
+read like one after a lost answer.
+
+Credentials that storage rejects (401/403, ``ClientAuthenticationError``) are not retried: the
+call fails and ``on_credentials_rejected`` reports it (the worker's rejected-credential path).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any, Callable
 from azure.core.exceptions import ServiceResponseError
 
 from ..model.secrets import describe, get_logger
+from ..storage.diagnosis import AUTH, storage_error_kind
 from .leases import is_lost_error
 
 log = get_logger("azjobs.worker")
@@ -44,11 +52,13 @@ class Settler:
     """Deletes (on a few threads) and releases (inline) messages with retries."""
 
     def __init__(self, threads: int = 4, *, on_delete_failed: Callable[[], None] | None = None,
+                 on_credentials_rejected: Callable[[str, BaseException], None] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._queue: "queue.Queue[tuple[Any, ...] | None]" = queue.Queue()
         self._threads = [threading.Thread(target=self._loop, name=f"azjobs-delete-{i}", daemon=True)
                          for i in range(max(1, threads))]
         self._on_delete_failed = on_delete_failed
+        self._on_credentials_rejected = on_credentials_rejected
         self._sleep = sleep
         self._started = False
         self._give_up_at: float | None = None  # after this moment (time.monotonic), a failed call is not retried
@@ -135,9 +145,8 @@ class Settler:
                         receipt = pop_receipt() if callable(pop_receipt) else pop_receipt
                         if receipt is None:
                             continue  # not ours (any more): nothing to delete
-                        # retry_total=0: an SDK pipeline retrying inside one try would hide a lost answer.
-                        done = self._call(lambda: queue_client.delete_message(message_id, receipt, retry_total=0),
-                                          "delete", queue_name, message_id, held=held)
+                        done = self._call(_Delete(queue_client, message_id, receipt), "delete", queue_name,
+                                          message_id, held=held)
                         if done == "failed" and self._on_delete_failed is not None:
                             self._on_delete_failed()
                         elif done == "ok" and on_deleted is not None:
@@ -162,13 +171,21 @@ class Settler:
                 operation()
                 return "ok"
             except Exception as exc:
-                if ours and what == "delete" and _not_found(exc):
+                if (what == "delete" and _not_found(exc) and held is not None
+                        and (ours or (getattr(operation, "maybe_applied", False) and held()))):
                     log.info("delete of message %s on %s: an earlier try's answer was lost and the message is not "
                              "found now, under this worker's lease: that try deleted it", message_id, queue_name,
                              extra={"action": "delete_answer_lost", "queue": queue_name, "message_id": message_id})
                     return "ok"
                 if isinstance(exc, ServiceResponseError):
                     unanswered += 1
+                if storage_error_kind(exc) == AUTH:
+                    log.error("%s of message %s on %s: storage rejected the credentials (%s); it will reappear "
+                              "when its lease ends", what, message_id, queue_name, describe(exc),
+                              extra={"action": f"{what}_failed", "queue": queue_name, "message_id": message_id})
+                    if self._on_credentials_rejected is not None:
+                        self._on_credentials_rejected(queue_name, exc)
+                    return "failed"
                 if is_lost_error(exc):
                     # Deleted by an unanswered earlier try, or received by another consumer: either way
                     # not ours, so nothing that belongs to the message (its payload blob) is touched.
@@ -187,6 +204,34 @@ class Settler:
                 self._sleep(delay)
                 delay *= 2
         return "failed"  # pragma: no cover
+
+
+# Answers after which a delete may have been applied all the same (Storage: "may or may not have completed").
+# A 503 ServerBusy was not processed.
+MAYBE_APPLIED = frozenset({500, 502, 504})
+
+
+class _Delete:
+    """One try of a delete. The SDK may retry it when it cannot have deleted anything (no connection, 503)
+    but never re-sends it after a lost answer (``retry_read=0``), so the settler sees every such try.
+    ``maybe_applied``: an earlier attempt inside this try was answered 500/502/504, which the SDK retried."""
+
+    __slots__ = ("queue_client", "message_id", "receipt", "statuses")
+
+    def __init__(self, queue_client: Any, message_id: str, receipt: str) -> None:
+        self.queue_client, self.message_id, self.receipt = queue_client, message_id, receipt
+        self.statuses: list[int] = []
+
+    def _answered(self, response: Any) -> None:
+        self.statuses.append(response.http_response.status_code)
+
+    def __call__(self) -> None:
+        self.statuses = []
+        self.queue_client.delete_message(self.message_id, self.receipt, retry_read=0, raw_response_hook=self._answered)
+
+    @property
+    def maybe_applied(self) -> bool:
+        return any(status in MAYBE_APPLIED for status in self.statuses[:-1])
 
 
 def _not_found(exc: BaseException) -> bool:

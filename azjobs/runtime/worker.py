@@ -2,28 +2,25 @@
 
 Shape of a ``Worker``:
 
-- one fetch thread per queue, each with its own polling back-off and rate limit, receiving
-  real batches (``messages_per_page``) under the host's per-queue batch rules
-  (azjobs/inflight.py): ``batchSize`` per receive, fetch again at ``newBatchThreshold``;
-  ``-c`` caps all queues together;
-- ``concurrency`` job threads take fetched messages in order and hand each to the shared
-  execution core (``Executor``): ``begin``, ``run``, ``finish``. The coroutine of an
-  ``async def`` job runs on one event-loop thread while its job thread waits for it, so one
-  limit covers both kinds and a sync job never blocks the loop. A job thread survives
-  anything a job raises;
-- a ``LeaseKeeper`` renews every held message at half its lease, each renewal independent
-  and bounded (azjobs/lease.py);
-- ``Settlement`` deletes, releases and poisons as the host does (azjobs/settlement.py),
-  deleting on a few ``Settler`` threads with the newest pop receipt;
+- one fetch thread per queue (its own polling back-off and rate limit) receiving real batches
+  under the host's per-queue batch rules (azjobs/inflight.py): ``batchSize`` per receive, fetch
+  again at ``newBatchThreshold``; ``-c`` caps all queues together;
+- ``concurrency`` job threads take fetched messages in order (by weight with ``-q name:weight``,
+  azjobs/runtime/weighted.py) and hand each to the shared execution core (``Executor``): ``begin``,
+  ``run``, ``finish``. An ``async def`` job's coroutine runs on one event-loop thread while its job
+  thread waits for it, so one limit covers both kinds and a sync job never blocks the loop. A job
+  thread survives anything a job raises;
+- a ``LeaseKeeper`` renews every held message at half its lease, each renewal independent and
+  bounded (azjobs/lease.py); ``Settlement`` deletes, releases and poisons as the host does
+  (azjobs/settlement.py), deleting on a few ``Settler`` threads with the newest pop receipt;
 - a watchdog enforces the job timeout (host.json ``functionTimeout``, ``--timeout``).
 
-A job past its timeout gets the host's outcome: its message is released with
-``visibilityTimeout`` (poisoned at ``maxDequeueCount``) and the log names the job. An
-``async def`` job is cancelled. A sync job's thread cannot be killed in Python: it is
-left to finish on its own, its result is discarded, and a replacement thread keeps ``-c``
-jobs running. Such stuck threads are counted; when as many are stuck as ``-c``, the worker
-stops (exit status 3, ``restart_needed``) so its supervisor can start a fresh process, as
-the host restarts its language worker after a timeout.
+A job past its timeout gets the host's outcome: its message is released with ``visibilityTimeout``
+(poisoned at ``maxDequeueCount``) and the log names the job. An ``async def`` job is cancelled. A
+sync job's thread cannot be killed in Python: it is left to finish on its own, its result is
+discarded, and a replacement thread keeps ``-c`` jobs running. Such stuck threads are counted; when
+as many are stuck as ``-c``, the worker stops (exit status 3, ``restart_needed``) so its supervisor
+can start a fresh process, as the host restarts its language worker after a timeout.
 
 ``stop()`` (SIGTERM/SIGINT in the CLI) stops fetching, releases fetched-but-unstarted messages
 at once, lets running jobs finish within ``grace`` seconds, then releases the messages of jobs
@@ -41,7 +38,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
 from ..execution.executor import Executor
@@ -49,12 +45,10 @@ from ..hosting import executor as hosted_executor
 from ..model.secrets import get_logger
 from ..model.settings import QueueSettings
 from ..storage.client import Client, default_client
-from ..storage.http import http_session
-from ..storage.deletes import with_direct_deletes
+from ..storage.http import fast_connect_retry
 from ..storage.diagnosis import (
     storage_target,
 )
-from ..storage.direct_http import Connections
 from ..telemetry.summary import Summary
 from .inflight import InFlight, QueueLimits
 from .leases import LeaseKeeper
@@ -65,6 +59,7 @@ from .jobthreads import JobThreads
 from .settlement import Delivery, Settlement
 from .settler import Settler
 from .timeouts import Watchdog
+from .weighted import weigh
 
 log = get_logger("azjobs.worker")
 
@@ -94,6 +89,7 @@ class WorkerStats:
     dead_lettered: int = 0
     deferred: int = 0
     skipped: int = 0  # redeliveries of jobs that already finished, settled without running
+    throttled: int = 0  # a limit had no room: sent on for later (azjobs.limits), no attempt used
     cancelled: int = 0  # cancelled jobs (azjobs.cancel): deleted without running, or their run's result discarded
     redelivered: int = 0  # released for the host-style redelivery (the core raised, or a timeout)
     timed_out: int = 0  # jobs that ran past the job timeout
@@ -119,15 +115,17 @@ class WorkerStats:
     def handled(self) -> int:
         """Messages whose job (or settling) the core finished."""
         return (self.succeeded + self.retry_scheduled + self.dead_lettered + self.deferred + self.skipped
-                + self.cancelled + self.redelivered)
+                + self.throttled + self.cancelled + self.redelivered)
 
 
 def _worker_queue_service(client: Client, pool: int):
     """A queue service for the worker's own calls: short SDK retries, since the worker backs off itself."""
     from azure.storage.queue import ExponentialRetry
 
+    # fast_connect_retry: a throttled call waits at least the service's Retry-After.
     return client.connection.queue_service(
-        session=http_session(pool), retry_policy=ExponentialRetry(initial_backoff=0.5, increment_base=2, retry_total=1),
+        pool=pool, retry_policy=fast_connect_retry(ExponentialRetry)(initial_backoff=0.5, increment_base=2,
+                                                                     retry_total=1),
         connection_timeout=5, read_timeout=30,
     )
 
@@ -164,6 +162,7 @@ class Worker(Fetching, JobThreads, Scaling):
         max_jobs: int | None = None,
         heartbeat: str | None = None,
         heartbeat_interval: float = 10.0,
+        weights: dict[str, int] | None = None,  # -q name:weight (azjobs/runtime/weighted.py)
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -217,6 +216,7 @@ class Worker(Fetching, JobThreads, Scaling):
         self.concurrency = concurrency or limits.most * len(self.queues)
         self.max_in_flight = self.concurrency if concurrency is None else concurrency + self.fetch
         self.threshold = threshold
+        self.weights, limits, self.max_in_flight, self._ready = weigh(weights, self.queues, limits, self.max_in_flight)
         self.inflight = InFlight({name: limits for name in self.queues}, self.max_in_flight)
         if lease <= 0:
             raise ValueError(f"lease must be positive, got {lease}")
@@ -250,9 +250,9 @@ class Worker(Fetching, JobThreads, Scaling):
         self._stopping = threading.Event()
         self._forced = threading.Event()
         self._deadline: float | None = None
-        self._ready: "queue_module.Queue[Delivery | None]" = queue_module.Queue()
         self._stats_lock = threading.Lock()
-        self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"))
+        self._settler = Settler(DELETE_THREADS, on_delete_failed=lambda: self._count("delete_failed"),
+                                on_credentials_rejected=self._credentials_failed)
         self.settlement = Settlement(executor=self.executor, keeper=self.keeper, settler=self._settler,
                                      count=self._count, forced=self._forced.is_set)
         self._queue_clients: dict[str, Any] = {}
@@ -281,10 +281,7 @@ class Worker(Fetching, JobThreads, Scaling):
         """Work until stopped (or drained, in burst mode); returns what was done."""
         service = _worker_queue_service(
             self.client, pool=max(8, len(self.queues) * self.receivers + DELETE_THREADS + 12))
-        # Deletes (one per job) on connections of their own; every other call through the SDK.
-        deletes = Connections(f"{service.scheme}://{urlsplit(service.url).netloc}")
-        self._queue_clients = {name: with_direct_deletes(service.get_queue_client(name), deletes)
-                               for name in self.queues}
+        self._queue_clients = {name: service.get_queue_client(name) for name in self.queues}
         try:
             self._check_queues()
             if self._stopping.is_set():
@@ -461,8 +458,8 @@ class Worker(Fetching, JobThreads, Scaling):
                  s.skipped, s.cancelled, s.redeliveries, s.redelivered, s.timed_out, s.released, s.abandoned,
                  extra={"action": "worker_stopped", "succeeded": s.succeeded, "retry_scheduled": s.retry_scheduled,
                         "dead_lettered": s.dead_lettered, "deferred": s.deferred, "skipped": s.skipped, "cancelled": s.cancelled,
-                        "redeliveries": s.redeliveries, "redelivered": s.redelivered, "timed_out": s.timed_out,
-                        "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
+                        "throttled": s.throttled, "redeliveries": s.redeliveries, "redelivered": s.redelivered,
+                        "timed_out": s.timed_out, "released": s.released, "abandoned": s.abandoned, "stuck": s.stuck, "forced": s.forced,
                         "restart_needed": s.restart_needed, "credentials_rejected": s.credentials_rejected,
                         "storage_gave_up": s.storage_gave_up})
 

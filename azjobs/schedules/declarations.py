@@ -106,11 +106,11 @@ class Periodic:
 
     def fire(self, tick: datetime, *, past_due: bool = False, client: "Client | None" = None) -> Envelope:
         """Enqueue the job for ``tick``; returns the envelope sent."""
-        from ..storage.client import default_client
+        from ..storage.client import client_for
         from ..telemetry import tracing
 
         envelope = tracing.produced(self.envelope(tick, past_due=past_due))  # each tick starts a trace
-        (client or default_client()).send(envelope)
+        client_for(client).send(envelope)
         return envelope
 
 

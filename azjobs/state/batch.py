@@ -7,9 +7,10 @@ the service a fifth, and the worker a sixth, of 8 single calls.
 
 The request body is built here rather than with ``TableClient.submit_transaction``, which
 runs each write through the SDK's whole request pipeline before sending (about 1.3 ms of
-CPU per write). With a key or a SAS the request goes on the writer's own connections
-(``azjobs.state.direct``); with an Entra ID token, through the table client's pipeline
-(``TableTransactions``), so its token refresh, retries and transport apply.
+CPU per write). The one request is sent through the table client's own pipeline
+(``TableTransactions``), whatever its credential: its authentication (key, SAS, Entra ID
+token, a rotated credential), retries with back-off (a 503 ServerBusy is retried, honouring
+``Retry-After``), request id, user agent and transport (azjobs.storage.transport) apply.
 
 ``send(writes)`` answers each write in order: its new ETag, an exception carrying the status
 (404, 412, ...) for the write the service refused, or ``RETRY`` for the writes of a refused
@@ -25,9 +26,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from ..storage.direct_http import storage_error
+from azure.core.rest import HttpRequest
+
+from ..storage.errors import storage_error
+
+try:
+    from azure.data.tables import TableClient
+except ImportError:  # pragma: no cover - the state extra installs it
+    TableClient = None  # type: ignore[assignment,misc]
 from ..storage.table_rules import MAX_TRANSACTION_BYTES
 
 MAX_WRITES = 100  # the service's limit per transaction
@@ -35,6 +43,7 @@ MAX_WRITES = 100  # the service's limit per transaction
 # the writer keeps each body under this, with room for the multipart boundaries.
 MAX_BYTES = MAX_TRANSACTION_BYTES - 64 * 1024
 RETRY = object()
+RESENT_METHODS = frozenset({"POST"})
 _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})", re.M)
 _INT32 = (-(2 ** 31), 2 ** 31 - 1)
 
@@ -120,14 +129,15 @@ def _odata_error(text: str) -> tuple[str, str]:
         return "", text.strip()[:500]
 
 
-def parse(status: int, body: bytes, count: int, error_code: str = "") -> list[Any]:
+def parse(status: int, body: bytes, count: int, error_code: str = "", response: Any = None) -> list[Any]:
     """Each write's answer from the response to a transaction of ``count`` writes (see module doc).
 
-    ``error_code`` is the response's ``x-ms-error-code`` header, for a transaction refused whole.
+    ``error_code`` is the response's ``x-ms-error-code`` header, for a transaction refused whole
+    (raised as the SDK raises it: 401/403 ``ClientAuthenticationError``, 404 ``ResourceNotFoundError``, ...).
     """
     if status != 202:
         code, message = _odata_error(body.decode("utf-8", "replace"))
-        raise storage_error(status, code or error_code or "", message)
+        raise storage_error(status, code or error_code or "", message, response)
     text = body.decode("utf-8", "replace")
     found = list(_STATUS.finditer(body))
     answers: list[Any] = []
@@ -159,27 +169,42 @@ def parse(status: int, body: bytes, count: int, error_code: str = "") -> list[An
 
 
 class TableTransactions:
-    """Sends transactions through a ``TableClient``'s own pipeline (its credential and transport)."""
+    """Sends transactions for one table through its ``TableClient``'s pipeline.
+
+    ``azure-data-tables`` has no public call for a request it did not build: the request goes to
+    the pipeline client the ``TableClient`` holds (``table_client._client._client``, azure-core's
+    ``PipelineClient``), so every policy the SDK configured for that client applies.
+    """
 
     def __init__(self, table_client: Any) -> None:
         self.table_client = table_client
         self.table = table_client.table_name
-        self.base_url = f"{table_client.scheme}://{table_client._primary_hostname}"
-        self.query = getattr(table_client, "_query_str", "") or ""
+        # The account URL the client was made with (public ``url``: scheme, host, the account's path in
+        # an emulator, and the SAS query when the credential is a SAS in the URL).
+        parts = urlsplit(table_client.url)
+        self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.url = f"{self.base_url}/$batch" + (f"?{parts.query}" if parts.query else "")
+        self._pipeline = table_client._client._client
+        self.api_version = table_client.api_version
 
     def send(self, writes: Sequence[Write]) -> list[Any]:
-        from azure.core.rest import HttpRequest
-
         content_type, body = build(self.base_url, self.table, writes)
-        request = HttpRequest("POST", f"{self.base_url}/$batch{self.query}", content=body, headers={
+        request = HttpRequest("POST", self.url, content=body, headers={
             "Content-Type": content_type, "DataServiceVersion": "3.0", "MaxDataServiceVersion": "3.0;NetFx",
-            "Accept": "application/json", "x-ms-version": self.table_client.api_version})
-        response = self.table_client._client.send_request(request, stream=True)
+            "Accept": "application/json", "x-ms-version": self.api_version})
+        # stream=True: the SDK's content decoding would try to read the multipart answer as JSON.
+        # retry_on_methods: the SDK's retry policy sends a POST again after a lost answer too (the writer
+        # knows its own landed writes in the answer to the re-sent transaction: OWN_WRITE).
+        response = self._pipeline.send_request(request, stream=True, retry_on_methods=RESENT_METHODS)
         try:
             data = response.read()
         finally:
             response.close()
-        return parse(response.status_code, data, len(writes), response.headers.get("x-ms-error-code", ""))
+        return parse(response.status_code, data, len(writes),
+                     response.headers.get("x-ms-error-code", ""), response=response)
+
+    def close(self) -> None:
+        """Nothing of its own to close: the table client's transport is closed with the client."""
 
 
 class EachWrite:
@@ -209,5 +234,13 @@ class EachWrite:
         return answers
 
 
+def transactions_for(table: Any) -> Any:
+    """The sender for ``table``: transactions through a ``TableClient``'s pipeline, single writes otherwise
+    (the in-memory table of ``azjobs.state.testing``)."""
+    if TableClient is not None and isinstance(table, TableClient):
+        return TableTransactions(table)
+    return EachWrite(table)
+
+
 __all__ = ["MAX_BYTES", "MAX_WRITES", "RETRY", "EachWrite", "TableTransactions", "Write",
-           "build", "parse", "wire_entity"]
+           "build", "parse", "transactions_for", "wire_entity"]

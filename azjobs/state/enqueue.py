@@ -139,8 +139,11 @@ def send_many_tracked(client: Any, definition: "JobDefinition", options: Mapping
         except Exception as exc:
             return exc
 
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(envelopes))),
-                            thread_name_prefix="azjobs-send") as pool:
+    # A client may cap the threads (azjobs.testing's InlineClient: 1, each job runs as it is sent, in order).
+    workers = max(1, min(max_workers, len(envelopes), getattr(client, "send_threads", max_workers)))
+    if workers == 1:  # in the caller's thread
+        return [one(envelope) for envelope in envelopes]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azjobs-send") as pool:
         return list(pool.map(one, envelopes))
 
 

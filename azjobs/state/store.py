@@ -29,8 +29,9 @@ Transitions (what ``azjobs.state.tracker`` calls from the execution core):
 
 The store never decides whether a job runs when it cannot be reached: it raises
 ``StateUnavailable`` and the tracker runs the job (a Table outage must not fail one). After a
-failure to connect, calls are skipped for ``OUTAGE_PAUSE_S`` so an outage does not slow every
-job by a timeout.
+failure to connect or a lost answer (after the SDK's retries), calls are skipped for
+``OUTAGE_PAUSE_S`` so an outage does not slow every job by a timeout; a throttled call (503,
+429, 500 answers, retried with back-off by the SDK) pauses nothing.
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..model.envelope import parse_time, to_json_value, utcnow
 from ..model.secrets import describe, get_logger, redact
-from ..storage.http import http_session, table_service
+from ..storage.http import table_service
 from ..storage.payloads import PayloadStore
 from ..storage.table_rules import fits, utf16_units
-from .batch import Write
-from .direct import transactions_for
+from .batch import Write, transactions_for
 from .entities import (_FINISHED_VALUES, _RUNNING_CHANGES, DEFAULT_RETENTION, DEFAULT_TABLE, MAX_NOTE_UNITS,
                         MAX_PROPERTY_UNITS, MAX_WORKER_ID_UNITS, MAX_WORKER_IDS, OUTAGE_PAUSE_S, OWN_WRITE,
                         PARTITIONS, POOL_SIZE, RESULTS_PREFIX, RUNNING_LEASE, START_TRIES, Start, _append_error,
@@ -99,7 +99,7 @@ class StateStore(Queries, UniqueKeys, Cancels):
         """The store in ``table`` of the account ``connection`` names (Azurite, a key or an identity)."""
         table = table or default_table()
         # The queue client's transport: a pool for many job threads, no per-call proxy/netrc look-ups.
-        service = table_service(connection, session=http_session(POOL_SIZE))
+        service = table_service(connection, pool=POOL_SIZE)
         if payloads is None:
             payloads = PayloadStore(connection)
         return cls(service.get_table_client(table), payloads=payloads, retention=retention, service=service)
@@ -129,9 +129,10 @@ class StateStore(Queries, UniqueKeys, Cancels):
                 raise
             from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-            # The pause is for an unreachable table only. (A 500 that a bad key used to cause cannot come
-            # any more: every id is checked with table_rules.key_problem before it is sent.)
-            if isinstance(exc, (ServiceRequestError, ServiceResponseError)) or _is(exc, 408, 500, 502, 503, 504):
+            # The pause is for an unreachable table only: no connection, or no answer, after the SDK's retries.
+            # An answer (503 ServerBusy, 500, 429: throttling) is not an outage: the SDK retried it with
+            # back-off, and the next call tries again at once.
+            if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
                 self._outage_until = time.monotonic() + OUTAGE_PAUSE_S
             raise self._refusal(exc) from exc
 

@@ -48,6 +48,12 @@ _OPS = {
 }
 
 
+def _clause(text: str, parameters: dict | None) -> tuple[str, Any, Any]:
+    name, op, value = text.strip().split(" ", 2)
+    value = (parameters or {})[value[1:]] if value.startswith("@") else value.strip("'")
+    return name, _OPS[op], value
+
+
 class MemoryTable:
     """The ``TableClient`` methods ``StateStore`` calls, over a dict. Thread-safe.
 
@@ -144,18 +150,35 @@ class MemoryTable:
                        **kwargs: Any) -> Iterator[MemoryEntity]:
         with self._lock:
             self._enter("query_entities")
-            clauses = []
-            for clause in query_filter.split(" and "):
-                name, op, value = clause.strip().split(" ", 2)
-                if value.startswith("@"):
-                    value = (parameters or {})[value[1:]]
-                else:
-                    value = value.strip("'")
-                clauses.append((name, _OPS[op], value))
+            # what the store sends: clauses joined by "and", each one "name op value" or "( a or b or ... )"
+            groups = [[_clause(part, parameters) for part in term.strip().strip("()").split(" or ")]
+                      for term in query_filter.split(" and ")]
             found = [MemoryEntity(copy.deepcopy(data), etag) for data, etag in self.entities.values()
-                     if all(name in data and data[name] is not None and test(data[name], value)
-                            for name, test, value in clauses)]
+                     if all(any(name in data and data[name] is not None and test(data[name], value)
+                                for name, test, value in group) for group in groups)]
         return iter(found)
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryTableService:
+    """The ``TableServiceClient`` methods azjobs' other table users call (the workflow history), over
+    ``MemoryTable``s by name."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, MemoryTable] = {}
+        self._lock = threading.Lock()
+
+    def get_table_client(self, table_name: str) -> MemoryTable:
+        with self._lock:
+            table = self.tables.get(table_name)
+            if table is None:
+                table = self.tables[table_name] = MemoryTable(table_name)
+            return table
+
+    def create_table_if_not_exists(self, table_name: str) -> MemoryTable:
+        return self.get_table_client(table_name)
 
     def close(self) -> None:
         pass
@@ -171,4 +194,4 @@ def memory_store(*, retention: timedelta = DEFAULT_RETENTION, table: MemoryTable
     return StateStore(table if table is not None else MemoryTable(), payloads=payloads, retention=retention, **kwargs)
 
 
-__all__ = ["MemoryEntity", "MemoryTable", "memory_store"]
+__all__ = ["MemoryEntity", "MemoryTable", "MemoryTableService", "memory_store"]

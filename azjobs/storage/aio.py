@@ -93,7 +93,12 @@ class AsyncClient:
         return service
 
     async def send(self, envelope: Envelope, *, delay=None, at=None) -> str:
-        """Send one envelope; arguments over the message limit go to Blob Storage (claim check)."""
+        """Send one envelope; arguments over the message limit go to Blob Storage (claim check).
+
+        A client that is not an ``azjobs.Client`` (``azjobs.testing``'s, which keep or run what they are sent in
+        this process) sends in a thread instead, off the event loop."""
+        if not isinstance(self.client, Client):
+            return await asyncio.to_thread(self.client.send, envelope, delay=delay, at=at)
         offloaded = None
         try:
             text, delivery, envelope = self.client.prepare(envelope, delay, at)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import EnqueueError, PayloadTooLargeError, QueueNotFoundError
 from ..model.envelope import Envelope
@@ -18,7 +19,7 @@ from ..model.settings import QueueSettings
 from .connection import Connection, connection_from_string, resolve_connection
 from .delays import NEVER_EXPIRE, Delivery, plan_delivery
 from .errors import to_enqueue_error as _storage_error
-from .http import CONNECT_TIMEOUT_S, http_session, sdk_retry
+from .http import CONNECT_TIMEOUT_S, sdk_retry
 from .payloads import DEFAULT_CONTAINER, PayloadStore
 
 
@@ -83,7 +84,7 @@ class Client:
         with self._lock:
             if self._service is None:
                 self._service = self.connection.queue_service(
-                    session=http_session(self.pool_size), retry_policy=sdk_retry(),
+                    pool=self.pool_size, retry_policy=sdk_retry(),
                     connection_timeout=CONNECT_TIMEOUT_S,
                 )
             return self._service
@@ -242,10 +243,8 @@ def _forget(store: PayloadStore, ref: str) -> None:
 
 _default: Client | None = None
 _default_lock = threading.Lock()
-
-
-_default: Client | None = None
-_default_lock = threading.Lock()
+# Clients that take every enqueue of the process while set (``routed_to``); the innermost is last.
+_routes: list[Any] = []
 
 
 def set_default_client(client: Client) -> Client:
@@ -259,11 +258,44 @@ def set_default_client(client: Client) -> Client:
 
 
 def default_client() -> Client:
+    """The process-wide client: a routed client while one is set (``routed_to``), else ``configure``'s."""
     global _default
     with _default_lock:
+        if _routes:
+            return _routes[-1]
         if _default is None:
             _default = Client()
         return _default
 
 
-__all__ = ["Client", "default_client", "set_default_client"]
+def client_for(client: Any = None) -> Any:
+    """The client an enqueue sends through: a routed client while one is set, else ``client``, else the default.
+
+    Every enqueue path (``job.enqueue`` and its family, ``flow.enqueue``, periodic ticks, the Django backend)
+    asks here, so ``routed_to`` reaches the calls that name a client of their own too.
+    """
+    with _default_lock:
+        if _routes:
+            return _routes[-1]
+    return client if client is not None else default_client()
+
+
+@contextmanager
+def routed_to(client: Any) -> Iterator[Any]:
+    """Send every enqueue of this process through ``client`` while the block runs: ``default_client()`` and
+    ``client_for()`` answer it. The seam ``azjobs.testing.inline()`` (a client that runs each job at once) and
+    the pytest plugin's ``azjobs_worker`` use; blocks nest, the innermost wins. The routed client is not
+    closed here: its owner closes it."""
+    with _default_lock:
+        _routes.append(client)
+    try:
+        yield client
+    finally:
+        with _default_lock:
+            for index in range(len(_routes) - 1, -1, -1):
+                if _routes[index] is client:
+                    del _routes[index]
+                    break
+
+
+__all__ = ["Client", "client_for", "default_client", "routed_to", "set_default_client"]

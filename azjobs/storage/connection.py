@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigurationError
 from ..model.secrets import redact, remember, secrets_in_connection_string
+from .credentials import live_shared_key
+from .transport import MAX_IDLE_PER_HOST, transport_options
 
 DEFAULT_SETTING = "AzureWebJobsStorage"
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -47,6 +50,10 @@ class Connection:
     blob_service_uri: str | None = None
     table_service_uri: str | None = None
     source: str = "default"
+    # With the service URIs: the credential to use (a TokenCredential such as a ManagedIdentityCredential,
+    # an AzureNamedKeyCredential or an AzureSasCredential; its update() is honoured on every call). None:
+    # DefaultAzureCredential.
+    credential: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Every secret this connection holds is hidden wherever azjobs writes text.
@@ -86,6 +93,8 @@ class Connection:
         return repr(self)
 
     def _credential(self) -> Any:
+        if self.credential is not None:
+            return self.credential
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:  # pragma: no cover - depends on the install
@@ -94,25 +103,39 @@ class Connection:
             ) from None
         return DefaultAzureCredential()
 
-    def queue_service(self, **kwargs: Any):
+    # Every synchronous client below sends through azjobs' transport (azjobs.storage.transport) unless
+    # the caller passes its own ``transport=`` or ``session=``; ``pool`` sizes its idle-connection pool.
+
+    def queue_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
         from azure.storage.queue import QueueServiceClient
 
+        kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
-        return QueueServiceClient(self.queue_service_uri, credential=self._credential(), **kwargs)
+        return QueueServiceClient(self.queue_service_uri, credential=live_shared_key(self._credential(), "queue"),
+                                  **kwargs)
 
     def queue_service_async(self, **kwargs: Any):
+        """The asyncio client keeps the SDK's own async transport (aiohttp)."""
         from azure.storage.queue.aio import QueueServiceClient
 
         if self.connection_string:
             return QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
+        if self.credential is not None:
+            get_token = getattr(self.credential, "get_token", None)
+            if get_token is None or inspect.iscoroutinefunction(get_token):
+                return QueueServiceClient(self.queue_service_uri, credential=live_shared_key(self.credential, "queue"),
+                                          **kwargs)
+            raise ConfigurationError("the asyncio client needs an asyncio token credential (azure.identity.aio); "
+                                     "this connection holds a synchronous one")
         from azure.identity.aio import DefaultAzureCredential
 
         return QueueServiceClient(self.queue_service_uri, credential=DefaultAzureCredential(), **kwargs)
 
-    def blob_service(self, **kwargs: Any):
+    def blob_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
         from azure.storage.blob import BlobServiceClient
 
+        kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return BlobServiceClient.from_connection_string(self.connection_string, **kwargs)
         uri = self.blob_service_uri
@@ -120,13 +143,14 @@ class Connection:
             raise ConfigurationError(
                 "large payloads need Blob Storage: set AzureWebJobsStorage__blobServiceUri (or __accountName)"
             )
-        return BlobServiceClient(uri, credential=self._credential(), **kwargs)
+        return BlobServiceClient(uri, credential=live_shared_key(self._credential(), "blob"), **kwargs)
 
 
-    def table_service(self, **kwargs: Any):
+    def table_service(self, *, pool: int = MAX_IDLE_PER_HOST, **kwargs: Any):
         """A ``TableServiceClient`` (azure-data-tables) for the same account: job state, workflow history."""
         from azure.data.tables import TableServiceClient
 
+        kwargs = transport_options(kwargs, pool=pool)
         if self.connection_string:
             return TableServiceClient.from_connection_string(self.connection_string, **kwargs)
         uri = self.table_service_uri

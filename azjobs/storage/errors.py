@@ -30,6 +30,20 @@ def to_enqueue_error(exc: Exception, queue: str, connection: Connection | None =
     return EnqueueError(f"sending to queue {queue!r} failed: {storage_error_text(exc, connection)}")
 
 
+def storage_error(status: int, code: str, message: str, response: Any = None) -> Exception:
+    """The exception the SDK raises for a refused request, for an answer azjobs reads itself (a part of a
+    table transaction's answer): by status, with ``status_code`` and ``error_code``."""
+    from azure.core import exceptions
+
+    kind = {401: exceptions.ClientAuthenticationError, 403: exceptions.ClientAuthenticationError,
+            404: exceptions.ResourceNotFoundError, 409: exceptions.ResourceExistsError,
+            412: exceptions.ResourceModifiedError}.get(status, exceptions.HttpResponseError)
+    error = kind(message=f"{status} {code}: {message}".strip(), response=response)
+    error.status_code = status
+    error.error_code = code
+    return error
+
+
 def storage_error_text(exc: BaseException, connection: Connection | None = None) -> str:
     """One line saying what went wrong with a storage call: no XML body, no traceback, no secret."""
     from azure.core.exceptions import (
@@ -112,4 +126,4 @@ REFUSED = "connection refused (nothing listens there: is storage running, is the
 UNKNOWN_HOST = "the host name does not resolve (check the account name or the endpoint)"
 
 
-__all__ = ["REFUSED", "UNKNOWN_HOST", "network_reason", "storage_error_text", "to_enqueue_error"]
+__all__ = ["REFUSED", "UNKNOWN_HOST", "network_reason", "storage_error", "storage_error_text", "to_enqueue_error"]

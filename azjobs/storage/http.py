@@ -1,26 +1,9 @@
-"""HTTP for the SDK clients azjobs makes: pooled sessions, short retries, timeouts."""
+"""Retries and timeouts for the SDK clients azjobs makes (their transport: azjobs.storage.transport)."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
-
-
-def http_session(pool: int):
-    """A requests session whose connection pool fits ``pool`` concurrent calls (the SDK's default is 10)."""
-    from urllib.request import getproxies_environment
-
-    import requests
-    from requests.adapters import HTTPAdapter
-
-    session = requests.Session()
-    # Without proxy variables, skip requests' per-call look-ups of the environment and ~/.netrc
-    # (about 15% of a busy worker's CPU).
-    session.trust_env = bool(getproxies_environment())
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 # A connection that cannot be made (refused, unknown host, connect timeout) is retried once,
@@ -29,6 +12,24 @@ def http_session(pool: int):
 CONNECT_TIMEOUT_S = 5
 CONNECT_RETRIES = 1
 CONNECT_RETRY_BACKOFF_S = 0.5
+
+
+MAX_RETRY_AFTER_S = 60.0
+
+
+def _retry_after_s(response: Any) -> float | None:
+    """The seconds a response's ``Retry-After`` (or ``x-ms-retry-after-ms``) header asks for, if any."""
+    if response is None:
+        return None
+    headers = response.headers
+    milliseconds = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")
+    try:
+        if milliseconds:
+            return float(milliseconds) / 1000
+        seconds = headers.get("Retry-After")
+        return float(seconds) if seconds else None
+    except ValueError:  # an HTTP date: rare from Storage; the back-off applies
+        return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,18 +44,24 @@ def fast_connect_retry(base: type) -> type:
 
         def get_backoff_time(self, settings: dict) -> float:
             history = settings.get("history") or []
-            if history and isinstance(getattr(history[-1], "error", None), ServiceRequestError):
+            last = history[-1] if history else None
+            if isinstance(getattr(last, "error", None), ServiceRequestError):
                 return CONNECT_RETRY_BACKOFF_S
-            return super().get_backoff_time(settings)
+            backoff = super().get_backoff_time(settings)
+            # Throttled (503 ServerBusy, 429): wait at least what the service asked for in Retry-After.
+            asked = _retry_after_s(getattr(last, "http_response", None))
+            return max(backoff, min(asked, MAX_RETRY_AFTER_S)) if asked is not None else backoff
 
     FastConnectRetry.__name__ = FastConnectRetry.__qualname__ = f"FastConnect{base.__name__}"
     return FastConnectRetry
 
 
 def table_service(connection: Any, **kwargs: Any):
-    """A ``TableServiceClient`` for ``connection``'s account with short retries (2, 0.3 s apart) and
-    timeouts: a table that cannot be reached is reported in seconds (job state, workflow pages)."""
-    return connection.table_service(retry_total=2, retry_connect=1, retry_backoff_factor=0.3,
+    """A ``TableServiceClient`` for ``connection``'s account with short retries and timeouts: a table that
+    cannot be reached is reported in seconds (job state, workflow pages). A throttled call (503, 429,
+    500) is retried 3 times, at once and then 0.8 s and 1.6 s later, or after the service's
+    ``Retry-After``; a refused connection or a lost answer once."""
+    return connection.table_service(retry_total=3, retry_connect=1, retry_read=1, retry_backoff_factor=0.4,
                                     connection_timeout=CONNECT_TIMEOUT_S, read_timeout=10, **kwargs)
 
 
@@ -75,5 +82,4 @@ def sdk_retry_async():
     return fast_connect_retry(ExponentialRetry)(initial_backoff=1, increment_base=2, retry_total=3)
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "fast_connect_retry", "http_session", "sdk_retry", "sdk_retry_async",
-           "table_service"]
+__all__ = ["CONNECT_TIMEOUT_S", "fast_connect_retry", "sdk_retry", "sdk_retry_async", "table_service"]

@@ -7,6 +7,7 @@
 | ``azjobs.jobs.retried`` | counter | ``{job}`` | retry copies written (a failed run with retries left, or an unknown job) |
 | ``azjobs.jobs.dead_lettered`` | counter | ``{job}`` | poison records written (the job's, or an unusable message's) |
 | ``azjobs.jobs.skipped`` | counter | ``{job}`` | redeliveries of a finished job, settled without running (duplicates) |
+| ``azjobs.jobs.throttled`` | counter | ``{job}`` | deliveries a limit had no room for, sent on for later (no attempt used) |
 | ``azjobs.jobs.cancelled`` | counter | ``{job}`` | cancelled jobs' deliveries settled without running, or runs whose result was discarded |
 | ``azjobs.jobs.redelivered`` | counter | ``{job}`` | deliveries released for the host-style redelivery (storage failed, a timeout) |
 | ``azjobs.job.duration`` | histogram | ``s`` | run time of each run, with ``azjobs.outcome`` |
@@ -33,6 +34,7 @@ COUNTERS = {
     "retried": ("azjobs.jobs.retried", "retry copies written"),
     "dead_lettered": ("azjobs.jobs.dead_lettered", "poison records written"),
     "skipped": ("azjobs.jobs.skipped", "redeliveries of finished jobs settled without running (duplicates)"),
+    "throttled": ("azjobs.jobs.throttled", "deliveries a limit had no room for, sent on for later"),
     "cancelled": ("azjobs.jobs.cancelled", "deliveries of cancelled jobs (not run, or their run's result discarded)"),
     "redelivered": ("azjobs.jobs.redelivered", "deliveries released for redelivery"),
 }

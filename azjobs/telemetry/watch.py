@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 # Result outcomes → the counter they add to.
 _COUNTED = {"succeeded": "succeeded", "retry_scheduled": "retried", "dead_lettered": "dead_lettered",
-            "skipped": "skipped", "cancelled": "cancelled"}
+            "skipped": "skipped", "throttled": "throttled", "cancelled": "cancelled"}
 
 
 class Watch:

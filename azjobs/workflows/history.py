@@ -175,6 +175,11 @@ class HistoryStore:
 
     @classmethod
     def for_client(cls, client: Any, table: str | None = None) -> "HistoryStore":
+        """The history table of ``client``'s account; a test double's own store (``azjobs.testing``'s inline
+        client keeps histories in memory) when it carries one as ``workflow_history``."""
+        own = getattr(client, "workflow_history", None)
+        if isinstance(own, cls):
+            return own
         return cls(client.connection.table_service(), table)
 
     @property

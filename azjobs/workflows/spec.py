@@ -113,10 +113,10 @@ class Flow:
         The workflow is first recorded as Pending in the history table, so ``WorkflowHandle(id)``
         tells it from an id that was never enqueued; a table that cannot be reached does not stop
         the enqueue (logged as ``workflow_pending_unavailable``)."""
-        from ..storage.client import default_client
+        from ..storage.client import client_for
         from .handle import WorkflowHandle
 
-        client = client or default_client()
+        client = client_for(client)
         spec = self.spec(id)
         name = workflows_queue(queue)
         from ..telemetry import tracing

@@ -94,7 +94,9 @@ def test_poison_command_with_storage_not_running_prints_one_line_fast(argv, tmp_
     assert_one_clean_line(
         proc, f"azjobs poison: cannot reach the queue service at http://127.0.0.1:{port}/devstoreaccount1: {REFUSED}",
         AZURITE_KEY)
-    assert elapsed < 6, f"took {elapsed:.1f}s"
+    # Fast = no back-off after a refused connect: the SDK's own would wait 15 s and more per retry.
+    # The bound includes the subprocess's start-up, which takes seconds on a loaded 2-core machine.
+    assert elapsed < 20, f"took {elapsed:.1f}s"
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -109,7 +111,7 @@ def test_poison_command_with_a_bad_connection_string_is_a_usage_error(value, exp
     proc, elapsed = azjobs_command("poison", "list", "emails", connection_string=value, cwd=tmp_path)
     assert proc.returncode == 2
     assert_one_clean_line(proc, expected, AZURITE_KEY[:-5])
-    assert elapsed < 6
+    assert elapsed < 20  # no storage call at all; the bound is the subprocess's start-up under load
 
 
 # -- item 7: enqueue fails fast and clearly ------------------------------------------------------------

@@ -294,6 +294,12 @@ def release_through_an_unreachable_poison_queue(sas_connection_string, sas_clien
 
     # No SDK back-off (1 + 3 + 5 s) before the write fails; the error text is the same.
     monkeypatch.setattr(azjobs.storage.client, "sdk_retry", lambda: ExponentialRetry(retry_total=0))
+    # A requests session of the user's (it wins over azjobs' transport): its errors name the URL, SAS and
+    # all, which azjobs' transport never writes into an error.
+    import requests
+
+    monkeypatch.setattr(azjobs.storage.connection, "transport_options",
+                        lambda kwargs, pool=0: {**kwargs, "session": requests.Session()})
     reg = azjobs.Registry()
     job = azjobs.job(queue=queue_name, registry=reg, name="secret.plain_failure",
                      retry=NoRetry())(secret_jobs.plain_failure)

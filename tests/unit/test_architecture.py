@@ -13,7 +13,7 @@ import grimp
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "azjobs"
 MAX_LINES = 500
-FEATURES = ("azjobs.state", "azjobs.workflows", "azjobs.schedules", "azjobs.telemetry", "azjobs.poison",
+FEATURES = ("azjobs.state", "azjobs.workflows", "azjobs.schedules", "azjobs.telemetry", "azjobs.poison", "azjobs.limits",
             "azjobs.dashboard", "azjobs.runtime", "azjobs.functions", "azjobs.cli", "azjobs.contrib")
 
 

@@ -208,6 +208,7 @@ def test_help_lists_every_command_with_one_line(capsys):
         "  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)",
         "  azjobs stats ...       per queue: depth, poison depth, oldest message age (azjobs stats --help)",
         "  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)",
+        "  azjobs limits          concurrency and rate limits: slots held now, recent starts and throttles (--help)",
         "  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)",
         "  azjobs workflow ...    workflows run by the worker: status ID, list",
         "  azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)",

@@ -256,7 +256,7 @@ def test_records_spread_over_the_partitions_by_a_stable_hash_of_the_id():
 
 
 def test_a_transaction_refused_whole_as_a_bad_request_is_split_so_only_the_bad_write_is_refused():
-    from azjobs.storage.direct_http import storage_error
+    from azjobs.storage.errors import storage_error
 
     sent: list[list[str]] = []
 

@@ -14,9 +14,14 @@
                 "max_retries": 4,                       # the azjobs retry policy of every task
                 # "retry": azjobs.Backoff(...), "retry_on": (...), "give_up_on": (...)
                 "results": True,                        # get_result() through the job state store
+                # "inline": True,                       # tests: each task runs at once, in memory
             },
         },
     }
+
+With ``"inline": True`` (a test settings module's choice) nothing is sent: the backend's client is an
+``azjobs.testing.InlineClient``, so ``task.enqueue()`` runs the task through the execution core before it
+returns, with results, retries and poison records kept in memory (see ``azjobs.testing``).
 
 A task becomes one azjobs envelope named ``django:<module path>`` on the Azure queue its
 Django queue maps to, so the Functions host and the ``azjobs`` worker run it through the one
@@ -39,6 +44,7 @@ from ...errors import ConfigurationError
 from ...model.envelope import Envelope, parse_time
 from ...storage.aio import AsyncClient
 from ...model.queue_names import validate_queue_name
+from ...storage.client import Client, client_for
 from ...storage.connection import DEFAULT_SETTING, Connection, connection_from_string, resolve_connection
 from .checks import check_backend
 from .discovery import discover_tasks
@@ -66,6 +72,7 @@ class AzureQueueBackend(BaseTaskBackend):
         self.queue_prefix: str = options.get("queue_prefix", "") or ""
         self.queue_names: dict[str, str] = dict(options.get("queue_names") or {})
         self.results: bool = bool(options.get("results", True))
+        self.inline: bool = bool(options.get("inline", False))
         self.supports_get_result = self.results
         self._retry = {key: options[key] for key in RETRY_OPTIONS if key in options}
         self._connection: Connection | None = None
@@ -104,12 +111,17 @@ class AzureQueueBackend(BaseTaskBackend):
 
     @property
     def client(self):
-        """The azjobs ``Client`` this backend sends with (one per backend, built on first use)."""
+        """The azjobs ``Client`` this backend sends with (one per backend, built on first use): an
+        ``azjobs.testing.InlineClient`` with OPTIONS ``"inline": True``; while ``azjobs.testing.inline()`` (or
+        anything else routing the process's enqueues) is open, the routed client."""
         if self._client is None:
-            from ...storage.client import Client
+            if self.inline:
+                from ...testing.engine import InlineClient
 
-            self._client = Client(self.connection)
-        return self._client
+                self._client = InlineClient()
+            else:
+                self._client = Client(self.connection)
+        return client_for(self._client)
 
     # -- the Django API ------------------------------------------------------
     def validate_task(self, task: Any) -> None:
@@ -130,7 +142,7 @@ class AzureQueueBackend(BaseTaskBackend):
             raise
         result = self._enqueued(task, envelope)
         task_enqueued.send(type(self), task_result=result)
-        return result
+        return self._ran(result)
 
     async def aenqueue(self, task: Any, args: Any, kwargs: Any) -> TaskResult:
         """``enqueue`` on the event loop: the message goes out on azjobs' async client (``azjobs.storage.aio``);
@@ -149,7 +161,7 @@ class AzureQueueBackend(BaseTaskBackend):
             raise
         result = self._enqueued(task, envelope)
         await task_enqueued.asend(type(self), task_result=result)
-        return result
+        return await asyncio.to_thread(self._ran, result) if self.inline else result
 
     def get_result(self, result_id: str) -> TaskResult:
         if not self.results:
@@ -183,6 +195,12 @@ class AzureQueueBackend(BaseTaskBackend):
             last_attempted_at=None, args=list(envelope.args), kwargs=dict(envelope.kwargs), backend=self.alias,
             errors=[], worker_ids=[],
         )
+
+    def _ran(self, result: TaskResult) -> TaskResult:
+        """Inline (the task ran inside enqueue): the result as the store has it now (SUCCESSFUL, FAILED, ...)."""
+        if not (self.inline and self.results):
+            return result
+        return self.get_result(result.id)
 
     def close(self) -> None:
         if self._client is not None:

@@ -51,6 +51,8 @@ def check_backend(backend: Any) -> list:
                 f"{where} queue {queue_name!r} maps to the Azure queue name {azure!r}, which is invalid: {exc}",
                 hint="map it with OPTIONS 'queue_names' ({'%s': 'valid-name'}) or rename the queue" % queue_name,
                 id="azjobs.E001"))
+    if getattr(backend, "inline", False):
+        return messages  # tasks run in memory: no connection, no result store to check
     try:
         connection = backend.connection
     except ConfigurationError as exc:

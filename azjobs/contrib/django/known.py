@@ -13,7 +13,7 @@ from typing import Any
 JOB_PREFIX = "django:"
 #: The backend's OPTIONS it understands.
 OPTION_NAMES = ("connection", "connection_string", "queue_prefix", "queue_names", "max_retries", "retry",
-                "retry_on", "give_up_on", "results")
+                "retry_on", "give_up_on", "results", "inline")
 #: The key of the message's ``options`` that says how Django sent it (backend alias, Django queue name).
 OPTIONS_KEY = "django"
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple, Sequence
 
-from .execution.executor import Executor, Prepared
-from .model.outcome import JobRun, MessageInfo, Result
-from .hosting import standard_hooks
-from .model.envelope import Envelope, decode_body
-from .model.poison_record import PoisonRecord
-from .model.settings import QueueSettings
-from .storage.connection import Connection, azurite_connection_string
-from .storage.memory import MemoryPayloads
+from ..execution.executor import Executor, Prepared
+from ..model.outcome import JobRun, MessageInfo, Result
+from ..hosting import standard_hooks
+from ..model.envelope import Envelope, decode_body
+from ..model.poison_record import PoisonRecord
+from ..model.settings import QueueSettings
+from ..storage.connection import Connection, azurite_connection_string
+from ..storage.memory import MemoryPayloads
 
 
 class Write(NamedTuple):
