@@ -16,22 +16,77 @@ worker needs a restart (threads stuck in timed-out jobs).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
 from typing import TextIO
 
 from ..model.secrets import RedactingStream
 from .common import confirm, connection_origin, import_path, load_jobs
-from .exits import FAILED, OK, RESTART_NEEDED, USAGE, ExitCode
-from .worker import build_parser, check_queue_names
+from .exits import FAILED, OK, RESTART_NEEDED, USAGE, ExitCode, ReaderGone
+from .worker import POISON_COMMANDS, build_parser, check_queue_names
+
+
+SUBCOMMANDS = ("poison", "stats", "dashboard", "status", "state", "cancel", "schedules", "check", "workflow", "limits")
+
+
+class _ReaderGuard:
+    """stdout that tells a closed pipe from any other BrokenPipeError (a job's socket, storage's)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            raise ReaderGone(*exc.args) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise ReaderGone(*exc.args) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
-    """Run the command; returns the exit code (argparse errors exit 2 through SystemExit)."""
+    """Run the command; returns the exit code (argparse errors exit 2 through SystemExit).
+
+    Output piped to a reader that stops early (``| head``) ends the command quietly, status 0."""
+    real = stdout is None
+    try:
+        return _main(argv, stdin=stdin, stdout=_ReaderGuard(stdout or sys.stdout), stderr=stderr)
+    except ReaderGone:
+        if real:  # nothing more reaches the closed pipe, not even the interpreter's last flush
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+        return OK
+
+
+def _did_you_mean(word: str) -> str | None:
+    """The subcommand ``word`` was probably meant to be, if it is not an option nor a worker argument."""
+    if not word or word.startswith("-") or word in SUBCOMMANDS or word in POISON_COMMANDS:
+        return None
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _main(argv: list[str] | None, *, stdin: TextIO | None, stdout: TextIO, stderr: TextIO | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Nothing the command prints shows a credential (an import error can carry a SAS URL).
-    stdin, out, err = stdin or sys.stdin, RedactingStream(stdout or sys.stdout), RedactingStream(stderr or sys.stderr)
+    stdin, out, err = stdin or sys.stdin, RedactingStream(stdout), RedactingStream(stderr or sys.stderr)
+    if argv and (meant := _did_you_mean(argv[0])) is not None:
+        print(f"azjobs: {argv[0]!r} is not a command; did you mean `azjobs {meant}`? (see azjobs --help)", file=err)
+        return USAGE
     if argv and argv[0] == "poison":
         try:
             poison_cli = importlib.import_module("azjobs.cli.poison")

@@ -5,14 +5,16 @@
 
 The admin key (needed for requeue and purge; without one the dashboard is read-only) comes
 from ``--admin-key`` or, better (a flag shows in ``ps``), ``$AZJOBS_DASHBOARD_KEY``.
-Exit status: 0 stopped; 1 could not serve (the port is taken); 2 usage or configuration error.
+Exit status: 0 stopped; 1 could not serve (the port is in use: one line); 2 usage or configuration error.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
 import os
+import socket
 import sys
 
 from ..dashboard.auth import KEY_ENV, MIN_KEY_CHARS
@@ -135,15 +137,51 @@ def main(argv: list[str] | None = None, *, out=None, err=None) -> int:
                 log.info("dashboard listening on %s:%s", args.host, port,
                          extra={"action": "dashboard_started", "port": port})
 
+    try:  # bound here, so a port in use is one line and exit 1 (uvicorn logs its own line and exits 3)
+        sock = _bind(args.host, args.port)
+    except OSError as exc:
+        print(f"azjobs dashboard: cannot listen on {args.host}:{args.port}: {_bind_reason(exc)}", file=err)
+        return FAILED
     server = Server(config)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         return OK
+    except SystemExit:  # uvicorn's start-up failed after binding (it logged why)
+        server.started = False
+    finally:
+        sock.close()
     if not server.started:
-        print(f"azjobs dashboard: could not listen on {args.host}:{args.port} (is the port taken?)", file=err)
+        print(f"azjobs dashboard: could not serve on {args.host}:{args.port}", file=err)
         return FAILED
     return OK
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket as uvicorn binds one (SO_REUSEADDR, IPv6 for an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bind_reason(exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return "the address is already in use (another process listens there: stop it or choose --port)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges: choose --port 1024 or above)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "that address is not one of this machine's (--host)"
+    if isinstance(exc, socket.gaierror):
+        return "the host name does not resolve (--host)"
+    return exc.strerror or str(exc)
 
 
 if __name__ == "__main__":

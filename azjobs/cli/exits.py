@@ -42,9 +42,17 @@ def _storage_error(exc: BaseException) -> bool:
     return False
 
 
+class ReaderGone(BrokenPipeError):
+    """Whoever read the command's stdout stopped reading (``azjobs poison list q | head``): not a failure of the
+    command, which ``azjobs.cli.main`` ends quietly with status 0."""
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit status for ``exc``: 2 for configuration and rejected credentials, 1 for storage, job state and
-    other azjobs errors (and a network error). Anything else is a bug: it is raised again, traceback and all."""
+    other azjobs errors (and a network error). Anything else is a bug: it is raised again, traceback and all, as
+    is ``ReaderGone`` (the command's reader left: ``main`` ends it quietly)."""
+    if isinstance(exc, ReaderGone):
+        raise exc
     if isinstance(exc, (ConfigurationError, ArgumentError, CredentialsRejected)):
         return USAGE
     if storage_error_kind(exc) == AUTH:
@@ -54,4 +62,4 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     raise exc
 
 
-__all__ = ["FAILED", "OK", "RESTART_NEEDED", "USAGE", "ExitCode", "exit_code_for"]
+__all__ = ["FAILED", "OK", "RESTART_NEEDED", "USAGE", "ExitCode", "ReaderGone", "exit_code_for"]

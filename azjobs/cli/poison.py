@@ -80,12 +80,14 @@ def _short(text: str, width: int) -> str:
 
 
 def _table(messages: list[PoisonMessage], out) -> None:
-    rows = [("ID", "JOB", "REASON", "ATTEMPTS", "LAST FAILED", "ERROR")]
+    # The job id: what enqueue returned, what `azjobs status` and the logs use (show and requeue take any id).
+    rows = [("JOB ID", "JOB", "REASON", "ATTEMPTS", "LAST FAILED", "ERROR")]
     for m in messages:
         r = m.record
         error = f"{r.error.type}: {r.error.message}" if r.error.type else r.error.message
-        rows.append((m.message_id, r.job or "-", r.error.reason or "-", str(r.attempts),
-                     r.last_failed_at or "-", _short(error, 70)))
+        # A body that is no envelope has no job id: its poison message id, which show and requeue take.
+        rows.append((r.envelope_id or f"message:{m.message_id}", r.job or "-", r.error.reason or "-",
+                     str(r.attempts), r.last_failed_at or "-", _short(error, 70)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1], file=out)
@@ -93,10 +95,11 @@ def _table(messages: list[PoisonMessage], out) -> None:
 
 def _show(message: PoisonMessage, record: PoisonRecord, out) -> None:
     lines = [
+        f"job id          {record.envelope_id or '-'}",
+        f"job             {record.job or '-'}",
+        f"queue           {record.queue}",
         f"poison message  {message.message_id}",
         f"record          {record.id}",
-        f"queue           {record.queue}",
-        f"job             {record.job or '-'}  (id {record.envelope_id or '-'})",
         f"failed message  {record.message_id or '-'}",
         f"reason          {record.error.reason or '-'}",
         f"error           {record.error.type}: {record.error.message}",
@@ -222,11 +225,11 @@ def _command(args: argparse.Namespace, poison: PoisonQueue, stdin, out, err) -> 
             [], [], [] if args.all else list(args.ids))
         for message_id in report.requeued:
             note = report.notes.get(message_id)
-            print(f"requeued {message_id} to {poison.queue}" + (f" ({note})" if note else ""), file=out)
+            print(f"requeued {report.name(message_id)} to {poison.queue}" + (f" ({note})" if note else ""), file=out)
         for message_id, error in report.failed:
-            print(f"failed {message_id}: {error}", file=out)
+            print(f"failed {report.name(message_id)}: {error}", file=out)
         for message_id, why in report.refused:
-            print(f"refused {message_id}: {why}", file=out)
+            print(f"refused {report.name(message_id)}: {why}", file=out)
         for wanted in report.not_found:
             print(f"not found: {wanted}", file=out)
         print(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found"

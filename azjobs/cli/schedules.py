@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ..errors import ConfigurationError
 from ..model.envelope import format_time
+from ..storage.diagnosis import short_reason, storage_problem, storage_target
 
-from .exits import FAILED, OK, USAGE  # noqa: E402
+from .exits import FAILED, OK, USAGE, exit_code_for  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def describe(items: list, zone: Any, count: int, now: datetime, read_last) -> tuple[list[dict[str, Any]], bool]:
-    """One row per schedule; ``read_last(name)`` returns the status or raises. Returns the rows and whether
-    every status could be read."""
+def describe(items: list, zone: Any, count: int, now: datetime, read_last,
+             explain: Callable[[BaseException], str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """One row per schedule; ``read_last(name)`` returns the status or raises, ``explain(exc)`` says why in a
+    few words. Returns the rows and whether every status could be read."""
     rows = []
     ok = True
     for item in items:
@@ -54,10 +56,8 @@ def describe(items: list, zone: Any, count: int, now: datetime, read_last) -> tu
         try:
             status = read_last(item.name)
             row["last"] = status.last if status is not None else None
-        except Exception as exc:  # storage: shown per row, the command exits 1
-            from ..execution.recorder import describe as describe_error
-
-            row["last_error"] = describe_error(exc)
+        except Exception as exc:  # storage: shown per row, the command says why once and exits non-zero
+            row["last_error"] = (explain or short_reason)(exc)
             ok = False
         rows.append(row)
     return rows, ok
@@ -93,7 +93,7 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     from ..schedules.declarations import schedules, time_zone
     from ..schedules.ticks import TickStore
     from ..storage.connection import resolve_connection
-    from .common import _load_jobs
+    from .common import _load_jobs, connection_origin
 
     args = build_parser().parse_args(argv)
     if args.next < 1:
@@ -114,8 +114,17 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
               file=out)
         return OK
     store = TickStore(connection)
+    failures: list[tuple[str, BaseException]] = []
+
+    def read(name: str):
+        try:
+            return store.read(name)
+        except Exception as exc:
+            failures.append((name, exc))
+            raise
+
     try:
-        rows, ok = describe(items, zone, args.next, datetime.now(timezone.utc), store.read)
+        rows, ok = describe(items, zone, args.next, datetime.now(timezone.utc), read)
     finally:
         store.close()
     if args.json:
@@ -123,6 +132,13 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
             print(json.dumps(row), file=out)
     else:
         _text(rows, getattr(zone, "key", None) or "UTC", out)
+    if failures:  # one line on why, in the words of every command (the blob endpoint it tried)
+        name, exc = failures[0]
+        code = exit_code_for(exc)  # a bug raises here, with its traceback
+        target = storage_target(connection, connection_origin(args.connection, connection), args.connection, "blob")
+        print(f"azjobs schedules: {storage_problem(exc, target, f'reading the last fire of schedule {name}')}",
+              file=err)
+        return code
     return OK if ok else FAILED
 
 

@@ -19,7 +19,8 @@ from ..state.record import JobRecord
 from ..state.entities import DEFAULT_TABLE, TABLE_SETTING, default_table, id_problem
 from ..state.store import StateStore
 from ..storage.connection import resolve_connection
-from .common import parse_duration
+from ..storage.diagnosis import storage_problem, storage_target
+from .common import connection_origin, parse_duration
 from .exits import exit_code_for
 
 from .exits import FAILED, OK, USAGE  # noqa: E402
@@ -79,7 +80,8 @@ def show(record: JobRecord, out: Any) -> None:
         f"last attempt  {_when(record.last_attempted_at)}",
         f"finished      {_when(record.finished_at)}",
         f"attempts      {record.attempts}" + (f"  (workers: {', '.join(record.worker_ids)})" if record.worker_ids else ""),
-        f"arguments     {_short(json.dumps({'args': record.args, 'kwargs': record.kwargs}, ensure_ascii=False), 500)}",
+        "arguments     " + (record.arguments_note or
+                             _short(json.dumps({'args': record.args, 'kwargs': record.kwargs}, ensure_ascii=False), 500)),
     ]
     if record.status.value == "SUCCESSFUL":
         lines.append(f"return value  {_short(json.dumps(record.return_value, ensure_ascii=False))}")
@@ -96,20 +98,15 @@ def _store(args: argparse.Namespace, store: StateStore | None) -> StateStore:
     return StateStore.from_connection(resolve_connection(args.connection), args.table or default_table())
 
 
-def _storage_failure(prog: str, store: StateStore | None, exc: BaseException, err: Any) -> int:
-    from ..model.secrets import describe
-    from ..storage.errors import network_reason
-
+def _storage_failure(prog: str, args: argparse.Namespace, store: StateStore | None, exc: BaseException,
+                     err: Any) -> int:
+    """One line, in the words every command uses, naming the table endpoint that was tried."""
     cause = exc.__cause__ if isinstance(exc, StateUnavailable) and exc.__cause__ is not None else exc
-    status = getattr(cause, "status_code", None)
-    table = f"state table {store.table_name!r}" if store is not None else "the state table"
-    if status in (401, 403):
-        text = f"storage rejected the credentials for {table} ({status}): check the connection setting"
-    elif status is None:
-        text = f"cannot reach {table}: {network_reason(cause)}"
-    else:
-        text = f"{table}: storage answered {status}: {describe(cause)}"
-    print(f"{prog}: {text}", file=err)
+    table = f"state table {store.table_name}" if store is not None else "the state table"
+    doing = f"reading job {args.job_id} from {table}" if getattr(args, "job_id", None) else f"pruning {table}"
+    connection = resolve_connection(args.connection)
+    target = storage_target(connection, connection_origin(args.connection, connection), args.connection, "table")
+    print(f"{prog}: {storage_problem(cause, target, doing)}", file=err)
     return exit_code_for(cause)
 
 
@@ -122,27 +119,37 @@ def _run(prog: str, args: argparse.Namespace, store: StateStore | None, act, err
     try:
         return act(store)
     except StateUnavailable as exc:
-        return _storage_failure(prog, store, exc, err)
+        return _storage_failure(prog, args, store, exc, err)
     except AzjobsError as exc:
         print(f"{prog}: {exc}", file=err)
         return exit_code_for(exc)
     except Exception as exc:
         exit_code_for(exc)  # a bug raises here, with its traceback
-        return _storage_failure(prog, store, exc, err)
+        return _storage_failure(prog, args, store, exc, err)
     finally:
         store.close()
 
 
 def status_main(argv: list[str], *, store: StateStore | None = None, out: Any = None, err: Any = None) -> int:
     """``azjobs status JOB_ID [--json]``."""
-    args = build_status_parser().parse_args(argv)
+    parser = build_status_parser()
+    args = parser.parse_args(argv)
+    if not args.job_id.strip():
+        parser.error("JOB_ID is empty: give the id enqueue returned")
     out, err = RedactingStream(out or sys.stdout), RedactingStream(err or sys.stderr)
 
     def act(store: StateStore) -> int:
         record = store.get(args.job_id)
         if record is None:
-            print(f"azjobs status: {JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))}",
-                  file=err)
+            problem = JobNotFoundError(args.job_id, store.table_name, why=id_problem(args.job_id))
+            # Four ids name one job (job, message, poison message, poison record): say which one this takes.
+            message = (f"{problem}. It takes the job id ({args.job_id!r} was given): what enqueue returned, the "
+                       "JOB ID column of `azjobs poison list`, the job_id of a log line; a message id, a poison "
+                       "message id or a record id is not one")
+            print(f"azjobs status: {message}", file=err)
+            if args.json:  # a script reading stdout gets a document either way
+                print(json.dumps({"error": "not_found", "id": args.job_id, "table": store.table_name,
+                                  "message": message}, indent=2, ensure_ascii=False), file=out)
             return FAILED
         if args.json:
             print(json.dumps(record.to_dict(), indent=2, ensure_ascii=False), file=out)

@@ -44,7 +44,7 @@ POISON_COMMANDS = ("list", "show", "requeue", "purge")
 
 
 USAGE_TEXT = """\
-azjobs -q QUEUE [-q QUEUE ...] [options]
+azjobs -q QUEUE [-q QUEUE ...] [options]  |  azjobs -i PATH [options]
        azjobs --create NAME | --empty NAME | --delete NAME [--yes]
        azjobs poison {list,show,requeue,purge} QUEUE ...
        azjobs status JOB_ID [--json] | azjobs state prune [--older-than DURATION]
@@ -52,7 +52,7 @@ azjobs -q QUEUE [-q QUEUE ...] [options]
        azjobs schedules [-i PATH ...] [--json]
        azjobs limits [-i PATH ...] [--json] [--since MINUTES]
        azjobs dashboard [--port PORT] [--host ADDRESS]
-       azjobs workflow status ID [--json]
+       azjobs workflow status ID [--json] | azjobs workflow list [--status S] [--since 1h]
        azjobs check [--heartbeat PATH] [--max-age S] [--storage-max-age S]"""
 
 
@@ -60,7 +60,8 @@ DESCRIPTION = """\
 Work azjobs jobs from Azure Storage queues (as the Functions host would), or manage queues.
 
 commands:
-  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)
+  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty);
+                         azjobs -i PATH works the queues of the jobs PATH declares
   azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)
   azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)
   azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)
@@ -68,7 +69,7 @@ commands:
   azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)
   azjobs limits          concurrency and rate limits: slots held now, recent starts and throttles (--help)
   azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)
-  azjobs workflow ...    workflows run by the worker: status ID [--json]
+  azjobs workflow ...    workflows run by the worker: status ID, list
   azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)"""
 
 
@@ -142,9 +143,11 @@ def _timeout(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, prog: str = "azjobs", usage: str = USAGE_TEXT, description: str = DESCRIPTION,
+                 epilog: str = EXAMPLES) -> argparse.ArgumentParser:
+    """The worker's flags; another front end (Django's ``manage.py azjobs_worker``) gives its own name and text."""
     parser = argparse.ArgumentParser(
-        prog="azjobs", usage=USAGE_TEXT, description=DESCRIPTION, epilog=EXAMPLES,
+        prog=prog, usage=usage, description=description, epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     work = parser.add_argument_group("worker")
@@ -152,11 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="queue to work; repeat for several queues (each gets its own fetch loop and back-off). "
                            "Checked as the job decorators check it; %%SETTING%% is read from the environment. "
                            "QUEUE:WEIGHT (-q critical:4 -q default:1) shares the job threads by weight while "
-                           "every queue has work, and lends an idle queue's share to the others")
+                           "every queue has work, and lends an idle queue's share to the others. Without -q, the "
+                           "queues the jobs imported with -i declare")
     work.add_argument("-c", "--concurrency", type=_positive_int(1), metavar="N",
                       help="jobs run at once (default: host.json batchSize + newBatchThreshold)")
     work.add_argument("-f", "--fetch", type=_positive_int(1, 32), metavar="N",
-                      help="messages per receive call, 1..32 (default: host.json batchSize, 16, or -c if smaller)")
+                      help="messages per receive call, 1..32 (default: host.json batchSize when it sets one, else "
+                           "32, the service's maximum; never more than -c; shared out among -p processes)")
     work.add_argument("-r", "--retry", type=_lease, default=30.0, metavar="SECONDS",
                       help="lease: how long a fetched message stays hidden, 1..604800 (7 days); renewed at half "
                            "while its job runs (default 30)")
@@ -287,11 +292,14 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
     origin = connection_origin(args.connection, connection)
     target = storage_target(connection, origin, args.connection)
     try:
-        if args.queue:
+        derive = _derives_queues(args)
+        if args.queue or derive:
             # The jobs first: nothing is created or started for a worker that could not run them.
             loaded = _load_jobs(args.include, err, args.verbose)
             if loaded:
                 return loaded
+            if derive and not _queues_of_jobs(args, err):
+                return USAGE
             if not _jobs_registered(args, err):
                 return USAGE
         if connection.source.startswith("default"):
@@ -322,6 +330,28 @@ def _run(args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> i
         return FAILED
     finally:
         client.close()
+
+
+def _derives_queues(args: argparse.Namespace) -> bool:
+    """``azjobs -i jobs.py`` (no -q, no --empty/--delete/--create NAME): work the queues its jobs declare."""
+    return (not args.queue and bool(args.include) and args.create in (None, True) and args.empty is None
+            and args.delete is None)
+
+
+def _queues_of_jobs(args: argparse.Namespace, err: TextIO) -> bool:
+    """Set ``args.queue`` to the queues the imported jobs declare (as ``stats -i`` reads them); False after one
+    line when they declare none."""
+    from ..model.registry import registry
+
+    queues = sorted({queue for queue in map(_declared_queue, registry) if queue})
+    if not queues:
+        print(f"azjobs: importing {', '.join(args.include)} registered no job with a queue, so there is nothing to "
+              "work: give -q QUEUE", file=err)
+        return False
+    args.queue = queues
+    log.info("no -q given: working the queues the jobs from %s declare: %s", ", ".join(args.include),
+             ", ".join(queues), extra={"action": "queues_from_jobs", "queues": ",".join(queues)})
+    return True
 
 
 def _workflows_queue(args: argparse.Namespace) -> str:
@@ -395,14 +425,16 @@ def run(argv: list[str], stdin: TextIO, out: TextIO, err: TextIO) -> int:
     if argv and argv[0] in POISON_COMMANDS:
         parser.error(f"{argv[0]!r} is a poison command: azjobs poison {' '.join(argv)}")
     args = parser.parse_args(argv)
-    if not args.queue and args.create in (None, True) and args.empty is None and args.delete is None:
-        parser.error("nothing to do: give -q QUEUE to work, or --create/--empty/--delete NAME")
-    if args.create is True and not args.queue:
+    derive = _derives_queues(args)
+    if not args.queue and not derive and args.create in (None, True) and args.empty is None and args.delete is None:
+        parser.error("nothing to do: give -q QUEUE (or -i PATH: the queues its jobs declare) to work, or "
+                     "--create/--empty/--delete NAME")
+    if args.create is True and not args.queue and not derive:
         parser.error("--create needs a NAME (or -q QUEUE to create the worked queues)")
     from ..runtime import children, supervisor
 
     try:
-        processes = children.process_count(args.processes) if args.queue else 1
+        processes = children.process_count(args.processes) if args.queue or derive else 1
     except ValueError as exc:
         parser.error(str(exc))
     if processes > 1 and (args.max_jobs is not None or args.heartbeat):

@@ -143,10 +143,10 @@ async def purge(dash: Dashboard, request: Request) -> Response:
 
 def _report(dash: Dashboard, request: Request, queue: str, report) -> Response:
     ctx = dash.context(request)
-    lines = [f"requeued {m} to {queue}" + (f" ({report.notes[m]})" if m in report.notes else "")
+    lines = [f"requeued {report.name(m)} to {queue}" + (f" ({report.notes[m]})" if m in report.notes else "")
              for m in report.requeued]
-    lines += [f"failed {m}: {error}" for m, error in report.failed]
-    lines += [f"refused {m}: {why}" for m, why in report.refused]  # a workflow's record (azjobs/poison_cli.py)
+    lines += [f"failed {report.name(m)}: {error}" for m, error in report.failed]
+    lines += [f"refused {report.name(m)}: {why}" for m, why in report.refused]  # a workflow's record (azjobs/poison_cli.py)
     lines += [f"not found: {w}" for w in report.not_found]
     lines.append(f"{len(report.requeued)} requeued, {len(report.failed)} failed, {len(report.not_found)} not found"
                  + (f", {len(report.refused)} refused" if report.refused else ""))

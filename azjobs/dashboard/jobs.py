@@ -119,7 +119,8 @@ def job_page(ctx: pages.Context, r: Any) -> str:
     dl = f"<dt>Status</dt><dd id=\"status\">{_status(r.status)}</dd>" + "".join(
         f"<dt>{text(k)}</dt><dd>{text(v)}</dd>" for k, v in fields)
     call = {"args": list(getattr(r, "args", []) or []), "kwargs": dict(getattr(r, "kwargs", {}) or {})}
-    parts = [f'<h2>Arguments</h2><pre id="arguments">{text(json.dumps(call, indent=2, ensure_ascii=False))}</pre>']
+    shown = getattr(r, "arguments_note", "") or json.dumps(call, indent=2, ensure_ascii=False)
+    parts = [f'<h2>Arguments</h2><pre id="arguments">{text(shown)}</pre>']
     if getattr(r.status, "value", r.status) == "SUCCESSFUL":
         parts.append(f'<h2>Return value</h2><pre id="return-value">'
                      f'{text(json.dumps(r.return_value, indent=2, ensure_ascii=False, default=str))}</pre>')

@@ -167,14 +167,15 @@ def queue_page(ctx: Context, depth: QueueDepth, messages: Sequence[PoisonMessage
         r = m.record
         rows.append(
             f'<tr data-id="{text(m.message_id)}"><td><a href="{ctx.url(base + "/poison/" + q(m.message_id))}">'
-            f'{text(m.message_id[:8])}…</a></td><td>{text(r.job or "-")}</td><td>{text(r.error.reason or "-")}</td>'
+            f'{text(r.envelope_id or "message " + m.message_id)}</a></td><td>{text(r.job or "-")}</td>'
+            f'<td>{text(r.error.reason or "-")}</td>'
             f'<td class="num">{r.attempts}</td><td>{text(r.last_failed_at or "-")}</td><td>{text(_error_line(r))}</td></tr>')
     shown = len(messages)
     total = depth.poison_depth or 0
     if rows:
         more = (f'<p class="muted">Showing the first {shown} of about {total} (the service shows at most 32 '
                 'without receiving them; `azjobs poison list` pages through all).</p>') if total > shown else ""
-        poison = ('<table id="poison"><thead><tr><th>Message</th><th>Job</th><th>Reason</th><th>Attempts</th>'
+        poison = ('<table id="poison"><thead><tr><th>Job id</th><th>Job</th><th>Reason</th><th>Attempts</th>'
                   '<th>Last failed</th><th>Error</th></tr></thead><tbody>' + "".join(rows) + '</tbody></table>' + more)
         buttons = (f'<div class="actions"><a class="button" href="{ctx.url(base + "/poison/requeue-all")}">Requeue all…'
                    f'</a><a class="button danger" href="{ctx.url(base + "/poison/purge")}">Purge…</a></div>')
@@ -194,8 +195,8 @@ def poison_page(ctx: Context, queue: str, message: PoisonMessage, record: Poison
     base = "/queues/" + q(queue)
     e = record.error
     fields = [
-        ("Poison message", message.message_id), ("Record", record.id), ("Queue", record.queue or queue),
-        ("Job", record.job or "-"), ("Job id", record.envelope_id or "-"), ("Failed message", record.message_id or "-"),
+        ("Job id", record.envelope_id or "-"), ("Job", record.job or "-"), ("Queue", record.queue or queue),
+        ("Poison message", message.message_id), ("Record", record.id), ("Failed message", record.message_id or "-"),
         ("Reason", e.reason or "-"), ("Error", f"{e.type}: {e.message}" if e.type else e.message),
         ("Attempts", record.attempts), ("First failed", record.first_failed_at or record.last_failed_at or "-"),
         ("Last failed", record.last_failed_at or "-"), ("Host", record.host or "-"),

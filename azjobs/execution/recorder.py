@@ -117,8 +117,11 @@ class Recorder:
             self._owner.client.send_text(queue, text, visibility_timeout=visibility_s, time_to_live=ttl,
                                          create=create)
         except Exception as exc:
-            log.error("could not write the %s to %s: %s; releasing the message for redelivery", what, queue, exc,
-                      extra={"action": "settle_failed", "queue": queue, "what": what})
+            job = f"job {envelope.job} {envelope.id}: " if envelope is not None else ""
+            log.error("%scould not write the %s to %s: %s; releasing the message for redelivery", job, what, queue,
+                      exc, extra={"action": "settle_failed", "queue": queue, "what": what,
+                                  "job": envelope.job if envelope is not None else None,
+                                  "job_id": envelope.id if envelope is not None else None})
             raise Redeliver(f"could not write the {what} to {queue}: {exc}", envelope) from exc
 
     def _copy_text(self, copy: Envelope, original: Envelope) -> str:
@@ -149,8 +152,10 @@ class Recorder:
         try:
             ref = self._owner.payloads.put(f"{POISON_PREFIX}{record.id}.json", record.to_json().encode("utf-8"))
         except Exception as exc:
-            log.error("could not store the large poison record %s: %s", record.id, exc,
-                      extra={"action": "settle_failed", "queue": record.queue, "what": "poison record blob"})
+            log.error("job %s %s: could not store the large poison record %s: %s", record.job or "?",
+                      record.envelope_id or "-", record.id, exc,
+                      extra={"action": "settle_failed", "queue": record.queue, "what": "poison record blob",
+                             "job": record.job, "job_id": record.envelope_id})
             raise Redeliver(f"could not store the poison record in Blob Storage: {exc}", envelope) from exc
         return record.stub(ref).encode(encoding)
 

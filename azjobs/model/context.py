@@ -14,6 +14,7 @@ import contextvars
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import JobCancelled
@@ -70,11 +71,16 @@ class JobContext:
     message_id: str = ""
     dequeue_count: int = 1
     trace: Mapping[str, str] = field(default_factory=dict)
-    scheduled_at: str | None = None  # a periodic job's tick (UTC ISO 8601)
+    # A periodic job's tick, a timezone-aware UTC datetime (the message carries it as ISO 8601 text).
+    scheduled_at: datetime | None = None
     past_due: bool = False  # that tick fired late (missed while no worker ran, or the host's IsPastDue)
     # The per-call options the message carries (``Envelope.options``), e.g. a Django task's backend.
     options: Mapping[str, Any] = field(default_factory=dict)
     cancellation: Cancellation = field(default_factory=Cancellation, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scheduled_at, str):  # the wire form: parsed once, here
+            object.__setattr__(self, "scheduled_at", _aware(self.scheduled_at))
 
     @property
     def is_retry(self) -> bool:
@@ -89,6 +95,11 @@ class JobContext:
         """Raise ``azjobs.JobCancelled`` if the job was cancelled (its run then ends ``cancelled``)."""
         if self.cancellation.is_set():
             raise JobCancelled(self.id)
+
+
+def _aware(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("azjobs_current_job", default=None)

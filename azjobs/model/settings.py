@@ -103,6 +103,15 @@ class QueueSettings:
         """The most messages the host works at once per queue: batchSize + newBatchThreshold."""
         return self.batch_size + self.threshold(processor_count)
 
+    def idle_polling_note(self) -> str:
+        """What the worker's start line adds when nothing set ``maxPollingInterval`` and the host's 1 min cap
+        applies: a newcomer's first job can wait that long on an idle queue, and how to shorten it."""
+        if self.max_polling_interval_set or self.max_polling_interval.total_seconds() < 60:
+            return ""
+        return ("; no host.json sets maxPollingInterval, so an idle queue is polled as the host does, backing off "
+                "to every 60 s and a new job can wait up to a minute: set extensions.queues.maxPollingInterval in "
+                "host.json (e.g. \"00:00:02\") or AZURE_FUNCTIONS_ENVIRONMENT=Development (2 s)")
+
     def for_development(self) -> "QueueSettings":
         """The host's Development defaults: a 2 s polling cap unless host.json set one."""
         if self.max_polling_interval_set:

@@ -50,6 +50,9 @@ class PoisonMessage:
                      if isinstance(v, str) and v)
 
     def matches(self, wanted: str) -> bool:
+        """Any of its ids, or an 8+ character prefix of one; ``message:<id>`` is how `poison list` names a body
+        that has no job id (its poison message id)."""
+        wanted = wanted.removeprefix("message:")
         if len(wanted) < 8:
             return wanted in self.ids
         return any(value.startswith(wanted) for value in self.ids)
@@ -72,6 +75,12 @@ class ReplayReport:
     not_found: list[str]
     notes: dict[str, str] = field(default_factory=dict)  # poison message id -> how it was sent back
     refused: list[tuple[str, str]] = field(default_factory=list)  # (poison message id, why): left in poison
+    job_ids: dict[str, str] = field(default_factory=dict)  # poison message id -> the job id inside it
+
+    def name(self, message_id: str) -> str:
+        """How the report names a poison message: its job's id first (what `azjobs status` takes)."""
+        job_id = self.job_ids.get(message_id)
+        return f"job {job_id} (poison message {message_id})" if job_id else f"poison message {message_id}"
 
 
 class RequeueRefused(AzjobsError):
@@ -247,6 +256,8 @@ class PoisonQueue:
                 if not hits:
                     continue
                 matched.update(hits)
+                if message.record.envelope_id:
+                    report.job_ids[message.message_id] = message.record.envelope_id
                 try:
                     note = self._replay(message)
                 except RequeueRefused as exc:  # stays in poison, released with the unhandled ones
@@ -282,7 +293,8 @@ class PoisonQueue:
             raise RequeueRefused(refusal)
         note = self._send_back(record, message.encoding)
         self._delete(message)
-        log.info("poison message %s requeued to %s", message.message_id, self.queue,
+        log.info("job %s %s requeued to %s (poison message %s)", record.job or "?", record.envelope_id or "-",
+                 self.queue, message.message_id,
                  extra={"action": "poison_requeued", "queue": self.queue,
                         "job": record.job, "job_id": record.envelope_id})
         return note

@@ -350,13 +350,13 @@ class Worker(Fetching, JobThreads, Scaling):
                                           name=f"azjobs-fetch-{name}-{index}", daemon=True)
                 helper.start()
                 self._threads.append(helper)
-        timeout = "none" if self.timeout_s is None else f"{self.timeout_s:g}s"
-        target = self.target
+        timeout, target = "none" if self.timeout_s is None else f"{self.timeout_s:g}s", self.target
         log.info("worker started on %s of %s, connection from %s: concurrency %d, fetch %d, lease %ss, job timeout %s, "
-                 "max polling interval %.1fs%s%s", ", ".join(self.queues), target.where, target.origin,
+                 "max polling interval %.1fs%s%s%s", ", ".join(self.queues), target.where, target.origin,
                  self.concurrency, self.fetch, self.lease_s, timeout,
                  self.settings.max_polling_interval.total_seconds(), " (burst)" if self.burst else "",
                  f" (the instance's batch limits shared by {self.processes} processes)" if self.processes > 1 else "",
+                 "" if self.burst else self.settings.idle_polling_note(),
                  extra={"action": "worker_started", "queues": ",".join(self.queues), "concurrency": self.concurrency,
                         "fetch": self.fetch, "lease_s": self.lease_s, "burst": self.burst, "processes": self.processes,
                         "timeout_s": self.timeout_s, "account": target.account, "endpoint": target.endpoint,

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 from ..model.secrets import describe, get_logger
 from .entities import (_FINISHED_VALUES, PARTITION_PREFIX, UNIQUE_PREFIX, JobError, _aware, _is, _loads, _updated,
                         id_problem)
-from .record import FINISHED, JobRecord, JobStatus
+from .record import ARGUMENTS_NOT_KEPT, FINISHED, JobRecord, JobStatus
 
 log = get_logger("azjobs.state")
 
@@ -152,6 +152,8 @@ class Queries:
             errors=[JobError.from_dict(e) for e in _loads(entity.get("Errors"), [])],
             args=list(arguments.get("args", [])) if isinstance(arguments, dict) else [],
             kwargs=dict(arguments.get("kwargs", {})) if isinstance(arguments, dict) else {},
+            # Written empty when over a Table string property (enqueued()): say so, never show an empty call.
+            arguments_note=ARGUMENTS_NOT_KEPT if entity.get("Arguments") == "" else "",
             cancel_requested=bool(entity.get("CancelRequested")),
         )
 

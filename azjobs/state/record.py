@@ -87,6 +87,8 @@ class JobRecord:
     errors: list[JobError] = field(default_factory=list)
     args: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
+    # Why ``args``/``kwargs`` are empty though the call had arguments ("" when they were kept).
+    arguments_note: str = ""
     cancel_requested: bool = False
 
     @property
@@ -107,7 +109,11 @@ class JobRecord:
             "attempts": self.attempts, "worker_ids": list(self.worker_ids), "return_value": self.return_value,
             "errors": [error.to_dict() for error in self.errors], "args": list(self.args),
             "kwargs": dict(self.kwargs), "cancel_requested": self.cancel_requested,
+            **({"arguments_note": self.arguments_note} if self.arguments_note else {}),
         }
 
 
-__all__ = ["FINISHED", "JobError", "JobRecord", "JobStatus"]
+# What a record says of arguments too large for a Table string property (64 KiB: 32K UTF-16 units).
+ARGUMENTS_NOT_KEPT = "not kept: over 32K characters (a Table string property holds 32K UTF-16 units)"
+
+__all__ = ["ARGUMENTS_NOT_KEPT", "FINISHED", "JobError", "JobRecord", "JobStatus"]

@@ -366,7 +366,7 @@ class StateStore(Queries, UniqueKeys, Cancels):
         now = self.clock()
         entity = self._identity(envelope, now)
         entity.update(Status=JobStatus.SUCCESSFUL.value, FinishedAt=now, LeaseUntil=now)
-        entity.update(self._return_value(envelope.id, value))
+        entity.update(self._return_value(envelope.id, value, envelope.job))
         try:
             self._merge(entity)
         except StateRejected as exc:
@@ -379,12 +379,14 @@ class StateStore(Queries, UniqueKeys, Cancels):
                 f"the return value was not kept: the table refused it ({exc})", MAX_NOTE_UNITS))
             self._merge(entity)
 
-    def _return_value(self, job_id: str, value: Any) -> dict[str, Any]:
+    def _return_value(self, job_id: str, value: Any, job: str = "") -> dict[str, Any]:
         try:
             text = _dumps(to_json_value(value, "the return value"))
         except Exception as exc:
-            log.warning("job %s returned a value JSON cannot carry (%s); its record keeps none", job_id,
-                        describe(exc), extra={"action": "state_return_value_dropped", "job_id": job_id})
+            # Named as every job line is: the job, then its id.
+            log.warning("job %s %s returned a value JSON cannot carry (%s); its record keeps none", job or "?",
+                        job_id, describe(exc), extra={"action": "state_return_value_dropped", "job": job,
+                                                       "job_id": job_id})
             return {"ReturnValue": "null", "ReturnValueRef": "", "ReturnValueNote": redact(describe(exc))[:1_000]}
         if fits(text, MAX_PROPERTY_UNITS):
             return {"ReturnValue": text, "ReturnValueRef": ""}

@@ -98,6 +98,14 @@ AUTH, UNREACHABLE, NOT_FOUND, OTHER = "auth", "unreachable", "not_found", "other
 DEVELOPMENT_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_QUEUE_PORT = 10001
+# Azurite's default port per service, and the flag that moves it.
+_AZURITE_PORTS = {"queue": (10001, "--queuePort"), "table": (10002, "--tablePort"), "blob": (10000, "--blobPort")}
+# What each service's credentials need, for the "lacks a permission" hints.
+_SAS_RIGHTS = {"queue": "the worker needs queue read, add, update and process (sp=raup), --create also create (c)",
+               "table": "Table Storage needs read, add, update and delete (sp=raud) on the table resource type",
+               "blob": "Blob Storage needs read, add, create, write and delete (sp=racwd)"}
+_ROLES = {"queue": "Storage Queue Data Contributor", "table": "Storage Table Data Contributor",
+          "blob": "Storage Blob Data Contributor"}
 # 403 codes that mean "these credentials may not do this", as opposed to "these are not credentials".
 _PERMISSION_CODES = ("AuthorizationPermissionMismatch", "AuthorizationFailure", "AuthorizationResourceTypeMismatch",
                      "AuthorizationServiceMismatch", "AuthorizationProtocolMismatch", "AuthorizationSourceIPMismatch",
@@ -136,6 +144,7 @@ class StorageTarget:
     origin: str
     credential: str = "key"  # key, sas, identity
     sas_expiry: str | None = None  # the SAS's se= (not a secret), to say when it expired
+    service: str = "queue"  # queue, table or blob: the endpoint is that service's
 
     @property
     def host(self) -> str:
@@ -155,24 +164,27 @@ class StorageTarget:
     def start_azurite(self) -> str:
         """How to start Azurite so that this endpoint answers."""
         port = urlsplit(self.endpoint).port
-        extra = f" --queuePort {port}" if port and port != AZURITE_QUEUE_PORT else ""
+        default, flag = _AZURITE_PORTS.get(self.service, _AZURITE_PORTS["queue"])
+        extra = f" {flag} {port}" if port and port != default else ""
         return (f"start Azurite with `npx azurite --silent --location .azurite{extra}` (in the azjobs repository: "
                 f"`npm ci`, then `npx azurite --silent --location .azurite --skipApiVersionCheck{extra}`)")
 
 
-def storage_target(connection: Any, origin: str | None = None, setting: str = "AzureWebJobsStorage") -> StorageTarget:
-    """The ``StorageTarget`` of a ``Connection`` (its account, queue endpoint and credential kind)."""
+def storage_target(connection: Any, origin: str | None = None, setting: str = "AzureWebJobsStorage",
+                   service: str = "queue") -> StorageTarget:
+    """The ``StorageTarget`` of a ``Connection``: its account, the endpoint of ``service`` (queue, table or blob:
+    the one a command actually calls) and its credential kind."""
     source = getattr(connection, "source", "") or ""
     origin = origin or describe_origin(source, setting)
     text = getattr(connection, "connection_string", None)
     if text:
         pairs = _pairs(text)
         account = pairs.get("accountname") or None
-        url = pairs.get("queueendpoint")
+        url = pairs.get(f"{service}endpoint")
         if not url:
             protocol = pairs.get("defaultendpointsprotocol") or "https"
             suffix = pairs.get("endpointsuffix") or "core.windows.net"
-            url = f"{protocol}://{account or '<account>'}.queue.{suffix}"
+            url = f"{protocol}://{account or '<account>'}.{service}.{suffix}"
         parts = urlsplit(url)
         account = account or _account_in(parts)
         sas = pairs.get("sharedaccesssignature")
@@ -184,13 +196,13 @@ def storage_target(connection: Any, origin: str | None = None, setting: str = "A
             expiry = (parse_qs(sas.lstrip("?")).get("se") or [None])[0]
             expiry = unquote(expiry) if expiry else None
     else:
-        url = getattr(connection, "queue_service_uri", None) or ""
+        url = getattr(connection, f"{service}_service_uri", None) or ""
         parts = urlsplit(url)
         account = _account_in(parts)
         credential = "sas" if "sig=" in (parts.query or "") else "identity"
         expiry = None
     endpoint = redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/"))
-    return StorageTarget(account, endpoint, origin, credential, expiry)
+    return StorageTarget(account, endpoint, origin, credential, expiry, service)
 
 
 def _account_in(parts: Any) -> str | None:
@@ -320,7 +332,10 @@ def auth_problem(exc: BaseException, target: StorageTarget, doing: str = "") -> 
     error = _sdk_error(exc)
     status = getattr(error, "status_code", None)
     code = _error_code(error)
-    permission = code in _PERMISSION_CODES
+    # Azurite has no network rules or policies: its blob and table services answer a wrong key with
+    # 403 AuthorizationFailure, which on Azure means a network rule.
+    emulated_key = target.development and target.credential == "key" and code == "AuthorizationFailure"
+    permission = code in _PERMISSION_CODES and not emulated_key
     verb = "refused the request" if permission else "rejected the credentials"
     what = f"({status} {code})" if status else f"({type(error).__name__}: {_first_line(str(error), 160)})"
     head = f"{target.where} {verb} {what}" + (f" {doing}" if doing else "")
@@ -330,12 +345,12 @@ def auth_problem(exc: BaseException, target: StorageTarget, doing: str = "") -> 
                     "(az login) or give the app a managed identity")
         else:
             hint = (f"the identity used by {target.origin} (DefaultAzureCredential) lacks a role on the account: "
-                    "grant it Storage Queue Data Contributor")
+                    f"grant it {_ROLES.get(target.service, _ROLES['queue'])}")
     elif target.credential == "sas":
         expired = _expired(target.sas_expiry)
         if permission:
-            hint = (f"the SharedAccessSignature in {target.origin} lacks a permission: the worker needs queue "
-                    "read, add, update and process (sp=raup), --create also create (c)")
+            rights = _SAS_RIGHTS.get(target.service, _SAS_RIGHTS["queue"])
+            hint = f"the SharedAccessSignature in {target.origin} lacks a permission: {rights}"
         elif expired:
             hint = f"the SharedAccessSignature in {target.origin} expired at {target.sas_expiry}: make a new one"
         else:

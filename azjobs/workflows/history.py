@@ -12,7 +12,8 @@ completion or start is recognised), whether the messages it asked for were sent
 (``sent``) and the workflow's status after it (``status``).
 
 ``flow.enqueue()`` first writes the workflow's ``pending`` row (RowKey ``pending``: the queue
-and the time it was enqueued), then sends its start message, so an id that has neither rows
+and the time it was enqueued; the worker adds its status, start and finish times: the row
+``azjobs workflow list`` reads), then sends its start message, so an id that has neither rows
 nor a ``pending`` row was never enqueued (``WorkflowNotFoundError``) rather than "not started
 yet". A workflow id is a PartitionKey: it may not hold ``/ \\ # ?`` or control characters and is
 at most 1 KiB (``id_problem``).
@@ -23,9 +24,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
-from ..model.secrets import get_logger
+from ..model.secrets import describe, get_logger
 from ..storage.table_rules import MAX_ENTITY_BYTES, SAFE_STRING_UNITS, key_problem, utf16_units
 
 log = get_logger("azjobs.workflows")
@@ -137,6 +139,7 @@ class History:
     workflow_id: str
     episodes: list[Episode] = field(default_factory=list)
     enqueued: bool = False  # flow.enqueue() wrote its pending row
+    enqueued_at: Any = None  # when (the pending row's enqueued_at)
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -198,7 +201,8 @@ class HistoryStore:
             rows = self.client.query_entities("PartitionKey eq @pk", parameters={"pk": workflow_id})
             for row in sorted(rows, key=lambda r: r["RowKey"]):
                 if not row["RowKey"].isdigit():
-                    history.enqueued = history.enqueued or row["RowKey"] == PENDING_ROW
+                    if row["RowKey"] == PENDING_ROW and row.get("enqueued_at") is not None:
+                        history.enqueued, history.enqueued_at = True, row.get("enqueued_at")
                     continue
                 parts = int(row.get("parts", 1))
                 text = "".join(row.get(f"d{i}", "") for i in range(parts))
@@ -216,9 +220,10 @@ class HistoryStore:
         text = json.dumps(episode.events, separators=(",", ":"), ensure_ascii=False)
         chunks = split_units(text, CHUNK_UNITS)
         if len(chunks) > MAX_PARTS:
-            raise HistoryTooLarge(f"workflow {workflow_id} episode {episode.seq} has {utf16_units(text):,} UTF-16 "
-                                  f"units of history, more than one table row holds ({MAX_PARTS * CHUNK_UNITS:,}); "
-                                  "pass references, not large values")
+            # Said once, without the workflow id: the failure it becomes names the workflow.
+            raise HistoryTooLarge(f"episode {episode.seq} of its history is {utf16_units(text):,} UTF-16 units, more "
+                                  f"than one table row holds ({MAX_PARTS * CHUNK_UNITS:,}); pass references (a blob "
+                                  "name, a row id) as step arguments and results, not large values")
         entity = {"PartitionKey": workflow_id, "RowKey": f"{episode.seq:08d}", "parts": len(chunks),
                   "sources": json.dumps(episode.sources), "sent": episode.sent, "status": episode.status}
         for i, chunk in enumerate(chunks):
@@ -228,7 +233,27 @@ class HistoryStore:
             self.client.create_entity(entity)
         except ResourceExistsError:
             return False
+        if episode.seq == 0 or episode.status != RUNNING:
+            self._list(workflow_id, episode)
         return True
+
+    def _list(self, workflow_id: str, episode: Episode) -> None:
+        """Keep the workflow's listing row (its ``pending`` row: ``azjobs workflow list``) up to date: status,
+        started and finished times. Best effort: the committed history is what counts."""
+        from azure.data.tables import UpdateMode
+
+        moment = datetime.now(timezone.utc)
+        entity: dict[str, Any] = {"PartitionKey": workflow_id, "RowKey": PENDING_ROW, "status": episode.status}
+        if episode.seq == 0:
+            entity["started_at"] = moment
+        if episode.status != RUNNING:
+            entity["finished_at"] = moment
+        try:
+            self.client.upsert_entity(entity, mode=UpdateMode.MERGE)
+        except Exception as exc:
+            log.warning("workflow %s: its listing row was not updated (%s); `azjobs workflow list` may show it as it "
+                        "was", workflow_id, describe(exc), extra={"action": "workflow_listing_stale",
+                                                                  "workflow_id": workflow_id})
 
     def record_pending(self, workflow_id: str, queue: str, enqueued_at: Any) -> None:
         """The row that says the workflow was enqueued (written before its start message is sent)."""
@@ -293,8 +318,10 @@ def summary(history: History) -> dict[str, Any]:
     output: Any = None
     error: str | None = None
     timers = 0
+    created = finished = None
     for event in history.events:
         kind = event.get("EventType")
+        created = created or event.get("Timestamp")
         if kind == TASK_SCHEDULED:
             call = json.loads(event.get("Input") or "null") or {}
             if isinstance(call, dict) and "failure" in call:
@@ -307,38 +334,72 @@ def summary(history: History) -> dict[str, Any]:
         elif kind == TIMER_CREATED:
             timers += 1
         elif kind == EXECUTION_COMPLETED:
+            finished = event.get("Timestamp")
             if event.get("OrchestrationStatus") == COMPLETED:
                 output = json.loads(event.get("Result") or "null")
             else:
                 error = event.get("Reason")
 
-    def step(task_id: int) -> dict[str, Any]:
+    status = history.status or (PENDING if history.enqueued else "Unknown")
+
+    # A step is a path in the spec; each retry of it is another scheduled task of the same path (an attempt).
+    attempts: dict[Any, list[int]] = {}
+    for task_id in sorted(scheduled):
+        attempts.setdefault(scheduled[task_id].get("path") or f"task {task_id}", []).append(task_id)
+
+    def step(path: Any, task_ids: list[int]) -> dict[str, Any]:
+        task_id = task_ids[-1]  # the last attempt says how the step stands
         call = scheduled[task_id]
-        entry = {"task": task_id, "job": call.get("job"), "step": call.get("path")}
+        entry = {"task": task_id, "job": call.get("job"), "step": call.get("path"), "attempts": len(task_ids)}
         why = cannot_run_of(done.get(task_id))
         if why is not None:
             entry.update(state="failed", error=cannot_run_error({"path": entry["step"], "job": entry["job"]}, why))
         elif task_id in done:
             entry.update(state="done", result=done[task_id])
         elif task_id in failed:
-            entry.update(state="failed", error=failed[task_id]["reason"])
+            # Still running, the workflow waits to try it again; a step out of attempts has failed it.
+            entry.update(state="retrying" if status == RUNNING else "failed", error=failed[task_id]["reason"])
         else:
             entry.update(state="running")
         return entry
 
-    steps = [step(task_id) for task_id in sorted(scheduled)]
+    steps = [step(path, task_ids) for path, task_ids in attempts.items()]
+    # A failed attempt is answered with a timer in the episode that received it (the retry wait, created even
+    # when no attempt is left); every other timer is an azjobs.sleep.
+    retry_waits = 0
+    for episode in history.episodes:
+        kinds = [event.get("EventType") for event in episode.events]
+        retry_waits += min(kinds.count(TASK_FAILED), kinds.count(TIMER_CREATED))
     return {
         "id": history.workflow_id,
-        "status": history.status or (PENDING if history.enqueued else "Unknown"),
+        "status": status,
+        "created_at": _iso(created or history.enqueued_at),
+        "finished_at": _iso(finished),
         "steps": steps,
         "done": sum(1 for s in steps if s["state"] == "done"),
-        "running": sum(1 for s in steps if s["state"] == "running"),
+        "running": sum(1 for s in steps if s["state"] in ("running", "retrying")),
         "failed": sum(1 for s in steps if s["state"] == "failed"),
+        "attempts": sum(s["attempts"] for s in steps),
+        "sleeps": timers - retry_waits,
+        "retry_waits": retry_waits,
         "timers": timers,
         "history_length": len(history.events),
         "output": output,
         "error": error,
     }
+
+
+def _iso(moment: Any) -> str | None:
+    """An event's ``Timestamp`` (``2026-01-01T00:00:00.000000Z``) or a datetime, as ISO 8601 UTC with a Z."""
+    if moment is None or moment == "":
+        return None
+    if isinstance(moment, datetime):
+        return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text = str(moment)
+    try:
+        return _iso(datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=timezone.utc))
+    except ValueError:
+        return text
 
 
 def find(store: HistoryStore, workflow_id: str) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ import weakref
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..errors import ConfigurationError, EnvelopeError, PayloadTooLargeError
+from ..errors import ArgumentError, ConfigurationError, EnvelopeError, PayloadTooLargeError
 from ..model.envelope import encode_text, format_time, json_object, to_json_value, utcnow
 from ..model.queue_names import resolve_queue_name, validate_queue_name
 from ..model.retry import Backoff, Fixed, NoRetry
@@ -84,8 +84,9 @@ class Flow:
     def to_node(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _check(self, has_input: bool) -> bool:
-        """Check arguments against signatures; returns whether a value flows out."""
+    def _check(self, has_input: bool, path: str = "0") -> bool:
+        """Check arguments against signatures; returns whether a value flows out. ``path`` is the step's name in
+        ``azjobs workflow status`` (``0.1``: the root chain's second step), for the error."""
         raise NotImplementedError  # pragma: no cover
 
     def spec(self, workflow_id: str | None = None) -> dict[str, Any]:
@@ -105,6 +106,9 @@ class Flow:
     def enqueue(self, *, client: "Client | None" = None, queue: str | None = None,
                 id: str | None = None) -> "WorkflowHandle":
         """Send the workflow to the workflows queue; returns a handle (``.id``, ``.status()``, ``.result()``).
+
+        The workflows queue and every step's queue are created when missing, unless the client
+        was configured with ``create_queues=False``.
 
         The workflow is first recorded as Pending in the history table, so ``WorkflowHandle(id)``
         tells it from an id that was never enqueued; a table that cannot be reached does not stop
@@ -128,6 +132,12 @@ class Flow:
                                            json.dumps(spec, ensure_ascii=False).encode("utf-8"))
             text = encode_text(start_message(spec, spec_ref=spec_ref), client.encoding)
         _record_pending(client, spec["id"], name)
+        # As job.enqueue() creates its queue: no worker meets a missing step queue (a recording
+        # test client has nothing to create).
+        ensure = getattr(client, "ensure_queue", None)
+        if getattr(client, "create_queues", False) and ensure is not None:
+            for step_queue in sorted(step_queues(spec["root"]) - getattr(client, "_known_queues", set())):
+                ensure(step_queue)
         try:
             client.send_text(name, text)
         except BaseException:
@@ -137,6 +147,16 @@ class Flow:
         handle = WorkflowHandle(spec["id"], client=client, queue=name)
         handle._sent = True
         return handle
+
+
+def step_queues(node: Mapping[str, Any]) -> set[str]:
+    """The queues of every step in a spec node (chains and groups walked)."""
+    if "step" in node:
+        return {node["queue"]}
+    found: set[str] = set()
+    for child in node.get("chain") or node.get("group") or ():
+        found |= step_queues(child)
+    return found
 
 
 class Step(Flow):
@@ -154,9 +174,13 @@ class Step(Flow):
     def __repr__(self) -> str:
         return f"{self.definition.name}.{'si' if self.ignore_input else 's'}{self.args!r}"
 
-    def _check(self, has_input: bool) -> bool:
+    def _check(self, has_input: bool, path: str = "0") -> bool:
         args = self.args if (self.ignore_input or not has_input) else (None, *self.args)
-        self.definition.check_arguments(args, self.kwargs)
+        try:
+            self.definition.check_arguments(args, self.kwargs)
+        except ArgumentError as exc:
+            after = " with the previous step's result first" if args is not self.args else ""
+            raise ArgumentError(f"workflow step {path}, {self!r}{after}: {exc}") from None
         return True
 
     def to_node(self) -> dict[str, Any]:
@@ -171,9 +195,9 @@ class Chain(Flow):
             raise ConfigurationError("azjobs.chain() needs at least one step")
         self.steps = [_flow(s, "azjobs.chain") for s in steps]
 
-    def _check(self, has_input: bool) -> bool:
-        for step in self.steps:
-            has_input = step._check(has_input) or has_input
+    def _check(self, has_input: bool, path: str = "0") -> bool:
+        for index, step in enumerate(self.steps):
+            has_input = step._check(has_input, f"{path}.{index}") or has_input
         return has_input
 
     def to_node(self) -> dict[str, Any]:
@@ -192,9 +216,9 @@ class Group(Flow):
                     f"azjobs.group() takes job steps (job.s(...)), got {step!r}; chain a group with a step for a fan-in")
         self.steps = list(steps)
 
-    def _check(self, has_input: bool) -> bool:
-        for step in self.steps:
-            step._check(has_input)
+    def _check(self, has_input: bool, path: str = "0") -> bool:
+        for index, step in enumerate(self.steps):
+            step._check(has_input, f"{path}.{index}")
         return True
 
     def to_node(self) -> dict[str, Any]:
@@ -208,7 +232,7 @@ class Sleep(Flow):
             raise ConfigurationError(f"azjobs.sleep() takes seconds or a timedelta of zero or more, got {delay!r}")
         self.seconds = float(seconds)
 
-    def _check(self, has_input: bool) -> bool:
+    def _check(self, has_input: bool, path: str = "0") -> bool:
         return False
 
     def to_node(self) -> dict[str, Any]:

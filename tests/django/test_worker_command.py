@@ -130,3 +130,68 @@ def test_a_task_whose_queue_maps_to_an_invalid_azure_name_fails_where_it_is_decl
     done = manage("azjobs_worker", "--burst")
     assert done.returncode == 1
     assert "InvalidTask: Queue 'default' maps to an invalid Azure queue name" in done.stderr
+
+
+# -- #25 item 5: the command speaks Django ------------------------------------------------------------
+def test_help_is_the_commands_own_usage_with_the_worker_flags_only():
+    shown = manage("azjobs_worker", "--help")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("usage: manage.py azjobs_worker [-q QUEUE ...] [-c N] [-i MODULE ...] [--burst] "
+                                   "[-v {0,1,2,3}] [options]\n")
+    for foreign in ("usage: azjobs", "azjobs poison", "azjobs stats", "azjobs dashboard", "azjobs workflow"):
+        assert foreign not in shown.stdout, foreign
+    flat = " ".join(shown.stdout.split())
+    assert "-v {0,1,2,3}, --verbosity {0,1,2,3}" in flat
+    assert "--settings MODULE, --pythonpath PATH, --traceback, --no-color" in flat
+    assert "CONN_MAX_AGE > 0" in flat and "below the database's max_connections" in flat
+
+
+@pytest.mark.parametrize("options,debug", [
+    (["-v", "2"], True), (["--verbosity", "2"], True), (["--verbosity=3"], True), (["-v", "0"], False),
+    (["--verbosity", "1", "--traceback", "--no-color", "--settings", "djsite.settings", "--pythonpath", "."], False),
+], ids=["-v 2", "--verbosity 2", "--verbosity=3", "-v 0", "django-common-options"])
+def test_djangos_verbosity_and_common_options_are_accepted(site, options, debug):
+    from shop import tasks
+
+    added = tasks.add.enqueue(2, 3)  # (and the queue exists)
+    done = manage("azjobs_worker", "--burst", "-q", site.default, *options)
+    assert done.returncode == 0, done.stderr
+    assert "unrecognized arguments" not in done.stderr
+    assert (" DEBUG " in done.stderr) is debug, done.stderr
+    assert site.backend.get_result(added.id).return_value == 5
+
+
+def test_a_verbosity_django_does_not_know_is_a_usage_error():
+    done = manage("azjobs_worker", "--burst", "--verbosity", "7")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == ("manage.py azjobs_worker: error: argument --verbosity: invalid choice: 7 "
+                                            "(choose from 0, 1, 2, 3)")
+
+
+def test_with_debug_true_each_task_line_and_traceback_is_printed_once(site, monkeypatch):
+    from shop import tasks
+
+    monkeypatch.setenv("DJSITE_DEBUG", "1")
+    failing = tasks.always_fails.enqueue("no stock")
+    done = manage("azjobs_worker", "--burst", "-q", site.default)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    # Django's task lines (django.tasks: "Task id=... state=RUNNING") come once, through the worker's handler
+    # ("<date> <time> LEVEL message"); Django's console handler printed each again, bare.
+    about = [line for line in lines if failing.id in line]
+    assert any("state=RUNNING" in line for line in about) and any("state=FAILED" in line for line in about), about
+    assert all(line.startswith("20") for line in about), "\n".join(about)
+    assert len(set(about)) == len(about), "\n".join(about)
+
+
+def test_the_default_concurrency_under_django_is_the_cpu_count_not_the_hosts_batch_rules(site):
+    from azjobs.contrib.django.worker import default_concurrency
+    from shop import tasks
+
+    tasks.add.enqueue(1, 1)
+    done = manage("azjobs_worker", "--burst", "-q", site.default)
+    assert done.returncode == 0, done.stderr
+    [start] = [line for line in done.stderr.splitlines() if "worker started on" in line]
+    assert f": concurrency {default_concurrency()}, " in start, start
+    explicit = manage("azjobs_worker", "--burst", "-q", site.default, "-c", "5")
+    assert ": concurrency 5, " in explicit.stderr

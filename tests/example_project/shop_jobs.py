@@ -18,4 +18,4 @@ def place_order(order_id: int, email: str) -> dict:
 
 @azjobs.job(queue="reports", schedule="0 0 7 * * Mon-Fri")
 def daily_report() -> str:
-    return f"report for {azjobs.current_job().scheduled_at[:10]}"
+    return f"report for {azjobs.current_job().scheduled_at:%Y-%m-%d}"

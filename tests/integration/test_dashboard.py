@@ -72,6 +72,14 @@ def test_a_poison_record_is_listed_and_shown_with_its_traceback(served, client, 
     ids = re.findall(r'<tr data-id="([^"]+)">', listing.text)
     assert sorted(ids) == sorted(poison_ids(client, busy))
     assert listing.text.count("azjobs.errors.Fail: cannot ever work for dash-") == 2
+    # Each row shows its job's id (what `azjobs status` takes), linking to the poison message.
+    from azjobs.model.poison_record import PoisonRecord
+
+    for m in client.queue(busy + "-poison").peek_messages(max_messages=32):
+        job_id = PoisonRecord.decode(m.content).envelope_id
+        assert re.search(rf'<tr data-id="{m.id}"><td><a href="/queues/{busy}/poison/{m.id}">{job_id}</a></td>',
+                         listing.text), job_id
+    assert "<th>Job id</th><th>Job</th>" in listing.text
     shown = browser.get(f"/queues/{busy}/poison/{ids[0]}")
     assert shown.status == 200
     traceback = re.search(r'<pre id="traceback">(.*?)</pre>', shown.text, re.S).group(1)
@@ -129,7 +137,8 @@ def test_requeue_with_the_admin_key_sends_the_job_back_with_attempts_reset(serve
     operator = Browserless(served.port)
     operator.login()
     done = operator.post(f"/queues/{busy}/poison/{target}/requeue", {"csrf": operator.csrf()})
-    assert done.status == 200 and f"requeued {target} to {busy}" in done.text
+    assert done.status == 200 and re.search(rf"requeued job [0-9a-f-]{{36}} \(poison message {target}\) to {busy}",
+                                            done.text), done.text
     assert poison_ids(client, busy) == [other]
     bodies = [decode_body(m.content, client.encoding) for m in client.queue(busy).peek_messages(max_messages=32)]
     jobs = [Envelope.from_json(b) for b in bodies]
@@ -201,6 +210,20 @@ def test_azjobs_dashboard_command_serves_the_pages_and_stops_on_sigterm(connecti
         out, err = process.communicate(timeout=20)
     assert process.returncode == 0
     assert ADMIN_KEY not in line + out + err and AZURITE_KEY not in line + out + err
+
+
+def test_azjobs_dashboard_on_a_port_in_use_says_so_in_one_line_and_exits_1(connection_string, tmp_path):
+    env = dict(os.environ, AzureWebJobsStorage=connection_string, PYTHONPATH=str(ROOT))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "azjobs", "dashboard", "--port", str(port)], cwd=tmp_path,
+                                env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert result.stderr == (f"azjobs dashboard: cannot listen on 127.0.0.1:{port}: the address is already in use "
+                             "(another process listens there: stop it or choose --port)\n")
+    assert result.stdout == ""
 
 
 def test_azjobs_dashboard_refuses_a_short_admin_key(connection_string, tmp_path):

@@ -27,6 +27,10 @@ def broken(key: str) -> None:
     raise KeyError(f"no such thing: {key}")
 
 
+def echo(text: str) -> str:
+    return text
+
+
 def registry_for(queue: str) -> azjobs.Registry:
     reg = azjobs.Registry()
     azjobs.job(queue=queue, registry=reg, name="dash.double")(double)
@@ -98,3 +102,29 @@ def test_without_the_state_store_there_are_no_jobs_pages(client, queue_name):
             assert browser.get("/jobs").status == 404
     finally:
         drop_queues(client, queue_name)
+
+
+def test_arguments_over_a_table_property_say_not_kept_in_status_and_on_the_job_page(worked, queue_name):
+    import io
+
+    from azjobs import cli
+
+    client, table, _, _ = worked
+    big = "😀" * 20_000  # 20,000 characters, 40,000 UTF-16 units: over a Table string property
+    reg = azjobs.Registry()
+    azjobs.job(queue=queue_name, registry=reg, name="dash.echo")(echo)
+    job_id = reg.get("dash.echo").options(queue=queue_name).enqueue(big)  # READY, its arguments not in the record
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["status", job_id, "--table", table], stdout=out, stderr=err) == 0, err.getvalue()
+    assert ("\narguments     not kept: over 32K characters (a Table string property holds 32K UTF-16 units)\n"
+            in out.getvalue())
+    out = io.StringIO()
+    assert cli.main(["status", job_id, "--table", table, "--json"], stdout=out, stderr=err) == 0
+    assert azjobs.result(job_id).arguments_note == ("not kept: over 32K characters (a Table string property holds "
+                                                    "32K UTF-16 units)")
+    assert '"arguments_note": "not kept: over 32K characters' in out.getvalue()
+    app = create_app(client.connection, queues=[queue_name], state=True, state_table=table, background_sampling=False)
+    with Served(app) as server:
+        page = Browserless(server.port).get(f"/jobs/{job_id}").text
+    assert ('<pre id="arguments">not kept: over 32K characters (a Table string property holds 32K UTF-16 '
+            'units)</pre>') in page

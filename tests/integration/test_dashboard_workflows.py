@@ -74,8 +74,14 @@ def ran(connection_string, tmp_path_factory):
 def steps_of(page: str) -> list[tuple[str, str, str]]:
     """(job, state, result or error) of each row of the steps table."""
     rows = re.findall(r'<tr data-task="\d+">.*?<td class="job">(.*?)</td><td class="state[^"]*">(.*?)</td>'
-                      r'<td><pre class="[^"]+">(.*?)</pre></td></tr>', page, re.S)
+                      r'<td class="num">\d+</td><td><pre class="[^"]+">(.*?)</pre></td></tr>', page, re.S)
     return [(job, state, html.unescape(detail).strip()) for job, state, detail in rows]
+
+
+def attempts_of(page: str) -> list[tuple[str, int]]:
+    """(job, attempts) of each row of the steps table."""
+    return [(job, int(n)) for job, n in re.findall(
+        r'<td class="job">(.*?)</td><td class="state[^"]*">.*?</td><td class="num">(\d+)</td>', page, re.S)]
 
 
 def test_a_workflow_page_shows_its_steps_results_and_output_and_a_failed_ones_error(client, ran):
@@ -92,9 +98,12 @@ def test_a_workflow_page_shows_its_steps_results_and_output_and_a_failed_ones_er
         failed = browser.get(f"/workflows/{bad}")
         assert failed.status == 200
         assert re.search(r'id="status"><span class="status [^"]*">Failed<', failed.text)
-        # wf.broken has max_retries=1: two attempts, each failed; the poison-record activity is not a step.
-        assert steps_of(failed.text) == [("wf.add", "done", "2")] + [("wf.broken", "failed", BROKEN)] * 2
-        assert "1 done, 0 running, 2 failed" in failed.text and 'id="output"' not in failed.text
+        # wf.broken has max_retries=1: one step, two attempts, each failed; the poison-record activity is not a step.
+        assert steps_of(failed.text) == [("wf.add", "done", "2"), ("wf.broken", "failed", BROKEN)]
+        assert attempts_of(failed.text) == [("wf.add", 1), ("wf.broken", 2)]
+        assert "1 done, 0 running, 1 failed (3 attempts)" in failed.text and 'id="output"' not in failed.text
+        assert "<dt>Retry waits</dt><dd>2</dd>" in failed.text and "<dt>Sleeps</dt><dd>0</dd>" in failed.text
+        assert re.search(r"<dt>Created</dt><dd>20\d\d-.*?Z</dd><dt>Finished</dt><dd>20\d\d-.*?Z</dd>", failed.text)
         assert BROKEN in re.search(r'<pre id="error"[^>]*>(.*?)</pre>', failed.text, re.S).group(1)
 
 
@@ -146,7 +155,7 @@ def test_the_functions_blueprint_serves_the_workflow_page(ran, monkeypatch):
     assert page.status_code == 200
     text = page.get_body().decode()
     assert 'href="/api/dashboard/workflows">Workflows</a>' in text
-    assert steps_of(text) == [("wf.add", "done", "2")] + [("wf.broken", "failed", BROKEN)] * 2
+    assert steps_of(text) == [("wf.add", "done", "2"), ("wf.broken", "failed", BROKEN)]
     assert call(function, "GET", "/api/dashboard/workflows/no-such-workflow").status_code == 404
 
 
@@ -171,3 +180,24 @@ def test_requeueing_a_failed_workflows_record_from_the_dashboard_is_refused(clie
     finally:
         for name in (queue, f"{queue}-poison"):
             client.queue(name).delete_queue()
+
+
+def test_the_workflows_page_lists_recent_workflows_newest_first_with_filters(client, ran, monkeypatch):
+    """#25 item 7: recent workflows are found on the dashboard without knowing their ids."""
+    ok, bad, table, leaky = ran
+    monkeypatch.setenv("AZJOBS_WORKFLOWS_TABLE", table)
+    with Served(create_app(client.connection, background_sampling=False)) as server:
+        browser = Browserless(server.port)
+        page = browser.get("/workflows")
+        assert page.status == 200 and 'id="workflow-id"' in page.text  # the lookup box stays
+        rows = re.findall(r'<tr data-workflow="([^"]+)"><td><a href="/workflows/([^"]+)">.*?class="status [^"]*">'
+                          r'(\w+)</span></td><td>(20[^<]+Z)</td><td>(20[^<]+Z)</td></tr>', page.text)
+        assert {(row[0], row[2]) for row in rows} == {(ok, "Completed"), (bad, "Failed"), (leaky, "Completed")}
+        assert all(row[0] == row[1] for row in rows)
+        assert [row[3] for row in rows] == sorted((row[3] for row in rows), reverse=True)  # newest first
+        failed = browser.get("/workflows?status=Failed&since=1h")
+        assert re.findall(r'<tr data-workflow="([^"]+)">', failed.text) == [bad]
+        assert '<a href="/workflows?since=1h"><b>all</b></a>' not in failed.text  # Failed is the chosen filter
+        assert "<b>Failed</b>" in failed.text and "<b>last 1h</b>" in failed.text
+        assert browser.get("/workflows?status=Nope").status == 404
+        assert browser.get("/workflows?since=forever").status == 404

@@ -24,6 +24,7 @@ from azjobs.model.envelope import Envelope
 from azjobs.model.settings import QueueSettings
 from azjobs.model import tracking as tracker
 from azjobs.state import tracker as state_tracker
+from azjobs.state.errors import StateUnavailable
 from azjobs.state.record import JobStatus
 from azjobs.state.entities import partition_of
 from devtools.proxy import FaultProxy
@@ -581,3 +582,85 @@ def test_a_duplicate_of_a_job_running_past_10_minutes_is_deferred_on_functions(s
     assert outcome[0].action is HostAction.DELETED and runs == {"long": 1}
     record = azjobs.result(job_id)
     assert record.status is JobStatus.SUCCESSFUL and record.worker_ids == ["inv-first"]
+
+
+# -- #25 item 4: the Python API says a storage failure in one line, and wait() outlasts a blip --------
+def test_result_with_the_table_down_raises_one_line_naming_the_table_endpoint(connection_string, state_table):
+    import re
+
+    from devtools.azurite import free_port
+
+    port = free_port()
+    down = re.sub(r"(TableEndpoint=https?://)([^/;]+)", lambda m: f"{m.group(1)}127.0.0.1:{port}", connection_string)
+    client = Client(down, state=True, state_table=state_table)
+    try:
+        with pytest.raises(StateUnavailable) as raised:
+            azjobs.result("job-1", client=client)
+        # wait() asks until its timeout, then says why it has no answer (not "still running": it cannot know).
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable) as waited:
+            azjobs.wait("job-1", timeout=1, poll_s=0.2, client=client)
+        assert time.monotonic() - started >= 1
+        assert str(waited.value).startswith((f"state table {state_table} at http://127.0.0.1:{port}/devstoreaccount1",
+                                             f"cannot reach storage account devstoreaccount1 at http://127.0.0.1:{port}"))
+    finally:
+        client.close()
+    text = str(raised.value)
+    assert text.startswith(f"cannot reach storage account devstoreaccount1 at http://127.0.0.1:{port}/devstoreaccount1 "
+                           f"(connection refused) reading job job-1 from state table {state_table}, connection from "
+                           "the connection string given to azjobs.configure() or azjobs.Client(). Is Azurite "
+                           "running?"), text
+    assert "\n" not in text and "HTTPConnectionPool" not in text and "Max retries" not in text
+
+
+def test_wait_keeps_polling_through_a_table_outage_until_the_job_finishes(azurite, connection_string, state_client,
+                                                                         state_table, queue_name):
+    import re
+
+    from tests.integration.drivers import RunnerDriver
+
+    proxy = FaultProxy(azurite.table_port).start()
+    through_proxy = Client(re.sub(r"(TableEndpoint=https?://)([^/;]+)",
+                                  lambda m: f"{m.group(1)}127.0.0.1:{proxy.port}", connection_string),
+                           state=True, state_table=state_table)
+    try:
+        reg = registry_for(queue_name)
+        job_id = reg.get("state.quick").options(queue=queue_name).enqueue("outage")  # recorded READY
+        proxy.cut()  # the table goes away before wait() starts, and stays away for a while
+        answer: dict = {}
+
+        def waiting() -> None:
+            try:
+                answer["value"] = azjobs.wait(job_id, timeout=120, poll_s=0.2, client=through_proxy)
+            except BaseException as exc:  # what wait() raised, for the assertion below
+                answer["error"] = exc
+
+        thread = threading.Thread(target=waiting)
+        thread.start()
+        time.sleep(2)  # several polls fail meanwhile
+        assert "error" not in answer, answer
+        proxy.restore()
+        RunnerDriver(state_client, queue_name, reg).run_until(lambda: runs.get("outage") == 1)
+        thread.join(150)
+        assert answer == {"value": "OUTAGE"}
+    finally:
+        through_proxy.close()
+        proxy.stop()
+
+
+def test_status_of_an_unknown_job_with_json_prints_a_json_error_and_an_empty_id_is_a_usage_error(state_client,
+                                                                                                 state_table, capsys):
+    from azjobs import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main(["status", "no-such-job", "--json", "--table", state_table], stdout=out, stderr=err)
+    assert code == 1
+    document = json.loads(out.getvalue())
+    assert document == {"error": "not_found", "id": "no-such-job", "table": state_table,
+                        "message": err.getvalue().removeprefix("azjobs status: ").rstrip("\n")}
+    assert "no record of job 'no-such-job'" in document["message"]
+    for empty in ("", "   "):
+        with pytest.raises(SystemExit) as usage:
+            cli.main(["status", empty, "--table", state_table], stdout=io.StringIO(), stderr=io.StringIO())
+        assert usage.value.code == 2
+        assert capsys.readouterr().err.endswith("azjobs status: error: JOB_ID is empty: give the id enqueue returned\n")

@@ -255,3 +255,88 @@ def test_enqueue_async_as_the_readme_shows_leaves_no_unclosed_session(connection
     assert "ResourceWarning" not in proc.stderr, proc.stderr
     assert len(proc.stdout.strip()) == 36
     assert len(q.peek_messages(max_messages=32)) == 1  # the delayed one is not visible yet
+
+
+# -- #25 item 2: one diagnosis for every command, naming the endpoint it tried ------------------------
+def test_workflow_status_with_a_wrong_key_exits_2_with_the_workers_credential_line(azurite, connection_string,
+                                                                                  tmp_path):
+    proc, _ = azjobs_command("workflow", "status", "wf-1", connection_string=with_key(connection_string, WRONG_KEY),
+                             cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_clean_line(
+        proc,
+        # Azurite's table service answers a wrong key 403 AuthorizationFailure (Azure: AuthenticationFailed).
+        f"azjobs: storage account devstoreaccount1 at http://127.0.0.1:{azurite.table_port}/devstoreaccount1 "
+        "rejected the credentials (403 AuthorizationFailure) reading workflow wf-1 from table azjobsworkflows: the "
+        "AccountKey in AzureWebJobsStorage (environment variable) is not a key of account devstoreaccount1 (copy "
+        "key1 or key2 from the account's Access keys)",
+        WRONG_KEY, AZURITE_KEY)
+
+
+def test_workflow_status_with_storage_down_names_the_table_endpoint_it_tried(tmp_path):
+    queue_port, table_port = free_port(), free_port()
+    proc, elapsed = azjobs_command(
+        "workflow", "status", "wf-1", cwd=tmp_path,
+        connection_string=azurite_connection_string(queue_port=queue_port, blob_port=queue_port,
+                                                    table_port=table_port))
+    assert proc.returncode == 1
+    assert_one_clean_line(
+        proc,
+        f"azjobs: cannot reach storage account devstoreaccount1 at http://127.0.0.1:{table_port}/devstoreaccount1 "
+        "(connection refused) reading workflow wf-1 from table azjobsworkflows, connection from AzureWebJobsStorage "
+        "(environment variable). Is Azurite running? Start Azurite with `npx azurite --silent --location .azurite "
+        f"--tablePort {table_port}` (in the azjobs repository: `npm ci`, then `npx azurite --silent --location "
+        f".azurite --skipApiVersionCheck --tablePort {table_port}`)",
+        AZURITE_KEY)
+    assert str(queue_port) not in proc.stderr
+    assert elapsed < 30, f"took {elapsed:.1f}s"
+
+
+SCHEDULE_JOBS = """
+import azjobs
+
+@azjobs.job(queue="nightly-reports", schedule="0 0 2 * * *", name="nightly")
+def nightly():
+    pass
+"""
+
+
+def test_schedules_with_a_wrong_key_exits_2_with_one_diagnosis_not_the_sdks_sentence(azurite, connection_string,
+                                                                                    tmp_path):
+    (tmp_path / "sched_jobs.py").write_text(SCHEDULE_JOBS)
+    proc, _ = azjobs_command("schedules", "-i", "sched_jobs.py", cwd=tmp_path,
+                             connection_string=with_key(connection_string, WRONG_KEY))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"azjobs schedules: storage account devstoreaccount1 at http://127.0.0.1:{azurite.blob_port}/devstoreaccount1 "
+        "rejected the credentials (403 AuthorizationFailure) reading the last fire of schedule nightly: the "
+        "AccountKey in AzureWebJobsStorage (environment variable) is not a key of account devstoreaccount1 (copy "
+        "key1 or key2 from the account's Access keys)"]
+    assert "  last      unknown: 403 AuthorizationFailure\n" in proc.stdout
+    assert "Server failed to authenticate" not in proc.stdout + proc.stderr
+    assert WRONG_KEY not in proc.stdout + proc.stderr and AZURITE_KEY not in proc.stdout + proc.stderr
+
+
+def test_status_with_a_wrong_key_exits_2_with_the_same_credential_line(azurite, connection_string, tmp_path):
+    proc, _ = azjobs_command("status", "job-1", connection_string=with_key(connection_string, WRONG_KEY), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert_one_clean_line(
+        proc,
+        f"azjobs status: storage account devstoreaccount1 at http://127.0.0.1:{azurite.table_port}/devstoreaccount1 "
+        "rejected the credentials (403 AuthorizationFailure) reading job job-1 from state table azjobsstate: the "
+        "AccountKey in AzureWebJobsStorage (environment variable) is not a key of account devstoreaccount1 (copy "
+        "key1 or key2 from the account's Access keys)",
+        WRONG_KEY, AZURITE_KEY)
+
+
+def test_status_with_storage_down_names_the_table_endpoint_it_tried(tmp_path):
+    queue_port, table_port = free_port(), free_port()
+    proc, _ = azjobs_command("status", "job-1", cwd=tmp_path, connection_string=azurite_connection_string(
+        queue_port=queue_port, blob_port=queue_port, table_port=table_port))
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"azjobs status: cannot reach storage account devstoreaccount1 at "
+                           f"http://127.0.0.1:{table_port}/devstoreaccount1 (connection refused) reading job job-1 "
+                           "from state table azjobsstate, connection from AzureWebJobsStorage (environment variable). "
+                           "Is Azurite running?"), line
+    assert str(queue_port) not in line and proc.stdout == ""

@@ -24,6 +24,20 @@ from tests.jobs import failure_jobs as jobs
 
 
 @pytest.fixture
+def state_table_for_poison(client, monkeypatch):
+    """Job state on for this test's jobs, in a table of its own."""
+    import uuid
+
+    table = f"pst{uuid.uuid4().hex[:16]}"
+    client.state, client.state_table = True, table
+    yield table
+    try:
+        client.connection.table_service().delete_table(table)
+    except Exception:
+        pass
+
+
+@pytest.fixture
 def setup(client):
     queue = unique_queue("pcli")
     client.ensure_queue(queue)
@@ -55,7 +69,7 @@ def test_list_shows_errors_as_table_and_json(setup):
     code, text = run(setup.client, "list", setup.queue)
     assert code == 0
     lines = text.strip().splitlines()
-    assert lines[0].split()[:4] == ["ID", "JOB", "REASON", "ATTEMPTS"]
+    assert lines[0].split()[:5] == ["JOB", "ID", "JOB", "REASON", "ATTEMPTS"]
     assert len(lines) == 3 and all("azjobs.errors.Fail: cannot ever work" in line for line in lines[1:])
     code, text = run(setup.client, "list", setup.queue, "--json")
     data = json.loads(text)
@@ -199,10 +213,37 @@ def test_show_accepts_every_id_of_a_job(setup):
         for form in (wanted, wanted[:8]):
             code, text, err = run_full(setup.client, "show", setup.queue, form)
             assert (code, err) == (0, ""), f"show by {what} ({form})"
-            assert text.startswith(f"poison message  {message.id}\nrecord          {record.id}\n"), what
-    assert f"failed message  {record.message_id}\n" in text  # show prints the four ids
+            # The job id first: what `azjobs status` and every log line use.
+            assert text.startswith(f"job id          {record.envelope.id}\njob             {record.job}\n"), what
+    assert (f"poison message  {message.id}\nrecord          {record.id}\nfailed message  {record.message_id}\n"
+            in text)  # show prints the four ids
     code, text, err = run_full(setup.client, "requeue", setup.queue, "--id", record.message_id)
-    assert code == 0 and text.startswith(f"requeued {message.id} to {setup.queue}\n")
+    assert code == 0 and text.startswith(
+        f"requeued job {record.envelope.id} (poison message {message.id}) to {setup.queue}\n")
+
+
+def test_poison_list_shows_the_job_id_that_status_takes(state_table_for_poison, setup):
+    """#25 item 1: the id `poison list` shows is the job id, and `azjobs status <that id>` finds the job."""
+    from azjobs import cli
+
+    poison_some(setup, ["ids-list"])
+    [message] = setup.client.queue(setup.queue + "-poison").peek_messages()
+    record = PoisonRecord.decode(message.content)
+    code, text = run(setup.client, "list", setup.queue)
+    assert code == 0
+    header, row = text.strip().splitlines()
+    assert header.startswith("JOB ID") and row.split()[:2] == [record.envelope.id, "tests.jobs.failure_jobs.gives_up"]
+    assert message.id not in text
+    shown_id = row.split()[0]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["status", shown_id, "--table", state_table_for_poison], stdout=out, stderr=err) == 0, err.getvalue()
+    assert f"id            {record.envelope.id}\n" in out.getvalue() and "status        FAILED\n" in out.getvalue()
+    # Given another of the job's ids, status says which id it takes.
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(["status", message.id, "--table", state_table_for_poison], stdout=out, stderr=err) == 1
+    assert err.getvalue().endswith(
+        f". It takes the job id ({message.id!r} was given): what enqueue returned, the JOB ID column of `azjobs "
+        "poison list`, the job_id of a log line; a message id, a poison message id or a record id is not one\n")
 
 
 def test_a_queue_that_does_not_exist_is_not_an_empty_queue(setup):
@@ -361,3 +402,23 @@ def test_a_record_sent_to_the_job_queue_is_unwrapped_on_requeue(setup):
     assert "(the job inside a poison record that had been sent back as a job)" in text
     back = Envelope.decode(only_message(setup.client, setup.queue).content)
     assert back.id == inner.envelope.id and back.args == ("nested-a",) and back.attempt == 1
+
+
+def _to_closed_pipe(connection_string: str, *argv: str) -> subprocess.CompletedProcess:
+    """``azjobs ARGV | head`` where head has already gone: stdout is a pipe whose reader is closed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "azjobs", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=ROOT,
+                              env={**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write_end)
+
+
+def test_poison_list_and_show_into_a_closed_pipe_stop_quietly_with_status_0(setup, connection_string):
+    poison_some(setup, ["pipe-a"])
+    [message] = setup.client.queue(setup.queue + "-poison").peek_messages()
+    for argv in (("poison", "list", setup.queue), ("poison", "show", setup.queue, message.id)):
+        done = _to_closed_pipe(connection_string, *argv)
+        assert (done.returncode, done.stderr) == (0, ""), argv

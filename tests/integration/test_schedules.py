@@ -195,7 +195,7 @@ def test_a_functions_timer_handler_invoked_with_a_timer_request_enqueues_the_job
     assert envelope.id == item.tick_id(missed)
     # The scheduled run goes through the generated queue trigger like any job.
     delivery = host_like_settle(app, queue_client, message)
-    assert delivery.ran and CALLS == [("eu", envelope.scheduled_at, True)]
+    assert delivery.ran and CALLS == [("eu", parse_time(envelope.scheduled_at), True)]
 
 
 def _sent_ticks(connection_string: str, queue: str) -> list[str]:

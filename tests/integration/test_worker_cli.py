@@ -138,3 +138,90 @@ def test_idle_polling_backs_off_within_the_hosts_bounds(client, queue_name, raw_
         assert wait_for(lambda: wj.runs(test_dir, "woke"), timeout=10)
         assert time.monotonic() - sent < 1.0 + 2.0  # cap plus a generous margin for a loaded machine
         background.stop()
+
+
+# -- #25 item 9 ------------------------------------------------------------------------------------
+QUEUE_JOBS = """
+import azjobs
+
+@azjobs.job(queue="{first}")
+def one(text):
+    print("one", text)
+
+@azjobs.job(queue="{second}")
+def two(text):
+    print("two", text)
+"""
+
+
+def test_dash_i_without_q_works_the_queues_its_jobs_declare_and_says_which(connection_string, client, raw_queue,
+                                                                          test_dir):
+    from tests.conftest import unique_queue
+
+    first, second = unique_queue("iqa"), unique_queue("iqb")
+    for name in (first, second):
+        raw_queue(name)
+        client.ensure_queue(name)
+    (test_dir / "iq_jobs.py").write_text(QUEUE_JOBS.format(first=first, second=second))
+    env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(ROOT)}
+    sender = subprocess.run([sys.executable, "-c", "import iq_jobs; iq_jobs.one.enqueue('a'); iq_jobs.two.enqueue('b')"],
+                            cwd=test_dir, env=env, capture_output=True, text=True, timeout=60)
+    assert sender.returncode == 0, sender.stderr
+    process = subprocess.run([sys.executable, "-m", "azjobs", "-i", "iq_jobs.py", "--burst"], cwd=test_dir, env=env,
+                             capture_output=True, text=True, timeout=90)
+    assert process.returncode == 0, process.stderr
+    assert "one a\n" in process.stdout and "two b\n" in process.stdout
+    queues = ", ".join(sorted((first, second)))
+    assert f"no -q given: working the queues the jobs from iq_jobs.py declare: {queues}\n" in process.stderr
+    assert f"worker started on {queues} of storage account devstoreaccount1" in process.stderr
+
+
+def test_dash_i_whose_jobs_declare_no_queue_is_a_usage_error(connection_string, test_dir):
+    (test_dir / "no_jobs.py").write_text("X = 1\n")
+    process = subprocess.run([sys.executable, "-m", "azjobs", "-i", "no_jobs.py", "--burst"], cwd=test_dir,
+                             env={**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(ROOT)},
+                             capture_output=True, text=True, timeout=60)
+    assert (process.returncode, process.stdout) == (2, "")
+    assert process.stderr == ("azjobs: importing no_jobs.py registered no job with a queue, so there is nothing to "
+                              "work: give -q QUEUE\n")
+
+
+def _start_line(connection_string: str, test_dir, *, environment: str | None) -> str:
+    """The worker_started line of ``azjobs -q QUEUE`` started in ``test_dir`` (stopped by SIGTERM once logged)."""
+    import signal
+
+    from tests.conftest import unique_queue
+
+    queue = unique_queue("start")
+    (test_dir / "start_jobs.py").write_text(f"import azjobs\n\n@azjobs.job(queue={queue!r})\ndef f():\n    pass\n")
+    env = {**os.environ, "AzureWebJobsStorage": connection_string, "PYTHONPATH": str(ROOT)}
+    env.pop("AZURE_FUNCTIONS_ENVIRONMENT", None)
+    env.pop("AZJOBS_HOST_JSON", None)
+    if environment:
+        env["AZURE_FUNCTIONS_ENVIRONMENT"] = environment
+    log = test_dir / f"start-{queue}.log"
+    with open(log, "wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "azjobs", "-q", queue, "-i", "start_jobs.py", "--create",
+                                    "--log-format", "json"], cwd=test_dir, env=env, stdout=sink, stderr=sink)
+        try:
+            assert wait_for(lambda: "worker_started" in log.read_text(), timeout=60), log.read_text()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    from azure.storage.queue import QueueClient
+
+    QueueClient.from_connection_string(connection_string, queue).delete_queue()
+    [line] = [json.loads(text) for text in log.read_text().splitlines() if '"worker_started"' in text]
+    return line["message"]
+
+
+def test_start_line_without_host_json_says_idle_polling_backs_off_to_60s_and_how_to_shorten_it(connection_string,
+                                                                                                 test_dir):
+    assert not (test_dir / "host.json").exists()
+    line = _start_line(connection_string, test_dir, environment=None)
+    assert line.endswith("max polling interval 60.0s; no host.json sets maxPollingInterval, so an idle queue is "
+                         "polled as the host does, backing off to every 60 s and a new job can wait up to a minute: "
+                         "set extensions.queues.maxPollingInterval in host.json (e.g. \"00:00:02\") or "
+                         "AZURE_FUNCTIONS_ENVIRONMENT=Development (2 s)"), line
+    # Where polling is already short (Development: 2 s), the line says nothing of it.
+    assert _start_line(connection_string, test_dir, environment="Development").endswith("max polling interval 2.0s")

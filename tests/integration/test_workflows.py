@@ -21,6 +21,7 @@ from azjobs.runtime.worker import Worker
 from azjobs.workflows import WorkflowFailed, WorkflowHandle, WorkflowTimeout
 from azjobs.storage.table_rules import utf16_units
 from azjobs.workflows.history import HistoryStore
+from tests.conftest import unique_queue
 from tests.integration.worker_support import Background, log_of, spawn, wait_for
 from tests.jobs import workflow_jobs as wf
 
@@ -173,7 +174,9 @@ def test_workflow_status_command_shows_steps_and_results(client, flows, capsys):
     assert [(s["job"], s["state"], s["result"]) for s in info["steps"]] == [("wf.add", "done", 3), ("wf.double", "done", 6)]
     assert cli.main(["workflow", "status", handle.id]) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"workflow {handle.id}: Completed\nsteps: 2 done, 0 running, 0 failed") and "output: 6" in text
+    first, times, counts = text.splitlines()[:3]
+    assert first == f"workflow {handle.id}: Completed" and "output: 6" in text
+    assert times.startswith("created 20") and counts.startswith("steps: 2 done, 0 running, 0 failed (2 attempt(s))")
     assert cli.main(["workflow", "status", "no-such-workflow"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("azjobs: no workflow 'no-such-workflow' in table") and err.count("\n") == 1
@@ -276,7 +279,12 @@ def test_history_too_large_for_a_table_row_fails_the_workflow_and_says_why(clien
     assert Driver(client, store, queue).advance(spec["id"], [Incoming("start", "start", spec=spec)]) == "Failed"
     with pytest.raises(WorkflowFailed) as failed:
         WorkflowHandle(spec["id"]).result(timeout=1)
-    assert "more than one table row holds" in str(failed.value)
+    # The workflow named once, the advice given once (#25 item 9).
+    import re
+
+    assert re.fullmatch(f"workflow {spec['id']} failed: episode 0 of its history is [0-9,]+ UTF-16 units, more "
+                        r"than one table row holds \(2,000\); pass references \(a blob name, a row id\) as step "
+                        "arguments and results, not large values", str(failed.value)), str(failed.value)
     assert empty_or_missing(client.queue(steps))  # nothing ran
     [record] = raw_queue(f"{queue}-poison").receive_messages()
     assert json.loads(decode_body(record.content, "base64"))["workflow"]["id"] == spec["id"]
@@ -314,7 +322,7 @@ def test_a_history_row_is_split_by_utf16_units_as_table_storage_counts(client, f
         return Incoming(f"task:{task_id}", "event", event=event)
 
     assert driver.advance(wid, [failed(0), failed(1), failed(2)]) == "Running"  # the retry task's closing timer
-    rows = history_rows(client, wid)
+    rows = [row for row in history_rows(client, wid) if row["RowKey"].isdigit()]  # (not the listing row)
     assert len(rows) == 2 and max(string_units(rows)) <= 32_000
     assert sum(string_units(rows)) > 60_000  # the emoji are all there, two units each
     [_, episode] = store.load(wid).episodes
@@ -455,7 +463,10 @@ def test_the_status_command_says_pending_not_found_and_impossible_ids_in_one_lin
     steps, queue = flows
     handle = azjobs.chain(wf.add.options(queue=steps).s(1, 2)).enqueue(queue=queue, id="order-42-" + uuid.uuid4().hex)
     assert cli.main(["workflow", "status", handle.id]) == 0
-    assert capsys.readouterr().out.startswith(f"workflow {handle.id}: Pending\nsteps: 0 done, 0 running, 0 failed")
+    first, times, counts = capsys.readouterr().out.splitlines()[:3]
+    assert (first, counts.split(";")[0]) == (f"workflow {handle.id}: Pending", "steps: 0 done, 0 running, 0 failed "
+                                                                               "(0 attempt(s))")
+    assert times.startswith("created 20") and times.endswith(", finished -")  # created: when it was enqueued
     for impossible in ("order/42", "a#b"):
         assert cli.main(["workflow", "status", impossible]) == 2
         err = capsys.readouterr().err
@@ -585,3 +596,86 @@ def test_requeueing_a_workflow_steps_record_is_refused_and_runs_nothing(client, 
     out = capsys.readouterr().out
     assert code == 2 and f"it is a step of workflow {handle.id} (job wf.double)" in out, out
     assert empty_or_missing(raw_queue(steps)) and len(raw_queue(f"{steps}-poison").peek_messages()) == 1
+
+
+def test_flow_enqueue_creates_the_step_queues_and_a_worker_then_runs_the_workflow(client, flows, raw_queue):
+    from azure.core.exceptions import ResourceNotFoundError
+
+    _, queue = flows
+    first, second = raw_queue(unique_queue("wfa")), raw_queue(unique_queue("wfb"))  # deleted at teardown
+    for missing in (first, second):
+        with pytest.raises(ResourceNotFoundError):
+            missing.get_queue_properties()
+    flow = azjobs.chain(wf.add.options(queue=first.queue_name).s(1, 2),
+                        azjobs.group(wf.double.options(queue=second.queue_name).s(key="w1")))
+    handle = flow.enqueue(queue=queue)
+    for created in (first, second):
+        assert created.get_queue_properties() is not None  # exists now
+    with Background(Worker([first.queue_name, second.queue_name], client=client, settings=FAST, lease=2,
+                           workflows=queue)):
+        assert handle.result(timeout=30) == [6]
+
+
+def test_flow_enqueue_with_create_queues_false_leaves_step_queues_alone(connection_string, flows, raw_queue):
+    from azure.core.exceptions import ResourceNotFoundError
+
+    _, queue = flows
+    raw_queue(queue).create_queue()
+    step = raw_queue(unique_queue("wfc"))
+    no_create = azjobs.Client(connection_string, create_queues=False)
+    try:
+        azjobs.chain(wf.add.options(queue=step.queue_name).s(1, 2)).enqueue(queue=queue, client=no_create)
+    finally:
+        no_create.close()
+    with pytest.raises(ResourceNotFoundError):
+        step.get_queue_properties()
+
+
+# -- #25 item 7: status counts steps with their attempts; recent workflows are listed -----------------
+def test_status_shows_a_retried_step_once_with_its_attempts_and_list_finds_recent_workflows(client, flows, test_dir,
+                                                                                           raw_queue):
+    import io
+
+    from azjobs import cli
+
+    steps, queue = flows
+    table = os.environ["AZJOBS_WORKFLOWS_TABLE"]
+    good = azjobs.chain(wf.add.options(queue=steps).s(1, 2), azjobs.sleep(0.5),
+                        wf.double.options(queue=steps).s()).enqueue(queue=queue)
+    bad = azjobs.chain(wf.broken.options(queue=steps).s(2, key="lst")).enqueue(queue=queue)
+    raw_queue(f"{queue}-later")  # deleted at teardown
+    waiting = azjobs.chain(wf.add.options(queue=steps).s(5, 5)).enqueue(queue=f"{queue}-later")  # never worked
+    with worker(client, steps, queue):
+        assert good.result(timeout=30) == 6
+        with pytest.raises(WorkflowFailed):
+            bad.result(timeout=30)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        return cli.main(list(argv), stdout=out, stderr=err), out.getvalue(), err.getvalue()
+
+    code, text, err = run("workflow", "status", bad.id)
+    assert (code, err) == (0, "")
+    lines = text.splitlines()
+    assert lines[1].startswith("created 20") and ", finished 20" in lines[1]
+    # Durable answers each failed attempt with a retry timer, the last one included.
+    assert lines[2] == "steps: 0 done, 0 running, 1 failed (2 attempt(s)); 0 sleep(s), 2 retry wait(s); history " \
+                       f"{lines[2].rsplit('history ', 1)[1]}"
+    assert lines[3].startswith("  0.0      wf.broken                      failed   2 attempts  !! ValueError: broken")
+    code, text, _ = run("workflow", "status", good.id)
+    assert "steps: 2 done, 0 running, 0 failed (2 attempt(s)); 1 sleep(s), 0 retry wait(s)" in text
+
+    code, text, err = run("workflow", "list", "--since", "1h")
+    assert (code, err) == (0, ""), err
+    rows = [line.split() for line in text.splitlines()]
+    assert rows[0] == ["ID", "STATUS", "CREATED", "FINISHED"]
+    assert {row[0]: row[1] for row in rows[1:]} == {good.id: "Completed", bad.id: "Failed", waiting.id: "Pending"}
+    assert rows[1][0] == waiting.id  # newest first
+    assert all(row[3] != "-" for row in rows[1:] if row[0] != waiting.id)
+    code, text, _ = run("workflow", "list", "--status", "failed", "--json")
+    assert code == 0 and [json.loads(line)["id"] for line in text.splitlines()] == [bad.id]
+    code, text, _ = run("workflow", "list", "--status", "Running")
+    assert (code, text) == (0, f"no Running workflows in table {table}\n")
+    with pytest.raises(SystemExit) as usage:
+        run("workflow", "list", "--status", "Done")
+    assert usage.value.code == 2

@@ -89,7 +89,8 @@ def broken_step(value: int) -> int:
 @azjobs.job(queue="inline-reports", schedule="0 0 7 * * *")
 def morning_report() -> str:
     job = azjobs.current_job()
-    return f"{job.scheduled_at} past_due={job.past_due}"
+    # scheduled_at is an aware datetime; written back in the wire form the test compares with.
+    return f"{job.scheduled_at.isoformat(timespec='milliseconds').replace('+00:00', 'Z')} past_due={job.past_due}"
 
 
 @azjobs.job(queue="inline-mail", track=False)

@@ -18,6 +18,8 @@ import azjobs
             name=os.environ.get("AZJOBS_SCHEDULE_JOB", "schedule_tests.tick"))
 def tick() -> None:
     job = azjobs.current_job()
-    line = f"{job.scheduled_at} {int(job.past_due)} {job.id} {os.getpid()}\n"
+    # scheduled_at is an aware datetime: written back in the wire form the tests compare with.
+    tick_text = job.scheduled_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    line = f"{tick_text} {int(job.past_due)} {job.id} {os.getpid()}\n"
     with open(Path(os.environ["AZJOBS_TEST_DIR"]) / "ticks.runs", "a", encoding="utf-8") as fh:
         fh.write(line)

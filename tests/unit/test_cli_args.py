@@ -176,17 +176,33 @@ def test_no_at_the_prompt_prints_a_line_and_exits_2(tmp_path, monkeypatch):
 
 
 # -- C. --help ---------------------------------------------------------------------------------------
+def test_fetch_help_states_the_default_the_worker_uses_without_host_json(capsys):
+    from azjobs.model.settings import QueueSettings
+    from azjobs.runtime.worker import Worker
+    from azjobs.testing import RecordingClient
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert ("-f N, --fetch N messages per receive call, 1..32 (default: host.json batchSize when it sets one, else 32, "
+            "the service's maximum; never more than -c; shared out among -p processes)") in flat
+    client = RecordingClient("base64")
+    assert Worker(["q-fetch"], client=client, settings=QueueSettings()).fetch == 32
+    assert Worker(["q-fetch"], client=client, settings=QueueSettings(), concurrency=4).fetch == 4
+
+
 def test_help_lists_every_command_with_one_line(capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert text.startswith("usage: azjobs -q QUEUE [-q QUEUE ...] [options]\n"
+    assert text.startswith("usage: azjobs -q QUEUE [-q QUEUE ...] [options]  |  azjobs -i PATH [options]\n"
                            "       azjobs --create NAME | --empty NAME | --delete NAME [--yes]\n"
                            "       azjobs poison {list,show,requeue,purge} QUEUE ...\n")
     commands = text.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert commands == [
-        "  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty)",
+        "  azjobs -q QUEUE ...    the worker: work the queues until stopped (--burst: until empty);",
+        "                         azjobs -i PATH works the queues of the jobs PATH declares",
         "  azjobs --create NAME   queue administration: --create, --empty, --delete (then exit)",
         "  azjobs poison ...      dead-lettered jobs: list, show, requeue, purge (azjobs poison --help)",
         "  azjobs status JOB_ID   what became of a job (job state; azjobs state prune removes old records)",
@@ -194,7 +210,7 @@ def test_help_lists_every_command_with_one_line(capsys):
         "  azjobs schedules       periodic jobs: next fire times and the last recorded fire (azjobs schedules --help)",
         "  azjobs limits          concurrency and rate limits: slots held now, recent starts and throttles (--help)",
         "  azjobs dashboard ...   the web dashboard: queues, poison browser (azjobs dashboard --help)",
-        "  azjobs workflow ...    workflows run by the worker: status ID [--json]",
+        "  azjobs workflow ...    workflows run by the worker: status ID, list",
         "  azjobs check           exec probe: is the worker's --heartbeat file fresh (azjobs check --help)",
     ]
     flat = " ".join(text.split())
@@ -336,3 +352,19 @@ def test_the_connection_origin_says_where_the_setting_was_found(tmp_path, monkey
     target = logs.storage_target(connection, cli.connection_origin("JobsStorage", connection))
     assert (target.account, target.endpoint, target.credential) == (
         "prodjobs", "https://prodjobs.queue.core.windows.net", "identity")
+
+
+@pytest.mark.parametrize("typed,meant", [("stat", "stats"), ("statu", "status"), ("workflows", "workflow"),
+                                         ("dashbaord", "dashboard"), ("schedule", "schedules"), ("poisn", "poison")])
+def test_a_mistyped_subcommand_gets_did_you_mean_and_exit_2(typed, meant):
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main([typed, "x"], stdout=out, stderr=err) == 2
+    assert (out.getvalue(), err.getvalue()) == (
+        "", f"azjobs: {typed!r} is not a command; did you mean `azjobs {meant}`? (see azjobs --help)\n")
+
+
+def test_a_poison_command_without_poison_keeps_its_own_hint(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["list", "emails"], stdout=io.StringIO(), stderr=io.StringIO())
+    assert exc.value.code == 2
+    assert "'list' is a poison command: azjobs poison list emails" in capsys.readouterr().err

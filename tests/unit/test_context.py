@@ -68,3 +68,26 @@ def test_async_job_on_a_loop_in_another_thread_sees_its_context():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+ticks_seen = []
+
+
+@azjobs.job(queue="ctx-q", registry=reg, name="ctx.periodic")
+def periodic_job():
+    # What a periodic job writes: the tick as text, via the datetime's own methods.
+    ticks_seen.append((azjobs.current_job().scheduled_at.isoformat(), azjobs.current_job().scheduled_at))
+
+
+def test_a_periodic_jobs_scheduled_at_is_an_aware_utc_datetime_and_isoformat_works():
+    from datetime import datetime, timezone
+
+    ticks_seen.clear()
+    envelope = Envelope.build("ctx.periodic", queue="ctx-q").evolve(scheduled_at="2026-11-28T06:00:00.000Z",
+                                                                     past_due=True)
+    assert envelope.to_dict()["scheduled_at"] == "2026-11-28T06:00:00.000Z"  # the wire form stays text
+    result = executor().execute(envelope.encode(), MessageInfo(queue="ctx-q", message_id="m-3"))
+    assert result.outcome is Outcome.SUCCEEDED, result
+    [(text, moment)] = ticks_seen
+    assert moment == datetime(2026, 11, 28, 6, tzinfo=timezone.utc) and moment.utcoffset().total_seconds() == 0
+    assert text == "2026-11-28T06:00:00+00:00"

@@ -463,7 +463,10 @@ def test_a_return_value_json_cannot_carry_is_dropped_and_the_job_still_succeeds(
         assert executor.execute(*delivery(client)).outcome is Outcome.SUCCEEDED
     record = client.state_store.get(job_id)
     assert record.status is JobStatus.SUCCESSFUL and record.return_value is None
-    assert [r for r in caplog.records if getattr(r, "action", None) == "state_return_value_dropped"]
+    [line] = [r for r in caplog.records if getattr(r, "action", None) == "state_return_value_dropped"]
+    # Named as every other job line: the job's name, then its id.
+    assert line.getMessage().startswith(f"job st.opaque {job_id} returned a value JSON cannot carry (")
+    assert (line.job, line.job_id) == ("st.opaque", job_id)
 
 
 # -- reading -------------------------------------------------------------------------------------

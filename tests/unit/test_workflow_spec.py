@@ -74,6 +74,17 @@ def test_arguments_are_checked_against_the_job_where_the_flow_is_built():
     azjobs.chain(fetch.s("u"), parse.si("explicit")).spec()
 
 
+def test_a_steps_bad_arguments_error_names_the_step_as_workflow_status_does():
+    with pytest.raises(ArgumentError) as raised:
+        azjobs.chain(fetch.s("u"), parse.s(), total.s([1])).spec()
+    assert str(raised.value) == ("workflow step 0.2, wf.total.s([1],) with the previous step's result first: "
+                                 "arguments do not fit job wf.total: too many positional arguments")
+    with pytest.raises(ArgumentError) as raised:
+        azjobs.chain(fetch.s("u"), azjobs.group(parse.s(), parse.si())).spec()
+    assert str(raised.value) == ("workflow step 0.1.1, wf.parse.si(): arguments do not fit job wf.parse: missing a "
+                                 "required argument: 'text'")
+
+
 def test_group_takes_steps_only():
     with pytest.raises(ConfigurationError):
         azjobs.group(azjobs.chain(fetch.s("u")))

@@ -23,8 +23,10 @@ def _boot(argv: list[str]) -> None:
 
     from ...cli import build_parser
     from .discovery import discover_tasks
+    from .worker import one_console
 
     django.setup()
+    one_console()  # a worker process started by -p prints each line once, as its parent does
     args, _ = build_parser().parse_known_args(argv)
     discover_tasks([name for name in args.include if name != __name__])
 

@@ -11,7 +11,7 @@ import azjobs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = "django-insecure-test-project-only"
-DEBUG = False
+DEBUG = os.environ.get("DJSITE_DEBUG") == "1"  # tests turn it on to see what a developer sees
 ALLOWED_HOSTS = ["*"]
 INSTALLED_APPS = ["azjobs.contrib.django", "shop"]
 DATABASES = {
