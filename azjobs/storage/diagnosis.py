@@ -145,6 +145,7 @@ class StorageTarget:
     credential: str = "key"  # key, sas, identity
     sas_expiry: str | None = None  # the SAS's se= (not a secret), to say when it expired
     service: str = "queue"  # queue, table or blob: the endpoint is that service's
+    identity: str = "DefaultAzureCredential"  # with credential "identity": the credential class that asked for tokens
 
     @property
     def host(self) -> str:
@@ -175,6 +176,9 @@ def storage_target(connection: Any, origin: str | None = None, setting: str = "A
     """The ``StorageTarget`` of a ``Connection``: its account, the endpoint of ``service`` (queue, table or blob:
     the one a command actually calls) and its credential kind."""
     source = getattr(connection, "source", "") or ""
+    given = getattr(connection, "credential", None)  # a credential object handed to Connection(), if any
+    if given is not None and origin is None and source in ("", "default"):
+        origin = f"the {type(given).__name__} given to azjobs.Connection()"
     origin = origin or describe_origin(source, setting)
     text = getattr(connection, "connection_string", None)
     if text:
@@ -201,8 +205,12 @@ def storage_target(connection: Any, origin: str | None = None, setting: str = "A
         account = _account_in(parts)
         credential = "sas" if "sig=" in (parts.query or "") else "identity"
         expiry = None
+        if given is not None:  # the kind of the object itself: a key, a SAS, or a token credential
+            credential = ("key" if hasattr(given, "named_key") else "sas" if hasattr(given, "signature")
+                          else "identity")
     endpoint = redact(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/"))
-    return StorageTarget(account, endpoint, origin, credential, expiry, service)
+    identity = type(given).__name__ if given is not None and credential == "identity" else "DefaultAzureCredential"
+    return StorageTarget(account, endpoint, origin, credential, expiry, service, identity)
 
 
 def _account_in(parts: Any) -> str | None:
@@ -341,10 +349,10 @@ def auth_problem(exc: BaseException, target: StorageTarget, doing: str = "") -> 
     head = f"{target.where} {verb} {what}" + (f" {doing}" if doing else "")
     if target.credential == "identity":
         if status is None:
-            hint = (f"no token for the identity of {target.origin} (DefaultAzureCredential): sign in "
+            hint = (f"no token for the identity of {target.origin} ({target.identity}): sign in "
                     "(az login) or give the app a managed identity")
         else:
-            hint = (f"the identity used by {target.origin} (DefaultAzureCredential) lacks a role on the account: "
+            hint = (f"the identity used by {target.origin} ({target.identity}) lacks a role on the account: "
                     f"grant it {_ROLES.get(target.service, _ROLES['queue'])}")
     elif target.credential == "sas":
         expired = _expired(target.sas_expiry)

@@ -271,6 +271,31 @@ def test_storage_targets_name_account_endpoint_and_origin_never_the_key():
         "acct", "identity", "AzureWebJobsStorage__* (identity-based app settings)")
 
 
+def test_a_credential_object_given_to_connection_is_named_in_the_rejected_credentials_line():
+    """A Connection built with its own credential object: the line names that object and where it was given,
+    not DefaultAzureCredential nor "the default, Azurite"."""
+    from azure.core.credentials import AzureNamedKeyCredential, AzureSasCredential
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import ManagedIdentityCredential
+
+    from azjobs.storage.connection import Connection
+
+    uri = "https://acct.queue.core.windows.net"
+    token = logs.storage_target(Connection(queue_service_uri=uri, credential=ManagedIdentityCredential()))
+    denied = http_error(403, "AuthorizationPermissionMismatch", ClientAuthenticationError)
+    line = logs.auth_problem(denied, token, "receiving from queue emails")
+    assert line == (
+        "storage account acct at https://acct.queue.core.windows.net refused the request (403 "
+        "AuthorizationPermissionMismatch) receiving from queue emails: the identity used by the "
+        "ManagedIdentityCredential given to azjobs.Connection() (ManagedIdentityCredential) lacks a role on the "
+        "account: grant it Storage Queue Data Contributor"), line
+    key = logs.storage_target(Connection(queue_service_uri=uri, credential=AzureNamedKeyCredential("acct", KEY)))
+    assert (key.credential, key.origin) == ("key", "the AzureNamedKeyCredential given to azjobs.Connection()")
+    sas = logs.storage_target(Connection(queue_service_uri=uri, credential=AzureSasCredential("sv=2021&sig=abc")))
+    assert (sas.credential, sas.origin) == ("sas", "the AzureSasCredential given to azjobs.Connection()")
+    assert KEY not in logs.auth_problem(http_error(403, "AuthenticationFailed", ClientAuthenticationError), key)
+
+
 def test_rejected_credentials_say_which_setting_to_fix():
     from azure.core.exceptions import ClientAuthenticationError
 
