@@ -3,8 +3,8 @@
 Every interval one INFO line (event ``worker_summary``) says what the worker did since the
 last one and what it holds now, from the worker's own counters, so it needs no OpenTelemetry:
 
-    worker summary (last 60s): 118 succeeded, 3 retries scheduled, 1 dead-lettered, 0 skipped, 0 cancelled, 0 released for
-    redelivery; 2.0 jobs/s; 4 running, 12 in flight
+    worker summary (last 60s): 118 succeeded, 3 retries scheduled, 1 dead-lettered, 0 skipped, 0 cancelled, 0 throttled,
+    0 released for redelivery; 2.0 jobs/s; 4 running, 12 in flight
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ log = get_logger("azjobs.worker")
 
 # WorkerStats fields the line reports, in order, with their words.
 FIELDS = (("succeeded", "succeeded"), ("retry_scheduled", "retries scheduled"), ("dead_lettered", "dead-lettered"),
-          ("skipped", "skipped"), ("cancelled", "cancelled"), ("redelivered", "released for redelivery"))
+          ("skipped", "skipped"), ("cancelled", "cancelled"), ("throttled", "throttled"),
+          ("redelivered", "released for redelivery"))
 
 
 class Summary:

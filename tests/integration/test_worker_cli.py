@@ -141,16 +141,20 @@ def test_idle_polling_backs_off_within_the_hosts_bounds(client, queue_name, raw_
 
 
 # -- #25 item 9 ------------------------------------------------------------------------------------
+# Each job writes its line in one call: two jobs run at once, and print()'s separate writes of the text and
+# the newline interleave ("onetwo b\n a\n" was seen on a loaded machine).
 QUEUE_JOBS = """
+import sys
+
 import azjobs
 
 @azjobs.job(queue="{first}")
 def one(text):
-    print("one", text)
+    sys.stdout.write(f"one {{text}}\\n")
 
 @azjobs.job(queue="{second}")
 def two(text):
-    print("two", text)
+    sys.stdout.write(f"two {{text}}\\n")
 """
 
 

@@ -26,16 +26,17 @@ def test_each_line_counts_what_happened_since_the_last_one(caplog):
     summary = Summary(60, lambda: (dataclasses.replace(stats), state["running"], state["in_flight"]), clock=clock)
     summary.start()
     summary.stop()
-    stats.succeeded, stats.retry_scheduled, stats.dead_lettered = 125, 4, 1
+    stats.succeeded, stats.retry_scheduled, stats.dead_lettered, stats.throttled = 125, 4, 1, 7
     state.update(running=4, in_flight=12)
     clock.now += 60
     with caplog.at_level(logging.INFO, logger="azjobs.worker"):
         fields = summary.log_once()
     (record,) = [r for r in caplog.records if getattr(r, "action", None) == "worker_summary"]
     assert record.getMessage() == ("worker summary (last 60s): 120 succeeded, 3 retries scheduled, 1 dead-lettered, "
-                                   "0 skipped, 0 cancelled, 0 released for redelivery; 2.1 jobs/s; 4 running, 12 in flight")
-    assert (fields["succeeded"], fields["retry_scheduled"], fields["dead_lettered"], fields["jobs_per_s"]) == (
-        120, 3, 1, 2.067)
+                                   "0 skipped, 0 cancelled, 7 throttled, 0 released for redelivery; 2.2 jobs/s; 4 running, "
+                                   "12 in flight")
+    assert (fields["succeeded"], fields["retry_scheduled"], fields["dead_lettered"], fields["throttled"],
+            fields["jobs_per_s"]) == (120, 3, 1, 7, 2.183)
     assert (record.running, record.in_flight, record.window_s) == (4, 12, 60.0)
     clock.now += 30
     assert summary.log_once()["succeeded"] == 0  # nothing new since the last line
