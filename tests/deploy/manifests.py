@@ -96,8 +96,10 @@ def validate_kubernetes(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-def validate(doc: dict[str, Any]) -> None:
+def validate(doc: dict[str, Any]) -> str:
+    """Validate ``doc`` against the schema of its kind (raising when it is not valid); which schema: keda or kubernetes."""
     if str(doc.get("apiVersion", "")).startswith("keda.sh/"):
         validate_keda(doc)
-    else:
-        validate_kubernetes(doc)
+        return "keda"
+    validate_kubernetes(doc)
+    return "kubernetes"
