@@ -28,6 +28,7 @@ from ..storage.connection import resolve_connection
 from ..storage.errors import network_reason
 from ..workflows.handle import WorkflowHandle, WorkflowNotFoundError
 from ..workflows.history import TERMINATED
+from .common import add_connection_argument
 from .exits import OK, USAGE, exit_code_for
 
 
@@ -38,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                "was off when it was enqueued), usage or configuration error")
     parser.add_argument("job_id", help="the id enqueue returned")
     parser.add_argument("--json", action="store_true", help="print the record as the cancel left it, as JSON")
-    parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(parser)
     parser.add_argument("--table", default=None, help=f"the state table (default: ${TABLE_SETTING}, else {DEFAULT_TABLE})")
     return parser
 

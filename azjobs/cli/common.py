@@ -21,6 +21,12 @@ from ..storage.diagnosis import describe_origin, storage_problem
 from .exits import FAILED, OK, USAGE, exit_code_for
 
 
+def add_connection_argument(parser: Any) -> None:
+    """``--connection SETTING``, the same flag on every command that reaches storage."""
+    parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
+                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+
+
 def _positive_int(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:

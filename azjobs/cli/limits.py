@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError
+from .common import add_connection_argument
 from .exits import FAILED, OK, USAGE
 
 
@@ -32,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--include", action="append", default=[], metavar="PATH",
                         help="file, package directory or dotted module declaring jobs; repeatable "
                              "(default: ./function_app.py if present)")
-    parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(parser)
     parser.add_argument("--since", type=int, default=5, metavar="MINUTES",
                         help="recent starts and throttles over this many minutes (1-60, default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per limit")

@@ -40,6 +40,7 @@ from ..storage.client import Client
 from ..storage.connection import resolve_connection
 from ..storage.errors import storage_error_text
 
+from .common import add_connection_argument
 from .exits import FAILED, OK, USAGE, exit_code_for  # noqa: E402
 
 
@@ -51,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--host-json", metavar="PATH",
                         help="host.json to read messageEncoding from, as the worker does "
                              "(default: $AZJOBS_HOST_JSON, else ./host.json if present)")
-    common.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(common)
     sub = parser.add_subparsers(dest="command", required=True)
     p_list = sub.add_parser("list", parents=[common], help="list poison messages with their errors")
     p_list.add_argument("queue", help="the job queue (its '-poison' twin is read)")

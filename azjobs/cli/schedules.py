@@ -18,6 +18,7 @@ from ..errors import ConfigurationError
 from ..model.envelope import format_time
 from ..storage.diagnosis import short_reason, storage_problem, storage_target
 
+from .common import add_connection_argument
 from .exits import FAILED, OK, USAGE, exit_code_for  # noqa: E402
 
 
@@ -30,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="file, package directory or dotted module declaring jobs; repeatable "
                              "(default: ./function_app.py if present)")
     parser.add_argument("-n", "--next", type=int, default=3, metavar="COUNT", help="fire times to show (default 3)")
-    parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per schedule")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="tracebacks of import errors")
     return parser

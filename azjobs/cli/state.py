@@ -20,7 +20,7 @@ from ..state.entities import DEFAULT_TABLE, TABLE_SETTING, default_table, id_pro
 from ..state.store import StateStore
 from ..storage.connection import resolve_connection
 from ..storage.diagnosis import storage_problem, storage_target
-from .common import connection_origin, parse_duration
+from .common import add_connection_argument, connection_origin, parse_duration
 from .exits import exit_code_for
 
 from .exits import FAILED, OK, USAGE  # noqa: E402
@@ -28,8 +28,7 @@ from .exits import FAILED, OK, USAGE  # noqa: E402
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(common)
     common.add_argument("--table", default=None,
                         help=f"the state table (default: ${TABLE_SETTING}, else {DEFAULT_TABLE})")
     return common

@@ -35,6 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TextIO
 
 from ..model.secrets import RedactingStream
+from .common import add_connection_argument
 from .exits import FAILED, OK, USAGE, exit_code_for
 
 DEFAULT_WATCH_S = 2.0
@@ -279,8 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--watch", nargs="?", const=DEFAULT_WATCH_S, type=_interval, metavar="SECONDS",
                         help=f"refresh every SECONDS (default {DEFAULT_WATCH_S:g}) until Ctrl-C")
     parser.add_argument("--count", type=int, metavar="N", help="with --watch: stop after N refreshes")
-    parser.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(parser)
     recent = parser.add_argument_group("recent throughput and failures (job state)")
     recent.add_argument("--state", action="store_true",
                         help="add recent counts per queue from the job state table (default: on when job state is on: "

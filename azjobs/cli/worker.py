@@ -30,6 +30,7 @@ from .common import (
     _queue_name,
     _seconds,
     _storage_failure,
+    add_connection_argument,
     connection_origin,
 )
 from .exits import FAILED, OK, RESTART_NEEDED, USAGE
@@ -218,8 +219,7 @@ def build_parser(*, prog: str = "azjobs", usage: str = USAGE_TEXT, description: 
     admin.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (--empty, --delete)")
 
     general = parser.add_argument_group("general")
-    general.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                         help="app setting holding the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(general)
     general.add_argument("-v", "--verbose", action="count", default=0, help="debug logging (-vv: Azure SDK too)")
     general.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     general.add_argument("--version", action="version", version=f"azjobs {__version__}")

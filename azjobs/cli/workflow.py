@@ -11,39 +11,51 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from ..workflows.listing import DEFAULT_LIMIT, recent, status_named
-from .common import parse_duration
+from .common import add_connection_argument, parse_duration
 from .exits import OK, USAGE, exit_code_for  # noqa: E402
 
 
-def _list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from datetime import datetime, timezone
-
+def _read_history(args: argparse.Namespace, err: TextIO, doing: Callable[[str], str],
+                  read: Callable[[Any], Any]) -> tuple[Any, Any] | int:
+    """``(store, read(store))`` for the history table of ``--connection``/``--table``; or, having said in one
+    line what went wrong (``doing(table)`` says what it was doing), the exit status."""
     from ..errors import ConfigurationError
     from ..storage.connection import resolve_connection
     from ..storage.diagnosis import storage_problem, storage_target
     from ..workflows.history import HistoryStore
     from .common import connection_origin
 
-    if args.limit < 1:
-        print("azjobs workflow list: --limit must be 1 or more", file=err)
-        return USAGE
     try:
         connection = resolve_connection(args.connection)
         store = HistoryStore(connection.table_service(), args.table)
     except (ConfigurationError, ValueError) as exc:
         print(f"azjobs: {exc}", file=err)
         return USAGE
-    since = datetime.now(timezone.utc) - args.since if args.since else None
     try:
-        items = recent(store, since=since, status=args.status, limit=args.limit)
+        return store, read(store)
     except Exception as exc:
         code = exit_code_for(exc)  # a bug raises here, with its traceback
+        # The table endpoint it tried, in the words every command uses (the worker's included).
         target = storage_target(connection, connection_origin(args.connection, connection), args.connection, "table")
-        print(f"azjobs: {storage_problem(exc, target, f'listing workflows in table {store.table}')}", file=err)
+        print(f"azjobs: {storage_problem(exc, target, doing(store.table))}", file=err)
         return code
+
+
+def _list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from datetime import datetime, timezone
+
+    if args.limit < 1:
+        print("azjobs workflow list: --limit must be 1 or more", file=err)
+        return USAGE
+    since = datetime.now(timezone.utc) - args.since if args.since else None
+    read = _read_history(args, err, lambda table: f"listing workflows in table {table}",
+                         lambda store: recent(store, since=since, status=args.status, limit=args.limit))
+    if isinstance(read, int):
+        return read
+    store, items = read
     if args.json:
         for item in items:
             print(json.dumps(item, ensure_ascii=False), file=out)
@@ -67,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="a workflow's status, steps and results")
     status.add_argument("id", help="the workflow id (handle.id)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                        help="app setting with the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(status)
     status.add_argument("--table", metavar="NAME", help="history table (default $AZJOBS_WORKFLOWS_TABLE or azjobsworkflows)")
     listing = commands.add_parser("list", help="recent workflows, newest first: id, status, created, finished")
     listing.add_argument("--status", type=_status, metavar="STATUS",
@@ -78,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                          help=f"at most N (default {DEFAULT_LIMIT})")
     listing.add_argument("--json", action="store_true", help="one JSON object per workflow")
-    listing.add_argument("--connection", default="AzureWebJobsStorage", metavar="SETTING",
-                         help="app setting with the storage connection (default AzureWebJobsStorage)")
+    add_connection_argument(listing)
     listing.add_argument("--table", metavar="NAME",
                          help="history table (default $AZJOBS_WORKFLOWS_TABLE or azjobsworkflows)")
     return parser
@@ -96,32 +106,18 @@ def main(argv: list[str], *, out: TextIO, err: TextIO) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "list":
         return _list(args, out, err)
-    from ..errors import ConfigurationError
-    from ..storage.connection import resolve_connection
-    from ..storage.diagnosis import storage_problem, storage_target
-    from .common import connection_origin
     from ..workflows.handle import WorkflowNotFoundError
-    from ..workflows.history import HistoryStore, find, id_problem
+    from ..workflows.history import find, id_problem
 
     why = id_problem(args.id)
     if why is not None:  # never sent to the table
         print(f"azjobs: {WorkflowNotFoundError(args.id, why=why)}", file=err)
         return USAGE
-    try:
-        connection = resolve_connection(args.connection)
-        store = HistoryStore(connection.table_service(), args.table)
-    except (ConfigurationError, ValueError) as exc:
-        print(f"azjobs: {exc}", file=err)
-        return USAGE
-    try:
-        info = find(store, args.id)
-    except Exception as exc:
-        code = exit_code_for(exc)  # a bug raises here, with its traceback
-        # The table endpoint it tried, in the words every command uses (the worker's included).
-        target = storage_target(connection, connection_origin(args.connection, connection), args.connection, "table")
-        print(f"azjobs: {storage_problem(exc, target, f'reading workflow {args.id} from table {store.table}')}",
-              file=err)
-        return code
+    read = _read_history(args, err, lambda table: f"reading workflow {args.id} from table {table}",
+                         lambda store: find(store, args.id))
+    if isinstance(read, int):
+        return read
+    store, info = read
     if info is None:
         print(f"azjobs: {WorkflowNotFoundError(args.id, store.table)}", file=err)
         return USAGE
