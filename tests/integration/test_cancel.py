@@ -30,6 +30,7 @@ from azjobs.state.record import JobStatus
 from azjobs.state.store import store_for
 from azjobs.state.tracker import StateTracker
 from tests.integration.drivers import DRIVERS, RunnerDriver
+from tests.integration.worker_support import until
 
 SETTINGS = QueueSettings(max_dequeue_count=5, visibility_timeout=timedelta(0))
 
@@ -114,14 +115,8 @@ def state_client(connection_string):
     client.close()
 
 
-def _until(condition, timeout_s: float = 30.0, pause_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(pause_s)
-    raise AssertionError(f"not reached within {timeout_s}s")
+def _until(condition, timeout_s: float = 30.0):
+    return until(condition, timeout_s)
 
 
 def _depth(client, queue: str) -> int:

@@ -30,6 +30,7 @@ from azjobs.state.entities import partition_of
 from devtools.proxy import FaultProxy
 from tests.functions_support import (HostAction, InvocationContext, RecordingExecutor, fresh_app, host_like_settle,
                                      receive_one)
+from tests.integration.worker_support import until
 
 SETTINGS = QueueSettings(max_dequeue_count=5, visibility_timeout=timedelta(0))
 release = threading.Event()
@@ -105,14 +106,8 @@ def state_client(connection_string, state_table):
     client.close()
 
 
-def _until(condition, timeout_s: float = 20.0, pause_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(pause_s)
-    raise AssertionError(f"not reached within {timeout_s}s")
+def _until(condition, timeout_s: float = 20.0):
+    return until(condition, timeout_s)
 
 
 def _status(job_id: str) -> JobStatus:

@@ -15,7 +15,7 @@ from azjobs import QueueSettings
 from azjobs.runtime.worker import Worker
 from azjobs.workflows import cancel as cancel_module
 from azjobs.workflows import WorkflowHandle
-from tests.integration.worker_support import Background
+from tests.integration.worker_support import Background, until
 
 FAST = QueueSettings(max_polling_interval=timedelta(seconds=0.5))
 QUEUE = "workflow-cancel-tests"
@@ -48,12 +48,7 @@ def quick_checks(monkeypatch):
 
 
 def _until(condition, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not reached within {timeout_s}s")
+    return until(condition, timeout_s)
 
 
 @pytest.mark.parametrize("how", ["handle", "command"])

@@ -24,6 +24,17 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
     return bool(predicate())
 
 
+def until(condition: Callable[[], object], timeout_s: float = 20.0, pause_s: float = 0.05):
+    """Poll ``condition`` until it returns something true, and return that; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(pause_s)
+    raise AssertionError(f"not reached within {timeout_s}s")
+
+
 def spawn(connection_string: str, test_dir: Path, *args: str, name: str = "worker",
           env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``python -m azjobs -i tests.jobs.worker_jobs ARGS`` with its log in ``test_dir/<name>.log``."""
